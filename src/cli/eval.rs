@@ -1,0 +1,175 @@
+//! `segrs eval semantic`: metrics of predicted label maps against ground truth.
+
+use crate::data::folder::{StemFilter, list_images};
+use crate::data::image_io::read_mask;
+use crate::metrics::semantic::{LabelPair, SemanticReport, evaluate};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+
+#[derive(Subcommand, Debug)]
+pub enum EvalCommand {
+    /// Semantic segmentation: pixel accuracy, IoU / mIoU, Dice, Boundary F1 and Boundary IoU.
+    Semantic(SemanticArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SemanticArgs {
+    /// Folder of predicted label PNGs (class index per pixel).
+    #[arg(long)]
+    pub pred: PathBuf,
+    /// Folder of ground-truth masks with the same stems.
+    #[arg(long)]
+    pub gt: PathBuf,
+    /// Number of classes.
+    #[arg(long)]
+    pub classes: usize,
+    /// Ground-truth value that counts in no metric (`none` to disable).
+    #[arg(long, default_value = "255", value_parser = parse_ignore)]
+    pub ignore_index: Option<u32>,
+    /// Ground-truth masks hold {0, 255}: map 255 to class 1.
+    #[arg(long)]
+    pub binary: bool,
+    /// Only these stems (e.g. `25-29` or `a,b`).
+    #[arg(long)]
+    pub stems: Option<StemFilter>,
+    /// Write the numbers as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+pub fn parse_ignore(s: &str) -> std::result::Result<Option<u32>, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    s.parse::<u32>().map(Some).map_err(|e| format!("{s}: {e}"))
+}
+
+pub fn run(cmd: EvalCommand) -> Result<()> {
+    match cmd {
+        EvalCommand::Semantic(a) => semantic(a),
+    }
+}
+
+/// Loads the (prediction, ground truth) pairs: every prediction needs a GT of the same stem.
+pub fn load_pairs(
+    pred_dir: &Path,
+    gt_dir: &Path,
+    binary: bool,
+    stems: Option<&StemFilter>,
+) -> Result<(Vec<String>, Vec<LabelPair>, usize)> {
+    let preds = list_images(pred_dir)?;
+    let gts = list_images(gt_dir)?;
+    let gt_of: std::collections::HashMap<&str, &PathBuf> = gts.iter().map(|(s, p)| (s.as_str(), p)).collect();
+    let mut jobs = Vec::new();
+    let mut missing = Vec::new();
+    for (stem, p) in &preds {
+        if stems.is_some_and(|f| !f.matches(stem)) {
+            continue;
+        }
+        match gt_of.get(stem.as_str()) {
+            Some(g) => jobs.push((stem.clone(), p.clone(), (*g).clone())),
+            None => missing.push(p.display().to_string()),
+        }
+    }
+    if !missing.is_empty() {
+        bail!("{} prediction(s) have no ground truth in {}:\n  {}", missing.len(), gt_dir.display(), missing.join("\n  "));
+    }
+    if jobs.is_empty() {
+        bail!("{}: no predictions to evaluate", pred_dir.display());
+    }
+    let unmatched_gt = gts.iter().filter(|(s, _)| stems.is_none_or(|f| f.matches(s))).count() - jobs.len();
+    let loaded: Vec<Result<LabelPair>> = jobs
+        .par_iter()
+        .map(|(_, p, g)| {
+            let pred = read_mask(p)?;
+            let mut gt = read_mask(g)?;
+            if binary {
+                for v in gt.data.iter_mut() {
+                    *v = match *v {
+                        255 => 1,
+                        0 => 0,
+                        other => bail!("{}: --binary expects values 0 and 255, found {other}", g.display()),
+                    };
+                }
+            }
+            if (pred.width, pred.height) != (gt.width, gt.height) {
+                bail!(
+                    "{}: prediction is {}x{} but ground truth {} is {}x{}",
+                    p.display(),
+                    pred.width,
+                    pred.height,
+                    g.display(),
+                    gt.width,
+                    gt.height
+                );
+            }
+            Ok(LabelPair { pred: pred.data, gt: gt.data, height: gt.height, width: gt.width })
+        })
+        .collect();
+    let mut errors = Vec::new();
+    let mut pairs = Vec::new();
+    for r in loaded {
+        match r {
+            Ok(p) => pairs.push(p),
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    if !errors.is_empty() {
+        bail!("{} bad file(s):\n  {}", errors.len(), errors.join("\n  "));
+    }
+    Ok((jobs.into_iter().map(|j| j.0).collect(), pairs, unmatched_gt))
+}
+
+/// Evaluates and checks label ranges; errors name the problem.
+pub fn evaluate_dirs(
+    pred_dir: &Path,
+    gt_dir: &Path,
+    classes: usize,
+    ignore_index: Option<u32>,
+    binary: bool,
+    stems: Option<&StemFilter>,
+) -> Result<(SemanticReport, usize, usize)> {
+    if classes == 0 {
+        bail!("--classes must be at least 1");
+    }
+    let (_, pairs, unmatched) = load_pairs(pred_dir, gt_dir, binary, stems)?;
+    let acc = evaluate(&pairs, classes, ignore_index);
+    if acc.out_of_range.gt > 0 {
+        bail!(
+            "{}: {} ground-truth pixels have labels >= {classes} that are not the ignore index",
+            gt_dir.display(),
+            acc.out_of_range.gt
+        );
+    }
+    if acc.out_of_range.pred > 0 {
+        bail!("{}: {} predicted pixels have labels >= {classes}", pred_dir.display(), acc.out_of_range.pred);
+    }
+    Ok((acc.report(), pairs.len(), unmatched))
+}
+
+fn semantic(a: SemanticArgs) -> Result<()> {
+    let (report, n, unmatched) =
+        evaluate_dirs(&a.pred, &a.gt, a.classes, a.ignore_index, a.binary, a.stems.as_ref())?;
+    println!("evaluated {n} image(s)");
+    if unmatched > 0 {
+        eprintln!("note: {unmatched} ground-truth mask(s) have no prediction and were not evaluated");
+    }
+    print!("{}", report.table(None));
+    if let Some(path) = &a.json {
+        write_json(path, &report)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Writes any serialisable value as pretty JSON, atomically.
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).context("serialising JSON")?;
+    crate::data::image_io::write_atomic(path, |w| {
+        use std::io::Write;
+        w.write_all(text.as_bytes()).with_context(|| format!("{}: write failed", path.display()))?;
+        Ok(())
+    })
+}

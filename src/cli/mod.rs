@@ -1,0 +1,83 @@
+//! The `segrs` command line.
+
+pub mod demo;
+pub mod eval;
+pub mod predict;
+pub mod train;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "segrs", version, about = "Image segmentation in Rust: train, predict, evaluate", long_about = None)]
+pub struct Cli {
+    /// CPU threads (0 = all cores).
+    #[arg(long, global = true, default_value_t = 0)]
+    pub threads: usize,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Train a U-Net on a folder dataset (images/ + masks/).
+    Train(train::TrainArgs),
+    /// Predict label maps (and overlays) for a folder of images.
+    Predict(predict::PredictArgs),
+    /// Evaluate predictions against ground truth.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
+    /// The built-in end-to-end run: synthetic data, training, evaluation, pictures.
+    Demo(demo::DemoArgs),
+}
+
+/// Runs the CLI; returns the process exit code. Errors are printed with their causes.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    crate::device::set_threads(cli.threads)?;
+    match cli.command {
+        Command::Train(a) => train::run(a),
+        Command::Predict(a) => predict::run(a),
+        Command::Eval(c) => eval::run(c),
+        Command::Demo(a) => demo::run(a),
+    }
+}
+
+/// Parses `a,b,c` into floats.
+pub fn parse_floats(s: &str) -> Result<Vec<f32>, String> {
+    s.split(',')
+        .map(|v| v.trim().parse::<f32>().map_err(|e| format!("'{v}': {e}")))
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|v| if v.is_empty() { Err("empty list".into()) } else { Ok(v) })
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct NormalizeArgs {
+    /// Per-channel mean of pixels scaled to [0,1] (gray images use the first value).
+    #[arg(long, value_parser = parse_floats)]
+    pub mean: Option<Vec<f32>>,
+    /// Per-channel std of pixels scaled to [0,1].
+    #[arg(long, value_parser = parse_floats)]
+    pub std: Option<Vec<f32>>,
+}
+
+impl NormalizeArgs {
+    /// The given values, else torchvision's ImageNet statistics.
+    pub fn resolve(&self) -> anyhow::Result<crate::data::preprocess::Normalize> {
+        let d = crate::data::preprocess::Normalize::default();
+        crate::data::preprocess::Normalize::new(self.mean.clone().unwrap_or(d.mean), self.std.clone().unwrap_or(d.std))
+    }
+
+    pub fn given(&self) -> bool {
+        self.mean.is_some() || self.std.is_some()
+    }
+}

@@ -1,0 +1,111 @@
+//! `segrs predict`: label maps for a folder of images (or one image), with optional colour maps
+//! and overlays.
+
+use super::NormalizeArgs;
+use crate::data::folder::{IMAGE_EXTENSIONS, StemFilter, list_images};
+use crate::data::image_io::{read_image, write_label_png};
+use crate::device::{DeviceKindArg, device};
+use crate::predict::SemanticPredictor;
+use crate::viz::overlay::{colorize, overlay};
+use crate::viz::palette::palette_for;
+use crate::weights::checkpoint;
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use std::path::{Path, PathBuf};
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// segrs checkpoint (.safetensors) or PyTorch U-Net state_dict (.pth).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Folder of images, or one image file.
+    #[arg(long)]
+    pub images: PathBuf,
+    /// Output folder: STEM.png label maps (class index per pixel, original size).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Only these stems (e.g. `25-29`).
+    #[arg(long)]
+    pub stems: Option<StemFilter>,
+    /// Also write overlay/STEM.png (image blended with class colours and contours).
+    #[arg(long)]
+    pub overlay: bool,
+    /// Also write color/STEM.png (palette-coloured label map).
+    #[arg(long)]
+    pub color: bool,
+    /// Checked against the checkpoint.
+    #[arg(long)]
+    pub in_channels: Option<usize>,
+    /// Checked against the checkpoint.
+    #[arg(long)]
+    pub classes: Option<usize>,
+    /// Write label maps with 255 for class 1 (binary models), for viewing.
+    #[arg(long)]
+    pub binary_255: bool,
+    /// Preprocessing for a PyTorch state_dict (segrs checkpoints record their own).
+    #[command(flatten)]
+    pub normalize: NormalizeArgs,
+    #[arg(long, value_enum, default_value_t = DeviceKindArg::Cpu)]
+    pub device: DeviceKindArg,
+}
+
+fn inputs(images: &Path, stems: Option<&StemFilter>) -> Result<Vec<(String, PathBuf)>> {
+    if images.is_file() {
+        let stem = images.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+        return Ok(vec![(stem, images.to_path_buf())]);
+    }
+    if !images.is_dir() {
+        bail!("{}: no such image or folder", images.display());
+    }
+    let all = list_images(images)?;
+    let list: Vec<_> = all.into_iter().filter(|(s, _)| stems.is_none_or(|f| f.matches(s))).collect();
+    if list.is_empty() {
+        bail!("{}: no images ({}){}", images.display(), IMAGE_EXTENSIONS.join(", "), if stems.is_some() { " match --stems" } else { "" });
+    }
+    Ok(list)
+}
+
+pub fn run(a: PredictArgs) -> Result<()> {
+    let dev = device(a.device)?;
+    let loaded = checkpoint::load(&a.checkpoint, (a.in_channels, a.classes), &dev)?;
+    let normalize = match &loaded.meta {
+        Some(m) if !a.normalize.given() => m.normalize.clone(),
+        _ => a.normalize.resolve()?,
+    };
+    let predictor = SemanticPredictor::new(&loaded.model, normalize, dev);
+    let list = inputs(&a.images, a.stems.as_ref())?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("{}: cannot create", a.out.display()))?;
+    let palette = palette_for(predictor.model.config.num_classes);
+    let bar = indicatif::ProgressBar::new(list.len() as u64);
+    bar.set_style(indicatif::ProgressStyle::with_template("predict [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})").unwrap());
+    let mut failures = Vec::new();
+    for (stem, path) in &list {
+        bar.set_message(stem.clone());
+        let result = (|| -> Result<()> {
+            let pic = read_image(path)?;
+            let labels = predictor.predict(&pic);
+            let mut written = labels.clone();
+            if a.binary_255 {
+                written.data.iter_mut().for_each(|v| *v = if *v > 0 { 255 } else { 0 });
+            }
+            write_label_png(&a.out.join(format!("{stem}.png")), &written)?;
+            if a.color {
+                colorize(&labels, &palette).save_png(&a.out.join("color").join(format!("{stem}.png")))?;
+            }
+            if a.overlay {
+                overlay(&pic.to_rgb8(), &labels, &palette, 0.45, None).save_png(&a.out.join("overlay").join(format!("{stem}.png")))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            failures.push(format!("{e:#}"));
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    println!("wrote {} prediction(s) to {}", list.len() - failures.len(), a.out.display());
+    if !failures.is_empty() {
+        bail!("{} image(s) failed:\n  {}", failures.len(), failures.join("\n  "));
+    }
+    Ok(())
+}

@@ -1,0 +1,326 @@
+//! Decoding images and label masks from disk, and writing label maps back.
+//!
+//! Every error names the file and the problem.
+
+use anyhow::{Context, Result, bail};
+use std::io::{BufReader, BufWriter};
+use std::path::Path;
+
+/// Largest side accepted for an image or mask (larger inputs are almost surely corrupt).
+pub const MAX_SIDE: u32 = 16384;
+
+/// An image as floats in [0, 1], row-major, channels interleaved (HWC).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Picture {
+    pub width: usize,
+    pub height: usize,
+    pub channels: usize,
+    pub data: Vec<f32>,
+}
+
+impl Picture {
+    /// The image with exactly `channels` channels (1 or 3): RGB -> gray by ITU-R 601 luma,
+    /// gray -> RGB by replication; alpha is dropped.
+    pub fn with_channels(&self, channels: usize) -> Picture {
+        if channels == self.channels {
+            return self.clone();
+        }
+        let n = self.width * self.height;
+        let mut data = Vec::with_capacity(n * channels);
+        for i in 0..n {
+            let px = &self.data[i * self.channels..(i + 1) * self.channels];
+            match (self.channels, channels) {
+                (1, 3) => data.extend_from_slice(&[px[0], px[0], px[0]]),
+                (3, 1) => data.push(0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2]),
+                (_, c) => data.extend((0..c).map(|k| px[k.min(self.channels - 1)])),
+            }
+        }
+        Picture { width: self.width, height: self.height, channels, data }
+    }
+
+    /// 8-bit RGB pixels (HWC), for drawing.
+    pub fn to_rgb8(&self) -> Vec<u8> {
+        let rgb = self.with_channels(3);
+        rgb.data.iter().map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect()
+    }
+}
+
+/// A label map (class index or instance id per pixel), row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LabelMap {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<u32>,
+}
+
+fn check_side(path: &Path, w: u32, h: u32) -> Result<()> {
+    if w == 0 || h == 0 {
+        bail!("{}: empty image ({}x{})", path.display(), w, h);
+    }
+    if w > MAX_SIDE || h > MAX_SIDE {
+        bail!("{}: image is {}x{}, larger than the {} px limit per side", path.display(), w, h, MAX_SIDE);
+    }
+    Ok(())
+}
+
+/// Reads an image (PNG, JPEG, TIFF; gray, gray+alpha, RGB or RGBA; 8 or 16 bit).
+pub fn read_image(path: &Path) -> Result<Picture> {
+    let reader = image::ImageReader::open(path)
+        .with_context(|| format!("{}: cannot open image", path.display()))?
+        .with_guessed_format()
+        .with_context(|| format!("{}: cannot read image", path.display()))?;
+    let (w, h) = reader
+        .into_dimensions()
+        .map_err(|e| anyhow::anyhow!("{}: not a readable image: {e}", path.display()))?;
+    check_side(path, w, h)?;
+    let img = image::ImageReader::open(path)?
+        .with_guessed_format()?
+        .decode()
+        .map_err(|e| anyhow::anyhow!("{}: corrupt or truncated image: {e}", path.display()))?;
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    use image::DynamicImage as D;
+    let (channels, data): (usize, Vec<f32>) = match img {
+        D::ImageLuma8(b) => (1, b.into_raw().into_iter().map(|v| v as f32 / 255.0).collect()),
+        D::ImageLumaA8(b) => (1, b.into_raw().chunks(2).map(|p| p[0] as f32 / 255.0).collect()),
+        D::ImageLuma16(b) => (1, b.into_raw().into_iter().map(|v| v as f32 / 65535.0).collect()),
+        D::ImageLumaA16(b) => (1, b.into_raw().chunks(2).map(|p| p[0] as f32 / 65535.0).collect()),
+        D::ImageRgb8(b) => (3, b.into_raw().into_iter().map(|v| v as f32 / 255.0).collect()),
+        D::ImageRgba8(b) => (
+            3,
+            b.into_raw().chunks(4).flat_map(|p| [p[0], p[1], p[2]]).map(|v| v as f32 / 255.0).collect(),
+        ),
+        other => (3, other.to_rgb32f().into_raw()),
+    };
+    Ok(Picture { width, height, channels, data })
+}
+
+/// Reads a label mask: 8/16-bit grayscale or palette PNG (class = stored index, the palette is
+/// not applied), or a grayscale TIFF. RGB masks are accepted only when R == G == B everywhere.
+pub fn read_mask(path: &Path) -> Result<LabelMap> {
+    let is_png = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    if is_png {
+        return read_png_mask(path);
+    }
+    let img = image::ImageReader::open(path)
+        .with_context(|| format!("{}: cannot open mask", path.display()))?
+        .with_guessed_format()?
+        .decode()
+        .map_err(|e| anyhow::anyhow!("{}: corrupt or unsupported mask: {e}", path.display()))?;
+    check_side(path, img.width(), img.height())?;
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    use image::DynamicImage as D;
+    let data: Vec<u32> = match img {
+        D::ImageLuma8(b) => b.into_raw().into_iter().map(u32::from).collect(),
+        D::ImageLuma16(b) => b.into_raw().into_iter().map(u32::from).collect(),
+        D::ImageRgb8(b) => gray_from_rgb(path, &b.into_raw(), 3)?,
+        D::ImageRgba8(b) => gray_from_rgb(path, &b.into_raw(), 4)?,
+        D::ImageRgb32F(b) => float_labels(path, &b.into_raw().chunks(3).map(|p| p[0]).collect::<Vec<_>>())?,
+        other => bail!("{}: unsupported mask pixel format {:?}", path.display(), other.color()),
+    };
+    Ok(LabelMap { width, height, data })
+}
+
+fn float_labels(path: &Path, v: &[f32]) -> Result<Vec<u32>> {
+    v.iter()
+        .map(|&x| {
+            if x >= 0.0 && x.fract() == 0.0 && x < u32::MAX as f32 {
+                Ok(x as u32)
+            } else {
+                bail!("{}: float mask holds a non-integer or negative label {x}", path.display())
+            }
+        })
+        .collect()
+}
+
+fn gray_from_rgb(path: &Path, raw: &[u8], stride: usize) -> Result<Vec<u32>> {
+    raw.chunks(stride)
+        .map(|p| {
+            if p[0] == p[1] && p[1] == p[2] {
+                Ok(p[0] as u32)
+            } else {
+                bail!(
+                    "{}: colour mask (RGB values differ); save masks as 8-bit index or palette PNGs",
+                    path.display()
+                )
+            }
+        })
+        .collect()
+}
+
+fn read_png_mask(path: &Path) -> Result<LabelMap> {
+    let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open mask", path.display()))?;
+    let mut decoder = png::Decoder::new(BufReader::new(file));
+    decoder.set_transformations(png::Transformations::IDENTITY);
+    let mut reader =
+        decoder.read_info().map_err(|e| anyhow::anyhow!("{}: not a readable PNG: {e}", path.display()))?;
+    let info = reader.info();
+    check_side(path, info.width, info.height)?;
+    let (width, height) = (info.width as usize, info.height as usize);
+    let (color, depth) = (info.color_type, info.bit_depth);
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| anyhow::anyhow!("{}: PNG too large", path.display()))?;
+    let mut buf = vec![0u8; size];
+    let out = reader
+        .next_frame(&mut buf)
+        .map_err(|e| anyhow::anyhow!("{}: corrupt or truncated PNG: {e}", path.display()))?;
+    let line = out.line_size;
+    use png::{BitDepth as B, ColorType as C};
+    let samples_per_px = match color {
+        C::Grayscale | C::Indexed => 1,
+        C::GrayscaleAlpha => 2,
+        C::Rgb => 3,
+        C::Rgba => 4,
+    };
+    let mut data = Vec::with_capacity(width * height);
+    for y in 0..height {
+        let row = &buf[y * line..(y + 1) * line];
+        for x in 0..width {
+            let sample = |k: usize| -> u32 {
+                let idx = x * samples_per_px + k;
+                match depth {
+                    B::Eight => row[idx] as u32,
+                    B::Sixteen => u16::from_be_bytes([row[2 * idx], row[2 * idx + 1]]) as u32,
+                    d => {
+                        let bits = d as usize;
+                        let bit = idx * bits;
+                        let byte = row[bit / 8];
+                        let shift = 8 - bits - (bit % 8);
+                        ((byte >> shift) & ((1u8 << bits) - 1)) as u32
+                    }
+                }
+            };
+            let v = match color {
+                C::Grayscale | C::Indexed | C::GrayscaleAlpha => sample(0),
+                C::Rgb | C::Rgba => {
+                    let (r, g, b) = (sample(0), sample(1), sample(2));
+                    if r != g || g != b {
+                        bail!(
+                            "{}: colour mask at ({x}, {y}) (RGB values differ); save masks as 8-bit index or palette PNGs",
+                            path.display()
+                        );
+                    }
+                    r
+                }
+            };
+            data.push(v);
+        }
+    }
+    Ok(LabelMap { width, height, data })
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename.
+pub fn write_atomic(path: &Path, write: impl FnOnce(&mut BufWriter<std::fs::File>) -> Result<()>) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    {
+        let file = std::fs::File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+        let mut w = BufWriter::new(file);
+        write(&mut w)?;
+        use std::io::Write;
+        w.flush().with_context(|| format!("{}: write failed", tmp.display()))?;
+        w.get_ref().sync_all().ok();
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot move into place", path.display()))?;
+    Ok(())
+}
+
+/// Writes a label map as a grayscale PNG (8-bit when every value < 256, else 16-bit).
+pub fn write_label_png(path: &Path, labels: &LabelMap) -> Result<()> {
+    let max = labels.data.iter().copied().max().unwrap_or(0);
+    if max > u16::MAX as u32 {
+        bail!("{}: label {max} does not fit a 16-bit PNG", path.display());
+    }
+    write_atomic(path, |w| {
+        let mut enc = png::Encoder::new(w, labels.width as u32, labels.height as u32);
+        enc.set_color(png::ColorType::Grayscale);
+        let bytes: Vec<u8> = if max < 256 {
+            enc.set_depth(png::BitDepth::Eight);
+            labels.data.iter().map(|&v| v as u8).collect()
+        } else {
+            enc.set_depth(png::BitDepth::Sixteen);
+            labels.data.iter().flat_map(|&v| (v as u16).to_be_bytes()).collect()
+        };
+        let mut writer = enc.write_header().with_context(|| format!("{}: PNG header", path.display()))?;
+        writer.write_image_data(&bytes).with_context(|| format!("{}: PNG data", path.display()))?;
+        writer.finish().with_context(|| format!("{}: PNG finish", path.display()))?;
+        Ok(())
+    })
+}
+
+/// Writes 8-bit pixels (1 or 3 channels, HWC) as a PNG.
+pub fn write_png(path: &Path, width: usize, height: usize, channels: usize, pixels: &[u8]) -> Result<()> {
+    assert_eq!(pixels.len(), width * height * channels);
+    write_atomic(path, |w| {
+        let mut enc = png::Encoder::new(w, width as u32, height as u32);
+        enc.set_color(match channels {
+            1 => png::ColorType::Grayscale,
+            3 => png::ColorType::Rgb,
+            4 => png::ColorType::Rgba,
+            c => bail!("{}: cannot write a {c}-channel PNG", path.display()),
+        });
+        enc.set_depth(png::BitDepth::Eight);
+        let mut writer = enc.write_header().with_context(|| format!("{}: PNG header", path.display()))?;
+        writer.write_image_data(pixels).with_context(|| format!("{}: PNG data", path.display()))?;
+        writer.finish().with_context(|| format!("{}: PNG finish", path.display()))?;
+        Ok(())
+    })
+}
+
+/// Writes a palette PNG: class index per pixel, coloured by `palette` (RGB triples).
+pub fn write_palette_png(path: &Path, labels: &LabelMap, palette: &[[u8; 3]]) -> Result<()> {
+    let max = labels.data.iter().copied().max().unwrap_or(0);
+    if max as usize >= palette.len().min(256) {
+        bail!("{}: label {max} has no palette entry", path.display());
+    }
+    write_atomic(path, |w| {
+        let mut enc = png::Encoder::new(w, labels.width as u32, labels.height as u32);
+        enc.set_color(png::ColorType::Indexed);
+        enc.set_depth(png::BitDepth::Eight);
+        let pal: Vec<u8> = palette.iter().take(256).flatten().copied().collect();
+        enc.set_palette(pal);
+        let mut writer = enc.write_header().with_context(|| format!("{}: PNG header", path.display()))?;
+        let bytes: Vec<u8> = labels.data.iter().map(|&v| v as u8).collect();
+        writer.write_image_data(&bytes).with_context(|| format!("{}: PNG data", path.display()))?;
+        writer.finish().with_context(|| format!("{}: PNG finish", path.display()))?;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_png_round_trip_8_and_16_bit() {
+        let dir = std::env::temp_dir().join(format!("segrs-io-{}", std::process::id()));
+        for max in [7u32, 300] {
+            let lm = LabelMap { width: 5, height: 3, data: (0..15).map(|i| i * max / 14).collect() };
+            let p = dir.join(format!("m{max}.png"));
+            write_label_png(&p, &lm).unwrap();
+            assert_eq!(read_mask(&p).unwrap(), lm);
+        }
+        let lm = LabelMap { width: 4, height: 2, data: vec![0, 1, 2, 3, 3, 2, 1, 0] };
+        let p = dir.join("pal.png");
+        write_palette_png(&p, &lm, &[[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]]).unwrap();
+        assert_eq!(read_mask(&p).unwrap(), lm, "palette PNG must give indices, not colours");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn truncated_png_is_a_clear_error() {
+        let dir = std::env::temp_dir().join(format!("segrs-io-t{}", std::process::id()));
+        let lm = LabelMap { width: 64, height: 64, data: vec![1; 64 * 64] };
+        let p = dir.join("t.png");
+        write_label_png(&p, &lm).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+        let err = format!("{:#}", read_mask(&p).unwrap_err());
+        assert!(err.contains("t.png"), "{err}");
+        let err = format!("{:#}", read_image(&p).unwrap_err());
+        assert!(err.contains("t.png"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,8 @@
+//! Data: decoding files, folder datasets, preprocessing, augmentation and the synthetic demo set.
+//! Data flows one way: decode (`image_io`) -> check and pair (`folder`) -> preprocess -> augment.
+
+pub mod augment;
+pub mod folder;
+pub mod image_io;
+pub mod preprocess;
+pub mod synthetic;

@@ -1,0 +1,46 @@
+//! Choosing where tensors live: burn's `flex` CPU backend by default, Vulkan with the `vulkan`
+//! cargo feature.
+
+use anyhow::{Result, bail};
+use burn::prelude::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKindArg {
+    /// burn's flex CPU backend.
+    Cpu,
+    /// burn's Vulkan GPU backend (build with `--features vulkan`).
+    Vulkan,
+}
+
+/// The inference device for `kind`.
+pub fn device(kind: DeviceKindArg) -> Result<Device> {
+    match kind {
+        DeviceKindArg::Cpu => Ok(Device::flex()),
+        DeviceKindArg::Vulkan => vulkan(),
+    }
+}
+
+#[cfg(feature = "vulkan")]
+fn vulkan() -> Result<Device> {
+    Ok(Device::vulkan(burn::prelude::DeviceKind::DefaultDevice))
+}
+
+#[cfg(not(feature = "vulkan"))]
+fn vulkan() -> Result<Device> {
+    bail!("this segrs was built without Vulkan support; rebuild with `cargo build --release --features vulkan`")
+}
+
+/// Sets the number of CPU threads (rayon's global pool, which flex uses). 0 keeps the default
+/// (all cores, or RAYON_NUM_THREADS).
+pub fn set_threads(n: usize) -> Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
+        if rayon::current_num_threads() != n {
+            bail!("cannot set {n} threads: {e}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! Metrics: the confusion matrix and region metrics, boundary metrics, and the semantic report.
+
+pub mod boundary;
+pub mod confusion;
+pub mod semantic;

@@ -1,0 +1,215 @@
+//! Semantic-segmentation evaluation over a dataset: one confusion matrix for region metrics,
+//! per-image boundary metrics averaged per class over the images where the class appears.
+
+use super::boundary::{BinMask, boundary_f1, boundary_iou};
+use super::confusion::{ConfusionMatrix, OutOfRange, nan_mean};
+use rayon::prelude::*;
+use serde::Serialize;
+
+/// Boundary IoU dilation ratio of Cheng et al. 2021.
+pub const BOUNDARY_IOU_RATIO: f64 = 0.02;
+
+/// Per-image statistics, merged into a [`SemanticReport`].
+#[derive(Clone, Debug)]
+pub struct ImageStats {
+    pub confusion: ConfusionMatrix,
+    /// Per class: `Some((boundary_f1, boundary_iou))` when the class appears in GT or prediction.
+    pub boundary: Vec<Option<(f64, f64)>>,
+    pub out_of_range: OutOfRange,
+}
+
+/// Computes the statistics of one (prediction, ground truth) pair of label maps.
+pub fn image_stats(
+    pred: &[u32],
+    gt: &[u32],
+    height: usize,
+    width: usize,
+    num_classes: usize,
+    ignore_index: Option<u32>,
+) -> ImageStats {
+    let mut confusion = ConfusionMatrix::new(num_classes);
+    let out_of_range = confusion.add(pred, gt, ignore_index);
+    let valid: Vec<bool> = gt.iter().map(|&g| Some(g) != ignore_index).collect();
+    let boundary = (0..num_classes as u32)
+        .map(|c| {
+            // Ignored pixels belong to neither mask.
+            let pm: Vec<bool> = pred.iter().zip(&valid).map(|(&p, &v)| v && p == c).collect();
+            let gm: Vec<bool> = gt.iter().map(|&g| g == c).collect();
+            if !pm.iter().any(|&v| v) && !gm.iter().any(|&v| v) {
+                return None;
+            }
+            let pmask = BinMask { data: &pm, height, width };
+            let gmask = BinMask { data: &gm, height, width };
+            let f = boundary_f1(&pmask, &gmask).2;
+            let biou = boundary_iou(&pmask, &gmask, BOUNDARY_IOU_RATIO);
+            Some((f, biou))
+        })
+        .collect();
+    ImageStats { confusion, boundary, out_of_range }
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ClassMetrics {
+    pub class: usize,
+    pub iou: Option<f64>,
+    pub accuracy: Option<f64>,
+    pub dice: Option<f64>,
+    pub boundary_f1: Option<f64>,
+    pub boundary_iou: Option<f64>,
+}
+
+/// The numbers `segrs eval semantic --json` writes (NaN becomes null).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct SemanticReport {
+    pub pixel_accuracy: Option<f64>,
+    pub mean_accuracy: Option<f64>,
+    pub miou: Option<f64>,
+    pub fwiou: Option<f64>,
+    pub mean_dice: Option<f64>,
+    pub boundary_f1: Option<f64>,
+    pub boundary_iou: Option<f64>,
+    pub per_class: Vec<ClassMetrics>,
+    #[serde(skip)]
+    pub confusion: Vec<u64>,
+}
+
+fn opt(v: f64) -> Option<f64> {
+    if v.is_nan() { None } else { Some(v) }
+}
+
+/// Accumulates images (in any order) and produces the report.
+#[derive(Clone, Debug)]
+pub struct SemanticAccumulator {
+    pub num_classes: usize,
+    pub confusion: ConfusionMatrix,
+    bf_sum: Vec<(f64, usize)>,
+    biou_sum: Vec<(f64, usize)>,
+    pub out_of_range: OutOfRange,
+}
+
+impl SemanticAccumulator {
+    pub fn new(num_classes: usize) -> Self {
+        Self {
+            num_classes,
+            confusion: ConfusionMatrix::new(num_classes),
+            bf_sum: vec![(0.0, 0); num_classes],
+            biou_sum: vec![(0.0, 0); num_classes],
+            out_of_range: OutOfRange::default(),
+        }
+    }
+
+    pub fn add(&mut self, s: &ImageStats) {
+        self.confusion.merge(&s.confusion);
+        self.out_of_range.gt += s.out_of_range.gt;
+        self.out_of_range.pred += s.out_of_range.pred;
+        for (c, b) in s.boundary.iter().enumerate() {
+            if let Some((f, iou)) = b {
+                self.bf_sum[c].0 += f;
+                self.bf_sum[c].1 += 1;
+                if !iou.is_nan() {
+                    self.biou_sum[c].0 += iou;
+                    self.biou_sum[c].1 += 1;
+                }
+            }
+        }
+    }
+
+    pub fn merge(mut self, other: Self) -> Self {
+        self.confusion.merge(&other.confusion);
+        self.out_of_range.gt += other.out_of_range.gt;
+        self.out_of_range.pred += other.out_of_range.pred;
+        for c in 0..self.num_classes {
+            self.bf_sum[c].0 += other.bf_sum[c].0;
+            self.bf_sum[c].1 += other.bf_sum[c].1;
+            self.biou_sum[c].0 += other.biou_sum[c].0;
+            self.biou_sum[c].1 += other.biou_sum[c].1;
+        }
+        self
+    }
+
+    pub fn report(&self) -> SemanticReport {
+        let cm = &self.confusion;
+        let mean = |(s, n): (f64, usize)| if n == 0 { f64::NAN } else { s / n as f64 };
+        let per_class: Vec<ClassMetrics> = (0..self.num_classes)
+            .map(|c| {
+                let present = !cm.iou(c).is_nan() || self.bf_sum[c].1 > 0;
+                ClassMetrics {
+                    class: c,
+                    iou: opt(cm.iou(c)),
+                    accuracy: if present { opt(cm.class_accuracy(c)) } else { None },
+                    dice: opt(cm.dice(c)),
+                    boundary_f1: opt(mean(self.bf_sum[c])),
+                    boundary_iou: opt(mean(self.biou_sum[c])),
+                }
+            })
+            .collect();
+        SemanticReport {
+            pixel_accuracy: opt(cm.pixel_accuracy()),
+            mean_accuracy: opt(cm.mean_accuracy()),
+            miou: opt(cm.miou()),
+            fwiou: opt(cm.fwiou()),
+            mean_dice: opt(cm.mean_dice()),
+            boundary_f1: opt(nan_mean(self.bf_sum.iter().map(|&s| mean(s)))),
+            boundary_iou: opt(nan_mean(self.biou_sum.iter().map(|&s| mean(s)))),
+            per_class,
+            confusion: cm.counts.clone(),
+        }
+    }
+}
+
+/// One image of label maps for [`evaluate`].
+pub struct LabelPair {
+    pub pred: Vec<u32>,
+    pub gt: Vec<u32>,
+    pub height: usize,
+    pub width: usize,
+}
+
+/// Evaluates many pairs in parallel.
+pub fn evaluate(pairs: &[LabelPair], num_classes: usize, ignore_index: Option<u32>) -> SemanticAccumulator {
+    pairs
+        .par_iter()
+        .map(|p| {
+            let mut acc = SemanticAccumulator::new(num_classes);
+            acc.add(&image_stats(&p.pred, &p.gt, p.height, p.width, num_classes, ignore_index));
+            acc
+        })
+        .reduce(|| SemanticAccumulator::new(num_classes), SemanticAccumulator::merge)
+}
+
+impl SemanticReport {
+    /// A readable table for the terminal.
+    pub fn table(&self, class_names: Option<&[String]>) -> String {
+        let f = |v: Option<f64>| v.map(|x| format!("{:>8.4}", x)).unwrap_or_else(|| format!("{:>8}", "-"));
+        let mut s = String::new();
+        s.push_str(&format!(
+            "{:<14}{:>8}{:>8}{:>8}{:>8}{:>8}\n",
+            "class", "IoU", "Acc", "Dice", "BF1", "BIoU"
+        ));
+        for c in &self.per_class {
+            let name = class_names
+                .and_then(|n| n.get(c.class).cloned())
+                .unwrap_or_else(|| c.class.to_string());
+            s.push_str(&format!(
+                "{:<14}{}{}{}{}{}\n",
+                name,
+                f(c.iou),
+                f(c.accuracy),
+                f(c.dice),
+                f(c.boundary_f1),
+                f(c.boundary_iou)
+            ));
+        }
+        s.push_str(&format!(
+            "\npixel accuracy {}\nmean accuracy  {}\nmIoU           {}\nfwIoU          {}\nmean Dice      {}\nBoundary F1    {}\nBoundary IoU   {}\n",
+            f(self.pixel_accuracy),
+            f(self.mean_accuracy),
+            f(self.miou),
+            f(self.fwiou),
+            f(self.mean_dice),
+            f(self.boundary_f1),
+            f(self.boundary_iou)
+        ));
+        s
+    }
+}

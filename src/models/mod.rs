@@ -1,0 +1,4 @@
+//! Models, one folder each, with files named after the parts of the paper.
+
+pub mod tensor_io;
+pub mod unet;

@@ -1,0 +1,62 @@
+//! Semantic prediction: preprocess (normalise, pad to the network stride) -> U-Net (BatchNorm
+//! folded) -> postprocess (crop, argmax) -> label map at the original size.
+
+use crate::data::image_io::{LabelMap, Picture};
+use crate::data::preprocess::{Normalize, pad_chw, round_up};
+use crate::models::tensor_io::tensor4;
+use crate::models::unet::UNet;
+use burn::prelude::*;
+
+pub struct SemanticPredictor {
+    /// Eval-mode network with BatchNorm folded into the convolutions.
+    pub model: UNet,
+    pub normalize: Normalize,
+    pub device: Device,
+}
+
+impl SemanticPredictor {
+    /// Takes a network in any mode and prepares its inference form.
+    pub fn new(model: &UNet, normalize: Normalize, device: Device) -> Self {
+        let model = model.valid().fold_batchnorm();
+        Self { model, normalize, device }
+    }
+
+    pub fn in_channels(&self) -> usize {
+        self.model.config.in_channels
+    }
+
+    /// Logits `[1, C, H', W']` for a picture padded to the network stride.
+    fn padded_logits(&self, pic: &Picture) -> (Tensor<4>, usize, usize) {
+        let pic = pic.with_channels(self.in_channels());
+        let s = self.model.config.stride();
+        let (ph, pw) = (round_up(pic.height, s), round_up(pic.width, s));
+        let chw = self.normalize.to_chw(&pic);
+        let padded = pad_chw(&chw, pic.channels, pic.height, pic.width, ph, pw, 0.0);
+        let x = tensor4(padded, [1, pic.channels, ph, pw], &self.device);
+        (self.model.forward(x), ph, pw)
+    }
+
+    /// Per-pixel class probabilities `[C, H, W]` (softmax) at the picture's size.
+    pub fn probabilities(&self, pic: &Picture) -> Vec<f32> {
+        let (logits, _, _) = self.padded_logits(pic);
+        let [_, c, _, _] = logits.dims();
+        let p = burn::tensor::activation::softmax(logits, 1).slice([0..1, 0..c, 0..pic.height, 0..pic.width]);
+        crate::models::tensor_io::to_vec(p)
+    }
+
+    /// The class of every pixel, at the picture's size.
+    pub fn predict(&self, pic: &Picture) -> LabelMap {
+        let (logits, _, _) = self.padded_logits(pic);
+        let [_, c, _, _] = logits.dims();
+        let cropped = logits.slice([0..1, 0..c, 0..pic.height, 0..pic.width]);
+        let idx = cropped.argmax(1);
+        let data: Vec<u32> = idx
+            .into_data()
+            .try_into_vec_as::<i64>()
+            .expect("argmax readback")
+            .into_iter()
+            .map(|v| v as u32)
+            .collect();
+        LabelMap { width: pic.width, height: pic.height, data }
+    }
+}

@@ -1,0 +1,56 @@
+//! Everything a training run is made of, saved as `RUN_DIR/config.json` so that `--resume`
+//! continues the same run.
+
+use crate::data::preprocess::Normalize;
+use crate::losses::LossConfig;
+use crate::models::unet::UNetConfig;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// Cosine decay from the base rate to `min_lr` over the run.
+    Cosine,
+    /// Polynomial decay `(1 - t/T)^0.9` (DeepLab / mmsegmentation).
+    Poly,
+    Constant,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub unet: UNetConfig,
+    pub loss: LossConfig,
+    pub normalize: Normalize,
+    pub binary: bool,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub min_lr: f64,
+    pub weight_decay: f64,
+    pub schedule: Schedule,
+    /// Linear warm-up steps.
+    pub warmup_steps: usize,
+    /// Square crop side for training (None: whole images, which must then share one size).
+    pub crop: Option<usize>,
+    pub flips: bool,
+    pub seed: u64,
+    pub grad_clip: Option<f32>,
+    #[serde(default)]
+    pub class_names: Vec<String>,
+}
+
+impl TrainConfig {
+    /// Learning rate at optimiser step `step` of `total` steps.
+    pub fn lr_at(&self, step: usize, total: usize) -> f64 {
+        if step < self.warmup_steps {
+            return self.lr * (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        let t = (step - self.warmup_steps) as f64 / (total.saturating_sub(self.warmup_steps)).max(1) as f64;
+        let t = t.min(1.0);
+        match self.schedule {
+            Schedule::Constant => self.lr,
+            Schedule::Cosine => self.min_lr + 0.5 * (self.lr - self.min_lr) * (1.0 + (std::f64::consts::PI * t).cos()),
+            Schedule::Poly => self.min_lr + (self.lr - self.min_lr) * (1.0 - t).powf(0.9),
+        }
+    }
+}

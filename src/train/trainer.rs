@@ -1,0 +1,387 @@
+//! The training loop: AdamW with a learning-rate schedule, validation every epoch, atomic
+//! checkpoints (every epoch, plus `best` by validation mIoU), resumable after a kill.
+//!
+//! Run folder:
+//! ```text
+//! RUN_DIR/config.json            the run's configuration
+//! RUN_DIR/state.json             epochs done, best epoch, history (written last, atomically)
+//! RUN_DIR/checkpoints/epoch-N/   model.bpk + optim.bpk (exact resume state)
+//! RUN_DIR/last.safetensors       segrs checkpoint of the last epoch
+//! RUN_DIR/best.safetensors       segrs checkpoint of the best epoch (val mIoU)
+//! RUN_DIR/metrics.jsonl          one line per epoch
+//! RUN_DIR/curve.png              training curves
+//! ```
+
+use super::config::TrainConfig;
+use crate::cli::eval::write_json;
+use crate::data::augment::{AugmentConfig, augment};
+use crate::data::folder::Sample;
+use crate::data::preprocess::{pad_chw, round_up};
+use crate::metrics::semantic::{LabelPair, SemanticReport, evaluate};
+use crate::models::tensor_io::tensor4;
+use crate::models::unet::UNet;
+use crate::predict::SemanticPredictor;
+use crate::weights::checkpoint::{self, CheckpointMeta};
+use anyhow::{Context, Result, bail};
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use rand::seq::SliceRandom;
+use rand::{SeedableRng, rngs::SmallRng};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub val_loss: Option<f64>,
+    pub pixel_accuracy: Option<f64>,
+    pub miou: Option<f64>,
+    pub mean_dice: Option<f64>,
+    pub seconds: f64,
+    pub images_per_second: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+pub struct RunState {
+    pub epochs_done: usize,
+    pub best_epoch: Option<usize>,
+    pub best_miou: Option<f64>,
+    pub checkpoint: Option<String>,
+    pub history: Vec<EpochRecord>,
+}
+
+/// Knobs of one invocation (not part of the run's identity).
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Stop after this many epochs in this invocation (the run stays resumable).
+    pub stop_after: Option<usize>,
+    pub quiet: bool,
+}
+
+pub struct TrainOutcome {
+    pub state: RunState,
+    pub model: UNet,
+    /// Report of the best epoch's validation (recomputed from `best.safetensors`).
+    pub val_report: Option<SemanticReport>,
+}
+
+/// A sample preprocessed once: normalised CHW floats and labels.
+struct Prepared {
+    chw: Vec<f32>,
+    labels: Vec<u32>,
+    c: usize,
+    h: usize,
+    w: usize,
+}
+
+fn epoch_rng(seed: u64, epoch: usize, stream: u64) -> SmallRng {
+    SmallRng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03))
+}
+
+fn read_json<T: for<'a> Deserialize<'a>>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: malformed JSON", path.display()))
+}
+
+pub fn meta_of(cfg: &TrainConfig, epoch: usize) -> CheckpointMeta {
+    CheckpointMeta {
+        format: checkpoint::FORMAT.into(),
+        unet: cfg.unet.clone(),
+        normalize: cfg.normalize.clone(),
+        ignore_index: cfg.loss.ignore_index,
+        binary: cfg.binary,
+        class_names: cfg.class_names.clone(),
+        epoch,
+    }
+}
+
+/// Validation loss and metrics of `model` on `val`.
+pub fn validate(model: &UNet, cfg: &TrainConfig, val: &[Sample], device: &Device) -> (f64, SemanticReport) {
+    let predictor = SemanticPredictor::new(model, cfg.normalize.clone(), device.clone());
+    let s = cfg.unet.stride();
+    let mut loss_sum = 0.0;
+    let mut pairs = Vec::with_capacity(val.len());
+    for sample in val {
+        let pic = sample.image.with_channels(cfg.unet.in_channels);
+        let (ph, pw) = (round_up(pic.height, s), round_up(pic.width, s));
+        let chw = pad_chw(&cfg.normalize.to_chw(&pic), pic.channels, pic.height, pic.width, ph, pw, 0.0);
+        let logits = predictor.model.forward(tensor4(chw, [1, pic.channels, ph, pw], device));
+        // Padding pixels get an out-of-range label, which the loss treats as ignored.
+        let pad_label = cfg.unet.num_classes as u32;
+        let lab: Vec<f32> = sample.mask.data.iter().map(|&v| v as f32).collect();
+        let lab = pad_chw(&lab, 1, pic.height, pic.width, ph, pw, pad_label as f32);
+        let lab: Vec<u32> = lab.into_iter().map(|v| v as u32).collect();
+        let targets = cfg.loss.targets(&lab, 1, ph, pw, device);
+        let (loss, _) = cfg.loss.forward(logits.clone(), &targets);
+        loss_sum += loss.into_scalar::<f32>() as f64;
+        let [_, c, _, _] = logits.dims();
+        let pred: Vec<u32> = logits
+            .slice([0..1, 0..c, 0..pic.height, 0..pic.width])
+            .argmax(1)
+            .into_data()
+            .try_into_vec_as::<i64>()
+            .expect("argmax readback")
+            .into_iter()
+            .map(|v| v as u32)
+            .collect();
+        pairs.push(LabelPair { pred, gt: sample.mask.data.clone(), height: pic.height, width: pic.width });
+    }
+    let report = evaluate(&pairs, cfg.unet.num_classes, cfg.loss.ignore_index).report();
+    (loss_sum / val.len().max(1) as f64, report)
+}
+
+/// Trains (or resumes) a run in `run_dir`.
+pub fn train(
+    cfg_in: &TrainConfig,
+    train_set: &[Sample],
+    val_set: &[Sample],
+    run_dir: &Path,
+    resume: bool,
+    device: &Device,
+    opts: &RunOptions,
+) -> Result<TrainOutcome> {
+    std::fs::create_dir_all(run_dir).with_context(|| format!("{}: cannot create run folder", run_dir.display()))?;
+    let config_path = run_dir.join("config.json");
+    let state_path = run_dir.join("state.json");
+    let (cfg, mut state) = if resume {
+        if !state_path.exists() {
+            bail!("{}: no state.json, nothing to resume (was a first epoch ever completed?)", run_dir.display());
+        }
+        let mut saved: TrainConfig = read_json(&config_path)?;
+        // Only the length of the run may change on resume.
+        saved.epochs = cfg_in.epochs.max(saved.epochs);
+        (saved, read_json::<RunState>(&state_path)?)
+    } else {
+        if state_path.exists() {
+            bail!("{}: already holds a run (state.json); use --resume {} or another --out", run_dir.display(), run_dir.display());
+        }
+        (cfg_in.clone(), RunState::default())
+    };
+    cfg.unet.validate()?;
+    if train_set.is_empty() {
+        bail!("the training set is empty");
+    }
+    write_json(&config_path, &cfg)?;
+
+    let ad = device.clone().autodiff();
+    ad.seed(cfg.seed);
+    let mut model = UNet::new(&cfg.unet, &ad);
+    let adam = AdamWConfig::new()
+        .with_weight_decay(cfg.weight_decay as f32)
+        .with_epsilon(1e-8)
+        .with_grad_clipping(cfg.grad_clip.map(burn::optim::grad_clipping::GradientClippingConfig::Norm));
+    let mut optim = adam.init();
+    if let Some(ck) = &state.checkpoint {
+        let dir = run_dir.join(ck);
+        model = model
+            .try_load_file(dir.join("model.bpk"))
+            .map_err(|e| anyhow::anyhow!("{}: cannot load model state: {e:?}", dir.display()))?;
+        optim = optim
+            .load(dir.join("optim.bpk"))
+            .map_err(|e| anyhow::anyhow!("{}: cannot load optimiser state: {e:?}", dir.display()))?;
+        if !opts.quiet {
+            eprintln!("resuming {} after epoch {}", run_dir.display(), state.epochs_done);
+        }
+    }
+
+    // Preprocess once.
+    let prepared: Vec<Prepared> = train_set
+        .iter()
+        .map(|s| {
+            let pic = s.image.with_channels(cfg.unet.in_channels);
+            Prepared { chw: cfg.normalize.to_chw(&pic), labels: s.mask.data.clone(), c: pic.channels, h: pic.height, w: pic.width }
+        })
+        .collect();
+    if cfg.crop.is_none() {
+        let (h, w) = (prepared[0].h, prepared[0].w);
+        if let Some(s) = train_set.iter().find(|s| (s.image.height, s.image.width) != (h, w)) {
+            bail!("training images differ in size ({} is {}x{}, others {}x{}); pass --crop", s.stem, s.image.width, s.image.height, w, h);
+        }
+    }
+    let stride = cfg.unet.stride();
+    let aug = AugmentConfig {
+        crop: cfg.crop.map(|c| round_up(c, stride)),
+        hflip: cfg.flips,
+        vflip: cfg.flips,
+        pad_label: cfg.loss.ignore_index.unwrap_or(cfg.unet.num_classes as u32),
+    };
+    let steps_per_epoch = train_set.len().div_ceil(cfg.batch_size);
+    let total_steps = steps_per_epoch * cfg.epochs;
+    let mut ran = 0;
+    let mut best_model_report: Option<SemanticReport> = None;
+
+    for epoch in state.epochs_done + 1..=cfg.epochs {
+        if opts.stop_after.is_some_and(|n| ran >= n) {
+            break;
+        }
+        let start = Instant::now();
+        let mut order: Vec<usize> = (0..prepared.len()).collect();
+        order.shuffle(&mut epoch_rng(cfg.seed, epoch, 1));
+        let mut aug_rng = epoch_rng(cfg.seed, epoch, 2);
+        let bar = progress_bar(steps_per_epoch, epoch, cfg.epochs, opts.quiet);
+        let mut loss_sum = 0.0;
+        let mut lr = cfg.lr;
+        for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
+            let step = (epoch - 1) * steps_per_epoch + b;
+            lr = cfg.lr_at(step, total_steps);
+            let crops: Vec<_> =
+                chunk.iter().map(|&i| { let p = &prepared[i]; augment(&mut aug_rng, &p.chw, &p.labels, p.c, p.h, p.w, &aug) }).collect();
+            let (c, h, w) = (prepared[chunk[0]].c, crops[0].height, crops[0].width);
+            // Whole images are padded to the network stride (padding is ignored by the loss).
+            let (ph, pw) = (round_up(h, stride), round_up(w, stride));
+            let mut x = Vec::with_capacity(chunk.len() * c * ph * pw);
+            let mut y = Vec::with_capacity(chunk.len() * ph * pw);
+            for cr in &crops {
+                x.extend(pad_chw(&cr.chw, c, h, w, ph, pw, 0.0));
+                let lab: Vec<f32> = cr.labels.iter().map(|&v| v as f32).collect();
+                y.extend(pad_chw(&lab, 1, h, w, ph, pw, aug.pad_label as f32).into_iter().map(|v| v as u32));
+            }
+            let n = chunk.len();
+            let xt = tensor4(x, [n, c, ph, pw], &ad);
+            let targets = cfg.loss.targets(&y, n, ph, pw, &ad);
+            let logits = model.forward(xt);
+            let (loss, _) = cfg.loss.forward(logits, &targets);
+            let loss_value = loss.clone().into_scalar::<f32>() as f64;
+            if !loss_value.is_finite() {
+                bar.abandon();
+                bail!(
+                    "the loss became {loss_value} at epoch {epoch}, step {} (lr {lr:.3e}); the last good checkpoint is in {} (epoch {}); try a lower --lr",
+                    b + 1,
+                    run_dir.display(),
+                    state.epochs_done
+                );
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(lr, model, grads);
+            loss_sum += loss_value;
+            let done = (b + 1) as f64;
+            let ips = ((b * cfg.batch_size + n) as f64) / start.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("loss {:.4} | {:.1} img/s", loss_sum / done, ips));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let train_loss = loss_sum / steps_per_epoch as f64;
+        let train_secs = start.elapsed().as_secs_f64();
+        let (val_loss, report) = if val_set.is_empty() {
+            (None, None)
+        } else {
+            let (l, r) = validate(&model, &cfg, val_set, device);
+            (Some(l), Some(r))
+        };
+        let rec = EpochRecord {
+            epoch,
+            lr,
+            train_loss,
+            val_loss,
+            pixel_accuracy: report.as_ref().and_then(|r| r.pixel_accuracy),
+            miou: report.as_ref().and_then(|r| r.miou),
+            mean_dice: report.as_ref().and_then(|r| r.mean_dice),
+            seconds: start.elapsed().as_secs_f64(),
+            images_per_second: train_set.len() as f64 / train_secs.max(1e-9),
+        };
+        if !opts.quiet {
+            eprintln!(
+                "epoch {epoch}/{}: train loss {:.4}{} | {:.1} img/s | {:.1}s",
+                cfg.epochs,
+                train_loss,
+                match (&rec.val_loss, &rec.miou, &rec.mean_dice) {
+                    (Some(l), Some(m), Some(d)) => format!(" | val loss {l:.4} mIoU {m:.4} Dice {d:.4}"),
+                    _ => String::new(),
+                },
+                rec.images_per_second,
+                rec.seconds
+            );
+        }
+        // Checkpoint: exact state first, then the portable files, then the pointer.
+        let ck_name = format!("checkpoints/epoch-{epoch:04}");
+        let ck_dir = run_dir.join(&ck_name);
+        if ck_dir.exists() {
+            std::fs::remove_dir_all(&ck_dir).ok();
+        }
+        std::fs::create_dir_all(&ck_dir).with_context(|| format!("{}: cannot create", ck_dir.display()))?;
+        model
+            .clone()
+            .save_file(ck_dir.join("model.bpk"))
+            .map_err(|e| anyhow::anyhow!("{}: cannot save model state: {e:?}", ck_dir.display()))?;
+        optim
+            .save(ck_dir.join("optim.bpk"))
+            .map_err(|e| anyhow::anyhow!("{}: cannot save optimiser state: {e:?}", ck_dir.display()))?;
+        let meta = meta_of(&cfg, epoch);
+        let valid = model.valid();
+        checkpoint::save(&run_dir.join("last.safetensors"), &valid, &meta)?;
+        let improved = match (rec.miou, state.best_miou) {
+            (Some(m), Some(b)) => m > b,
+            (Some(_), None) => true,
+            (None, _) => true, // without validation, the last epoch is the best we know
+        };
+        if improved {
+            checkpoint::save(&run_dir.join("best.safetensors"), &valid, &meta)?;
+            state.best_epoch = Some(epoch);
+            state.best_miou = rec.miou;
+            best_model_report = report.clone();
+        }
+        let previous = state.checkpoint.replace(ck_name);
+        state.epochs_done = epoch;
+        state.history.push(rec);
+        write_json(&state_path, &state)?;
+        if let Some(p) = previous
+            && run_dir.join(&p) != ck_dir
+        {
+            std::fs::remove_dir_all(run_dir.join(p)).ok();
+        }
+        write_history(run_dir, &state)?;
+        ran += 1;
+    }
+    if best_model_report.is_none() && !val_set.is_empty() && state.best_epoch.is_some() {
+        let best = checkpoint::load(&run_dir.join("best.safetensors"), (None, None), device)?;
+        best_model_report = Some(validate(&best.model, &cfg, val_set, device).1);
+    }
+    Ok(TrainOutcome { state, model: model.valid(), val_report: best_model_report })
+}
+
+fn progress_bar(len: usize, epoch: usize, epochs: usize, quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})")
+            .unwrap()
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("epoch {epoch}/{epochs}"));
+    bar
+}
+
+/// `metrics.jsonl` and `curve.png` from the history (rewritten whole, so resume never duplicates).
+pub fn write_history(run_dir: &Path, state: &RunState) -> Result<()> {
+    let mut lines = String::new();
+    for r in &state.history {
+        lines.push_str(&serde_json::to_string(r)?);
+        lines.push('\n');
+    }
+    let path = run_dir.join("metrics.jsonl");
+    crate::data::image_io::write_atomic(&path, |w| {
+        use std::io::Write;
+        w.write_all(lines.as_bytes())?;
+        Ok(())
+    })?;
+    let h = &state.history;
+    let ep: Vec<f64> = h.iter().map(|r| r.epoch as f64).collect();
+    let f = |g: &dyn Fn(&EpochRecord) -> Option<f64>| h.iter().map(|r| g(r).unwrap_or(f64::NAN)).collect::<Vec<_>>();
+    let curve = crate::viz::curve::training_curves(
+        &ep,
+        &f(&|r| Some(r.train_loss)),
+        &f(&|r| r.val_loss),
+        &[("mIoU", f(&|r| r.miou)), ("Dice", f(&|r| r.mean_dice)), ("pixel acc", f(&|r| r.pixel_accuracy))],
+    );
+    curve.save_png(&run_dir.join("curve.png"))
+}
+
+/// The paths a finished run leaves.
+pub fn best_checkpoint(run_dir: &Path) -> PathBuf {
+    run_dir.join("best.safetensors")
+}

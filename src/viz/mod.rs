@@ -1,0 +1,6 @@
+//! Pictures: a drawing canvas, palettes, overlays and panels, training curves.
+
+pub mod canvas;
+pub mod curve;
+pub mod overlay;
+pub mod palette;
