@@ -4,7 +4,9 @@
 use anyhow::{Result, bail};
 use burn::prelude::*;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceKindArg {
     /// burn's flex CPU backend.
@@ -28,7 +30,9 @@ fn vulkan() -> Result<Device> {
 
 #[cfg(not(feature = "vulkan"))]
 fn vulkan() -> Result<Device> {
-    bail!("this segrs was built without Vulkan support; rebuild with `cargo build --release --features vulkan`")
+    bail!(
+        "this segrs was built without Vulkan support; rebuild with `cargo build --release --features vulkan`"
+    )
 }
 
 /// Sets the number of CPU threads (rayon's global pool, which flex uses). 0 keeps the default
@@ -37,7 +41,10 @@ pub fn set_threads(n: usize) -> Result<()> {
     if n == 0 {
         return Ok(());
     }
-    if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
+    if let Err(e) = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+    {
         if rayon::current_num_threads() != n {
             bail!("cannot set {n} threads: {e}");
         }

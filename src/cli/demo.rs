@@ -22,7 +22,7 @@ pub struct DemoArgs {
     /// Output folder.
     #[arg(long, default_value = "segrs-demo")]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 8)]
     pub epochs: usize,
     #[arg(long, default_value_t = 240)]
     pub train_images: usize,
@@ -43,7 +43,8 @@ pub struct DemoArgs {
 /// The demo's training configuration.
 pub fn demo_config(epochs: usize, seed: u64) -> TrainConfig {
     let classes = CLASS_NAMES.len();
-    let mut loss = LossConfig::parse("ce+dice", Some(&[1.0, 0.5]), classes, None).expect("valid loss spec");
+    let mut loss =
+        LossConfig::parse("ce+dice", Some(&[1.0, 0.5]), classes, None).expect("valid loss spec");
     loss.dice_smooth = 1.0;
     TrainConfig {
         unet: UNetConfig {
@@ -77,26 +78,54 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let dev = device(a.device)?;
     if a.out.join("run").join("state.json").exists() {
         if !a.force {
-            bail!("{}: holds a previous demo; pass --force to replace it or choose another --out", a.out.display());
+            bail!(
+                "{}: holds a previous demo; pass --force to replace it or choose another --out",
+                a.out.display()
+            );
         }
         std::fs::remove_dir_all(a.out.join("run"))?;
     }
-    eprintln!("generating {} + {} synthetic {}x{} images ({} classes)", a.train_images, a.val_images, a.size, a.size, CLASS_NAMES.len());
+    eprintln!(
+        "generating {} + {} synthetic {}x{} images ({} classes)",
+        a.train_images,
+        a.val_images,
+        a.size,
+        a.size,
+        CLASS_NAMES.len()
+    );
     let train_set = dataset(a.seed, 0, a.train_images, a.size);
     let val_set = dataset(a.seed, a.train_images, a.val_images, a.size);
     // The validation split on disk, as a folder dataset segrs can read back.
     let data_dir = a.out.join("val_data");
     for s in &val_set {
         let rgb = s.image.to_rgb8();
-        write_png(&data_dir.join("images").join(format!("{}.png", s.stem)), s.image.width, s.image.height, 3, &rgb)?;
-        write_label_png(&data_dir.join("masks").join(format!("{}.png", s.stem)), &s.mask)?;
+        write_png(
+            &data_dir.join("images").join(format!("{}.png", s.stem)),
+            s.image.width,
+            s.image.height,
+            3,
+            &rgb,
+        )?;
+        write_label_png(
+            &data_dir.join("masks").join(format!("{}.png", s.stem)),
+            &s.mask,
+        )?;
     }
     let cfg = demo_config(a.epochs, a.seed);
     let run_dir = a.out.join("run");
-    let outcome = train(&cfg, &train_set, &val_set, &run_dir, false, &dev, &RunOptions::default())?;
+    let outcome = train(
+        &cfg,
+        &train_set,
+        &val_set,
+        &run_dir,
+        false,
+        &dev,
+        &RunOptions::default(),
+    )?;
 
     // Evaluate the best checkpoint on the validation split, write predictions and pictures.
-    let best = crate::weights::checkpoint::load(&run_dir.join("best.safetensors"), (None, None), &dev)?;
+    let best =
+        crate::weights::checkpoint::load(&run_dir.join("best.safetensors"), (None, None), &dev)?;
     let predictor = SemanticPredictor::new(&best.model, cfg.normalize.clone(), dev.clone());
     let palette = palette_for(CLASS_NAMES.len());
     let pred_dir = a.out.join("predictions");
@@ -108,14 +137,29 @@ pub fn run(a: DemoArgs) -> Result<()> {
             let rgb = s.image.to_rgb8();
             let scale = |c: crate::viz::canvas::Canvas| upscale(&c, 4);
             let panel = panels(&[
-                ("image", &scale(crate::viz::canvas::Canvas::from_rgb(s.image.width, s.image.height, rgb.clone()))),
+                (
+                    "image",
+                    &scale(crate::viz::canvas::Canvas::from_rgb(
+                        s.image.width,
+                        s.image.height,
+                        rgb.clone(),
+                    )),
+                ),
                 ("ground truth", &scale(colorize(&s.mask, &palette))),
                 ("prediction", &scale(colorize(&pred, &palette))),
-                ("overlay", &scale(overlay(&rgb, &pred, &palette, 0.45, None))),
+                (
+                    "overlay",
+                    &scale(overlay(&rgb, &pred, &palette, 0.45, None)),
+                ),
             ]);
             panel.save_png(&a.out.join("overlays").join(format!("{}.png", s.stem)))?;
         }
-        pairs.push(crate::metrics::semantic::LabelPair { pred: pred.data, gt: s.mask.data.clone(), height: s.image.height, width: s.image.width });
+        pairs.push(crate::metrics::semantic::LabelPair {
+            pred: pred.data,
+            gt: s.mask.data.clone(),
+            height: s.image.height,
+            width: s.image.width,
+        });
     }
     let report = crate::metrics::semantic::evaluate(&pairs, CLASS_NAMES.len(), None).report();
     write_json(&a.out.join("metrics.json"), &report)?;

@@ -27,7 +27,7 @@ pub struct SemanticArgs {
     pub classes: usize,
     /// Ground-truth value that counts in no metric (`none` to disable).
     #[arg(long, default_value = "255", value_parser = parse_ignore)]
-    pub ignore_index: Option<u32>,
+    pub ignore_index: IgnoreIndex,
     /// Ground-truth masks hold {0, 255}: map 255 to class 1.
     #[arg(long)]
     pub binary: bool,
@@ -39,11 +39,17 @@ pub struct SemanticArgs {
     pub json: Option<PathBuf>,
 }
 
-pub fn parse_ignore(s: &str) -> std::result::Result<Option<u32>, String> {
+/// `--ignore-index`: a label value, or `none`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct IgnoreIndex(pub Option<u32>);
+
+pub fn parse_ignore(s: &str) -> std::result::Result<IgnoreIndex, String> {
     if s.eq_ignore_ascii_case("none") {
-        return Ok(None);
+        return Ok(IgnoreIndex(None));
     }
-    s.parse::<u32>().map(Some).map_err(|e| format!("{s}: {e}"))
+    s.parse::<u32>()
+        .map(|v| IgnoreIndex(Some(v)))
+        .map_err(|e| format!("{s}: {e}"))
 }
 
 pub fn run(cmd: EvalCommand) -> Result<()> {
@@ -61,7 +67,8 @@ pub fn load_pairs(
 ) -> Result<(Vec<String>, Vec<LabelPair>, usize)> {
     let preds = list_images(pred_dir)?;
     let gts = list_images(gt_dir)?;
-    let gt_of: std::collections::HashMap<&str, &PathBuf> = gts.iter().map(|(s, p)| (s.as_str(), p)).collect();
+    let gt_of: std::collections::HashMap<&str, &PathBuf> =
+        gts.iter().map(|(s, p)| (s.as_str(), p)).collect();
     let mut jobs = Vec::new();
     let mut missing = Vec::new();
     for (stem, p) in &preds {
@@ -74,12 +81,21 @@ pub fn load_pairs(
         }
     }
     if !missing.is_empty() {
-        bail!("{} prediction(s) have no ground truth in {}:\n  {}", missing.len(), gt_dir.display(), missing.join("\n  "));
+        bail!(
+            "{} prediction(s) have no ground truth in {}:\n  {}",
+            missing.len(),
+            gt_dir.display(),
+            missing.join("\n  ")
+        );
     }
     if jobs.is_empty() {
         bail!("{}: no predictions to evaluate", pred_dir.display());
     }
-    let unmatched_gt = gts.iter().filter(|(s, _)| stems.is_none_or(|f| f.matches(s))).count() - jobs.len();
+    let unmatched_gt = gts
+        .iter()
+        .filter(|(s, _)| stems.is_none_or(|f| f.matches(s)))
+        .count()
+        - jobs.len();
     let loaded: Vec<Result<LabelPair>> = jobs
         .par_iter()
         .map(|(_, p, g)| {
@@ -90,7 +106,10 @@ pub fn load_pairs(
                     *v = match *v {
                         255 => 1,
                         0 => 0,
-                        other => bail!("{}: --binary expects values 0 and 255, found {other}", g.display()),
+                        other => bail!(
+                            "{}: --binary expects values 0 and 255, found {other}",
+                            g.display()
+                        ),
                     };
                 }
             }
@@ -105,7 +124,12 @@ pub fn load_pairs(
                     gt.height
                 );
             }
-            Ok(LabelPair { pred: pred.data, gt: gt.data, height: gt.height, width: gt.width })
+            Ok(LabelPair {
+                pred: pred.data,
+                gt: gt.data,
+                height: gt.height,
+                width: gt.width,
+            })
         })
         .collect();
     let mut errors = Vec::new();
@@ -144,17 +168,29 @@ pub fn evaluate_dirs(
         );
     }
     if acc.out_of_range.pred > 0 {
-        bail!("{}: {} predicted pixels have labels >= {classes}", pred_dir.display(), acc.out_of_range.pred);
+        bail!(
+            "{}: {} predicted pixels have labels >= {classes}",
+            pred_dir.display(),
+            acc.out_of_range.pred
+        );
     }
     Ok((acc.report(), pairs.len(), unmatched))
 }
 
 fn semantic(a: SemanticArgs) -> Result<()> {
-    let (report, n, unmatched) =
-        evaluate_dirs(&a.pred, &a.gt, a.classes, a.ignore_index, a.binary, a.stems.as_ref())?;
+    let (report, n, unmatched) = evaluate_dirs(
+        &a.pred,
+        &a.gt,
+        a.classes,
+        a.ignore_index.0,
+        a.binary,
+        a.stems.as_ref(),
+    )?;
     println!("evaluated {n} image(s)");
     if unmatched > 0 {
-        eprintln!("note: {unmatched} ground-truth mask(s) have no prediction and were not evaluated");
+        eprintln!(
+            "note: {unmatched} ground-truth mask(s) have no prediction and were not evaluated"
+        );
     }
     print!("{}", report.table(None));
     if let Some(path) = &a.json {
@@ -169,7 +205,8 @@ pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value).context("serialising JSON")?;
     crate::data::image_io::write_atomic(path, |w| {
         use std::io::Write;
-        w.write_all(text.as_bytes()).with_context(|| format!("{}: write failed", path.display()))?;
+        w.write_all(text.as_bytes())
+            .with_context(|| format!("{}: write failed", path.display()))?;
         Ok(())
     })
 }

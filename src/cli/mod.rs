@@ -57,7 +57,13 @@ pub fn parse_floats(s: &str) -> Result<Vec<f32>, String> {
     s.split(',')
         .map(|v| v.trim().parse::<f32>().map_err(|e| format!("'{v}': {e}")))
         .collect::<Result<Vec<_>, _>>()
-        .and_then(|v| if v.is_empty() { Err("empty list".into()) } else { Ok(v) })
+        .and_then(|v| {
+            if v.is_empty() {
+                Err("empty list".into())
+            } else {
+                Ok(v)
+            }
+        })
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -74,7 +80,10 @@ impl NormalizeArgs {
     /// The given values, else torchvision's ImageNet statistics.
     pub fn resolve(&self) -> anyhow::Result<crate::data::preprocess::Normalize> {
         let d = crate::data::preprocess::Normalize::default();
-        crate::data::preprocess::Normalize::new(self.mean.clone().unwrap_or(d.mean), self.std.clone().unwrap_or(d.std))
+        crate::data::preprocess::Normalize::new(
+            self.mean.clone().unwrap_or(d.mean),
+            self.std.clone().unwrap_or(d.std),
+        )
     }
 
     pub fn given(&self) -> bool {

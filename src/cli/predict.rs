@@ -51,16 +51,31 @@ pub struct PredictArgs {
 
 fn inputs(images: &Path, stems: Option<&StemFilter>) -> Result<Vec<(String, PathBuf)>> {
     if images.is_file() {
-        let stem = images.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+        let stem = images
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
         return Ok(vec![(stem, images.to_path_buf())]);
     }
     if !images.is_dir() {
         bail!("{}: no such image or folder", images.display());
     }
     let all = list_images(images)?;
-    let list: Vec<_> = all.into_iter().filter(|(s, _)| stems.is_none_or(|f| f.matches(s))).collect();
+    let list: Vec<_> = all
+        .into_iter()
+        .filter(|(s, _)| stems.is_none_or(|f| f.matches(s)))
+        .collect();
     if list.is_empty() {
-        bail!("{}: no images ({}){}", images.display(), IMAGE_EXTENSIONS.join(", "), if stems.is_some() { " match --stems" } else { "" });
+        bail!(
+            "{}: no images ({}){}",
+            images.display(),
+            IMAGE_EXTENSIONS.join(", "),
+            if stems.is_some() {
+                " match --stems"
+            } else {
+                ""
+            }
+        );
     }
     Ok(list)
 }
@@ -74,10 +89,16 @@ pub fn run(a: PredictArgs) -> Result<()> {
     };
     let predictor = SemanticPredictor::new(&loaded.model, normalize, dev);
     let list = inputs(&a.images, a.stems.as_ref())?;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("{}: cannot create", a.out.display()))?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("{}: cannot create", a.out.display()))?;
     let palette = palette_for(predictor.model.config.num_classes);
     let bar = indicatif::ProgressBar::new(list.len() as u64);
-    bar.set_style(indicatif::ProgressStyle::with_template("predict [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})").unwrap());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "predict [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})",
+        )
+        .unwrap(),
+    );
     let mut failures = Vec::new();
     for (stem, path) in &list {
         bar.set_message(stem.clone());
@@ -86,14 +107,19 @@ pub fn run(a: PredictArgs) -> Result<()> {
             let labels = predictor.predict(&pic);
             let mut written = labels.clone();
             if a.binary_255 {
-                written.data.iter_mut().for_each(|v| *v = if *v > 0 { 255 } else { 0 });
+                written
+                    .data
+                    .iter_mut()
+                    .for_each(|v| *v = if *v > 0 { 255 } else { 0 });
             }
             write_label_png(&a.out.join(format!("{stem}.png")), &written)?;
             if a.color {
-                colorize(&labels, &palette).save_png(&a.out.join("color").join(format!("{stem}.png")))?;
+                colorize(&labels, &palette)
+                    .save_png(&a.out.join("color").join(format!("{stem}.png")))?;
             }
             if a.overlay {
-                overlay(&pic.to_rgb8(), &labels, &palette, 0.45, None).save_png(&a.out.join("overlay").join(format!("{stem}.png")))?;
+                overlay(&pic.to_rgb8(), &labels, &palette, 0.45, None)
+                    .save_png(&a.out.join("overlay").join(format!("{stem}.png")))?;
             }
             Ok(())
         })();
@@ -103,9 +129,17 @@ pub fn run(a: PredictArgs) -> Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    println!("wrote {} prediction(s) to {}", list.len() - failures.len(), a.out.display());
+    println!(
+        "wrote {} prediction(s) to {}",
+        list.len() - failures.len(),
+        a.out.display()
+    );
     if !failures.is_empty() {
-        bail!("{} image(s) failed:\n  {}", failures.len(), failures.join("\n  "));
+        bail!(
+            "{} image(s) failed:\n  {}",
+            failures.len(),
+            failures.join("\n  ")
+        );
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `segrs train`: a U-Net on a folder dataset.
 
-use super::eval::parse_ignore;
+use super::eval::{IgnoreIndex, parse_ignore};
 use super::{NormalizeArgs, parse_floats};
 use crate::data::folder::{MaskOptions, Sample, StemFilter, dataset_dirs, load_all, pair_folder};
 use crate::device::{DeviceKindArg, device};
@@ -47,7 +47,7 @@ pub struct TrainArgs {
     pub binary: bool,
     /// Mask value that counts in no loss and no metric (`none` to disable).
     #[arg(long, default_value = "255", value_parser = parse_ignore)]
-    pub ignore_index: Option<u32>,
+    pub ignore_index: IgnoreIndex,
     /// Channels of the first U-Net level (64 = classic).
     #[arg(long, default_value_t = 64)]
     pub base_width: usize,
@@ -116,12 +116,18 @@ pub struct TrainArgs {
 }
 
 /// Splits samples into train and validation sets as the arguments say.
-fn split(a: &TrainArgs, samples: Vec<Sample>, val_extra: Vec<Sample>, seed: u64) -> Result<(Vec<Sample>, Vec<Sample>)> {
+fn split(
+    a: &TrainArgs,
+    samples: Vec<Sample>,
+    val_extra: Vec<Sample>,
+    seed: u64,
+) -> Result<(Vec<Sample>, Vec<Sample>)> {
     if a.val_data.is_some() {
         return Ok((samples, val_extra));
     }
     if let Some(f) = &a.val_stems {
-        let (val, train): (Vec<Sample>, Vec<Sample>) = samples.into_iter().partition(|s| f.matches(&s.stem));
+        let (val, train): (Vec<Sample>, Vec<Sample>) =
+            samples.into_iter().partition(|s| f.matches(&s.stem));
         if val.is_empty() {
             bail!("--val-stems selects no image");
         }
@@ -132,14 +138,22 @@ fn split(a: &TrainArgs, samples: Vec<Sample>, val_extra: Vec<Sample>, seed: u64)
     }
     let n_val = (samples.len() as f64 * a.val_split).round() as usize;
     if a.val_split > 0.0 && n_val == 0 {
-        bail!("--val-split {} of {} images holds out nothing; use --val-split 0 to train without validation", a.val_split, samples.len());
+        bail!(
+            "--val-split {} of {} images holds out nothing; use --val-split 0 to train without validation",
+            a.val_split,
+            samples.len()
+        );
     }
     let mut idx: Vec<usize> = (0..samples.len()).collect();
     idx.shuffle(&mut rand::rngs::SmallRng::seed_from_u64(seed));
     let val_idx: std::collections::HashSet<usize> = idx[..n_val].iter().copied().collect();
     let (mut train, mut val) = (Vec::new(), Vec::new());
     for (i, s) in samples.into_iter().enumerate() {
-        if val_idx.contains(&i) { val.push(s) } else { train.push(s) }
+        if val_idx.contains(&i) {
+            val.push(s)
+        } else {
+            train.push(s)
+        }
     }
     if train.is_empty() {
         bail!("no training images left after the validation split");
@@ -156,8 +170,12 @@ pub fn run(a: TrainArgs) -> Result<()> {
     };
     let cfg = if resume {
         // Data options come from the saved run.
-        let text = std::fs::read_to_string(run_dir.join("config.json"))
-            .map_err(|e| anyhow::anyhow!("{}: cannot read config.json to resume: {e}", run_dir.display()))?;
+        let text = std::fs::read_to_string(run_dir.join("config.json")).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: cannot read config.json to resume: {e}",
+                run_dir.display()
+            )
+        })?;
         let mut c: TrainConfig = serde_json::from_str(&text)
             .map_err(|e| anyhow::anyhow!("{}/config.json: malformed: {e}", run_dir.display()))?;
         c.epochs = c.epochs.max(a.epochs);
@@ -171,9 +189,17 @@ pub fn run(a: TrainArgs) -> Result<()> {
         (_, _, Some(d)) => dataset_dirs(d)?,
         _ => bail!("give --data DIR (or --images and --masks)"),
     };
-    let mopts = MaskOptions { num_classes: cfg.unet.num_classes, binary: cfg.binary, ignore_index: cfg.loss.ignore_index };
+    let mopts = MaskOptions {
+        num_classes: cfg.unet.num_classes,
+        binary: cfg.binary,
+        ignore_index: cfg.loss.ignore_index,
+    };
     let paths = pair_folder(&images, &masks, a.stems.as_ref())?;
-    eprintln!("checking {} image/mask pairs in {}", paths.len(), images.display());
+    eprintln!(
+        "checking {} image/mask pairs in {}",
+        paths.len(),
+        images.display()
+    );
     let samples = load_all(&paths, cfg.unet.in_channels, &mopts)?;
     let val_extra = match &a.val_data {
         Some(v) => {
@@ -193,11 +219,17 @@ pub fn run(a: TrainArgs) -> Result<()> {
         cfg.unet.depth,
         cfg.unet.num_trainable_params()
     );
-    let opts = RunOptions { stop_after: a.stop_after, quiet: false };
+    let opts = RunOptions {
+        stop_after: a.stop_after,
+        quiet: false,
+    };
     let out = train(&cfg, &train_set, &val_set, &run_dir, resume, &dev, &opts)?;
     println!("run folder: {}", run_dir.display());
     if let Some(best) = out.state.best_epoch {
-        println!("best epoch {best}: {}", run_dir.join("best.safetensors").display());
+        println!(
+            "best epoch {best}: {}",
+            run_dir.join("best.safetensors").display()
+        );
     }
     if let Some(r) = &out.val_report {
         print!("{}", r.table(Some(&cfg.class_names)));
@@ -206,7 +238,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
 }
 
 fn config_from_args(a: &TrainArgs) -> Result<TrainConfig> {
-    let classes = a.classes.ok_or_else(|| anyhow::anyhow!("--classes is required"))?;
+    let classes = a
+        .classes
+        .ok_or_else(|| anyhow::anyhow!("--classes is required"))?;
     let unet = UNetConfig {
         in_channels: a.in_channels,
         num_classes: classes,
@@ -225,8 +259,16 @@ fn config_from_args(a: &TrainArgs) -> Result<TrainConfig> {
     if !(a.lr > 0.0 && a.lr.is_finite()) {
         bail!("--lr must be positive");
     }
-    let mut loss = LossConfig::parse(&a.loss, a.loss_weights.as_deref(), classes, if a.binary { None } else { a.ignore_index })?;
-    for (name, w) in [("--class-weights", &a.class_weights), ("--focal-alpha", &a.focal_alpha)] {
+    let mut loss = LossConfig::parse(
+        &a.loss,
+        a.loss_weights.as_deref(),
+        classes,
+        if a.binary { None } else { a.ignore_index.0 },
+    )?;
+    for (name, w) in [
+        ("--class-weights", &a.class_weights),
+        ("--focal-alpha", &a.focal_alpha),
+    ] {
         if let Some(w) = w
             && w.len() != classes
         {

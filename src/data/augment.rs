@@ -35,8 +35,16 @@ pub fn augment(
         None => (h, w),
     };
     // Offsets of the window in the source (may be negative => padding).
-    let y0 = if h >= oh { rng.random_range(0..=h - oh) as isize } else { -(rng.random_range(0..=oh - h) as isize) };
-    let x0 = if w >= ow { rng.random_range(0..=w - ow) as isize } else { -(rng.random_range(0..=ow - w) as isize) };
+    let y0 = if h >= oh {
+        rng.random_range(0..=h - oh) as isize
+    } else {
+        -(rng.random_range(0..=oh - h) as isize)
+    };
+    let x0 = if w >= ow {
+        rng.random_range(0..=w - ow) as isize
+    } else {
+        -(rng.random_range(0..=ow - w) as isize)
+    };
     let hflip = cfg.hflip && rng.random_bool(0.5);
     let vflip = cfg.vflip && rng.random_bool(0.5);
     let mut out = vec![0.0f32; c * oh * ow];
@@ -60,7 +68,12 @@ pub fn augment(
             }
         }
     }
-    Crop { chw: out, labels: lab, height: oh, width: ow }
+    Crop {
+        chw: out,
+        labels: lab,
+        height: oh,
+        width: ow,
+    }
 }
 
 #[cfg(test)]
@@ -75,7 +88,12 @@ mod tests {
         let labels: Vec<u32> = (0..(h * w) as u32).collect();
         let chw: Vec<f32> = labels.iter().map(|&v| v as f32).collect();
         let mut rng = rand::rngs::SmallRng::seed_from_u64(3);
-        let cfg = AugmentConfig { crop: Some(16), hflip: true, vflip: true, pad_label: 255 };
+        let cfg = AugmentConfig {
+            crop: Some(16),
+            hflip: true,
+            vflip: true,
+            pad_label: 255,
+        };
         for _ in 0..20 {
             let c = augment(&mut rng, &chw, &labels, 1, h, w, &cfg);
             assert_eq!(c.labels.len(), 256);
@@ -90,7 +108,12 @@ mod tests {
         let labels = vec![1u32; 4 * 4];
         let chw = vec![1.0f32; 4 * 4];
         let mut rng = rand::rngs::SmallRng::seed_from_u64(0);
-        let cfg = AugmentConfig { crop: Some(8), hflip: false, vflip: false, pad_label: 255 };
+        let cfg = AugmentConfig {
+            crop: Some(8),
+            hflip: false,
+            vflip: false,
+            pad_label: 255,
+        };
         let c = augment(&mut rng, &chw, &labels, 1, 4, 4, &cfg);
         assert_eq!(c.labels.iter().filter(|&&l| l == 1).count(), 16);
         assert_eq!(c.labels.iter().filter(|&&l| l == 255).count(), 48);

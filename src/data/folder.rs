@@ -35,7 +35,10 @@ impl MaskOptions {
                 };
             }
             if let Some(b) = bad {
-                bail!("{}: --binary expects mask values 0 and 255, found {b}", path.display());
+                bail!(
+                    "{}: --binary expects mask values 0 and 255, found {b}",
+                    path.display()
+                );
             }
         }
         let mut bad: Vec<u32> = mask
@@ -78,11 +81,15 @@ pub fn natural_key(s: &str) -> (Option<u64>, String) {
 
 /// Image files in `dir` (by extension), sorted naturally by stem.
 pub fn list_images(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let rd = std::fs::read_dir(dir).with_context(|| format!("{}: cannot read folder", dir.display()))?;
+    let rd =
+        std::fs::read_dir(dir).with_context(|| format!("{}: cannot read folder", dir.display()))?;
     let mut out = Vec::new();
     for entry in rd {
         let path = entry?.path();
-        let ext = path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase());
         if path.is_file() && ext.is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str())) {
             let stem = path.file_stem().unwrap().to_string_lossy().to_string();
             out.push((stem, path));
@@ -91,7 +98,13 @@ pub fn list_images(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     out.sort_by(|a, b| natural_key(&a.0).cmp(&natural_key(&b.0)));
     for w in out.windows(2) {
         if w[0].0 == w[1].0 {
-            bail!("{}: two files share the stem '{}' ({} and {})", dir.display(), w[0].0, w[0].1.display(), w[1].1.display());
+            bail!(
+                "{}: two files share the stem '{}' ({} and {})",
+                dir.display(),
+                w[0].0,
+                w[0].1.display(),
+                w[1].1.display()
+            );
         }
     }
     Ok(out)
@@ -106,10 +119,20 @@ pub fn dataset_dirs(root: &Path) -> Result<(PathBuf, PathBuf)> {
     if !root.is_dir() {
         bail!("{}: dataset folder does not exist", root.display());
     }
-    let images = find_subdir(root, IMAGE_DIR_NAMES)
-        .ok_or_else(|| anyhow::anyhow!("{}: no images/ folder (looked for {})", root.display(), IMAGE_DIR_NAMES.join(", ")))?;
-    let masks = find_subdir(root, MASK_DIR_NAMES)
-        .ok_or_else(|| anyhow::anyhow!("{}: no masks/ folder (looked for {})", root.display(), MASK_DIR_NAMES.join(", ")))?;
+    let images = find_subdir(root, IMAGE_DIR_NAMES).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: no images/ folder (looked for {})",
+            root.display(),
+            IMAGE_DIR_NAMES.join(", ")
+        )
+    })?;
+    let masks = find_subdir(root, MASK_DIR_NAMES).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: no masks/ folder (looked for {})",
+            root.display(),
+            MASK_DIR_NAMES.join(", ")
+        )
+    })?;
     Ok((images, masks))
 }
 
@@ -156,10 +179,15 @@ impl StemFilter {
 }
 
 /// Pairs every image with the mask of the same stem; every missing mask is reported.
-pub fn pair_folder(images_dir: &Path, masks_dir: &Path, filter: Option<&StemFilter>) -> Result<Vec<SamplePaths>> {
+pub fn pair_folder(
+    images_dir: &Path,
+    masks_dir: &Path,
+    filter: Option<&StemFilter>,
+) -> Result<Vec<SamplePaths>> {
     let images = list_images(images_dir)?;
     let masks = list_images(masks_dir)?;
-    let mask_of: std::collections::HashMap<&str, &PathBuf> = masks.iter().map(|(s, p)| (s.as_str(), p)).collect();
+    let mask_of: std::collections::HashMap<&str, &PathBuf> =
+        masks.iter().map(|(s, p)| (s.as_str(), p)).collect();
     let mut out = Vec::new();
     let mut missing = Vec::new();
     for (stem, path) in &images {
@@ -167,7 +195,11 @@ pub fn pair_folder(images_dir: &Path, masks_dir: &Path, filter: Option<&StemFilt
             continue;
         }
         match mask_of.get(stem.as_str()) {
-            Some(m) => out.push(SamplePaths { stem: stem.clone(), image: path.clone(), mask: Some((*m).clone()) }),
+            Some(m) => out.push(SamplePaths {
+                stem: stem.clone(),
+                image: path.clone(),
+                mask: Some((*m).clone()),
+            }),
             None => missing.push(path.display().to_string()),
         }
     }
@@ -180,7 +212,15 @@ pub fn pair_folder(images_dir: &Path, masks_dir: &Path, filter: Option<&StemFilt
         );
     }
     if out.is_empty() {
-        bail!("{}: no images{}", images_dir.display(), if filter.is_some() { " match the selected stems" } else { "" });
+        bail!(
+            "{}: no images{}",
+            images_dir.display(),
+            if filter.is_some() {
+                " match the selected stems"
+            } else {
+                ""
+            }
+        );
     }
     Ok(out)
 }
@@ -210,12 +250,23 @@ pub fn load_sample(p: &SamplePaths, in_channels: usize, opts: &MaskOptions) -> R
         );
     }
     opts.apply(mask_path, &mut mask)?;
-    Ok(Sample { stem: p.stem.clone(), image, mask })
+    Ok(Sample {
+        stem: p.stem.clone(),
+        image,
+        mask,
+    })
 }
 
 /// Loads every pair in parallel; all problems are reported together, by file.
-pub fn load_all(paths: &[SamplePaths], in_channels: usize, opts: &MaskOptions) -> Result<Vec<Sample>> {
-    let results: Vec<Result<Sample>> = paths.par_iter().map(|p| load_sample(p, in_channels, opts)).collect();
+pub fn load_all(
+    paths: &[SamplePaths],
+    in_channels: usize,
+    opts: &MaskOptions,
+) -> Result<Vec<Sample>> {
+    let results: Vec<Result<Sample>> = paths
+        .par_iter()
+        .map(|p| load_sample(p, in_channels, opts))
+        .collect();
     let mut errors = Vec::new();
     let mut samples = Vec::new();
     for r in results {
@@ -244,15 +295,38 @@ mod tests {
 
     #[test]
     fn binary_and_range_checks() {
-        let opts = MaskOptions { num_classes: 2, binary: true, ignore_index: Some(255) };
-        let mut m = LabelMap { width: 2, height: 1, data: vec![0, 255] };
+        let opts = MaskOptions {
+            num_classes: 2,
+            binary: true,
+            ignore_index: Some(255),
+        };
+        let mut m = LabelMap {
+            width: 2,
+            height: 1,
+            data: vec![0, 255],
+        };
         opts.apply(Path::new("m.png"), &mut m).unwrap();
         assert_eq!(m.data, vec![0, 1]);
-        let mut m = LabelMap { width: 2, height: 1, data: vec![0, 128] };
+        let mut m = LabelMap {
+            width: 2,
+            height: 1,
+            data: vec![0, 128],
+        };
         assert!(format!("{}", opts.apply(Path::new("m.png"), &mut m).unwrap_err()).contains("128"));
-        let opts = MaskOptions { num_classes: 3, binary: false, ignore_index: Some(255) };
-        let mut m = LabelMap { width: 3, height: 1, data: vec![2, 255, 4] };
+        let opts = MaskOptions {
+            num_classes: 3,
+            binary: false,
+            ignore_index: Some(255),
+        };
+        let mut m = LabelMap {
+            width: 3,
+            height: 1,
+            data: vec![2, 255, 4],
+        };
         let err = format!("{}", opts.apply(Path::new("x.png"), &mut m).unwrap_err());
-        assert!(err.contains("x.png") && err.contains('4') && err.contains("3 classes"), "{err}");
+        assert!(
+            err.contains("x.png") && err.contains('4') && err.contains("3 classes"),
+            "{err}"
+        );
     }
 }

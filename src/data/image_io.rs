@@ -35,13 +35,21 @@ impl Picture {
                 (_, c) => data.extend((0..c).map(|k| px[k.min(self.channels - 1)])),
             }
         }
-        Picture { width: self.width, height: self.height, channels, data }
+        Picture {
+            width: self.width,
+            height: self.height,
+            channels,
+            data,
+        }
     }
 
     /// 8-bit RGB pixels (HWC), for drawing.
     pub fn to_rgb8(&self) -> Vec<u8> {
         let rgb = self.with_channels(3);
-        rgb.data.iter().map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect()
+        rgb.data
+            .iter()
+            .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
+            .collect()
     }
 }
 
@@ -58,7 +66,13 @@ fn check_side(path: &Path, w: u32, h: u32) -> Result<()> {
         bail!("{}: empty image ({}x{})", path.display(), w, h);
     }
     if w > MAX_SIDE || h > MAX_SIDE {
-        bail!("{}: image is {}x{}, larger than the {} px limit per side", path.display(), w, h, MAX_SIDE);
+        bail!(
+            "{}: image is {}x{}, larger than the {} px limit per side",
+            path.display(),
+            w,
+            h,
+            MAX_SIDE
+        );
     }
     Ok(())
 }
@@ -80,24 +94,60 @@ pub fn read_image(path: &Path) -> Result<Picture> {
     let (width, height) = (img.width() as usize, img.height() as usize);
     use image::DynamicImage as D;
     let (channels, data): (usize, Vec<f32>) = match img {
-        D::ImageLuma8(b) => (1, b.into_raw().into_iter().map(|v| v as f32 / 255.0).collect()),
-        D::ImageLumaA8(b) => (1, b.into_raw().chunks(2).map(|p| p[0] as f32 / 255.0).collect()),
-        D::ImageLuma16(b) => (1, b.into_raw().into_iter().map(|v| v as f32 / 65535.0).collect()),
-        D::ImageLumaA16(b) => (1, b.into_raw().chunks(2).map(|p| p[0] as f32 / 65535.0).collect()),
-        D::ImageRgb8(b) => (3, b.into_raw().into_iter().map(|v| v as f32 / 255.0).collect()),
+        D::ImageLuma8(b) => (
+            1,
+            b.into_raw().into_iter().map(|v| v as f32 / 255.0).collect(),
+        ),
+        D::ImageLumaA8(b) => (
+            1,
+            b.into_raw()
+                .chunks(2)
+                .map(|p| p[0] as f32 / 255.0)
+                .collect(),
+        ),
+        D::ImageLuma16(b) => (
+            1,
+            b.into_raw()
+                .into_iter()
+                .map(|v| v as f32 / 65535.0)
+                .collect(),
+        ),
+        D::ImageLumaA16(b) => (
+            1,
+            b.into_raw()
+                .chunks(2)
+                .map(|p| p[0] as f32 / 65535.0)
+                .collect(),
+        ),
+        D::ImageRgb8(b) => (
+            3,
+            b.into_raw().into_iter().map(|v| v as f32 / 255.0).collect(),
+        ),
         D::ImageRgba8(b) => (
             3,
-            b.into_raw().chunks(4).flat_map(|p| [p[0], p[1], p[2]]).map(|v| v as f32 / 255.0).collect(),
+            b.into_raw()
+                .chunks(4)
+                .flat_map(|p| [p[0], p[1], p[2]])
+                .map(|v| v as f32 / 255.0)
+                .collect(),
         ),
         other => (3, other.to_rgb32f().into_raw()),
     };
-    Ok(Picture { width, height, channels, data })
+    Ok(Picture {
+        width,
+        height,
+        channels,
+        data,
+    })
 }
 
 /// Reads a label mask: 8/16-bit grayscale or palette PNG (class = stored index, the palette is
 /// not applied), or a grayscale TIFF. RGB masks are accepted only when R == G == B everywhere.
 pub fn read_mask(path: &Path) -> Result<LabelMap> {
-    let is_png = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    let is_png = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
     if is_png {
         return read_png_mask(path);
     }
@@ -114,10 +164,21 @@ pub fn read_mask(path: &Path) -> Result<LabelMap> {
         D::ImageLuma16(b) => b.into_raw().into_iter().map(u32::from).collect(),
         D::ImageRgb8(b) => gray_from_rgb(path, &b.into_raw(), 3)?,
         D::ImageRgba8(b) => gray_from_rgb(path, &b.into_raw(), 4)?,
-        D::ImageRgb32F(b) => float_labels(path, &b.into_raw().chunks(3).map(|p| p[0]).collect::<Vec<_>>())?,
-        other => bail!("{}: unsupported mask pixel format {:?}", path.display(), other.color()),
+        D::ImageRgb32F(b) => float_labels(
+            path,
+            &b.into_raw().chunks(3).map(|p| p[0]).collect::<Vec<_>>(),
+        )?,
+        other => bail!(
+            "{}: unsupported mask pixel format {:?}",
+            path.display(),
+            other.color()
+        ),
     };
-    Ok(LabelMap { width, height, data })
+    Ok(LabelMap {
+        width,
+        height,
+        data,
+    })
 }
 
 fn float_labels(path: &Path, v: &[f32]) -> Result<Vec<u32>> {
@@ -126,7 +187,10 @@ fn float_labels(path: &Path, v: &[f32]) -> Result<Vec<u32>> {
             if x >= 0.0 && x.fract() == 0.0 && x < u32::MAX as f32 {
                 Ok(x as u32)
             } else {
-                bail!("{}: float mask holds a non-integer or negative label {x}", path.display())
+                bail!(
+                    "{}: float mask holds a non-integer or negative label {x}",
+                    path.display()
+                )
             }
         })
         .collect()
@@ -148,11 +212,13 @@ fn gray_from_rgb(path: &Path, raw: &[u8], stride: usize) -> Result<Vec<u32>> {
 }
 
 fn read_png_mask(path: &Path) -> Result<LabelMap> {
-    let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open mask", path.display()))?;
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("{}: cannot open mask", path.display()))?;
     let mut decoder = png::Decoder::new(BufReader::new(file));
     decoder.set_transformations(png::Transformations::IDENTITY);
-    let mut reader =
-        decoder.read_info().map_err(|e| anyhow::anyhow!("{}: not a readable PNG: {e}", path.display()))?;
+    let mut reader = decoder
+        .read_info()
+        .map_err(|e| anyhow::anyhow!("{}: not a readable PNG: {e}", path.display()))?;
     let info = reader.info();
     check_side(path, info.width, info.height)?;
     let (width, height) = (info.width as usize, info.height as usize);
@@ -206,24 +272,41 @@ fn read_png_mask(path: &Path) -> Result<LabelMap> {
             data.push(v);
         }
     }
-    Ok(LabelMap { width, height, data })
+    Ok(LabelMap {
+        width,
+        height,
+        data,
+    })
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename.
-pub fn write_atomic(path: &Path, write: impl FnOnce(&mut BufWriter<std::fs::File>) -> Result<()>) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+pub fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<std::fs::File>) -> Result<()>,
+) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("{}: cannot create folder", dir.display()))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     {
-        let file = std::fs::File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+        let file = std::fs::File::create(&tmp)
+            .with_context(|| format!("{}: cannot create", tmp.display()))?;
         let mut w = BufWriter::new(file);
         write(&mut w)?;
         use std::io::Write;
-        w.flush().with_context(|| format!("{}: write failed", tmp.display()))?;
+        w.flush()
+            .with_context(|| format!("{}: write failed", tmp.display()))?;
         w.get_ref().sync_all().ok();
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot move into place", path.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("{}: cannot move into place", path.display()))?;
     Ok(())
 }
 
@@ -241,17 +324,33 @@ pub fn write_label_png(path: &Path, labels: &LabelMap) -> Result<()> {
             labels.data.iter().map(|&v| v as u8).collect()
         } else {
             enc.set_depth(png::BitDepth::Sixteen);
-            labels.data.iter().flat_map(|&v| (v as u16).to_be_bytes()).collect()
+            labels
+                .data
+                .iter()
+                .flat_map(|&v| (v as u16).to_be_bytes())
+                .collect()
         };
-        let mut writer = enc.write_header().with_context(|| format!("{}: PNG header", path.display()))?;
-        writer.write_image_data(&bytes).with_context(|| format!("{}: PNG data", path.display()))?;
-        writer.finish().with_context(|| format!("{}: PNG finish", path.display()))?;
+        let mut writer = enc
+            .write_header()
+            .with_context(|| format!("{}: PNG header", path.display()))?;
+        writer
+            .write_image_data(&bytes)
+            .with_context(|| format!("{}: PNG data", path.display()))?;
+        writer
+            .finish()
+            .with_context(|| format!("{}: PNG finish", path.display()))?;
         Ok(())
     })
 }
 
 /// Writes 8-bit pixels (1 or 3 channels, HWC) as a PNG.
-pub fn write_png(path: &Path, width: usize, height: usize, channels: usize, pixels: &[u8]) -> Result<()> {
+pub fn write_png(
+    path: &Path,
+    width: usize,
+    height: usize,
+    channels: usize,
+    pixels: &[u8],
+) -> Result<()> {
     assert_eq!(pixels.len(), width * height * channels);
     write_atomic(path, |w| {
         let mut enc = png::Encoder::new(w, width as u32, height as u32);
@@ -262,9 +361,15 @@ pub fn write_png(path: &Path, width: usize, height: usize, channels: usize, pixe
             c => bail!("{}: cannot write a {c}-channel PNG", path.display()),
         });
         enc.set_depth(png::BitDepth::Eight);
-        let mut writer = enc.write_header().with_context(|| format!("{}: PNG header", path.display()))?;
-        writer.write_image_data(pixels).with_context(|| format!("{}: PNG data", path.display()))?;
-        writer.finish().with_context(|| format!("{}: PNG finish", path.display()))?;
+        let mut writer = enc
+            .write_header()
+            .with_context(|| format!("{}: PNG header", path.display()))?;
+        writer
+            .write_image_data(pixels)
+            .with_context(|| format!("{}: PNG data", path.display()))?;
+        writer
+            .finish()
+            .with_context(|| format!("{}: PNG finish", path.display()))?;
         Ok(())
     })
 }
@@ -281,10 +386,16 @@ pub fn write_palette_png(path: &Path, labels: &LabelMap, palette: &[[u8; 3]]) ->
         enc.set_depth(png::BitDepth::Eight);
         let pal: Vec<u8> = palette.iter().take(256).flatten().copied().collect();
         enc.set_palette(pal);
-        let mut writer = enc.write_header().with_context(|| format!("{}: PNG header", path.display()))?;
+        let mut writer = enc
+            .write_header()
+            .with_context(|| format!("{}: PNG header", path.display()))?;
         let bytes: Vec<u8> = labels.data.iter().map(|&v| v as u8).collect();
-        writer.write_image_data(&bytes).with_context(|| format!("{}: PNG data", path.display()))?;
-        writer.finish().with_context(|| format!("{}: PNG finish", path.display()))?;
+        writer
+            .write_image_data(&bytes)
+            .with_context(|| format!("{}: PNG data", path.display()))?;
+        writer
+            .finish()
+            .with_context(|| format!("{}: PNG finish", path.display()))?;
         Ok(())
     })
 }
@@ -297,22 +408,38 @@ mod tests {
     fn label_png_round_trip_8_and_16_bit() {
         let dir = std::env::temp_dir().join(format!("segrs-io-{}", std::process::id()));
         for max in [7u32, 300] {
-            let lm = LabelMap { width: 5, height: 3, data: (0..15).map(|i| i * max / 14).collect() };
+            let lm = LabelMap {
+                width: 5,
+                height: 3,
+                data: (0..15).map(|i| i * max / 14).collect(),
+            };
             let p = dir.join(format!("m{max}.png"));
             write_label_png(&p, &lm).unwrap();
             assert_eq!(read_mask(&p).unwrap(), lm);
         }
-        let lm = LabelMap { width: 4, height: 2, data: vec![0, 1, 2, 3, 3, 2, 1, 0] };
+        let lm = LabelMap {
+            width: 4,
+            height: 2,
+            data: vec![0, 1, 2, 3, 3, 2, 1, 0],
+        };
         let p = dir.join("pal.png");
         write_palette_png(&p, &lm, &[[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]]).unwrap();
-        assert_eq!(read_mask(&p).unwrap(), lm, "palette PNG must give indices, not colours");
+        assert_eq!(
+            read_mask(&p).unwrap(),
+            lm,
+            "palette PNG must give indices, not colours"
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
     fn truncated_png_is_a_clear_error() {
         let dir = std::env::temp_dir().join(format!("segrs-io-t{}", std::process::id()));
-        let lm = LabelMap { width: 64, height: 64, data: vec![1; 64 * 64] };
+        let lm = LabelMap {
+            width: 64,
+            height: 64,
+            data: vec![1; 64 * 64],
+        };
         let p = dir.join("t.png");
         write_label_png(&p, &lm).unwrap();
         let bytes = std::fs::read(&p).unwrap();

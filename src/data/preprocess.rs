@@ -14,14 +14,21 @@ pub struct Normalize {
 impl Default for Normalize {
     /// torchvision's ImageNet statistics.
     fn default() -> Self {
-        Self { mean: vec![0.485, 0.456, 0.406], std: vec![0.229, 0.224, 0.225] }
+        Self {
+            mean: vec![0.485, 0.456, 0.406],
+            std: vec![0.229, 0.224, 0.225],
+        }
     }
 }
 
 impl Normalize {
     pub fn new(mean: Vec<f32>, std: Vec<f32>) -> anyhow::Result<Self> {
         if mean.is_empty() || mean.len() != std.len() {
-            anyhow::bail!("--mean and --std need the same number of values (got {} and {})", mean.len(), std.len());
+            anyhow::bail!(
+                "--mean and --std need the same number of values (got {} and {})",
+                mean.len(),
+                std.len()
+            );
         }
         if let Some(s) = std.iter().find(|s| **s <= 0.0 || !s.is_finite()) {
             anyhow::bail!("--std values must be positive, got {s}");
@@ -56,7 +63,15 @@ pub fn round_up(v: usize, m: usize) -> usize {
 }
 
 /// Pads a CHW buffer on the right and bottom with `value` to (ph, pw).
-pub fn pad_chw(data: &[f32], c: usize, h: usize, w: usize, ph: usize, pw: usize, value: f32) -> Vec<f32> {
+pub fn pad_chw(
+    data: &[f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    ph: usize,
+    pw: usize,
+    value: f32,
+) -> Vec<f32> {
     if (ph, pw) == (h, w) {
         return data.to_vec();
     }
@@ -87,7 +102,12 @@ mod tests {
 
     #[test]
     fn normalise_gray_uses_first_value() {
-        let pic = Picture { width: 2, height: 1, channels: 1, data: vec![0.5, 1.0] };
+        let pic = Picture {
+            width: 2,
+            height: 1,
+            channels: 1,
+            data: vec![0.5, 1.0],
+        };
         let n = Normalize::new(vec![0.5, 9.0, 9.0], vec![0.25, 1.0, 1.0]).unwrap();
         assert_eq!(n.to_chw(&pic), vec![0.0, 2.0]);
     }

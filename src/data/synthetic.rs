@@ -9,10 +9,18 @@ use rand::{Rng, SeedableRng};
 pub const CLASS_NAMES: &[&str] = &["background", "disc", "rectangle", "triangle", "ring"];
 
 /// Base colour of each shape class; every shape gets a jittered version.
-const BASE: [[f32; 3]; 5] = [[0.0; 3], [0.85, 0.25, 0.2], [0.2, 0.7, 0.3], [0.25, 0.35, 0.9], [0.9, 0.8, 0.2]];
+const BASE: [[f32; 3]; 5] = [
+    [0.0; 3],
+    [0.85, 0.25, 0.2],
+    [0.2, 0.7, 0.3],
+    [0.25, 0.35, 0.9],
+    [0.9, 0.8, 0.2],
+];
 
 fn inside_triangle(p: (f32, f32), a: (f32, f32), b: (f32, f32), c: (f32, f32)) -> bool {
-    let s = |p1: (f32, f32), p2: (f32, f32), p3: (f32, f32)| (p1.0 - p3.0) * (p2.1 - p3.1) - (p2.0 - p3.0) * (p1.1 - p3.1);
+    let s = |p1: (f32, f32), p2: (f32, f32), p3: (f32, f32)| {
+        (p1.0 - p3.0) * (p2.1 - p3.1) - (p2.0 - p3.0) * (p1.1 - p3.1)
+    };
     let d1 = s(p, a, b);
     let d2 = s(p, b, c);
     let d3 = s(p, c, a);
@@ -44,14 +52,21 @@ pub fn generate(seed: u64, index: usize, size: usize) -> Sample {
     let shapes = rng.random_range(2..=4);
     for _ in 0..shapes {
         let class = rng.random_range(1..CLASS_NAMES.len()) as u32;
-        let color: [f32; 3] = std::array::from_fn(|k| (BASE[class as usize][k] + rng.random_range(-0.12..0.12)).clamp(0.0, 1.0));
+        let color: [f32; 3] = std::array::from_fn(|k| {
+            (BASE[class as usize][k] + rng.random_range(-0.12..0.12)).clamp(0.0, 1.0)
+        });
         let s = size as f32;
         let cx = rng.random_range(0.15 * s..0.85 * s);
         let cy = rng.random_range(0.15 * s..0.85 * s);
         let r = rng.random_range(0.08 * s..0.2 * s);
         let aspect = rng.random_range(0.6..1.4f32);
         let rot = rng.random_range(0.0..std::f32::consts::TAU);
-        let tri = [0.0f32, 2.094, 4.189].map(|a| (cx + r * 1.2 * (a + rot).cos(), cy + r * 1.2 * (a + rot).sin()));
+        let tri = [0.0f32, 2.094, 4.189].map(|a| {
+            (
+                cx + r * 1.2 * (a + rot).cos(),
+                cy + r * 1.2 * (a + rot).sin(),
+            )
+        });
         for y in 0..size {
             for x in 0..size {
                 let (px, py) = (x as f32 + 0.5, y as f32 + 0.5);
@@ -78,14 +93,25 @@ pub fn generate(seed: u64, index: usize, size: usize) -> Sample {
     }
     Sample {
         stem: format!("{index:04}"),
-        image: Picture { width: size, height: size, channels: 3, data: img },
-        mask: LabelMap { width: size, height: size, data: labels },
+        image: Picture {
+            width: size,
+            height: size,
+            channels: 3,
+            data: img,
+        },
+        mask: LabelMap {
+            width: size,
+            height: size,
+            data: labels,
+        },
     }
 }
 
 /// `count` samples starting at `first`.
 pub fn dataset(seed: u64, first: usize, count: usize, size: usize) -> Vec<Sample> {
-    (first..first + count).map(|i| generate(seed, i, size)).collect()
+    (first..first + count)
+        .map(|i| generate(seed, i, size))
+        .collect()
 }
 
 #[cfg(test)]

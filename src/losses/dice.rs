@@ -7,7 +7,10 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
 pub fn dice_loss(logits: Tensor<4>, t: &Targets, smooth: f32) -> Tensor<1> {
-    let onehot = t.onehot.clone().expect("Dice loss needs one-hot targets (Targets built without them)");
+    let onehot = t
+        .onehot
+        .clone()
+        .expect("Dice loss needs one-hot targets (Targets built without them)");
     let p = softmax(logits, 1) * t.valid.clone();
     let [_, c, _, _] = p.dims();
     let inter = (p.clone() * onehot.clone()).sum_dims_squeeze::<1, _>(&[0, 2, 3]);

@@ -37,20 +37,31 @@ pub struct LossConfig {
 
 impl LossConfig {
     /// Parses `ce`, `dice`, `focal`, `ce+dice`, ... with optional weights (`1,0.5`).
-    pub fn parse(spec: &str, weights: Option<&[f32]>, num_classes: usize, ignore_index: Option<u32>) -> Result<Self> {
+    pub fn parse(
+        spec: &str,
+        weights: Option<&[f32]>,
+        num_classes: usize,
+        ignore_index: Option<u32>,
+    ) -> Result<Self> {
         let kinds: Vec<LossKind> = spec
             .split('+')
             .map(|s| match s.trim().to_ascii_lowercase().as_str() {
                 "ce" | "cross-entropy" | "crossentropy" => Ok(LossKind::Ce),
                 "dice" => Ok(LossKind::Dice),
                 "focal" => Ok(LossKind::Focal),
-                other => bail!("unknown loss '{other}' (use ce, dice, focal or a sum such as ce+dice)"),
+                other => {
+                    bail!("unknown loss '{other}' (use ce, dice, focal or a sum such as ce+dice)")
+                }
             })
             .collect::<Result<_>>()?;
         let weights: Vec<f32> = match weights {
             None => vec![1.0; kinds.len()],
             Some(w) if w.len() == kinds.len() => w.to_vec(),
-            Some(w) => bail!("--loss {spec} has {} terms but --loss-weights gives {} values", kinds.len(), w.len()),
+            Some(w) => bail!(
+                "--loss {spec} has {} terms but --loss-weights gives {} values",
+                kinds.len(),
+                w.len()
+            ),
         };
         Ok(Self {
             terms: kinds.into_iter().zip(weights).collect(),
@@ -68,7 +79,14 @@ impl LossConfig {
     }
 
     /// Target tensors for a batch of label maps (`labels` is N*H*W, row-major).
-    pub fn targets(&self, labels: &[u32], n: usize, h: usize, w: usize, device: &Device) -> Targets {
+    pub fn targets(
+        &self,
+        labels: &[u32],
+        n: usize,
+        h: usize,
+        w: usize,
+        device: &Device,
+    ) -> Targets {
         Targets::new(labels, [n, h, w], self, device)
     }
 
@@ -113,12 +131,21 @@ impl Targets {
     pub fn new(labels: &[u32], [n, h, w]: [usize; 3], cfg: &LossConfig, device: &Device) -> Self {
         assert_eq!(labels.len(), n * h * w);
         let c = cfg.num_classes;
-        let valid: Vec<bool> =
-            labels.iter().map(|&l| Some(l) != cfg.ignore_index && (l as usize) < c).collect();
-        let index: Vec<i32> = labels.iter().zip(&valid).map(|(&l, &v)| if v { l as i32 } else { 0 }).collect();
+        let valid: Vec<bool> = labels
+            .iter()
+            .map(|&l| Some(l) != cfg.ignore_index && (l as usize) < c)
+            .collect();
+        let index: Vec<i32> = labels
+            .iter()
+            .zip(&valid)
+            .map(|(&l, &v)| if v { l as i32 } else { 0 })
+            .collect();
         let per_pixel = |table: &[f32]| -> Tensor<4> {
-            let v: Vec<f32> =
-                index.iter().zip(&valid).map(|(&i, &ok)| if ok { table[i as usize] } else { 0.0 }).collect();
+            let v: Vec<f32> = index
+                .iter()
+                .zip(&valid)
+                .map(|(&i, &ok)| if ok { table[i as usize] } else { 0.0 })
+                .collect();
             Tensor::<4>::from_data(TensorData::new(v, [n, 1, h, w]), device)
         };
         let onehot = cfg.needs_onehot().then(|| {
@@ -138,7 +165,10 @@ impl Targets {
         Targets {
             class_weight: cfg.class_weights.as_deref().map(per_pixel),
             alpha: cfg.focal_alpha.as_deref().map(per_pixel),
-            index: Tensor::<4, Int>::from_data(TensorData::new(index.clone(), [n, 1, h, w]), device),
+            index: Tensor::<4, Int>::from_data(
+                TensorData::new(index.clone(), [n, 1, h, w]),
+                device,
+            ),
             valid: Tensor::<4>::from_data(TensorData::new(validf, [n, 1, h, w]), device),
             onehot,
         }

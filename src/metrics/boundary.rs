@@ -25,7 +25,11 @@ pub fn seg2bmap(mask: &BinMask) -> Vec<bool> {
             let s = m(y, x);
             let e = if x + 1 < w { m(y, x + 1) } else { false };
             let so = if y + 1 < h { m(y + 1, x) } else { false };
-            let se = if x + 1 < w && y + 1 < h { m(y + 1, x + 1) } else { false };
+            let se = if x + 1 < w && y + 1 < h {
+                m(y + 1, x + 1)
+            } else {
+                false
+            };
             let mut v = (s ^ e) | (s ^ so) | (s ^ se);
             if y + 1 == h {
                 v = s ^ e;
@@ -101,7 +105,11 @@ pub fn boundary_f1(pred: &BinMask, gt: &BinMask) -> (f64, f64, f64) {
             (p_match as f64 / n_p as f64, g_match as f64 / n_g as f64)
         }
     };
-    let f = if precision + recall == 0.0 { 0.0 } else { 2.0 * precision * recall / (precision + recall) };
+    let f = if precision + recall == 0.0 {
+        0.0
+    } else {
+        2.0 * precision * recall / (precision + recall)
+    };
     (precision, recall, f)
 }
 
@@ -139,7 +147,11 @@ pub fn inner_boundary(mask: &BinMask, d: usize) -> Vec<bool> {
     let (h, w) = (mask.height, mask.width);
     let mut rows = vec![false; h * w];
     for y in 0..h {
-        erode_line(&mask.data[y * w..(y + 1) * w], &mut rows[y * w..(y + 1) * w], d);
+        erode_line(
+            &mask.data[y * w..(y + 1) * w],
+            &mut rows[y * w..(y + 1) * w],
+            d,
+        );
     }
     let mut col = vec![false; h];
     let mut col_out = vec![false; h];
@@ -153,7 +165,11 @@ pub fn inner_boundary(mask: &BinMask, d: usize) -> Vec<bool> {
             eroded[y * w + x] = col_out[y];
         }
     }
-    mask.data.iter().zip(&eroded).map(|(m, e)| *m && !*e).collect()
+    mask.data
+        .iter()
+        .zip(&eroded)
+        .map(|(m, e)| *m && !*e)
+        .collect()
 }
 
 /// Boundary IoU of two binary masks; NaN when both boundaries are empty.
@@ -164,7 +180,11 @@ pub fn boundary_iou(pred: &BinMask, gt: &BinMask, dilation_ratio: f64) -> f64 {
     let gb = inner_boundary(gt, d);
     let inter = pb.iter().zip(&gb).filter(|(a, b)| **a && **b).count();
     let union = pb.iter().zip(&gb).filter(|(a, b)| **a || **b).count();
-    if union == 0 { f64::NAN } else { inter as f64 / union as f64 }
+    if union == 0 {
+        f64::NAN
+    } else {
+        inter as f64 / union as f64
+    }
 }
 
 #[cfg(test)]
@@ -184,7 +204,11 @@ mod tests {
     #[test]
     fn identical_masks_are_perfect() {
         let m = square(40, 50, 5, 7, 20);
-        let a = BinMask { data: &m, height: 40, width: 50 };
+        let a = BinMask {
+            data: &m,
+            height: 40,
+            width: 50,
+        };
         assert_eq!(boundary_f1(&a, &a).2, 1.0);
         assert_eq!(boundary_iou(&a, &a, 0.02), 1.0);
     }
@@ -193,8 +217,16 @@ mod tests {
     fn far_apart_masks_score_zero() {
         let m1 = square(100, 100, 2, 2, 10);
         let m2 = square(100, 100, 80, 80, 10);
-        let a = BinMask { data: &m1, height: 100, width: 100 };
-        let b = BinMask { data: &m2, height: 100, width: 100 };
+        let a = BinMask {
+            data: &m1,
+            height: 100,
+            width: 100,
+        };
+        let b = BinMask {
+            data: &m2,
+            height: 100,
+            width: 100,
+        };
         assert_eq!(boundary_f1(&a, &b).2, 0.0);
         assert_eq!(boundary_iou(&a, &b, 0.02), 0.0);
     }
@@ -202,13 +234,24 @@ mod tests {
     #[test]
     fn erosion_matches_square_definition() {
         let m = square(20, 20, 3, 3, 9);
-        let a = BinMask { data: &m, height: 20, width: 20 };
+        let a = BinMask {
+            data: &m,
+            height: 20,
+            width: 20,
+        };
         let band = inner_boundary(&a, 2);
         // a 9x9 square eroded by a 5x5 square leaves the inner 5x5; the band has 81 - 25 pixels.
         assert_eq!(band.iter().filter(|&&v| v).count(), 81 - 25);
         // the image border counts as background
         let full = vec![true; 36];
-        let f = BinMask { data: &full, height: 6, width: 6 };
-        assert_eq!(inner_boundary(&f, 1).iter().filter(|&&v| v).count(), 36 - 16);
+        let f = BinMask {
+            data: &full,
+            height: 6,
+            width: 6,
+        };
+        assert_eq!(
+            inner_boundary(&f, 1).iter().filter(|&&v| v).count(),
+            36 - 16
+        );
     }
 }

@@ -17,13 +17,20 @@ pub struct OutOfRange {
 
 impl ConfusionMatrix {
     pub fn new(num_classes: usize) -> Self {
-        Self { num_classes, counts: vec![0; num_classes * num_classes] }
+        Self {
+            num_classes,
+            counts: vec![0; num_classes * num_classes],
+        }
     }
 
     /// Adds one image. Pixels whose ground truth equals `ignore_index` are skipped.
     /// Returns how many pixels had a label outside the class range.
     pub fn add(&mut self, pred: &[u32], gt: &[u32], ignore_index: Option<u32>) -> OutOfRange {
-        assert_eq!(pred.len(), gt.len(), "prediction and ground truth differ in size");
+        assert_eq!(
+            pred.len(),
+            gt.len(),
+            "prediction and ground truth differ in size"
+        );
         let n = self.num_classes as u32;
         let mut bad = OutOfRange::default();
         for (&p, &g) in pred.iter().zip(gt) {
@@ -115,19 +122,29 @@ impl ConfusionMatrix {
         (0..self.num_classes)
             .map(|c| {
                 let iou = self.iou(c);
-                if iou.is_nan() { 0.0 } else { self.gt_count(c) as f64 / total as f64 * iou }
+                if iou.is_nan() {
+                    0.0
+                } else {
+                    self.gt_count(c) as f64 / total as f64 * iou
+                }
             })
             .sum()
     }
 }
 
 fn ratio(num: u64, den: u64) -> f64 {
-    if den == 0 { f64::NAN } else { num as f64 / den as f64 }
+    if den == 0 {
+        f64::NAN
+    } else {
+        num as f64 / den as f64
+    }
 }
 
 /// Mean of the non-NaN values; NaN when there are none.
 pub fn nan_mean(values: impl Iterator<Item = f64>) -> f64 {
-    let (sum, n) = values.filter(|v| !v.is_nan()).fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    let (sum, n) = values
+        .filter(|v| !v.is_nan())
+        .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
     if n == 0 { f64::NAN } else { sum / n as f64 }
 }
 

@@ -33,19 +33,35 @@ pub fn image_stats(
     let boundary = (0..num_classes as u32)
         .map(|c| {
             // Ignored pixels belong to neither mask.
-            let pm: Vec<bool> = pred.iter().zip(&valid).map(|(&p, &v)| v && p == c).collect();
+            let pm: Vec<bool> = pred
+                .iter()
+                .zip(&valid)
+                .map(|(&p, &v)| v && p == c)
+                .collect();
             let gm: Vec<bool> = gt.iter().map(|&g| g == c).collect();
             if !pm.iter().any(|&v| v) && !gm.iter().any(|&v| v) {
                 return None;
             }
-            let pmask = BinMask { data: &pm, height, width };
-            let gmask = BinMask { data: &gm, height, width };
+            let pmask = BinMask {
+                data: &pm,
+                height,
+                width,
+            };
+            let gmask = BinMask {
+                data: &gm,
+                height,
+                width,
+            };
             let f = boundary_f1(&pmask, &gmask).2;
             let biou = boundary_iou(&pmask, &gmask, BOUNDARY_IOU_RATIO);
             Some((f, biou))
         })
         .collect();
-    ImageStats { confusion, boundary, out_of_range }
+    ImageStats {
+        confusion,
+        boundary,
+        out_of_range,
+    }
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -136,7 +152,11 @@ impl SemanticAccumulator {
                 ClassMetrics {
                     class: c,
                     iou: opt(cm.iou(c)),
-                    accuracy: if present { opt(cm.class_accuracy(c)) } else { None },
+                    accuracy: if present {
+                        opt(cm.class_accuracy(c))
+                    } else {
+                        None
+                    },
                     dice: opt(cm.dice(c)),
                     boundary_f1: opt(mean(self.bf_sum[c])),
                     boundary_iou: opt(mean(self.biou_sum[c])),
@@ -166,21 +186,38 @@ pub struct LabelPair {
 }
 
 /// Evaluates many pairs in parallel.
-pub fn evaluate(pairs: &[LabelPair], num_classes: usize, ignore_index: Option<u32>) -> SemanticAccumulator {
+pub fn evaluate(
+    pairs: &[LabelPair],
+    num_classes: usize,
+    ignore_index: Option<u32>,
+) -> SemanticAccumulator {
     pairs
         .par_iter()
         .map(|p| {
             let mut acc = SemanticAccumulator::new(num_classes);
-            acc.add(&image_stats(&p.pred, &p.gt, p.height, p.width, num_classes, ignore_index));
+            acc.add(&image_stats(
+                &p.pred,
+                &p.gt,
+                p.height,
+                p.width,
+                num_classes,
+                ignore_index,
+            ));
             acc
         })
-        .reduce(|| SemanticAccumulator::new(num_classes), SemanticAccumulator::merge)
+        .reduce(
+            || SemanticAccumulator::new(num_classes),
+            SemanticAccumulator::merge,
+        )
 }
 
 impl SemanticReport {
     /// A readable table for the terminal.
     pub fn table(&self, class_names: Option<&[String]>) -> String {
-        let f = |v: Option<f64>| v.map(|x| format!("{:>8.4}", x)).unwrap_or_else(|| format!("{:>8}", "-"));
+        let f = |v: Option<f64>| {
+            v.map(|x| format!("{:>8.4}", x))
+                .unwrap_or_else(|| format!("{:>8}", "-"))
+        };
         let mut s = String::new();
         s.push_str(&format!(
             "{:<14}{:>8}{:>8}{:>8}{:>8}{:>8}\n",

@@ -21,10 +21,15 @@ pub fn from_host<const D: usize>(t: &HostTensor, device: &Device) -> Tensor<D> {
 /// Reads a float tensor back into a host tensor.
 pub fn to_host<const D: usize>(t: Tensor<D>) -> HostTensor {
     let shape = t.dims().to_vec();
-    let data = t.into_data().try_into_vec_as::<f32>().expect("float tensor readback");
+    let data = t
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .expect("float tensor readback");
     HostTensor { shape, data }
 }
 
 pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().try_into_vec_as::<f32>().expect("float tensor readback")
+    t.into_data()
+        .try_into_vec_as::<f32>()
+        .expect("float tensor readback")
 }

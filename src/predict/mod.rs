@@ -18,7 +18,11 @@ impl SemanticPredictor {
     /// Takes a network in any mode and prepares its inference form.
     pub fn new(model: &UNet, normalize: Normalize, device: Device) -> Self {
         let model = model.valid().fold_batchnorm();
-        Self { model, normalize, device }
+        Self {
+            model,
+            normalize,
+            device,
+        }
     }
 
     pub fn in_channels(&self) -> usize {
@@ -40,7 +44,12 @@ impl SemanticPredictor {
     pub fn probabilities(&self, pic: &Picture) -> Vec<f32> {
         let (logits, _, _) = self.padded_logits(pic);
         let [_, c, _, _] = logits.dims();
-        let p = burn::tensor::activation::softmax(logits, 1).slice([0..1, 0..c, 0..pic.height, 0..pic.width]);
+        let p = burn::tensor::activation::softmax(logits, 1).slice([
+            0..1,
+            0..c,
+            0..pic.height,
+            0..pic.width,
+        ]);
         crate::models::tensor_io::to_vec(p)
     }
 
@@ -57,6 +66,10 @@ impl SemanticPredictor {
             .into_iter()
             .map(|v| v as u32)
             .collect();
-        LabelMap { width: pic.width, height: pic.height, data }
+        LabelMap {
+            width: pic.width,
+            height: pic.height,
+            data,
+        }
     }
 }

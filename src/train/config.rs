@@ -45,11 +45,15 @@ impl TrainConfig {
         if step < self.warmup_steps {
             return self.lr * (step + 1) as f64 / self.warmup_steps as f64;
         }
-        let t = (step - self.warmup_steps) as f64 / (total.saturating_sub(self.warmup_steps)).max(1) as f64;
+        let t = (step - self.warmup_steps) as f64
+            / (total.saturating_sub(self.warmup_steps)).max(1) as f64;
         let t = t.min(1.0);
         match self.schedule {
             Schedule::Constant => self.lr,
-            Schedule::Cosine => self.min_lr + 0.5 * (self.lr - self.min_lr) * (1.0 + (std::f64::consts::PI * t).cos()),
+            Schedule::Cosine => {
+                self.min_lr
+                    + 0.5 * (self.lr - self.min_lr) * (1.0 + (std::f64::consts::PI * t).cos())
+            }
             Schedule::Poly => self.min_lr + (self.lr - self.min_lr) * (1.0 - t).powf(0.9),
         }
     }

@@ -78,11 +78,15 @@ struct Prepared {
 }
 
 fn epoch_rng(seed: u64, epoch: usize, stream: u64) -> SmallRng {
-    SmallRng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03))
+    SmallRng::seed_from_u64(
+        seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03),
+    )
 }
 
 fn read_json<T: for<'a> Deserialize<'a>>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{}: malformed JSON", path.display()))
 }
 
@@ -99,7 +103,12 @@ pub fn meta_of(cfg: &TrainConfig, epoch: usize) -> CheckpointMeta {
 }
 
 /// Validation loss and metrics of `model` on `val`.
-pub fn validate(model: &UNet, cfg: &TrainConfig, val: &[Sample], device: &Device) -> (f64, SemanticReport) {
+pub fn validate(
+    model: &UNet,
+    cfg: &TrainConfig,
+    val: &[Sample],
+    device: &Device,
+) -> (f64, SemanticReport) {
     let predictor = SemanticPredictor::new(model, cfg.normalize.clone(), device.clone());
     let s = cfg.unet.stride();
     let mut loss_sum = 0.0;
@@ -107,8 +116,18 @@ pub fn validate(model: &UNet, cfg: &TrainConfig, val: &[Sample], device: &Device
     for sample in val {
         let pic = sample.image.with_channels(cfg.unet.in_channels);
         let (ph, pw) = (round_up(pic.height, s), round_up(pic.width, s));
-        let chw = pad_chw(&cfg.normalize.to_chw(&pic), pic.channels, pic.height, pic.width, ph, pw, 0.0);
-        let logits = predictor.model.forward(tensor4(chw, [1, pic.channels, ph, pw], device));
+        let chw = pad_chw(
+            &cfg.normalize.to_chw(&pic),
+            pic.channels,
+            pic.height,
+            pic.width,
+            ph,
+            pw,
+            0.0,
+        );
+        let logits = predictor
+            .model
+            .forward(tensor4(chw, [1, pic.channels, ph, pw], device));
         // Padding pixels get an out-of-range label, which the loss treats as ignored.
         let pad_label = cfg.unet.num_classes as u32;
         let lab: Vec<f32> = sample.mask.data.iter().map(|&v| v as f32).collect();
@@ -127,7 +146,12 @@ pub fn validate(model: &UNet, cfg: &TrainConfig, val: &[Sample], device: &Device
             .into_iter()
             .map(|v| v as u32)
             .collect();
-        pairs.push(LabelPair { pred, gt: sample.mask.data.clone(), height: pic.height, width: pic.width });
+        pairs.push(LabelPair {
+            pred,
+            gt: sample.mask.data.clone(),
+            height: pic.height,
+            width: pic.width,
+        });
     }
     let report = evaluate(&pairs, cfg.unet.num_classes, cfg.loss.ignore_index).report();
     (loss_sum / val.len().max(1) as f64, report)
@@ -143,12 +167,16 @@ pub fn train(
     device: &Device,
     opts: &RunOptions,
 ) -> Result<TrainOutcome> {
-    std::fs::create_dir_all(run_dir).with_context(|| format!("{}: cannot create run folder", run_dir.display()))?;
+    std::fs::create_dir_all(run_dir)
+        .with_context(|| format!("{}: cannot create run folder", run_dir.display()))?;
     let config_path = run_dir.join("config.json");
     let state_path = run_dir.join("state.json");
     let (cfg, mut state) = if resume {
         if !state_path.exists() {
-            bail!("{}: no state.json, nothing to resume (was a first epoch ever completed?)", run_dir.display());
+            bail!(
+                "{}: no state.json, nothing to resume (was a first epoch ever completed?)",
+                run_dir.display()
+            );
         }
         let mut saved: TrainConfig = read_json(&config_path)?;
         // Only the length of the run may change on resume.
@@ -156,7 +184,11 @@ pub fn train(
         (saved, read_json::<RunState>(&state_path)?)
     } else {
         if state_path.exists() {
-            bail!("{}: already holds a run (state.json); use --resume {} or another --out", run_dir.display(), run_dir.display());
+            bail!(
+                "{}: already holds a run (state.json); use --resume {} or another --out",
+                run_dir.display(),
+                run_dir.display()
+            );
         }
         (cfg_in.clone(), RunState::default())
     };
@@ -172,18 +204,25 @@ pub fn train(
     let adam = AdamWConfig::new()
         .with_weight_decay(cfg.weight_decay as f32)
         .with_epsilon(1e-8)
-        .with_grad_clipping(cfg.grad_clip.map(burn::optim::grad_clipping::GradientClippingConfig::Norm));
+        .with_grad_clipping(
+            cfg.grad_clip
+                .map(burn::optim::grad_clipping::GradientClippingConfig::Norm),
+        );
     let mut optim = adam.init();
     if let Some(ck) = &state.checkpoint {
         let dir = run_dir.join(ck);
         model = model
             .try_load_file(dir.join("model.bpk"))
             .map_err(|e| anyhow::anyhow!("{}: cannot load model state: {e:?}", dir.display()))?;
-        optim = optim
-            .load(dir.join("optim.bpk"))
-            .map_err(|e| anyhow::anyhow!("{}: cannot load optimiser state: {e:?}", dir.display()))?;
+        optim = optim.load(dir.join("optim.bpk")).map_err(|e| {
+            anyhow::anyhow!("{}: cannot load optimiser state: {e:?}", dir.display())
+        })?;
         if !opts.quiet {
-            eprintln!("resuming {} after epoch {}", run_dir.display(), state.epochs_done);
+            eprintln!(
+                "resuming {} after epoch {}",
+                run_dir.display(),
+                state.epochs_done
+            );
         }
     }
 
@@ -192,13 +231,29 @@ pub fn train(
         .iter()
         .map(|s| {
             let pic = s.image.with_channels(cfg.unet.in_channels);
-            Prepared { chw: cfg.normalize.to_chw(&pic), labels: s.mask.data.clone(), c: pic.channels, h: pic.height, w: pic.width }
+            Prepared {
+                chw: cfg.normalize.to_chw(&pic),
+                labels: s.mask.data.clone(),
+                c: pic.channels,
+                h: pic.height,
+                w: pic.width,
+            }
         })
         .collect();
     if cfg.crop.is_none() {
         let (h, w) = (prepared[0].h, prepared[0].w);
-        if let Some(s) = train_set.iter().find(|s| (s.image.height, s.image.width) != (h, w)) {
-            bail!("training images differ in size ({} is {}x{}, others {}x{}); pass --crop", s.stem, s.image.width, s.image.height, w, h);
+        if let Some(s) = train_set
+            .iter()
+            .find(|s| (s.image.height, s.image.width) != (h, w))
+        {
+            bail!(
+                "training images differ in size ({} is {}x{}, others {}x{}); pass --crop",
+                s.stem,
+                s.image.width,
+                s.image.height,
+                w,
+                h
+            );
         }
     }
     let stride = cfg.unet.stride();
@@ -227,8 +282,13 @@ pub fn train(
         for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
             let step = (epoch - 1) * steps_per_epoch + b;
             lr = cfg.lr_at(step, total_steps);
-            let crops: Vec<_> =
-                chunk.iter().map(|&i| { let p = &prepared[i]; augment(&mut aug_rng, &p.chw, &p.labels, p.c, p.h, p.w, &aug) }).collect();
+            let crops: Vec<_> = chunk
+                .iter()
+                .map(|&i| {
+                    let p = &prepared[i];
+                    augment(&mut aug_rng, &p.chw, &p.labels, p.c, p.h, p.w, &aug)
+                })
+                .collect();
             let (c, h, w) = (prepared[chunk[0]].c, crops[0].height, crops[0].width);
             // Whole images are padded to the network stride (padding is ignored by the loss).
             let (ph, pw) = (round_up(h, stride), round_up(w, stride));
@@ -237,7 +297,11 @@ pub fn train(
             for cr in &crops {
                 x.extend(pad_chw(&cr.chw, c, h, w, ph, pw, 0.0));
                 let lab: Vec<f32> = cr.labels.iter().map(|&v| v as f32).collect();
-                y.extend(pad_chw(&lab, 1, h, w, ph, pw, aug.pad_label as f32).into_iter().map(|v| v as u32));
+                y.extend(
+                    pad_chw(&lab, 1, h, w, ph, pw, aug.pad_label as f32)
+                        .into_iter()
+                        .map(|v| v as u32),
+                );
             }
             let n = chunk.len();
             let xt = tensor4(x, [n, c, ph, pw], &ad);
@@ -288,7 +352,8 @@ pub fn train(
                 cfg.epochs,
                 train_loss,
                 match (&rec.val_loss, &rec.miou, &rec.mean_dice) {
-                    (Some(l), Some(m), Some(d)) => format!(" | val loss {l:.4} mIoU {m:.4} Dice {d:.4}"),
+                    (Some(l), Some(m), Some(d)) =>
+                        format!(" | val loss {l:.4} mIoU {m:.4} Dice {d:.4}"),
                     _ => String::new(),
                 },
                 rec.images_per_second,
@@ -301,16 +366,19 @@ pub fn train(
         if ck_dir.exists() {
             std::fs::remove_dir_all(&ck_dir).ok();
         }
-        std::fs::create_dir_all(&ck_dir).with_context(|| format!("{}: cannot create", ck_dir.display()))?;
+        std::fs::create_dir_all(&ck_dir)
+            .with_context(|| format!("{}: cannot create", ck_dir.display()))?;
+        // `valid()` also commits BatchNorm's pending running-statistics update, which the saved
+        // state must include.
+        let valid = model.valid();
         model
             .clone()
             .save_file(ck_dir.join("model.bpk"))
             .map_err(|e| anyhow::anyhow!("{}: cannot save model state: {e:?}", ck_dir.display()))?;
-        optim
-            .save(ck_dir.join("optim.bpk"))
-            .map_err(|e| anyhow::anyhow!("{}: cannot save optimiser state: {e:?}", ck_dir.display()))?;
+        optim.save(ck_dir.join("optim.bpk")).map_err(|e| {
+            anyhow::anyhow!("{}: cannot save optimiser state: {e:?}", ck_dir.display())
+        })?;
         let meta = meta_of(&cfg, epoch);
-        let valid = model.valid();
         checkpoint::save(&run_dir.join("last.safetensors"), &valid, &meta)?;
         let improved = match (rec.miou, state.best_miou) {
             (Some(m), Some(b)) => m > b,
@@ -339,7 +407,11 @@ pub fn train(
         let best = checkpoint::load(&run_dir.join("best.safetensors"), (None, None), device)?;
         best_model_report = Some(validate(&best.model, &cfg, val_set, device).1);
     }
-    Ok(TrainOutcome { state, model: model.valid(), val_report: best_model_report })
+    Ok(TrainOutcome {
+        state,
+        model: model.valid(),
+        val_report: best_model_report,
+    })
 }
 
 fn progress_bar(len: usize, epoch: usize, epochs: usize, quiet: bool) -> indicatif::ProgressBar {
@@ -348,9 +420,11 @@ fn progress_bar(len: usize, epoch: usize, epochs: usize, quiet: bool) -> indicat
     }
     let bar = indicatif::ProgressBar::new(len as u64);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})")
-            .unwrap()
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})",
+        )
+        .unwrap()
+        .progress_chars("=> "),
     );
     bar.set_prefix(format!("epoch {epoch}/{epochs}"));
     bar
@@ -371,12 +445,20 @@ pub fn write_history(run_dir: &Path, state: &RunState) -> Result<()> {
     })?;
     let h = &state.history;
     let ep: Vec<f64> = h.iter().map(|r| r.epoch as f64).collect();
-    let f = |g: &dyn Fn(&EpochRecord) -> Option<f64>| h.iter().map(|r| g(r).unwrap_or(f64::NAN)).collect::<Vec<_>>();
+    let f = |g: &dyn Fn(&EpochRecord) -> Option<f64>| {
+        h.iter()
+            .map(|r| g(r).unwrap_or(f64::NAN))
+            .collect::<Vec<_>>()
+    };
     let curve = crate::viz::curve::training_curves(
         &ep,
         &f(&|r| Some(r.train_loss)),
         &f(&|r| r.val_loss),
-        &[("mIoU", f(&|r| r.miou)), ("Dice", f(&|r| r.mean_dice)), ("pixel acc", f(&|r| r.pixel_accuracy))],
+        &[
+            ("mIoU", f(&|r| r.miou)),
+            ("Dice", f(&|r| r.mean_dice)),
+            ("pixel acc", f(&|r| r.pixel_accuracy)),
+        ],
     );
     curve.save_png(&run_dir.join("curve.png"))
 }

@@ -20,12 +20,20 @@ impl Canvas {
         for _ in 0..width * height {
             pixels.extend_from_slice(&fill);
         }
-        Self { width, height, pixels }
+        Self {
+            width,
+            height,
+            pixels,
+        }
     }
 
     pub fn from_rgb(width: usize, height: usize, pixels: Vec<u8>) -> Self {
         assert_eq!(pixels.len(), width * height * 3);
-        Self { width, height, pixels }
+        Self {
+            width,
+            height,
+            pixels,
+        }
     }
 
     pub fn put(&mut self, x: isize, y: isize, c: Rgb) {
@@ -85,7 +93,11 @@ impl Canvas {
         let scale = scale.max(1);
         for (i, ch) in s.chars().enumerate() {
             let code = ch as usize;
-            let glyph = if code < 128 { font8x8::legacy::BASIC_LEGACY[code] } else { font8x8::legacy::BASIC_LEGACY[b'?' as usize] };
+            let glyph = if code < 128 {
+                font8x8::legacy::BASIC_LEGACY[code]
+            } else {
+                font8x8::legacy::BASIC_LEGACY[b'?' as usize]
+            };
             for (row, bits) in glyph.iter().enumerate() {
                 for col in 0..8 {
                     if bits & (1 << col) != 0 {

@@ -13,7 +13,11 @@ fn nice_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
     let span = (hi - lo).max(1e-12);
     let raw = span / n as f64;
     let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| span / s <= n as f64).unwrap_or(10.0 * mag);
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| span / s <= n as f64)
+        .unwrap_or(10.0 * mag);
     let mut t = (lo / step).ceil() * step;
     let mut out = Vec::new();
     while t <= hi + 1e-9 * span {
@@ -39,7 +43,10 @@ pub fn chart(title: &str, x_label: &str, series: &[Series], width: usize, height
     let (left, right, top, bottom) = (60.0f32, 16.0f32, 30.0f32, 40.0f32);
     let pw = width as f32 - left - right;
     let ph = height as f32 - top - bottom;
-    let pts = series.iter().flat_map(|s| s.points.iter()).filter(|p| p.1.is_finite());
+    let pts = series
+        .iter()
+        .flat_map(|s| s.points.iter())
+        .filter(|p| p.1.is_finite());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in pts {
         x0 = x0.min(x);
@@ -67,16 +74,34 @@ pub fn chart(title: &str, x_label: &str, series: &[Series], width: usize, height
     for t in nice_ticks(y0, y1, 5) {
         c.line(left, sy(t), left + pw, sy(t), grid, 1);
         let s = fmt_tick(t);
-        c.text((left - 6.0) as isize - 8 * s.len() as isize, sy(t) as isize - 4, &s, ink, 1);
+        c.text(
+            (left - 6.0) as isize - 8 * s.len() as isize,
+            sy(t) as isize - 4,
+            &s,
+            ink,
+            1,
+        );
     }
     for t in nice_ticks(x0, x1, 6) {
         c.line(sx(t), top, sx(t), top + ph, grid, 1);
         let s = fmt_tick(t);
-        c.text(sx(t) as isize - 4 * s.len() as isize, (top + ph + 6.0) as isize, &s, ink, 1);
+        c.text(
+            sx(t) as isize - 4 * s.len() as isize,
+            (top + ph + 6.0) as isize,
+            &s,
+            ink,
+            1,
+        );
     }
     c.rect_outline(left, top, left + pw, top + ph, ink, 1);
     c.text(left as isize, 8, title, ink, 2);
-    c.text((left + pw / 2.0) as isize - 4 * x_label.len() as isize, height as isize - 14, x_label, ink, 1);
+    c.text(
+        (left + pw / 2.0) as isize - 4 * x_label.len() as isize,
+        height as isize - 14,
+        x_label,
+        ink,
+        1,
+    );
     for s in series {
         let mut prev: Option<(f32, f32)> = None;
         for &(x, y) in &s.points {
@@ -104,15 +129,34 @@ pub fn chart(title: &str, x_label: &str, series: &[Series], width: usize, height
 }
 
 /// The training-curve picture: losses on the left, validation metrics on the right.
-pub fn training_curves(epochs: &[f64], train_loss: &[f64], val_loss: &[f64], metrics: &[(&str, Vec<f64>)]) -> Canvas {
-    let zip = |v: &[f64]| epochs.iter().copied().zip(v.iter().copied()).collect::<Vec<_>>();
+pub fn training_curves(
+    epochs: &[f64],
+    train_loss: &[f64],
+    val_loss: &[f64],
+    metrics: &[(&str, Vec<f64>)],
+) -> Canvas {
+    let zip = |v: &[f64]| {
+        epochs
+            .iter()
+            .copied()
+            .zip(v.iter().copied())
+            .collect::<Vec<_>>()
+    };
     let colors: [Rgb; 4] = [[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40]];
     let loss = chart(
         "loss",
         "epoch",
         &[
-            Series { name: "train", color: colors[0], points: zip(train_loss) },
-            Series { name: "val", color: colors[1], points: zip(val_loss) },
+            Series {
+                name: "train",
+                color: colors[0],
+                points: zip(train_loss),
+            },
+            Series {
+                name: "val",
+                color: colors[1],
+                points: zip(val_loss),
+            },
         ],
         480,
         320,
@@ -120,7 +164,11 @@ pub fn training_curves(epochs: &[f64], train_loss: &[f64], val_loss: &[f64], met
     let ms: Vec<Series> = metrics
         .iter()
         .enumerate()
-        .map(|(i, (n, v))| Series { name: n, color: colors[(i + 1) % 4], points: zip(v) })
+        .map(|(i, (n, v))| Series {
+            name: n,
+            color: colors[(i + 1) % 4],
+            points: zip(v),
+        })
         .collect();
     let met = chart("validation", "epoch", &ms, 480, 320);
     let mut out = Canvas::new(960, 320, [255, 255, 255]);

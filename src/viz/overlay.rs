@@ -23,7 +23,13 @@ pub fn contour(labels: &LabelMap) -> Vec<bool> {
 
 /// The image with every non-background class blended in its colour (`alpha`) and contours.
 /// Labels equal to `skip` (e.g. the ignore index) are left untouched.
-pub fn overlay(image_rgb: &[u8], labels: &LabelMap, palette: &[Rgb], alpha: f32, skip: Option<u32>) -> Canvas {
+pub fn overlay(
+    image_rgb: &[u8],
+    labels: &LabelMap,
+    palette: &[Rgb],
+    alpha: f32,
+    skip: Option<u32>,
+) -> Canvas {
     let mut c = Canvas::from_rgb(labels.width, labels.height, image_rgb.to_vec());
     let edges = contour(labels);
     for y in 0..labels.height {
@@ -57,7 +63,8 @@ pub fn panels(items: &[(&str, &Canvas)]) -> Canvas {
     let gap = 6;
     let title_h = 20;
     let h = items.iter().map(|(_, c)| c.height).max().unwrap_or(0) + title_h;
-    let w: usize = items.iter().map(|(_, c)| c.width).sum::<usize>() + gap * (items.len().saturating_sub(1));
+    let w: usize =
+        items.iter().map(|(_, c)| c.width).sum::<usize>() + gap * (items.len().saturating_sub(1));
     let mut out = Canvas::new(w, h, [255, 255, 255]);
     let mut x = 0;
     for (title, c) in items {

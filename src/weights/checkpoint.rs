@@ -34,7 +34,8 @@ pub fn save(path: &Path, model: &UNet, meta: &CheckpointMeta) -> Result<()> {
     let mut md = BTreeMap::new();
     md.insert("segrs".to_string(), serde_json::to_string(meta)?);
     md.insert("format".to_string(), "pt".to_string());
-    super::safetensors::write(path, &tensors, &md).with_context(|| format!("{}: saving checkpoint", path.display()))
+    super::safetensors::write(path, &tensors, &md)
+        .with_context(|| format!("{}: saving checkpoint", path.display()))
 }
 
 /// A loaded U-Net checkpoint; `meta` is `None` for a plain PyTorch state_dict.
@@ -45,14 +46,22 @@ pub struct LoadedUNet {
 
 /// Loads a segrs checkpoint or a PyTorch U-Net state_dict. `expect` (in_channels, classes), when
 /// given, must agree with the file.
-pub fn load(path: &Path, expect: (Option<usize>, Option<usize>), device: &Device) -> Result<LoadedUNet> {
+pub fn load(
+    path: &Path,
+    expect: (Option<usize>, Option<usize>),
+    device: &Device,
+) -> Result<LoadedUNet> {
     let named = NamedTensors::read(path)?;
     let meta = match named.metadata.get("segrs") {
         Some(s) => {
             let m: CheckpointMeta = serde_json::from_str(s)
                 .with_context(|| format!("{}: malformed segrs metadata", path.display()))?;
             if m.format != FORMAT {
-                bail!("{}: checkpoint format {} is not {FORMAT}", path.display(), m.format);
+                bail!(
+                    "{}: checkpoint format {} is not {FORMAT}",
+                    path.display(),
+                    m.format
+                );
             }
             Some(m)
         }
@@ -65,12 +74,20 @@ pub fn load(path: &Path, expect: (Option<usize>, Option<usize>), device: &Device
     if let Some(c) = expect.0
         && c != config.in_channels
     {
-        bail!("{}: the checkpoint takes {} input channel(s), not {c} (--in-channels)", path.display(), config.in_channels);
+        bail!(
+            "{}: the checkpoint takes {} input channel(s), not {c} (--in-channels)",
+            path.display(),
+            config.in_channels
+        );
     }
     if let Some(k) = expect.1
         && k != config.num_classes
     {
-        bail!("{}: the checkpoint predicts {} classes, not {k} (--classes)", path.display(), config.num_classes);
+        bail!(
+            "{}: the checkpoint predicts {} classes, not {k} (--classes)",
+            path.display(),
+            config.num_classes
+        );
     }
     let model = state_dict::import(&config, &named, device)?;
     Ok(LoadedUNet { model, meta })

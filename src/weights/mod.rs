@@ -21,7 +21,11 @@ pub struct HostTensor {
 
 impl HostTensor {
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
-        assert_eq!(shape.iter().product::<usize>(), data.len(), "shape and data length differ");
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "shape and data length differ"
+        );
         Self { shape, data }
     }
 }
@@ -47,7 +51,11 @@ impl NamedTensors {
                 .map_err(|e| anyhow::anyhow!("{}: cannot open checkpoint: {e}", path.display()))?;
             let n = f.read(&mut head).unwrap_or(0);
             if n < 8 {
-                bail!("{}: file too short to be a checkpoint ({} bytes)", path.display(), n);
+                bail!(
+                    "{}: file too short to be a checkpoint ({} bytes)",
+                    path.display(),
+                    n
+                );
             }
         }
         let mut named = if safetensors::looks_like_safetensors(path)? {
@@ -89,14 +97,20 @@ pub struct KeyCheck {
 
 impl KeyCheck {
     /// The tensor under `key` if present with `shape`; otherwise records the problem.
-    pub fn take<'a>(&mut self, src: &'a NamedTensors, key: &str, shape: &[usize]) -> Option<&'a HostTensor> {
+    pub fn take<'a>(
+        &mut self,
+        src: &'a NamedTensors,
+        key: &str,
+        shape: &[usize],
+    ) -> Option<&'a HostTensor> {
         match src.get(key) {
             None => {
                 self.missing.push(format!("{key} {shape:?}"));
                 None
             }
             Some(t) if t.shape != shape => {
-                self.misshapen.push(format!("{key}: expected {shape:?}, file has {:?}", t.shape));
+                self.misshapen
+                    .push(format!("{key}: expected {shape:?}, file has {:?}", t.shape));
                 None
             }
             Some(t) => {
@@ -120,10 +134,18 @@ impl KeyCheck {
             s.join("\n    ")
         };
         if !self.misshapen.is_empty() {
-            msg += &format!("\n  {} tensor(s) with the wrong shape:\n    {}", self.misshapen.len(), show(&self.misshapen));
+            msg += &format!(
+                "\n  {} tensor(s) with the wrong shape:\n    {}",
+                self.misshapen.len(),
+                show(&self.misshapen)
+            );
         }
         if !self.missing.is_empty() {
-            msg += &format!("\n  {} missing key(s):\n    {}", self.missing.len(), show(&self.missing));
+            msg += &format!(
+                "\n  {} missing key(s):\n    {}",
+                self.missing.len(),
+                show(&self.missing)
+            );
             let sample: Vec<&String> = src.tensors.keys().take(5).collect();
             msg += &format!("\n  the file's first keys: {sample:?}");
         }

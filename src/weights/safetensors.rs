@@ -9,7 +9,8 @@ use std::path::Path;
 
 /// True when the file starts with a plausible safetensors header.
 pub fn looks_like_safetensors(path: &Path) -> Result<bool> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     let mut head = [0u8; 9];
     if f.read(&mut head)? < 9 {
         return Ok(false);
@@ -21,14 +22,35 @@ pub fn looks_like_safetensors(path: &Path) -> Result<bool> {
 
 fn to_f32(path: &Path, name: &str, dtype: &str, bytes: &[u8]) -> Result<Vec<f32>> {
     Ok(match dtype {
-        "F32" => bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-        "F64" => bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
-        "F16" => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        "BF16" => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        "I64" => bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
-        "I32" => bytes.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+        "F32" => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        "F64" => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
+        "F16" => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        "BF16" => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        "I64" => bytes
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
+        "I32" => bytes
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
         "U8" | "BOOL" => bytes.iter().map(|&b| b as f32).collect(),
-        other => bail!("{}: tensor {name} has unsupported dtype {other}", path.display()),
+        other => bail!(
+            "{}: tensor {name} has unsupported dtype {other}",
+            path.display()
+        ),
     })
 }
 
@@ -48,23 +70,39 @@ pub fn read(path: &Path) -> Result<NamedTensors> {
     }
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     if 8 + n > bytes.len() {
-        bail!("{}: truncated safetensors header ({} bytes announced, {} in the file)", path.display(), n, bytes.len() - 8);
+        bail!(
+            "{}: truncated safetensors header ({} bytes announced, {} in the file)",
+            path.display(),
+            n,
+            bytes.len() - 8
+        );
     }
     let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n])
         .with_context(|| format!("{}: malformed safetensors header", path.display()))?;
-    let obj = header.as_object().ok_or_else(|| anyhow::anyhow!("{}: header is not a JSON object", path.display()))?;
+    let obj = header
+        .as_object()
+        .ok_or_else(|| anyhow::anyhow!("{}: header is not a JSON object", path.display()))?;
     let data = &bytes[8 + n..];
-    let mut out = NamedTensors { source: path.display().to_string(), ..Default::default() };
+    let mut out = NamedTensors {
+        source: path.display().to_string(),
+        ..Default::default()
+    };
     for (name, v) in obj {
         if name == "__metadata__" {
             if let Some(m) = v.as_object() {
                 for (k, s) in m {
-                    out.metadata.insert(k.clone(), s.as_str().unwrap_or_default().to_string());
+                    out.metadata
+                        .insert(k.clone(), s.as_str().unwrap_or_default().to_string());
                 }
             }
             continue;
         }
-        let bad = || anyhow::anyhow!("{}: malformed header entry for tensor {name}", path.display());
+        let bad = || {
+            anyhow::anyhow!(
+                "{}: malformed header entry for tensor {name}",
+                path.display()
+            )
+        };
         let dtype = v.get("dtype").and_then(|d| d.as_str()).ok_or_else(bad)?;
         let shape: Vec<usize> = v
             .get("shape")
@@ -73,23 +111,42 @@ pub fn read(path: &Path) -> Result<NamedTensors> {
             .iter()
             .map(|x| x.as_u64().map(|x| x as usize).ok_or_else(bad))
             .collect::<Result<_>>()?;
-        let offs = v.get("data_offsets").and_then(|s| s.as_array()).ok_or_else(bad)?;
+        let offs = v
+            .get("data_offsets")
+            .and_then(|s| s.as_array())
+            .ok_or_else(bad)?;
         let (b, e) = match offs.as_slice() {
-            [b, e] => (b.as_u64().ok_or_else(bad)? as usize, e.as_u64().ok_or_else(bad)? as usize),
+            [b, e] => (
+                b.as_u64().ok_or_else(bad)? as usize,
+                e.as_u64().ok_or_else(bad)? as usize,
+            ),
             _ => return Err(bad()),
         };
         let numel: usize = shape.iter().product();
         if b > e || e > data.len() || e - b != numel * dtype_size(dtype) {
-            bail!("{}: tensor {name} has data offsets [{b}, {e}] that do not fit its shape {shape:?} / the file", path.display());
+            bail!(
+                "{}: tensor {name} has data offsets [{b}, {e}] that do not fit its shape {shape:?} / the file",
+                path.display()
+            );
         }
         let values = to_f32(path, name, dtype, &data[b..e])?;
-        out.tensors.insert(name.clone(), HostTensor { shape, data: values });
+        out.tensors.insert(
+            name.clone(),
+            HostTensor {
+                shape,
+                data: values,
+            },
+        );
     }
     Ok(out)
 }
 
 /// Writes f32 tensors and string metadata, atomically.
-pub fn write(path: &Path, tensors: &BTreeMap<String, HostTensor>, metadata: &BTreeMap<String, String>) -> Result<()> {
+pub fn write(
+    path: &Path,
+    tensors: &BTreeMap<String, HostTensor>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
         header.insert("__metadata__".into(), serde_json::to_value(metadata)?);
@@ -130,7 +187,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("segrs-st-{}", std::process::id()));
         let p = dir.join("w.safetensors");
         let mut t = BTreeMap::new();
-        t.insert("a.weight".to_string(), HostTensor::new(vec![2, 3], vec![1., 2., 3., 4., 5., 6.]));
+        t.insert(
+            "a.weight".to_string(),
+            HostTensor::new(vec![2, 3], vec![1., 2., 3., 4., 5., 6.]),
+        );
         t.insert("b".to_string(), HostTensor::new(vec![1], vec![-0.5]));
         let mut m = BTreeMap::new();
         m.insert("segrs".to_string(), "{\"x\":1}".to_string());

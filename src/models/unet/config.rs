@@ -26,7 +26,14 @@ pub struct UNetConfig {
 impl UNetConfig {
     /// The classic architecture: widths 64..1024, 4 levels, transposed convs, BatchNorm.
     pub fn classic(in_channels: usize, num_classes: usize) -> Self {
-        Self { in_channels, num_classes, base_width: 64, depth: 4, upsampling: Upsampling::Transpose, batch_norm: true }
+        Self {
+            in_channels,
+            num_classes,
+            base_width: 64,
+            depth: 4,
+            upsampling: Upsampling::Transpose,
+            batch_norm: true,
+        }
     }
 
     pub fn width(&self, level: usize) -> usize {
@@ -46,7 +53,10 @@ impl UNetConfig {
             anyhow::bail!("U-Net depth must be between 1 and 7, got {}", self.depth);
         }
         if self.num_classes > 65536 {
-            anyhow::bail!("{} classes is more than segrs' label maps hold (65536)", self.num_classes);
+            anyhow::bail!(
+                "{} classes is more than segrs' label maps hold (65536)",
+                self.num_classes
+            );
         }
         Ok(())
     }
@@ -55,7 +65,9 @@ impl UNetConfig {
     pub fn num_trainable_params(&self) -> usize {
         let conv = |cin: usize, cout: usize, k: usize| cin * cout * k * k + cout;
         let bn = |c: usize| if self.batch_norm { 2 * c } else { 0 };
-        let double = |cin: usize, cout: usize| conv(cin, cout, 3) + bn(cout) + conv(cout, cout, 3) + bn(cout);
+        let double = |cin: usize, cout: usize| {
+            conv(cin, cout, 3) + bn(cout) + conv(cout, cout, 3) + bn(cout)
+        };
         let mut n = 0;
         let mut cin = self.in_channels;
         for i in 0..self.depth {
@@ -80,6 +92,9 @@ mod tests {
 
     #[test]
     fn classic_parameter_count_matches_pytorch() {
-        assert_eq!(UNetConfig::classic(3, 21).num_trainable_params(), 31_044_821);
+        assert_eq!(
+            UNetConfig::classic(3, 21).num_trainable_params(),
+            31_044_821
+        );
     }
 }

@@ -16,13 +16,20 @@ pub struct DoubleConv {
 }
 
 pub fn conv3x3(cin: usize, cout: usize, device: &Device) -> Conv2d {
-    Conv2dConfig::new([cin, cout], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device)
+    Conv2dConfig::new([cin, cout], [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init(device)
 }
 
 impl DoubleConv {
     pub fn new(cin: usize, cout: usize, batch_norm: bool, device: &Device) -> Self {
         let bn = || batch_norm.then(|| BatchNormConfig::new(cout).init(device));
-        Self { conv1: conv3x3(cin, cout, device), bn1: bn(), conv2: conv3x3(cout, cout, device), bn2: bn() }
+        Self {
+            conv1: conv3x3(cin, cout, device),
+            bn1: bn(),
+            conv2: conv3x3(cout, cout, device),
+            bn2: bn(),
+        }
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {

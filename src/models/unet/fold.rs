@@ -34,7 +34,12 @@ fn fold_double(d: &DoubleConv) -> DoubleConv {
         Some(bn) => fold_conv(conv, bn),
         None => conv.clone(),
     };
-    DoubleConv { conv1: f(&d.conv1, &d.bn1), bn1: None, conv2: f(&d.conv2, &d.bn2), bn2: None }
+    DoubleConv {
+        conv1: f(&d.conv1, &d.bn1),
+        bn1: None,
+        conv2: f(&d.conv2, &d.bn2),
+        bn2: None,
+    }
 }
 
 impl UNet {

@@ -22,13 +22,29 @@ fn prefixes(c: &UNetConfig) -> Vec<String> {
     v
 }
 
-fn block_keys(batch_norm: bool) -> (&'static str, Option<&'static str>, &'static str, Option<&'static str>) {
-    if batch_norm { ("block.0", Some("block.1"), "block.3", Some("block.4")) } else { ("block.0", None, "block.2", None) }
+fn block_keys(
+    batch_norm: bool,
+) -> (
+    &'static str,
+    Option<&'static str>,
+    &'static str,
+    Option<&'static str>,
+) {
+    if batch_norm {
+        ("block.0", Some("block.1"), "block.3", Some("block.4"))
+    } else {
+        ("block.0", None, "block.2", None)
+    }
 }
 
 // ---------- export ----------
 
-fn put_conv(out: &mut BTreeMap<String, HostTensor>, key: &str, weight: Tensor<4>, bias: Option<Tensor<1>>) {
+fn put_conv(
+    out: &mut BTreeMap<String, HostTensor>,
+    key: &str,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+) {
     out.insert(format!("{key}.weight"), to_host(weight));
     if let Some(b) = bias {
         out.insert(format!("{key}.bias"), to_host(b));
@@ -38,18 +54,42 @@ fn put_conv(out: &mut BTreeMap<String, HostTensor>, key: &str, weight: Tensor<4>
 fn put_bn(out: &mut BTreeMap<String, HostTensor>, key: &str, bn: &BatchNorm) {
     out.insert(format!("{key}.weight"), to_host(bn.gamma.val()));
     out.insert(format!("{key}.bias"), to_host(bn.beta.val()));
-    out.insert(format!("{key}.running_mean"), to_host(bn.running_mean.value()));
-    out.insert(format!("{key}.running_var"), to_host(bn.running_var.value()));
-    out.insert(format!("{key}.num_batches_tracked"), HostTensor::new(vec![], vec![0.0]));
+    out.insert(
+        format!("{key}.running_mean"),
+        to_host(bn.running_mean.value()),
+    );
+    out.insert(
+        format!("{key}.running_var"),
+        to_host(bn.running_var.value()),
+    );
+    out.insert(
+        format!("{key}.num_batches_tracked"),
+        HostTensor::new(vec![], vec![0.0]),
+    );
 }
 
-fn put_double(out: &mut BTreeMap<String, HostTensor>, prefix: &str, d: &DoubleConv, batch_norm: bool) {
+fn put_double(
+    out: &mut BTreeMap<String, HostTensor>,
+    prefix: &str,
+    d: &DoubleConv,
+    batch_norm: bool,
+) {
     let (c1, b1, c2, b2) = block_keys(batch_norm);
-    put_conv(out, &format!("{prefix}.{c1}"), d.conv1.weight.val(), d.conv1.bias.as_ref().map(|b| b.val()));
+    put_conv(
+        out,
+        &format!("{prefix}.{c1}"),
+        d.conv1.weight.val(),
+        d.conv1.bias.as_ref().map(|b| b.val()),
+    );
     if let (Some(k), Some(bn)) = (b1, &d.bn1) {
         put_bn(out, &format!("{prefix}.{k}"), bn);
     }
-    put_conv(out, &format!("{prefix}.{c2}"), d.conv2.weight.val(), d.conv2.bias.as_ref().map(|b| b.val()));
+    put_conv(
+        out,
+        &format!("{prefix}.{c2}"),
+        d.conv2.weight.val(),
+        d.conv2.bias.as_ref().map(|b| b.val()),
+    );
     if let (Some(k), Some(bn)) = (b2, &d.bn2) {
         put_bn(out, &format!("{prefix}.{k}"), bn);
     }
@@ -68,14 +108,34 @@ pub fn export(model: &UNet) -> BTreeMap<String, HostTensor> {
         let up = &model.up[i];
         let key = format!("up{}", i + 1);
         if let Some(t) = &up.transpose {
-            put_conv(&mut out, &key, t.weight.val(), t.bias.as_ref().map(|b| b.val()));
+            put_conv(
+                &mut out,
+                &key,
+                t.weight.val(),
+                t.bias.as_ref().map(|b| b.val()),
+            );
         }
         if let Some(conv) = &up.conv1x1 {
-            put_conv(&mut out, &format!("{key}.1"), conv.weight.val(), conv.bias.as_ref().map(|b| b.val()));
+            put_conv(
+                &mut out,
+                &format!("{key}.1"),
+                conv.weight.val(),
+                conv.bias.as_ref().map(|b| b.val()),
+            );
         }
-        put_double(&mut out, &format!("dec{}", i + 1), &model.dec[i], c.batch_norm);
+        put_double(
+            &mut out,
+            &format!("dec{}", i + 1),
+            &model.dec[i],
+            c.batch_norm,
+        );
     }
-    put_conv(&mut out, "out_conv", model.out_conv.weight.val(), model.out_conv.bias.as_ref().map(|b| b.val()));
+    put_conv(
+        &mut out,
+        "out_conv",
+        model.out_conv.weight.val(),
+        model.out_conv.bias.as_ref().map(|b| b.val()),
+    );
     out
 }
 
@@ -166,7 +226,11 @@ impl Loader<'_> {
 pub fn import(config: &UNetConfig, src: &NamedTensors, device: &Device) -> Result<UNet> {
     config.validate()?;
     let mut model = UNet::new(config, device);
-    let mut l = Loader { src, check: KeyCheck::default(), device: device.clone() };
+    let mut l = Loader {
+        src,
+        check: KeyCheck::default(),
+        device: device.clone(),
+    };
     let names = prefixes(config);
     for (i, enc) in model.enc.iter_mut().enumerate() {
         l.double(&names[i], enc, config.batch_norm);
@@ -174,10 +238,18 @@ pub fn import(config: &UNetConfig, src: &NamedTensors, device: &Device) -> Resul
     l.double("bottleneck", &mut model.bottleneck, config.batch_norm);
     for i in 0..config.depth {
         l.up(&format!("up{}", i + 1), &mut model.up[i]);
-        l.double(&format!("dec{}", i + 1), &mut model.dec[i], config.batch_norm);
+        l.double(
+            &format!("dec{}", i + 1),
+            &mut model.dec[i],
+            config.batch_norm,
+        );
     }
     l.conv("out_conv", &mut model.out_conv);
-    let unused: Vec<&String> = src.tensors.keys().filter(|k| !l.check.used.contains(*k)).collect();
+    let unused: Vec<&String> = src
+        .tensors
+        .keys()
+        .filter(|k| !l.check.used.contains(*k))
+        .collect();
     l.check.finish(src, "U-Net")?;
     if !unused.is_empty() {
         let shown: Vec<&&String> = unused.iter().take(6).collect();
@@ -199,7 +271,9 @@ pub fn import(config: &UNetConfig, src: &NamedTensors, device: &Device) -> Resul
 
 /// Reads the architecture from the keys and shapes of a PyTorch state_dict.
 pub fn infer_config(src: &NamedTensors) -> Result<UNetConfig> {
-    let depth = (1..=8).take_while(|i| src.tensors.contains_key(&format!("enc{i}.block.0.weight"))).count();
+    let depth = (1..=8)
+        .take_while(|i| src.tensors.contains_key(&format!("enc{i}.block.0.weight")))
+        .count();
     let first = src.get("enc1.block.0.weight");
     let out = src.get("out_conv.weight");
     let (Some(first), Some(out)) = (first, out) else {
@@ -210,10 +284,17 @@ pub fn infer_config(src: &NamedTensors) -> Result<UNetConfig> {
         );
     };
     if first.shape.len() != 4 || out.shape.len() != 4 {
-        bail!("{}: enc1.block.0.weight / out_conv.weight are not 4-D convolution weights", src.source);
+        bail!(
+            "{}: enc1.block.0.weight / out_conv.weight are not 4-D convolution weights",
+            src.source
+        );
     }
     let batch_norm = src.tensors.contains_key("enc1.block.1.running_mean");
-    let upsampling = if src.tensors.contains_key("up1.weight") { Upsampling::Transpose } else { Upsampling::Bilinear };
+    let upsampling = if src.tensors.contains_key("up1.weight") {
+        Upsampling::Transpose
+    } else {
+        Upsampling::Bilinear
+    };
     Ok(UNetConfig {
         in_channels: first.shape[1],
         num_classes: out.shape[0],

@@ -33,8 +33,12 @@ impl UNet {
             cin = c.width(i);
         }
         let bottleneck = DoubleConv::new(c.width(c.depth - 1), c.width(c.depth), bn, device);
-        let up = (0..c.depth).map(|i| UpConv::new(c.width(i + 1), c.width(i), c.upsampling, device)).collect();
-        let dec = (0..c.depth).map(|i| DoubleConv::new(2 * c.width(i), c.width(i), bn, device)).collect();
+        let up = (0..c.depth)
+            .map(|i| UpConv::new(c.width(i + 1), c.width(i), c.upsampling, device))
+            .collect();
+        let dec = (0..c.depth)
+            .map(|i| DoubleConv::new(2 * c.width(i), c.width(i), bn, device))
+            .collect();
         Self {
             enc,
             bottleneck,

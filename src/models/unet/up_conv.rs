@@ -17,12 +17,17 @@ impl UpConv {
     pub fn new(cin: usize, cout: usize, mode: Upsampling, device: &Device) -> Self {
         match mode {
             Upsampling::Transpose => Self {
-                transpose: Some(ConvTranspose2dConfig::new([cin, cout], [2, 2]).with_stride([2, 2]).init(device)),
+                transpose: Some(
+                    ConvTranspose2dConfig::new([cin, cout], [2, 2])
+                        .with_stride([2, 2])
+                        .init(device),
+                ),
                 conv1x1: None,
             },
-            Upsampling::Bilinear => {
-                Self { transpose: None, conv1x1: Some(Conv2dConfig::new([cin, cout], [1, 1]).init(device)) }
-            }
+            Upsampling::Bilinear => Self {
+                transpose: None,
+                conv1x1: Some(Conv2dConfig::new([cin, cout], [1, 1]).init(device)),
+            },
         }
     }
 
@@ -35,6 +40,9 @@ impl UpConv {
             .with_align_corners(false)
             .with_output_size([2 * h, 2 * w]);
         let x = interpolate(x, opts);
-        self.conv1x1.as_ref().expect("UpConv without layers").forward(x)
+        self.conv1x1
+            .as_ref()
+            .expect("UpConv without layers")
+            .forward(x)
     }
 }

@@ -1,0 +1,8 @@
+//! Integration tests, one binary (linking burn once keeps the suite fast on 2 cores).
+
+mod cli;
+mod common;
+mod losses_parity;
+mod metrics_parity;
+mod train_resume;
+mod unet_parity;

@@ -1,0 +1,171 @@
+//! U-Net parity with PyTorch (fixtures from tools/gen_unet_fixtures.py): state_dicts saved by
+//! `torch.save(model.state_dict())` load directly and give the same eval-mode logits within
+//! 1e-4 relative L2 error, plain and with BatchNorm folded.
+
+use crate::common::{fixtures, read_fixture, rel_l2};
+use burn::prelude::*;
+use segrs::models::tensor_io::{from_host, to_vec};
+use segrs::models::unet::UNetConfig;
+use segrs::weights::checkpoint;
+
+const TOL: f64 = 1e-4;
+
+fn check(name: &str) {
+    let io = read_fixture("unet/io.safetensors");
+    let dev = Device::flex();
+    let path = fixtures().join("unet").join(format!("{name}.pth"));
+    let loaded = checkpoint::load(&path, (None, None), &dev).unwrap();
+    assert!(loaded.meta.is_none());
+    let x = io.get(&format!("{name}.input")).unwrap();
+    let want = io.get(&format!("{name}.logits")).unwrap();
+    let model = loaded.model.valid();
+    let got = to_vec(model.forward(from_host::<4>(x, &dev)));
+    let err = rel_l2(&got, &want.data);
+    assert!(err < TOL, "{name}: relative L2 error {err:e}");
+    let folded = model.fold_batchnorm();
+    let got = to_vec(folded.forward(from_host::<4>(x, &dev)));
+    let err = rel_l2(&got, &want.data);
+    assert!(
+        err < TOL,
+        "{name} (BatchNorm folded): relative L2 error {err:e}"
+    );
+}
+
+#[test]
+fn tiny_transpose_matches_pytorch() {
+    check("tiny_transpose");
+}
+
+#[test]
+fn tiny_bilinear_matches_pytorch() {
+    check("tiny_bilinear");
+}
+
+#[test]
+fn tiny_without_batchnorm_matches_pytorch() {
+    check("tiny_nobn");
+}
+
+#[test]
+fn architecture_is_read_from_the_keys() {
+    let named =
+        segrs::weights::NamedTensors::read(&fixtures().join("unet/tiny_bilinear.pth")).unwrap();
+    let cfg = segrs::models::unet::state_dict::infer_config(&named).unwrap();
+    assert_eq!(
+        cfg,
+        UNetConfig {
+            in_channels: 1,
+            num_classes: 3,
+            base_width: 4,
+            depth: 2,
+            upsampling: segrs::models::unet::Upsampling::Bilinear,
+            batch_norm: true
+        }
+    );
+}
+
+#[test]
+fn classic_network_has_the_pytorch_parameter_count_and_keys() {
+    let cfg = UNetConfig::classic(3, 21);
+    assert_eq!(cfg.num_trainable_params(), 31_044_821);
+    let dev = Device::flex();
+    let model = segrs::models::unet::UNet::new(&cfg, &dev);
+    let sd = segrs::models::unet::state_dict::export(&model);
+    let trainable: usize = sd
+        .iter()
+        .filter(|(k, _)| {
+            !k.ends_with("running_mean")
+                && !k.ends_with("running_var")
+                && !k.ends_with("num_batches_tracked")
+        })
+        .map(|(_, t)| t.data.len())
+        .sum();
+    assert_eq!(trainable, 31_044_821);
+    for k in [
+        "enc1.block.0.weight",
+        "enc1.block.1.running_mean",
+        "up4.weight",
+        "dec1.block.4.bias",
+        "out_conv.bias",
+    ] {
+        assert!(sd.contains_key(k), "missing {k}");
+    }
+    assert_eq!(sd["up4.weight"].shape, vec![1024, 512, 2, 2]);
+}
+
+#[test]
+fn segrs_checkpoint_round_trips() {
+    let dev = Device::flex();
+    let src = checkpoint::load(
+        &fixtures().join("unet/tiny_transpose.pth"),
+        (None, None),
+        &dev,
+    )
+    .unwrap();
+    let dir = crate::common::tmp("ckpt");
+    let meta = checkpoint::CheckpointMeta {
+        format: checkpoint::FORMAT.into(),
+        unet: src.model.config.clone(),
+        normalize: segrs::data::preprocess::Normalize::default(),
+        ignore_index: Some(255),
+        binary: false,
+        class_names: vec![],
+        epoch: 3,
+    };
+    let p = dir.join("m.safetensors");
+    checkpoint::save(&p, &src.model, &meta).unwrap();
+    let back = checkpoint::load(&p, (Some(3), Some(5)), &dev).unwrap();
+    assert_eq!(back.meta.as_ref(), Some(&meta));
+    let a = segrs::models::unet::state_dict::export(&src.model);
+    let b = segrs::models::unet::state_dict::export(&back.model);
+    assert_eq!(a, b);
+}
+
+#[test]
+fn wrong_checkpoints_get_clear_errors() {
+    let dev = Device::flex();
+    let p = fixtures().join("unet/tiny_transpose.pth");
+    let err = format!(
+        "{:#}",
+        checkpoint::load(&p, (None, Some(21)), &dev).err().unwrap()
+    );
+    assert!(
+        err.contains("5 classes") && err.contains("tiny_transpose.pth"),
+        "{err}"
+    );
+    // a state_dict with a misshapen tensor and a missing key
+    let mut named = segrs::weights::NamedTensors::read(&p).unwrap();
+    named.tensors.remove("dec1.block.0.weight");
+    let w = named.tensors.get_mut("enc2.block.0.weight").unwrap();
+    w.shape = vec![w.data.len()];
+    let dir = crate::common::tmp("badckpt");
+    let bad = dir.join("bad.safetensors");
+    segrs::weights::safetensors::write(&bad, &named.tensors, &Default::default()).unwrap();
+    let err = format!(
+        "{:#}",
+        checkpoint::load(&bad, (None, None), &dev).err().unwrap()
+    );
+    assert!(
+        err.contains("dec1.block.0.weight")
+            && err.contains("enc2.block.0.weight")
+            && err.contains("bad.safetensors"),
+        "{err}"
+    );
+    // not a checkpoint at all
+    let junk = dir.join("junk.pth");
+    std::fs::write(&junk, b"this is not a checkpoint at all").unwrap();
+    let err = format!(
+        "{:#}",
+        checkpoint::load(&junk, (None, None), &dev).err().unwrap()
+    );
+    assert!(err.contains("junk.pth"), "{err}");
+    // truncated zip
+    let bytes = std::fs::read(&p).unwrap();
+    let trunc = dir.join("trunc.pth");
+    std::fs::write(&trunc, &bytes[..bytes.len() / 2]).unwrap();
+    let err = format!(
+        "{:#}",
+        checkpoint::load(&trunc, (None, None), &dev).err().unwrap()
+    );
+    assert!(err.contains("trunc.pth"), "{err}");
+}
