@@ -52,8 +52,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// A comma-separated list of numbers on the command line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Floats(pub Vec<f32>);
+
 /// Parses `a,b,c` into floats.
-pub fn parse_floats(s: &str) -> Result<Vec<f32>, String> {
+pub fn parse_floats(s: &str) -> Result<Floats, String> {
     s.split(',')
         .map(|v| v.trim().parse::<f32>().map_err(|e| format!("'{v}': {e}")))
         .collect::<Result<Vec<_>, _>>()
@@ -61,7 +65,7 @@ pub fn parse_floats(s: &str) -> Result<Vec<f32>, String> {
             if v.is_empty() {
                 Err("empty list".into())
             } else {
-                Ok(v)
+                Ok(Floats(v))
             }
         })
 }
@@ -70,10 +74,10 @@ pub fn parse_floats(s: &str) -> Result<Vec<f32>, String> {
 pub struct NormalizeArgs {
     /// Per-channel mean of pixels scaled to [0,1] (gray images use the first value).
     #[arg(long, value_parser = parse_floats)]
-    pub mean: Option<Vec<f32>>,
+    pub mean: Option<Floats>,
     /// Per-channel std of pixels scaled to [0,1].
     #[arg(long, value_parser = parse_floats)]
-    pub std: Option<Vec<f32>>,
+    pub std: Option<Floats>,
 }
 
 impl NormalizeArgs {
@@ -81,8 +85,8 @@ impl NormalizeArgs {
     pub fn resolve(&self) -> anyhow::Result<crate::data::preprocess::Normalize> {
         let d = crate::data::preprocess::Normalize::default();
         crate::data::preprocess::Normalize::new(
-            self.mean.clone().unwrap_or(d.mean),
-            self.std.clone().unwrap_or(d.std),
+            self.mean.clone().map(|f| f.0).unwrap_or(d.mean),
+            self.std.clone().map(|f| f.0).unwrap_or(d.std),
         )
     }
 

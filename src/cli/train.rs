@@ -1,7 +1,7 @@
 //! `segrs train`: a U-Net on a folder dataset.
 
 use super::eval::{IgnoreIndex, parse_ignore};
-use super::{NormalizeArgs, parse_floats};
+use super::{Floats, NormalizeArgs, parse_floats};
 use crate::data::folder::{MaskOptions, Sample, StemFilter, dataset_dirs, load_all, pair_folder};
 use crate::device::{DeviceKindArg, device};
 use crate::losses::LossConfig;
@@ -66,16 +66,16 @@ pub struct TrainArgs {
     pub loss: String,
     /// Weights of the loss terms, e.g. `1,0.5`.
     #[arg(long, value_parser = parse_floats)]
-    pub loss_weights: Option<Vec<f32>>,
+    pub loss_weights: Option<Floats>,
     /// Per-class cross-entropy weights.
     #[arg(long, value_parser = parse_floats)]
-    pub class_weights: Option<Vec<f32>>,
+    pub class_weights: Option<Floats>,
     /// Focal loss gamma.
     #[arg(long, default_value_t = 2.0)]
     pub focal_gamma: f32,
     /// Per-class focal alpha.
     #[arg(long, value_parser = parse_floats)]
-    pub focal_alpha: Option<Vec<f32>>,
+    pub focal_alpha: Option<Floats>,
     #[arg(long, default_value_t = 20)]
     pub epochs: usize,
     #[arg(long, default_value_t = 4)]
@@ -261,7 +261,7 @@ fn config_from_args(a: &TrainArgs) -> Result<TrainConfig> {
     }
     let mut loss = LossConfig::parse(
         &a.loss,
-        a.loss_weights.as_deref(),
+        a.loss_weights.as_ref().map(|f| f.0.as_slice()),
         classes,
         if a.binary { None } else { a.ignore_index.0 },
     )?;
@@ -269,14 +269,14 @@ fn config_from_args(a: &TrainArgs) -> Result<TrainConfig> {
         ("--class-weights", &a.class_weights),
         ("--focal-alpha", &a.focal_alpha),
     ] {
-        if let Some(w) = w
+        if let Some(Floats(w)) = w
             && w.len() != classes
         {
             bail!("{name} gives {} values for {classes} classes", w.len());
         }
     }
-    loss.class_weights = a.class_weights.clone();
-    loss.focal_alpha = a.focal_alpha.clone();
+    loss.class_weights = a.class_weights.clone().map(|f| f.0);
+    loss.focal_alpha = a.focal_alpha.clone().map(|f| f.0);
     loss.focal_gamma = a.focal_gamma;
     Ok(TrainConfig {
         unet,

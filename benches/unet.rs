@@ -1,0 +1,130 @@
+//! `cargo bench --bench unet`: the classic U-Net (3 -> 21 classes, 31.0 M parameters) in segrs
+//! and in PyTorch on this machine, same thread count, one run:
+//!
+//! * forward 1x3x256x256, eval mode: segrs as loaded (BatchNorm layers) and segrs' inference
+//!   form (BatchNorm folded into the convolutions), against PyTorch eager under `no_grad`;
+//! * one training step 2x3x256x256: cross-entropy, backward, Adam(W) update.
+//!
+//! The PyTorch side runs tools/bench_unet_torch.py with the interpreter in $SEGRS_TORCH_PYTHON
+//! (default /tmp/segrs-refenv/bin/python, made by ../shared/tools/reference-env.sh); without it
+//! only segrs is timed. Results go to stdout and replace the U-Net section of BENCHMARKS.md.
+//! Environment: SEGRS_BENCH_THREADS (default: all cores), SEGRS_BENCH_REPEATS (default 5).
+
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use segrs::losses::LossConfig;
+use segrs::models::tensor_io::tensor4;
+use segrs::models::unet::{UNet, UNetConfig};
+use std::time::Instant;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn timed(n: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    median(
+        (0..n)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+fn noise(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2654435761).max(1);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn main() {
+    let threads: usize = std::env::var("SEGRS_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let repeats: usize = std::env::var("SEGRS_BENCH_REPEATS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().ok();
+    let cfg = UNetConfig::classic(3, 21);
+    let dev = Device::flex();
+
+    // Forward, eval mode.
+    let model = UNet::new(&cfg, &dev).valid();
+    let folded = model.fold_batchnorm();
+    let x = tensor4(noise(3 * 256 * 256, 1), [1, 3, 256, 256], &dev);
+    let sync = |t: Tensor<4>| {
+        let _ = t.into_data();
+    };
+    let fwd_bn = timed(repeats, || sync(model.forward(x.clone())));
+    let fwd_folded = timed(repeats, || sync(folded.forward(x.clone())));
+
+    // One training step.
+    let ad = dev.clone().autodiff();
+    let mut train_model = UNet::new(&cfg, &ad);
+    let mut optim = AdamWConfig::new().with_weight_decay(0.0).with_epsilon(1e-8).init();
+    let loss_cfg = LossConfig::parse("ce", None, 21, None).unwrap();
+    let xb = noise(2 * 3 * 256 * 256, 2);
+    let labels: Vec<u32> = noise(2 * 256 * 256, 3).iter().map(|v| ((v + 1.0) * 10.49) as u32).collect();
+    let mut step = || {
+        let xt = tensor4(xb.clone(), [2, 3, 256, 256], &ad);
+        let t = loss_cfg.targets(&labels, 2, 256, 256, &ad);
+        let (loss, _) = loss_cfg.forward(train_model.forward(xt), &t);
+        let grads = GradientsParams::from_grads(loss.backward(), &train_model);
+        train_model = optim.step(1e-3, train_model.clone(), grads);
+        let _ = train_model.out_conv.weight.val().into_data();
+    };
+    let train = timed((repeats / 2).max(2), &mut step);
+
+    let python = std::env::var("SEGRS_TORCH_PYTHON").unwrap_or_else(|_| "/tmp/segrs-refenv/bin/python".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/bench_unet_torch.py");
+    let torch: Option<serde_json::Value> = std::process::Command::new(&python)
+        .args([script, &threads.to_string(), &repeats.to_string()])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| serde_json::from_slice(o.stdout.trim_ascii()).ok());
+
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mut md = String::new();
+    md.push_str(&format!(
+        "Classic U-Net (3 -> 21 classes, 31,044,821 parameters), {cpu}, {threads} thread(s), median of {repeats} runs, one run of `cargo bench --bench unet`.\n\n"
+    ));
+    md.push_str("| what | segrs (flex) | PyTorch | segrs / PyTorch |\n|---|---|---|---|\n");
+    let t_fwd = torch.as_ref().and_then(|t| t["forward_s"].as_f64());
+    let t_train = torch.as_ref().and_then(|t| t["train_step_s"].as_f64());
+    let row = |name: &str, s: f64, t: Option<f64>| match t {
+        Some(t) => format!("| {name} | {:.1} ms | {:.1} ms | {:.2}x |\n", s * 1e3, t * 1e3, s / t),
+        None => format!("| {name} | {:.1} ms | n/a | n/a |\n", s * 1e3),
+    };
+    md.push_str(&row("forward 1x3x256x256, BatchNorm layers as loaded", fwd_bn, t_fwd));
+    md.push_str(&row("forward 1x3x256x256, inference form (BatchNorm folded)", fwd_folded, t_fwd));
+    md.push_str(&row("train step 2x3x256x256 (CE + Adam)", train, t_train));
+    match &torch {
+        Some(t) => md.push_str(&format!("\nPyTorch {} eager, `torch.set_num_threads({threads})`, forward under `no_grad`.\n", t["torch"].as_str().unwrap_or("?"))),
+        None => md.push_str(&format!("\nPyTorch was not timed: no working interpreter at {python} (set SEGRS_TORCH_PYTHON).\n")),
+    }
+    print!("{md}");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md");
+    let begin = "<!-- bench:unet:begin -->";
+    let end = "<!-- bench:unet:end -->";
+    if let Ok(text) = std::fs::read_to_string(path)
+        && let (Some(a), Some(b)) = (text.find(begin), text.find(end))
+        && torch.is_some()
+    {
+        let new = format!("{}{begin}\n{md}{}", &text[..a], &text[b..]);
+        std::fs::write(path, new).ok();
+        eprintln!("updated {path}");
+    }
+}

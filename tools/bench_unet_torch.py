@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""PyTorch side of `cargo bench --bench unet`: times the classic U-Net (the class of
+tools/gen_unet_fixtures.py) forward at 1x3x256x256 (eval, no_grad) and one training step at
+2x3x256x256 (cross-entropy + Adam). Prints one JSON line of median seconds.
+
+usage: python tools/bench_unet_torch.py THREADS REPEATS
+"""
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gen_unet_fixtures import UNet  # noqa: E402
+
+threads, repeats = int(sys.argv[1]), int(sys.argv[2])
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+model = UNet(3, 21)
+
+
+def timed(fn, n):
+    fn()  # warm-up
+    ts = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+model.eval()
+x = torch.randn(1, 3, 256, 256)
+with torch.no_grad():
+    fwd = timed(lambda: model(x), repeats)
+
+model.train()
+opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+xb = torch.randn(2, 3, 256, 256)
+yb = torch.randint(0, 21, (2, 256, 256))
+
+
+def step():
+    opt.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(model(xb), yb)
+    loss.backward()
+    opt.step()
+
+
+train = timed(step, max(2, repeats // 2))
+print(json.dumps({"torch": torch.__version__, "threads": threads, "forward_s": fwd, "train_step_s": train}))
