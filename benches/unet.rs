@@ -51,9 +51,19 @@ fn main() {
     let threads: usize = std::env::var("SEGRS_BENCH_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let repeats: usize = std::env::var("SEGRS_BENCH_REPEATS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().ok();
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+    let repeats: usize = std::env::var("SEGRS_BENCH_REPEATS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .ok();
     let cfg = UNetConfig::classic(3, 21);
     let dev = Device::flex();
 
@@ -70,10 +80,16 @@ fn main() {
     // One training step.
     let ad = dev.clone().autodiff();
     let mut train_model = UNet::new(&cfg, &ad);
-    let mut optim = AdamWConfig::new().with_weight_decay(0.0).with_epsilon(1e-8).init();
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(0.0)
+        .with_epsilon(1e-8)
+        .init();
     let loss_cfg = LossConfig::parse("ce", None, 21, None).unwrap();
     let xb = noise(2 * 3 * 256 * 256, 2);
-    let labels: Vec<u32> = noise(2 * 256 * 256, 3).iter().map(|v| ((v + 1.0) * 10.49) as u32).collect();
+    let labels: Vec<u32> = noise(2 * 256 * 256, 3)
+        .iter()
+        .map(|v| ((v + 1.0) * 10.49) as u32)
+        .collect();
     let mut step = || {
         let xt = tensor4(xb.clone(), [2, 3, 256, 256], &ad);
         let t = loss_cfg.targets(&labels, 2, 256, 256, &ad);
@@ -84,7 +100,8 @@ fn main() {
     };
     let train = timed((repeats / 2).max(2), &mut step);
 
-    let python = std::env::var("SEGRS_TORCH_PYTHON").unwrap_or_else(|_| "/tmp/segrs-refenv/bin/python".into());
+    let python = std::env::var("SEGRS_TORCH_PYTHON")
+        .unwrap_or_else(|_| "/tmp/segrs-refenv/bin/python".into());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/bench_unet_torch.py");
     let torch: Option<serde_json::Value> = std::process::Command::new(&python)
         .args([script, &threads.to_string(), &repeats.to_string()])
@@ -95,7 +112,11 @@ fn main() {
 
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let mut md = String::new();
     md.push_str(&format!(
@@ -105,11 +126,24 @@ fn main() {
     let t_fwd = torch.as_ref().and_then(|t| t["forward_s"].as_f64());
     let t_train = torch.as_ref().and_then(|t| t["train_step_s"].as_f64());
     let row = |name: &str, s: f64, t: Option<f64>| match t {
-        Some(t) => format!("| {name} | {:.1} ms | {:.1} ms | {:.2}x |\n", s * 1e3, t * 1e3, s / t),
+        Some(t) => format!(
+            "| {name} | {:.1} ms | {:.1} ms | {:.2}x |\n",
+            s * 1e3,
+            t * 1e3,
+            s / t
+        ),
         None => format!("| {name} | {:.1} ms | n/a | n/a |\n", s * 1e3),
     };
-    md.push_str(&row("forward 1x3x256x256, BatchNorm layers as loaded", fwd_bn, t_fwd));
-    md.push_str(&row("forward 1x3x256x256, inference form (BatchNorm folded)", fwd_folded, t_fwd));
+    md.push_str(&row(
+        "forward 1x3x256x256, BatchNorm layers as loaded",
+        fwd_bn,
+        t_fwd,
+    ));
+    md.push_str(&row(
+        "forward 1x3x256x256, inference form (BatchNorm folded)",
+        fwd_folded,
+        t_fwd,
+    ));
     md.push_str(&row("train step 2x3x256x256 (CE + Adam)", train, t_train));
     match &torch {
         Some(t) => md.push_str(&format!("\nPyTorch {} eager, `torch.set_num_threads({threads})`, forward under `no_grad`.\n", t["torch"].as_str().unwrap_or("?"))),

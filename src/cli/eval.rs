@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 pub enum EvalCommand {
     /// Semantic segmentation: pixel accuracy, IoU / mIoU, Dice, Boundary F1 and Boundary IoU.
     Semantic(SemanticArgs),
+    /// Video object segmentation: DAVIS J (region IoU) and F (boundary) with mean, recall, decay.
+    Video(VideoArgs),
 }
 
 #[derive(Args, Debug)]
@@ -55,6 +57,7 @@ pub fn parse_ignore(s: &str) -> std::result::Result<IgnoreIndex, String> {
 pub fn run(cmd: EvalCommand) -> Result<()> {
     match cmd {
         EvalCommand::Semantic(a) => semantic(a),
+        EvalCommand::Video(a) => video(a),
     }
 }
 
@@ -209,4 +212,140 @@ pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
             .with_context(|| format!("{}: write failed", path.display()))?;
         Ok(())
     })
+}
+
+#[derive(Args, Debug)]
+pub struct VideoArgs {
+    /// Ground truth: a DAVIS `Annotations/480p` folder (one subfolder of PNG frames per sequence),
+    /// or a DAVIS root holding `Annotations/480p` or `Annotations/`.
+    #[arg(long)]
+    pub gt: PathBuf,
+    /// Predictions: one subfolder per sequence, PNGs named as the ground-truth frames.
+    #[arg(long)]
+    pub pred: PathBuf,
+    /// How ground-truth values map to objects: `indexed` (k = object k, 255 = void, DAVIS 2017),
+    /// `binary` ({0,255} single object, DAVIS 2016), or `auto` (binary when every value is 0 or 255).
+    #[arg(long, value_enum, default_value_t = GtEncodingArg::Auto)]
+    pub gt_encoding: GtEncodingArg,
+    /// Only these sequences (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    pub sequences: Option<Vec<String>>,
+    /// Write the numbers as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GtEncodingArg {
+    Auto,
+    Indexed,
+    Binary,
+}
+
+fn annotations_root(p: &Path) -> PathBuf {
+    for cand in [p.join("Annotations").join("480p"), p.join("Annotations")] {
+        if cand.is_dir() {
+            return cand;
+        }
+    }
+    p.to_path_buf()
+}
+
+fn video(a: VideoArgs) -> Result<()> {
+    use crate::metrics::video::{GtEncoding, evaluate_sequence, summarize};
+    let gt_root = annotations_root(&a.gt);
+    let mut seqs: Vec<String> = std::fs::read_dir(&gt_root)
+        .with_context(|| format!("{}: cannot read", gt_root.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| a.sequences.as_ref().is_none_or(|s| s.contains(n)))
+        .collect();
+    seqs.sort();
+    if seqs.is_empty() {
+        bail!("{}: no sequence folders", gt_root.display());
+    }
+    let mut objects = Vec::new();
+    for seq in &seqs {
+        let gt_frames = list_images(&gt_root.join(seq))?;
+        let pred_dir = a.pred.join(seq);
+        if !pred_dir.is_dir() {
+            bail!("{}: no predictions for sequence {seq}", pred_dir.display());
+        }
+        let gts: Vec<crate::data::image_io::LabelMap> = gt_frames
+            .par_iter()
+            .map(|(_, p)| read_mask(p))
+            .collect::<Result<_>>()?;
+        let n = gts.len();
+        let preds: Vec<crate::data::image_io::LabelMap> = gt_frames
+            .par_iter()
+            .enumerate()
+            .map(|(i, (stem, gp))| {
+                let g = &gts[i];
+                let pp = pred_dir.join(format!("{stem}.png"));
+                if !pp.exists() {
+                    if i == 0 || i + 1 == n {
+                        // First and last frames are not evaluated.
+                        return Ok(crate::data::image_io::LabelMap {
+                            width: g.width,
+                            height: g.height,
+                            data: vec![0; g.data.len()],
+                        });
+                    }
+                    bail!(
+                        "{}: missing prediction for frame {} of sequence {seq}",
+                        pp.display(),
+                        gp.display()
+                    );
+                }
+                let p = read_mask(&pp)?;
+                if (p.width, p.height) != (g.width, g.height) {
+                    bail!(
+                        "{}: prediction is {}x{} but the frame is {}x{}",
+                        pp.display(),
+                        p.width,
+                        p.height,
+                        g.width,
+                        g.height
+                    );
+                }
+                Ok(p)
+            })
+            .collect::<Result<_>>()?;
+        let enc = match a.gt_encoding {
+            GtEncodingArg::Indexed => GtEncoding::Indexed,
+            GtEncodingArg::Binary => GtEncoding::Binary,
+            GtEncodingArg::Auto => {
+                if gts
+                    .iter()
+                    .all(|g| g.data.iter().all(|&v| v == 0 || v == 255))
+                {
+                    GtEncoding::Binary
+                } else {
+                    GtEncoding::Indexed
+                }
+            }
+        };
+        objects.extend(evaluate_sequence(seq, &gts, &preds, enc)?);
+    }
+    let report = summarize(&objects);
+    println!("{:<24}{:>8}{:>8}", "sequence", "J", "F");
+    for (name, s) in &report.per_sequence {
+        println!("{:<24}{:>8.4}{:>8.4}", name, s.j, s.f);
+    }
+    println!(
+        "\nJ&F {:.4} | J mean {:.4} recall {:.4} decay {:.4} | F mean {:.4} recall {:.4} decay {:.4}",
+        report.jf,
+        report.j.mean,
+        report.j.recall,
+        report.j.decay,
+        report.f.mean,
+        report.f.recall,
+        report.f.decay
+    );
+    if let Some(path) = &a.json {
+        write_json(path, &report)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
 }

@@ -3,3 +3,4 @@
 pub mod boundary;
 pub mod confusion;
 pub mod semantic;
+pub mod video;

@@ -29,8 +29,8 @@ impl SemanticPredictor {
         self.model.config.in_channels
     }
 
-    /// Logits `[1, C, H', W']` for a picture padded to the network stride.
-    fn padded_logits(&self, pic: &Picture) -> (Tensor<4>, usize, usize) {
+    /// Logits `[1, C, H', W']` for a picture padded to the network stride, and (H', W').
+    pub fn padded_logits(&self, pic: &Picture) -> (Tensor<4>, usize, usize) {
         let pic = pic.with_channels(self.in_channels());
         let s = self.model.config.stride();
         let (ph, pw) = (round_up(pic.height, s), round_up(pic.width, s));
@@ -56,20 +56,24 @@ impl SemanticPredictor {
     /// The class of every pixel, at the picture's size.
     pub fn predict(&self, pic: &Picture) -> LabelMap {
         let (logits, _, _) = self.padded_logits(pic);
-        let [_, c, _, _] = logits.dims();
-        let cropped = logits.slice([0..1, 0..c, 0..pic.height, 0..pic.width]);
-        let idx = cropped.argmax(1);
-        let data: Vec<u32> = idx
-            .into_data()
-            .try_into_vec_as::<i64>()
-            .expect("argmax readback")
-            .into_iter()
-            .map(|v| v as u32)
-            .collect();
-        LabelMap {
-            width: pic.width,
-            height: pic.height,
-            data,
-        }
+        argmax_labels(logits, pic.height, pic.width)
+    }
+}
+
+/// Arg-max over classes of the top-left `h x w` window of `[1, C, H', W']` logits.
+pub fn argmax_labels(logits: Tensor<4>, h: usize, w: usize) -> LabelMap {
+    let [_, c, _, _] = logits.dims();
+    let idx = logits.slice([0..1, 0..c, 0..h, 0..w]).argmax(1);
+    let data: Vec<u32> = idx
+        .into_data()
+        .try_into_vec_as::<i64>()
+        .expect("argmax readback")
+        .into_iter()
+        .map(|v| v as u32)
+        .collect();
+    LabelMap {
+        width: w,
+        height: h,
+        data,
     }
 }

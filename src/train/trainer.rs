@@ -20,7 +20,7 @@ use crate::data::preprocess::{pad_chw, round_up};
 use crate::metrics::semantic::{LabelPair, SemanticReport, evaluate};
 use crate::models::tensor_io::tensor4;
 use crate::models::unet::UNet;
-use crate::predict::SemanticPredictor;
+use crate::predict::{SemanticPredictor, argmax_labels};
 use crate::weights::checkpoint::{self, CheckpointMeta};
 use anyhow::{Context, Result, bail};
 use burn::optim::{AdamWConfig, GradientsParams};
@@ -110,47 +110,27 @@ pub fn validate(
     device: &Device,
 ) -> (f64, SemanticReport) {
     let predictor = SemanticPredictor::new(model, cfg.normalize.clone(), device.clone());
-    let s = cfg.unet.stride();
     let mut loss_sum = 0.0;
     let mut pairs = Vec::with_capacity(val.len());
     for sample in val {
-        let pic = sample.image.with_channels(cfg.unet.in_channels);
-        let (ph, pw) = (round_up(pic.height, s), round_up(pic.width, s));
-        let chw = pad_chw(
-            &cfg.normalize.to_chw(&pic),
-            pic.channels,
-            pic.height,
-            pic.width,
-            ph,
-            pw,
-            0.0,
-        );
-        let logits = predictor
-            .model
-            .forward(tensor4(chw, [1, pic.channels, ph, pw], device));
+        let (logits, ph, pw) = predictor.padded_logits(&sample.image);
+        let (h, w) = (sample.image.height, sample.image.width);
         // Padding pixels get an out-of-range label, which the loss treats as ignored.
-        let pad_label = cfg.unet.num_classes as u32;
+        let pad_label = cfg.unet.num_classes as f32;
         let lab: Vec<f32> = sample.mask.data.iter().map(|&v| v as f32).collect();
-        let lab = pad_chw(&lab, 1, pic.height, pic.width, ph, pw, pad_label as f32);
-        let lab: Vec<u32> = lab.into_iter().map(|v| v as u32).collect();
-        let targets = cfg.loss.targets(&lab, 1, ph, pw, device);
-        let (loss, _) = cfg.loss.forward(logits.clone(), &targets);
-        loss_sum += loss.into_scalar::<f32>() as f64;
-        let [_, c, _, _] = logits.dims();
-        let pred: Vec<u32> = logits
-            .slice([0..1, 0..c, 0..pic.height, 0..pic.width])
-            .argmax(1)
-            .into_data()
-            .try_into_vec_as::<i64>()
-            .expect("argmax readback")
+        let lab: Vec<u32> = pad_chw(&lab, 1, h, w, ph, pw, pad_label)
             .into_iter()
             .map(|v| v as u32)
             .collect();
+        let targets = cfg.loss.targets(&lab, 1, ph, pw, device);
+        let (loss, _) = cfg.loss.forward(logits.clone(), &targets);
+        loss_sum += loss.into_scalar::<f32>() as f64;
+        let pred = argmax_labels(logits, h, w).data;
         pairs.push(LabelPair {
             pred,
             gt: sample.mask.data.clone(),
-            height: pic.height,
-            width: pic.width,
+            height: h,
+            width: w,
         });
     }
     let report = evaluate(&pairs, cfg.unet.num_classes, cfg.loss.ignore_index).report();

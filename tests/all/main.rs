@@ -6,3 +6,4 @@ mod losses_parity;
 mod metrics_parity;
 mod train_resume;
 mod unet_parity;
+mod video_eval;
