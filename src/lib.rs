@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod data;
 pub mod device;
+pub mod formats;
 pub mod losses;
 pub mod metrics;
 pub mod models;

@@ -14,6 +14,10 @@ pub enum EvalCommand {
     Semantic(SemanticArgs),
     /// Video object segmentation: DAVIS J (region IoU) and F (boundary) with mean, recall, decay.
     Video(VideoArgs),
+    /// COCO instance evaluation: the 12 COCOeval numbers (mask or box) and per-category AP.
+    Coco(CocoArgs),
+    /// COCO panoptic evaluation: PQ, SQ, RQ for all / things / stuff and per class.
+    Panoptic(PanopticArgs),
 }
 
 #[derive(Args, Debug)]
@@ -58,6 +62,8 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
     match cmd {
         EvalCommand::Semantic(a) => semantic(a),
         EvalCommand::Video(a) => video(a),
+        EvalCommand::Coco(a) => coco(a),
+        EvalCommand::Panoptic(a) => panoptic(a),
     }
 }
 
@@ -345,6 +351,89 @@ fn video(a: VideoArgs) -> Result<()> {
     );
     if let Some(path) = &a.json {
         write_json(path, &report)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CocoIouType {
+    /// Mask IoU (instance segmentation).
+    Segm,
+    /// Box IoU (detection).
+    Bbox,
+}
+
+#[derive(Args, Debug)]
+pub struct CocoArgs {
+    /// COCO instances JSON (ground truth).
+    #[arg(long)]
+    pub gt: PathBuf,
+    /// COCO results JSON: a list of {image_id, category_id, segmentation (RLE) or bbox, score}.
+    #[arg(long)]
+    pub dt: PathBuf,
+    #[arg(long, value_enum, default_value_t = CocoIouType::Segm)]
+    pub iou_type: CocoIouType,
+    /// Write {"stats": [12 numbers], "per_category": [{"category_id", "ap"}]} to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct PanopticArgs {
+    /// Ground-truth COCO panoptic JSON.
+    #[arg(long)]
+    pub gt_json: PathBuf,
+    /// Folder of ground-truth panoptic PNGs (id = R + 256 G + 256^2 B).
+    #[arg(long)]
+    pub gt_dir: PathBuf,
+    #[arg(long)]
+    pub pred_json: PathBuf,
+    #[arg(long)]
+    pub pred_dir: PathBuf,
+    /// JSON list of categories (id, isthing, ...) to use instead of the ground truth's.
+    #[arg(long)]
+    pub categories: Option<PathBuf>,
+    /// Write {"All", "Things", "Stuff", "per_class"} (fractions, as panopticapi) to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+fn coco(a: CocoArgs) -> Result<()> {
+    let (t, name) = match a.iou_type {
+        CocoIouType::Segm => (hotcoco::IouType::Segm, "segm"),
+        CocoIouType::Bbox => (hotcoco::IouType::Bbox, "bbox"),
+    };
+    let report = crate::metrics::coco::evaluate_files(&a.gt, &a.dt, t)?;
+    print!("{}", report.table(name));
+    if let Some(path) = &a.json {
+        write_json(path, &report)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn panoptic(a: PanopticArgs) -> Result<()> {
+    let r = crate::metrics::panoptic::evaluate_files(
+        &a.gt_json,
+        &a.gt_dir,
+        &a.pred_json,
+        &a.pred_dir,
+        a.categories.as_deref(),
+    )?;
+    println!("{:<8}{:>8}{:>8}{:>8}{:>6}", "", "PQ", "SQ", "RQ", "N");
+    for (name, s) in [("All", &r.all), ("Things", &r.things), ("Stuff", &r.stuff)] {
+        println!(
+            "{:<8}{:>8.2}{:>8.2}{:>8.2}{:>6}",
+            name,
+            100.0 * s.pq,
+            100.0 * s.sq,
+            100.0 * s.rq,
+            s.n
+        );
+    }
+    if let Some(path) = &a.json {
+        write_json(path, &r)?;
         println!("wrote {}", path.display());
     }
     Ok(())

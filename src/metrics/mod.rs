@@ -1,6 +1,8 @@
 //! Metrics: the confusion matrix and region metrics, boundary metrics, and the semantic report.
 
 pub mod boundary;
+pub mod coco;
 pub mod confusion;
+pub mod panoptic;
 pub mod semantic;
 pub mod video;

@@ -1,6 +1,7 @@
 //! Integration tests, one binary (linking burn once keeps the suite fast on 2 cores).
 
 mod cli;
+mod coco_eval;
 mod common;
 mod losses_parity;
 mod metrics_parity;

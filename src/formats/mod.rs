@@ -1,0 +1,4 @@
+//! Dataset and result formats shared by instance, panoptic and video work: COCO instances and
+//! results JSON (polygons, RLE), COCO panoptic.
+
+pub mod coco;
