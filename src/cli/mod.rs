@@ -1,5 +1,6 @@
 //! The `segrs` command line.
 
+pub mod convert;
 pub mod demo;
 pub mod eval;
 pub mod predict;
@@ -26,6 +27,9 @@ pub enum Command {
     /// Evaluate predictions against ground truth.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
+    /// Convert between COCO instances, instance-mask folders, label maps and COCO panoptic.
+    #[command(subcommand)]
+    Convert(convert::ConvertCommand),
     /// The built-in end-to-end run: synthetic data, training, evaluation, pictures.
     Demo(demo::DemoArgs),
 }
@@ -49,6 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Predict(a) => predict::run(a),
         Command::Eval(c) => eval::run(c),
         Command::Demo(a) => demo::run(a),
+        Command::Convert(c) => convert::run(c),
     }
 }
 

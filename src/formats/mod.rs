@@ -2,3 +2,5 @@
 //! results JSON (polygons, RLE), COCO panoptic.
 
 pub mod coco;
+pub mod instances;
+pub mod panoptic;

@@ -3,6 +3,7 @@
 mod cli;
 mod coco_eval;
 mod common;
+mod convert;
 mod losses_parity;
 mod metrics_parity;
 mod train_resume;
