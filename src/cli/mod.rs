@@ -5,6 +5,7 @@ pub mod demo;
 pub mod eval;
 pub mod predict;
 pub mod train;
+pub mod viz;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +31,9 @@ pub enum Command {
     /// Convert between COCO instances, instance-mask folders, label maps and COCO panoptic.
     #[command(subcommand)]
     Convert(convert::ConvertCommand),
+    /// Pictures: instance masks, panoptic maps, semantic ground truth vs prediction.
+    #[command(subcommand)]
+    Viz(viz::VizCommand),
     /// The built-in end-to-end run: synthetic data, training, evaluation, pictures.
     Demo(demo::DemoArgs),
 }
@@ -54,6 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(c) => eval::run(c),
         Command::Demo(a) => demo::run(a),
         Command::Convert(c) => convert::run(c),
+        Command::Viz(c) => viz::run(c),
     }
 }
 

@@ -2,5 +2,6 @@
 
 pub mod canvas;
 pub mod curve;
+pub mod instances;
 pub mod overlay;
 pub mod palette;

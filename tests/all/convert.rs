@@ -136,3 +136,55 @@ fn panoptic_round_trip_scores_pq_one() {
     .unwrap();
     assert!((r.all.pq - 1.0).abs() < 1e-12, "{:?}", r.all);
 }
+
+#[test]
+fn viz_instances_and_panoptic_draw_pictures() {
+    let (Some(coco), Some(pan)) = (
+        shared_data("coco128_instances"),
+        shared_data("coco_panoptic_sample"),
+    ) else {
+        return;
+    };
+    let d = tmp("viz");
+    segrs(&[
+        "viz",
+        "instances",
+        "--gt",
+        coco.join("annotations/instances_train2017.json")
+            .to_str()
+            .unwrap(),
+        "--dt",
+        crate::common::fixtures()
+            .join("coco/coco128_results.json")
+            .to_str()
+            .unwrap(),
+        "--images",
+        coco.join("train2017").to_str().unwrap(),
+        "--max-images",
+        "2",
+        "--out",
+        d.join("i").to_str().unwrap(),
+    ]);
+    let pic = image::open(d.join("i/000000000009.png")).unwrap().to_rgb8();
+    let orig = image::open(coco.join("train2017/000000000009.jpg")).unwrap();
+    // two panels side by side plus a title row
+    assert_eq!(pic.width(), 2 * orig.width() + 6);
+    assert!(pic.height() > orig.height());
+    segrs(&[
+        "viz",
+        "panoptic",
+        "--json",
+        pan.join("sample_data/panoptic_examples.json")
+            .to_str()
+            .unwrap(),
+        "--dir",
+        pan.join("sample_data/panoptic_examples").to_str().unwrap(),
+        "--images",
+        pan.join("sample_data/input_images").to_str().unwrap(),
+        "--categories",
+        pan.join("panoptic_coco_categories.json").to_str().unwrap(),
+        "--out",
+        d.join("p").to_str().unwrap(),
+    ]);
+    assert!(d.join("p/000000439180.png").exists());
+}
