@@ -76,6 +76,11 @@ fn main() {
     };
     let fwd_bn = timed(repeats, || sync(model.forward(x.clone())));
     let fwd_folded = timed(repeats, || sync(folded.forward(x.clone())));
+    let engine = segrs::models::unet::cpu_infer::CpuUNet::new(&model);
+    let xh = noise(3 * 256 * 256, 1);
+    let fwd_engine = timed(repeats, || {
+        std::hint::black_box(engine.forward(&xh, 256, 256));
+    });
 
     // One training step.
     let ad = dev.clone().autodiff();
@@ -98,7 +103,12 @@ fn main() {
         train_model = optim.step(1e-3, train_model.clone(), grads);
         let _ = train_model.out_conv.weight.val().into_data();
     };
-    let train = timed((repeats / 2).max(2), &mut step);
+    // SEGRS_BENCH_FORWARD_ONLY=1 skips the (slow) training step, for quick iterations.
+    let train = if std::env::var("SEGRS_BENCH_FORWARD_ONLY").is_ok() {
+        f64::NAN
+    } else {
+        timed((repeats / 2).max(2), &mut step)
+    };
 
     let python = std::env::var("SEGRS_TORCH_PYTHON")
         .unwrap_or_else(|_| "/tmp/segrs-refenv/bin/python".into());
@@ -140,8 +150,13 @@ fn main() {
         t_fwd,
     ));
     md.push_str(&row(
-        "forward 1x3x256x256, inference form (BatchNorm folded)",
+        "forward 1x3x256x256, BatchNorm folded (burn ops)",
         fwd_folded,
+        t_fwd,
+    ));
+    md.push_str(&row(
+        "forward 1x3x256x256, segrs CPU engine (folded BN, Winograd F(2x2,3x3) + gemm, fused bias + ReLU)",
+        fwd_engine,
         t_fwd,
     ));
     md.push_str(&row("train step 2x3x256x256 (CE + Adam)", train, t_train));
@@ -156,6 +171,7 @@ fn main() {
     if let Ok(text) = std::fs::read_to_string(path)
         && let (Some(a), Some(b)) = (text.find(begin), text.find(end))
         && torch.is_some()
+        && train.is_finite()
     {
         let new = format!("{}{begin}\n{md}{}", &text[..a], &text[b..]);
         std::fs::write(path, new).ok();

@@ -12,16 +12,21 @@ pub struct SemanticPredictor {
     pub model: UNet,
     pub normalize: Normalize,
     pub device: Device,
+    /// The CPU inference engine (on the flex device), used by [`SemanticPredictor::predict`].
+    engine: Option<crate::models::unet::cpu_infer::CpuUNet>,
 }
 
 impl SemanticPredictor {
     /// Takes a network in any mode and prepares its inference form.
     pub fn new(model: &UNet, normalize: Normalize, device: Device) -> Self {
         let model = model.valid().fold_batchnorm();
+        let engine = (device == Device::flex())
+            .then(|| crate::models::unet::cpu_infer::CpuUNet::new(&model));
         Self {
             model,
             normalize,
             device,
+            engine,
         }
     }
 
@@ -55,8 +60,51 @@ impl SemanticPredictor {
 
     /// The class of every pixel, at the picture's size.
     pub fn predict(&self, pic: &Picture) -> LabelMap {
+        if let Some(engine) = &self.engine {
+            let pic = pic.with_channels(self.in_channels());
+            let s = self.model.config.stride();
+            let (ph, pw) = (round_up(pic.height, s), round_up(pic.width, s));
+            let chw = pad_chw(
+                &self.normalize.to_chw(&pic),
+                pic.channels,
+                pic.height,
+                pic.width,
+                ph,
+                pw,
+                0.0,
+            );
+            let logits = engine.forward(&chw, ph, pw);
+            return argmax_host(&logits, engine.num_classes, ph, pw, pic.height, pic.width);
+        }
         let (logits, _, _) = self.padded_logits(pic);
         argmax_labels(logits, pic.height, pic.width)
+    }
+}
+
+/// Arg-max over classes of the top-left `h x w` window of host logits `[C, H', W']` (ties go to
+/// the lower class, as `argmax` does).
+pub fn argmax_host(logits: &[f32], c: usize, ph: usize, pw: usize, h: usize, w: usize) -> LabelMap {
+    let plane = ph * pw;
+    let mut data = Vec::with_capacity(h * w);
+    for y in 0..h {
+        for x in 0..w {
+            let i = y * pw + x;
+            let mut best = 0;
+            let mut bv = logits[i];
+            for k in 1..c {
+                let v = logits[k * plane + i];
+                if v > bv {
+                    bv = v;
+                    best = k;
+                }
+            }
+            data.push(best as u32);
+        }
+    }
+    LabelMap {
+        width: w,
+        height: h,
+        data,
     }
 }
 

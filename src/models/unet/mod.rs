@@ -10,6 +10,7 @@
 //! * `fold`         inference form: BatchNorm folded into the convolutions
 
 pub mod config;
+pub mod cpu_infer;
 pub mod double_conv;
 pub mod fold;
 pub mod state_dict;
