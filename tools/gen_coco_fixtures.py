@@ -77,7 +77,7 @@ def perturbed_detections(gt, rng):
 def coco_eval(gt_path, dt_path, iou_type):
     gt = COCO(gt_path)
     dt = gt.loadRes(dt_path)
-    ev = COCOeval(gt, dt, iou_type)
+    ev = BoundaryCOCOeval(gt, dt) if iou_type == "boundary" else COCOeval(gt, dt, iou_type)
     ev.evaluate()
     ev.accumulate()
     ev.summarize()
@@ -88,6 +88,49 @@ def coco_eval(gt_path, dt_path, iou_type):
         p = p[p > -1]
         per_cat.append({"category_id": int(cat), "ap": float(np.mean(p)) if p.size else -1.0})
     return {"stats": [float(s) for s in ev.stats], "per_category": per_cat}
+
+
+def mask_to_boundary(mask, dilation_ratio=0.02):
+    """Boundary IoU reference (Cheng et al. 2021, boundary_iou_api): inner band of the mask."""
+    import cv2
+    h, w = mask.shape
+    img_diag = np.sqrt(h ** 2 + w ** 2)
+    dilation = int(round(dilation_ratio * img_diag))
+    if dilation < 1:
+        dilation = 1
+    new_mask = cv2.copyMakeBorder(mask, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    kernel = np.ones((3, 3), dtype=np.uint8)
+    new_mask_erode = cv2.erode(new_mask, kernel, iterations=dilation)
+    return mask - new_mask_erode[1: h + 1, 1: w + 1]
+
+
+class BoundaryCOCOeval(COCOeval):
+    """Boundary AP: pycocotools' COCOeval with IoU = min(mask IoU, boundary IoU), as the
+    boundary_iou_api's `iouType="boundary"` (dilation ratio 0.02)."""
+
+    def __init__(self, gt, dt):
+        super().__init__(gt, dt, "segm")
+
+    def computeIoU(self, imgId, catId):
+        p = self.params
+        gt = self._gts[imgId, catId] if p.useCats else [_ for cId in p.catIds for _ in self._gts[imgId, cId]]
+        dt = self._dts[imgId, catId] if p.useCats else [_ for cId in p.catIds for _ in self._dts[imgId, cId]]
+        if len(gt) == 0 and len(dt) == 0:
+            return []
+        inds = np.argsort([-d["score"] for d in dt], kind="mergesort")
+        dt = [dt[i] for i in inds]
+        if len(dt) > p.maxDets[-1]:
+            dt = dt[0:p.maxDets[-1]]
+        g = [x["segmentation"] for x in gt]
+        d = [x["segmentation"] for x in dt]
+        iscrowd = [int(o["iscrowd"]) for o in gt]
+        mask_ious = mask_utils.iou(d, g, iscrowd)
+        gb = [mask_utils.encode(np.asfortranarray(mask_to_boundary(mask_utils.decode(x)))) for x in g]
+        db = [mask_utils.encode(np.asfortranarray(mask_to_boundary(mask_utils.decode(x)))) for x in d]
+        b_ious = mask_utils.iou(db, gb, iscrowd)
+        if len(d) == 0 or len(g) == 0:
+            return mask_ious
+        return np.minimum(mask_ious, b_ious)
 
 
 def coco_fixtures():
@@ -104,10 +147,12 @@ def coco_fixtures():
     bbox_path = os.path.join(d, "coco128_bbox_results.json")
     with open(bbox_path, "w") as f:
         json.dump([{k: v for k, v in x.items() if k != "segmentation"} for x in dets], f)
-    expected = {"segm": coco_eval(gt_path, dt_path, "segm"), "bbox": coco_eval(gt_path, bbox_path, "bbox")}
+    expected = {"segm": coco_eval(gt_path, dt_path, "segm"), "bbox": coco_eval(gt_path, bbox_path, "bbox"),
+                "boundary": coco_eval(gt_path, dt_path, "boundary")}
     with open(os.path.join(d, "coco128_expected.json"), "w") as f:
         json.dump(expected, f, indent=1)
-    print("segm", expected["segm"]["stats"][:3], "bbox", expected["bbox"]["stats"][:3], len(dets), "detections")
+    print("segm", expected["segm"]["stats"][:3], "bbox", expected["bbox"]["stats"][:3],
+          "boundary", expected["boundary"]["stats"][:3], len(dets), "detections")
 
 
 def rle_fixtures():

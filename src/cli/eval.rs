@@ -362,6 +362,8 @@ pub enum CocoIouType {
     Segm,
     /// Box IoU (detection).
     Bbox,
+    /// Boundary AP: IoU = min(mask IoU, boundary IoU), dilation ratio 0.02 (Cheng et al. 2021).
+    Boundary,
 }
 
 #[derive(Args, Debug)]
@@ -400,11 +402,20 @@ pub struct PanopticArgs {
 }
 
 fn coco(a: CocoArgs) -> Result<()> {
-    let (t, name) = match a.iou_type {
-        CocoIouType::Segm => (hotcoco::IouType::Segm, "segm"),
-        CocoIouType::Bbox => (hotcoco::IouType::Bbox, "bbox"),
+    let (report, name) = match a.iou_type {
+        CocoIouType::Segm => (
+            crate::metrics::coco::evaluate_files(&a.gt, &a.dt, hotcoco::IouType::Segm)?,
+            "segm",
+        ),
+        CocoIouType::Bbox => (
+            crate::metrics::coco::evaluate_files(&a.gt, &a.dt, hotcoco::IouType::Bbox)?,
+            "bbox",
+        ),
+        CocoIouType::Boundary => (
+            crate::metrics::boundary_ap::evaluate_files(&a.gt, &a.dt)?,
+            "boundary",
+        ),
     };
-    let report = crate::metrics::coco::evaluate_files(&a.gt, &a.dt, t)?;
     print!("{}", report.table(name));
     if let Some(path) = &a.json {
         write_json(path, &report)?;

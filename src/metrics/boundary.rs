@@ -113,10 +113,11 @@ pub fn boundary_f1(pred: &BinMask, gt: &BinMask) -> (f64, f64, f64) {
     (precision, recall, f)
 }
 
-/// Width of the Boundary IoU band: `round(ratio * diagonal)`, at least 1.
+/// Width of the Boundary IoU band: `round(ratio * diagonal)` (ties to even, as Python), at least 1.
 pub fn boundary_iou_width(height: usize, width: usize, dilation_ratio: f64) -> usize {
     let diag = ((height * height + width * width) as f64).sqrt();
-    ((dilation_ratio * diag).round() as usize).max(1)
+    // Python 3 `round` (the reference): ties go to the even integer, e.g. 12.5 -> 12.
+    ((dilation_ratio * diag).round_ties_even() as usize).max(1)
 }
 
 /// One-dimensional min filter of half-width `d` where out-of-range samples are `false`.
@@ -229,6 +230,13 @@ mod tests {
         };
         assert_eq!(boundary_f1(&a, &b).2, 0.0);
         assert_eq!(boundary_iou(&a, &b, 0.02), 0.0);
+    }
+
+    #[test]
+    fn band_width_rounds_ties_to_even_like_python() {
+        // 500x375: diagonal 625, 0.02 * 625 = 12.5 -> 12 (Python's round), not 13.
+        assert_eq!(boundary_iou_width(375, 500, 0.02), 12);
+        assert_eq!(boundary_iou_width(2, 2, 0.02), 1);
     }
 
     #[test]

@@ -53,11 +53,7 @@ pub fn evaluate_files(gt_path: &Path, dt_path: &Path, iou_type: IouType) -> Resu
                 .collect();
             CategoryAp {
                 category_id: cat,
-                ap: if v.is_empty() {
-                    -1.0
-                } else {
-                    pairwise_mean(&v)
-                },
+                ap: if v.is_empty() { -1.0 } else { numpy_mean(&v) },
             }
         })
         .collect();
@@ -69,7 +65,7 @@ pub fn evaluate_files(gt_path: &Path, dt_path: &Path, iou_type: IouType) -> Resu
 
 /// numpy's mean (pairwise summation in blocks of 8), so per-category AP equals pycocotools'
 /// `np.mean` to the last bit.
-fn pairwise_mean(v: &[f64]) -> f64 {
+pub fn numpy_mean(v: &[f64]) -> f64 {
     fn pairwise(v: &[f64]) -> f64 {
         if v.len() < 8 {
             return v.iter().fold(0.0, |a, b| a + b);

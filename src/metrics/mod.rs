@@ -1,6 +1,7 @@
 //! Metrics: the confusion matrix and region metrics, boundary metrics, and the semantic report.
 
 pub mod boundary;
+pub mod boundary_ap;
 pub mod coco;
 pub mod confusion;
 pub mod panoptic;

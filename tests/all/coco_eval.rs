@@ -50,6 +50,47 @@ fn coco128_segm_and_bbox_match_pycocotools() {
 }
 
 #[test]
+fn coco128_boundary_ap_matches_reference() {
+    let Some(gt) = coco128_gt() else { return };
+    let d = fixtures().join("coco");
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("coco128_expected.json")).unwrap())
+            .unwrap();
+    // The same COCOeval logic with plain mask IoU is pycocotools' segm evaluation.
+    let g = segrs::formats::coco::load_gt(&gt).unwrap();
+    let dt = load_results(&g, &d.join("coco128_results.json"), true).unwrap();
+    let r = segrs::metrics::boundary_ap::evaluate_with(&g, &dt, false).unwrap();
+    for (i, v) in r.stats.iter().enumerate() {
+        close(
+            *v,
+            want["segm"]["stats"][i].as_f64().unwrap(),
+            &format!("segm (own COCOeval) stats[{i}]"),
+        );
+    }
+    let r =
+        segrs::metrics::boundary_ap::evaluate_files(&gt, &d.join("coco128_results.json")).unwrap();
+    let w = &want["boundary"];
+    for (i, v) in r.stats.iter().enumerate() {
+        close(
+            *v,
+            w["stats"][i].as_f64().unwrap(),
+            &format!("boundary stats[{i}]"),
+        );
+    }
+    for (c, x) in r
+        .per_category
+        .iter()
+        .zip(w["per_category"].as_array().unwrap())
+    {
+        close(
+            c.ap,
+            x["ap"].as_f64().unwrap(),
+            &format!("boundary AP of category {}", c.category_id),
+        );
+    }
+}
+
+#[test]
 fn panoptic_sample_matches_panopticapi() {
     let Some(src) = shared_data("coco_panoptic_sample") else {
         return;
