@@ -390,47 +390,53 @@ fn winograd_conv(c: &Conv, u: &[f32], x: &[f32], h: usize, w: usize, relu: bool,
             v.resize(16 * cin * nt, 0.0);
             m.clear();
             m.resize(16 * cout * nt, 0.0);
-            let at = |plane: &[f32], yy: isize, xx: isize| -> f32 {
-                if yy < 0 || xx < 0 || yy >= h as isize || xx >= w as isize {
-                    0.0
-                } else {
-                    plane[yy as usize * w + xx as usize]
-                }
-            };
+            // Input transform, vectorised across the tiles of a row: rows of the zero-padded
+            // input (width w + 2), B^T over the 4 rows, then B over each tile's 4 columns.
+            let pw = w + 2;
+            let mut prow = vec![0.0f32; 4 * pw];
+            let mut trow = vec![0.0f32; 4 * pw];
             for ci in 0..cin {
                 let plane = &x[ci * hw..(ci + 1) * hw];
                 for r in 0..rows {
                     let ty = ty0 + r;
-                    for tx in 0..tw {
-                        let (y0, x0) = (2 * ty as isize - 1, 2 * tx as isize - 1);
-                        let mut d = [[0.0f32; 4]; 4];
-                        let interior =
-                            y0 >= 0 && x0 >= 0 && y0 + 4 <= h as isize && x0 + 4 <= w as isize;
-                        for (i, row) in d.iter_mut().enumerate() {
-                            if interior {
-                                let o = (y0 as usize + i) * w + x0 as usize;
-                                row.copy_from_slice(&plane[o..o + 4]);
-                            } else {
-                                for (j, v) in row.iter_mut().enumerate() {
-                                    *v = at(plane, y0 + i as isize, x0 + j as isize);
-                                }
-                            }
+                    for i in 0..4 {
+                        let yy = 2 * ty as isize - 1 + i as isize;
+                        let dst = &mut prow[i * pw..(i + 1) * pw];
+                        if yy < 0 || yy >= h as isize {
+                            dst.fill(0.0);
+                        } else {
+                            dst[0] = 0.0;
+                            dst[pw - 1] = 0.0;
+                            dst[1..pw - 1]
+                                .copy_from_slice(&plane[yy as usize * w..(yy as usize + 1) * w]);
                         }
-                        // B^T d
-                        let mut t = [[0.0f32; 4]; 4];
-                        for j in 0..4 {
-                            t[0][j] = d[0][j] - d[2][j];
-                            t[1][j] = d[1][j] + d[2][j];
-                            t[2][j] = d[2][j] - d[1][j];
-                            t[3][j] = d[1][j] - d[3][j];
+                    }
+                    {
+                        let (p0, rest) = prow.split_at(pw);
+                        let (p1, rest) = rest.split_at(pw);
+                        let (p2, p3) = rest.split_at(pw);
+                        let (t0, rest) = trow.split_at_mut(pw);
+                        let (t1, rest) = rest.split_at_mut(pw);
+                        let (t2, t3) = rest.split_at_mut(pw);
+                        for c in 0..pw {
+                            t0[c] = p0[c] - p2[c];
+                            t1[c] = p1[c] + p2[c];
+                            t2[c] = p2[c] - p1[c];
+                            t3[c] = p1[c] - p3[c];
                         }
-                        // (B^T d) B
-                        let ti = r * tw + tx;
-                        for (i, tr) in t.iter().enumerate() {
-                            let vals = [tr[0] - tr[2], tr[1] + tr[2], tr[2] - tr[1], tr[1] - tr[3]];
-                            for (j, val) in vals.iter().enumerate() {
-                                v[((i * 4 + j) * cin + ci) * nt + ti] = *val;
-                            }
+                    }
+                    let base = r * tw;
+                    for i in 0..4 {
+                        let t = &trow[i * pw..(i + 1) * pw];
+                        let row = |j: usize| ((i * 4 + j) * cin + ci) * nt + base;
+                        let (o0, o1, o2, o3) = (row(0), row(1), row(2), row(3));
+                        for tx in 0..tw {
+                            let c = 2 * tx;
+                            let (a0, a1, a2, a3) = (t[c], t[c + 1], t[c + 2], t[c + 3]);
+                            v[o0 + tx] = a0 - a2;
+                            v[o1 + tx] = a1 + a2;
+                            v[o2 + tx] = a2 - a1;
+                            v[o3 + tx] = a1 - a3;
                         }
                     }
                 }
@@ -449,34 +455,47 @@ fn winograd_conv(c: &Conv, u: &[f32], x: &[f32], h: usize, w: usize, relu: bool,
                     par_inner,
                 );
             }
+            // Output transform, vectorised across the tiles of a row: A^T over the 4 rows of
+            // each tile, then A over its columns, bias and ReLU, two output rows at a time.
+            let mut srow = vec![0.0f32; 8 * tw];
+            let mut orow = vec![0.0f32; 2 * w];
             for co in 0..cout {
                 let b = c.b[co];
                 for r in 0..rows {
                     let ty = ty0 + r;
-                    for tx in 0..tw {
-                        let ti = r * tw + tx;
-                        let mm = |i: usize, j: usize| m[((i * 4 + j) * cout + co) * nt + ti];
-                        // A^T M
-                        let mut s = [[0.0f32; 4]; 2];
-                        for j in 0..4 {
-                            s[0][j] = mm(0, j) + mm(1, j) + mm(2, j);
-                            s[1][j] = mm(1, j) - mm(2, j) - mm(3, j);
+                    let seg = |i: usize, j: usize| {
+                        let o = ((i * 4 + j) * cout + co) * nt + r * tw;
+                        &m[o..o + tw]
+                    };
+                    for j in 0..4 {
+                        let (m0, m1, m2, m3) = (seg(0, j), seg(1, j), seg(2, j), seg(3, j));
+                        let (s0, s1) = srow.split_at_mut(4 * tw);
+                        let s0 = &mut s0[j * tw..(j + 1) * tw];
+                        let s1 = &mut s1[j * tw..(j + 1) * tw];
+                        for tx in 0..tw {
+                            s0[tx] = m0[tx] + m1[tx] + m2[tx];
+                            s1[tx] = m1[tx] - m2[tx] - m3[tx];
                         }
-                        for (a, sr) in s.iter().enumerate() {
-                            let mut y0 = sr[0] + sr[1] + sr[2] + b;
-                            let mut y1 = sr[1] - sr[2] - sr[3] + b;
+                    }
+                    for a in 0..2 {
+                        let sj = |j: usize| &srow[(a * 4 + j) * tw..(a * 4 + j + 1) * tw];
+                        let (q0, q1, q2, q3) = (sj(0), sj(1), sj(2), sj(3));
+                        let out_row = &mut orow[a * w..(a + 1) * w];
+                        for tx in 0..tw {
+                            let mut y0 = q0[tx] + q1[tx] + q2[tx] + b;
+                            let mut y1 = q1[tx] - q2[tx] - q3[tx] + b;
                             if relu {
                                 y0 = y0.max(0.0);
                                 y1 = y1.max(0.0);
                             }
-                            let o = co * hw + (2 * ty + a) * w + 2 * tx;
-                            // SAFETY: each block writes only its own tile rows of every channel.
-                            unsafe {
-                                *ptr.0.add(o) = y0;
-                                *ptr.0.add(o + 1) = y1;
-                            }
+                            out_row[2 * tx] = y0;
+                            out_row[2 * tx + 1] = y1;
                         }
                     }
+                    let o = co * hw + 2 * ty * w;
+                    // SAFETY: each block writes only its own tile rows (two image rows each) of
+                    // every channel; blocks do not overlap.
+                    unsafe { std::ptr::copy_nonoverlapping(orow.as_ptr(), ptr.0.add(o), 2 * w) };
                 }
             }
         },
