@@ -317,7 +317,9 @@ fn video(a: VideoArgs) -> Result<()> {
                 }
                 Ok(p)
             })
-            .collect::<Result<_>>()?;
+            .collect::<Vec<Result<_>>>()
+            .into_iter()
+            .collect::<Result<_>>()?; // the first problem in frame order
         let enc = match a.gt_encoding {
             GtEncodingArg::Indexed => GtEncoding::Indexed,
             GtEncodingArg::Binary => GtEncoding::Binary,

@@ -179,8 +179,9 @@ pub fn train(
     write_json(&config_path, &cfg)?;
 
     let ad = device.clone().autodiff();
-    ad.seed(cfg.seed);
-    let mut model = UNet::new(&cfg.unet, &ad);
+    // Seeded on the host: the device's generator is shared with anything else running.
+    let init = crate::models::unet::state_dict::seeded_init(&cfg.unet, cfg.seed);
+    let mut model = crate::models::unet::state_dict::import(&cfg.unet, &init, &ad)?;
     let adam = AdamWConfig::new()
         .with_weight_decay(cfg.weight_decay as f32)
         .with_epsilon(1e-8)

@@ -304,3 +304,41 @@ pub fn infer_config(src: &NamedTensors) -> Result<UNetConfig> {
         batch_norm,
     })
 }
+
+/// Initial weights drawn as PyTorch initialises these layers (`kaiming_uniform_(a=sqrt(5))`:
+/// weights and biases uniform in +-1/sqrt(fan_in), fan_in = weight.shape[1] * kernel area;
+/// BatchNorm weight 1, bias 0, running mean 0, variance 1), from a generator seeded with `seed`
+/// alone, so a run's start does not depend on anything else drawing random numbers.
+pub fn seeded_init(config: &UNetConfig, seed: u64) -> NamedTensors {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let template = export(&UNet::new(config, &Device::flex()));
+    let mut out = NamedTensors {
+        source: format!("seeded initialisation (seed {seed})"),
+        ..Default::default()
+    };
+    let fan_in = |k: &str| -> usize {
+        let wkey = format!("{}.weight", k.rsplit_once('.').map(|p| p.0).unwrap_or(k));
+        template
+            .get(&wkey)
+            .map(|t| t.shape[1..].iter().product())
+            .unwrap_or(1)
+    };
+    for (k, t) in &template {
+        let prefix = k.rsplit_once('.').map(|p| p.0).unwrap_or("");
+        let is_bn = template.contains_key(&format!("{prefix}.running_mean"));
+        let n = t.data.len();
+        let data: Vec<f32> = if k.ends_with("running_var") {
+            vec![1.0; n]
+        } else if k.ends_with("running_mean") || k.ends_with("num_batches_tracked") {
+            vec![0.0; n]
+        } else if is_bn {
+            vec![if k.ends_with(".weight") { 1.0 } else { 0.0 }; n]
+        } else {
+            let bound = 1.0 / (fan_in(k) as f32).sqrt();
+            (0..n).map(|_| rng.random_range(-bound..bound)).collect()
+        };
+        out.insert(k.clone(), HostTensor::new(t.shape.clone(), data));
+    }
+    out
+}
