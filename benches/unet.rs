@@ -113,8 +113,14 @@ fn main() {
     let python = std::env::var("SEGRS_TORCH_PYTHON")
         .unwrap_or_else(|_| "/tmp/segrs-refenv/bin/python".into());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/bench_unet_torch.py");
+    let parity_dir = std::env::temp_dir().join(format!("segrs-unet-parity-{}", std::process::id()));
     let torch: Option<serde_json::Value> = std::process::Command::new(&python)
-        .args([script, &threads.to_string(), &repeats.to_string()])
+        .args([
+            script,
+            &threads.to_string(),
+            &repeats.to_string(),
+            parity_dir.to_str().unwrap(),
+        ])
         .output()
         .ok()
         .filter(|o| o.status.success())
@@ -128,6 +134,36 @@ fn main() {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into());
+    // Full-size parity: the classic network saved by PyTorch, loaded by segrs.
+    let parity = torch.as_ref().and_then(|_| {
+        let loaded = segrs::weights::checkpoint::load(
+            &parity_dir.join("unet_classic.pth"),
+            (Some(3), Some(21)),
+            &dev,
+        )
+        .ok()?;
+        let io = segrs::weights::safetensors::read(&parity_dir.join("io.safetensors")).ok()?;
+        let (x, want) = (io.get("input")?, io.get("logits")?);
+        let rel = |got: &[f32]| {
+            let num: f64 = got
+                .iter()
+                .zip(&want.data)
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum();
+            let den: f64 = want.data.iter().map(|b| (*b as f64).powi(2)).sum();
+            (num / den).sqrt()
+        };
+        let burn_out = segrs::models::tensor_io::to_vec(
+            loaded
+                .model
+                .valid()
+                .forward(segrs::models::tensor_io::from_host::<4>(x, &dev)),
+        );
+        let eng =
+            segrs::models::unet::cpu_infer::CpuUNet::new(&loaded.model).forward(&x.data, 128, 192);
+        Some((rel(&burn_out), rel(&eng)))
+    });
+    std::fs::remove_dir_all(&parity_dir).ok();
     let mut md = String::new();
     md.push_str(&format!(
         "Classic U-Net (3 -> 21 classes, 31,044,821 parameters), {cpu}, {threads} thread(s), median of {repeats} runs, one run of `cargo bench --bench unet`.\n\n"
@@ -163,6 +199,11 @@ fn main() {
     match &torch {
         Some(t) => md.push_str(&format!("\nPyTorch {} eager, `torch.set_num_threads({threads})`, forward under `no_grad`.\n", t["torch"].as_str().unwrap_or("?"))),
         None => md.push_str(&format!("\nPyTorch was not timed: no working interpreter at {python} (set SEGRS_TORCH_PYTHON).\n")),
+    }
+    if let Some((a, b)) = parity {
+        md.push_str(&format!(
+            "Full-size parity (the classic network's `state_dict` saved by PyTorch with random weights and BatchNorm statistics, input 1x3x128x192): logits relative L2 error {a:.1e} (burn ops), {b:.1e} (CPU engine).\n"
+        ));
     }
     print!("{md}");
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md");

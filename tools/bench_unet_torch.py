@@ -3,7 +3,10 @@
 tools/gen_unet_fixtures.py) forward at 1x3x256x256 (eval, no_grad) and one training step at
 2x3x256x256 (cross-entropy + Adam). Prints one JSON line of median seconds.
 
-usage: python tools/bench_unet_torch.py THREADS REPEATS
+usage: python tools/bench_unet_torch.py THREADS REPEATS [PARITY_DIR]
+With PARITY_DIR, also saves the full-size classic U-Net's state_dict (random weights and random
+BatchNorm statistics, eval mode) with torch.save, an input and its logits, for the Rust side to
+check parity at full size.
 """
 import json
 import os
@@ -35,6 +38,17 @@ def timed(fn, n):
 
 model.eval()
 x = torch.randn(1, 3, 256, 256)
+if len(sys.argv) > 3:
+    from gen_unet_fixtures import randomize_bn
+    from safetensors.torch import save_file
+    out = sys.argv[3]
+    os.makedirs(out, exist_ok=True)
+    randomize_bn(model, torch.Generator().manual_seed(1))
+    model.eval()
+    torch.save(model.state_dict(), os.path.join(out, "unet_classic.pth"))
+    xp = torch.randn(1, 3, 128, 192, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        save_file({"input": xp.contiguous(), "logits": model(xp).contiguous()}, os.path.join(out, "io.safetensors"))
 with torch.no_grad():
     fwd = timed(lambda: model(x), repeats)
 
