@@ -23,6 +23,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from reference_metrics import mask_to_boundary
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIX = os.path.join(HERE, "..", "tests", "fixtures")
 SHARED = os.path.join(HERE, "..", "..", "shared", "data")
@@ -88,20 +90,6 @@ def coco_eval(gt_path, dt_path, iou_type):
         p = p[p > -1]
         per_cat.append({"category_id": int(cat), "ap": float(np.mean(p)) if p.size else -1.0})
     return {"stats": [float(s) for s in ev.stats], "per_category": per_cat}
-
-
-def mask_to_boundary(mask, dilation_ratio=0.02):
-    """Boundary IoU reference (Cheng et al. 2021, boundary_iou_api): inner band of the mask."""
-    import cv2
-    h, w = mask.shape
-    img_diag = np.sqrt(h ** 2 + w ** 2)
-    dilation = int(round(dilation_ratio * img_diag))
-    if dilation < 1:
-        dilation = 1
-    new_mask = cv2.copyMakeBorder(mask, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-    kernel = np.ones((3, 3), dtype=np.uint8)
-    new_mask_erode = cv2.erode(new_mask, kernel, iterations=dilation)
-    return mask - new_mask_erode[1: h + 1, 1: w + 1]
 
 
 class BoundaryCOCOeval(COCOeval):

@@ -17,13 +17,13 @@ import json
 import math
 import os
 
-import cv2
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from skimage.morphology import disk
+
+from reference_metrics import boundary_iou, f_measure
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
 
@@ -175,69 +175,6 @@ def loss_fixtures():
         tensors[k] = v.reshape(1)
     save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(ROOT, "losses.safetensors"))
     print({k: float(v) for k, v in vals.items()})
-
-
-# ---- semantic metrics: reference definitions ----
-
-def seg2bmap(seg):
-    """DAVIS toolkit boundary map (width/height equal to the mask)."""
-    seg = seg.astype(bool)
-    e = np.zeros_like(seg)
-    s = np.zeros_like(seg)
-    se = np.zeros_like(seg)
-    e[:, :-1] = seg[:, 1:]
-    s[:-1, :] = seg[1:, :]
-    se[:-1, :-1] = seg[1:, 1:]
-    b = seg ^ e | seg ^ s | seg ^ se
-    b[-1, :] = seg[-1, :] ^ e[-1, :]
-    b[:, -1] = seg[:, -1] ^ s[:, -1]
-    b[-1, -1] = 0
-    return b
-
-
-def f_measure(fg, gt, bound_th=0.008):
-    bound_pix = bound_th if bound_th >= 1 else np.ceil(bound_th * np.linalg.norm(gt.shape))
-    fgb = seg2bmap(fg)
-    gtb = seg2bmap(gt)
-    fg_dil = cv2.dilate(fgb.astype(np.uint8), disk(int(bound_pix)).astype(np.uint8))
-    gt_dil = cv2.dilate(gtb.astype(np.uint8), disk(int(bound_pix)).astype(np.uint8))
-    gt_match = gtb * fg_dil
-    fg_match = fgb * gt_dil
-    n_fg = np.sum(fgb)
-    n_gt = np.sum(gtb)
-    if n_fg == 0 and n_gt > 0:
-        precision, recall = 1, 0
-    elif n_fg > 0 and n_gt == 0:
-        precision, recall = 0, 1
-    elif n_fg == 0 and n_gt == 0:
-        precision, recall = 1, 1
-    else:
-        precision = np.sum(fg_match) / float(n_fg)
-        recall = np.sum(gt_match) / float(n_gt)
-    if precision + recall == 0:
-        return 0.0
-    return 2 * precision * recall / (precision + recall)
-
-
-def mask_to_boundary(mask, dilation_ratio=0.02):
-    h, w = mask.shape
-    img_diag = np.sqrt(h ** 2 + w ** 2)
-    dilation = int(round(dilation_ratio * img_diag))
-    if dilation < 1:
-        dilation = 1
-    new_mask = cv2.copyMakeBorder(mask, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-    kernel = np.ones((3, 3), dtype=np.uint8)
-    new_mask_erode = cv2.erode(new_mask, kernel, iterations=dilation)
-    mask_erode = new_mask_erode[1: h + 1, 1: w + 1]
-    return mask - mask_erode
-
-
-def boundary_iou(gt, dt, dilation_ratio=0.02):
-    gb = mask_to_boundary(gt.astype(np.uint8), dilation_ratio)
-    db = mask_to_boundary(dt.astype(np.uint8), dilation_ratio)
-    inter = ((gb * db) > 0).sum()
-    union = ((gb + db) > 0).sum()
-    return inter / union
 
 
 def metric_fixtures():

@@ -16,7 +16,8 @@ import shutil
 import cv2
 import numpy as np
 from PIL import Image
-from skimage.morphology import disk
+
+from reference_metrics import f_measure
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..", "tests", "fixtures", "davis")
@@ -36,50 +37,6 @@ def db_eval_iou(annotation, segmentation, void_pixels=None):
     else:
         j[np.isclose(union, 0)] = 1
     return j
-
-
-def seg2bmap(seg):
-    seg = seg.astype(bool)
-    seg[seg > 0] = 1
-    e = np.zeros_like(seg)
-    s = np.zeros_like(seg)
-    se = np.zeros_like(seg)
-    e[:, :-1] = seg[:, 1:]
-    s[:-1, :] = seg[1:, :]
-    se[:-1, :-1] = seg[1:, 1:]
-    b = seg ^ e | seg ^ s | seg ^ se
-    b[-1, :] = seg[-1, :] ^ e[-1, :]
-    b[:, -1] = seg[:, -1] ^ s[:, -1]
-    b[-1, -1] = 0
-    return b
-
-
-def f_measure(foreground_mask, gt_mask, void_pixels=None, bound_th=0.008):
-    if void_pixels is not None:
-        void_pixels = void_pixels.astype(bool)
-    else:
-        void_pixels = np.zeros_like(foreground_mask).astype(bool)
-    bound_pix = bound_th if bound_th >= 1 else np.ceil(bound_th * np.linalg.norm(foreground_mask.shape))
-    fg_boundary = seg2bmap(foreground_mask * np.logical_not(void_pixels))
-    gt_boundary = seg2bmap(gt_mask * np.logical_not(void_pixels))
-    fg_dil = cv2.dilate(fg_boundary.astype(np.uint8), disk(int(bound_pix)).astype(np.uint8))
-    gt_dil = cv2.dilate(gt_boundary.astype(np.uint8), disk(int(bound_pix)).astype(np.uint8))
-    gt_match = gt_boundary * fg_dil
-    fg_match = fg_boundary * gt_dil
-    n_fg = np.sum(fg_boundary)
-    n_gt = np.sum(gt_boundary)
-    if n_fg == 0 and n_gt > 0:
-        precision, recall = 1, 0
-    elif n_fg > 0 and n_gt == 0:
-        precision, recall = 0, 1
-    elif n_fg == 0 and n_gt == 0:
-        precision, recall = 1, 1
-    else:
-        precision = np.sum(fg_match) / float(n_fg)
-        recall = np.sum(gt_match) / float(n_gt)
-    if precision + recall == 0:
-        return 0
-    return 2 * precision * recall / (precision + recall)
 
 
 def db_statistics(per_frame_values):
