@@ -86,30 +86,33 @@ fn one_category(name: &str) -> Vec<Category> {
     }]
 }
 
+/// Writes instance images as a one-category COCO instances file.
+fn write_coco(
+    imgs: &[instances::InstanceImage],
+    category: &str,
+    out: &std::path::Path,
+) -> Result<()> {
+    let ds = instances::to_coco(imgs, one_category(category))?;
+    super::eval::write_json(out, &ds)?;
+    println!(
+        "wrote {} ({} images, {} objects)",
+        out.display(),
+        ds.images.len(),
+        ds.annotations.len()
+    );
+    Ok(())
+}
+
 pub fn run(cmd: ConvertCommand) -> Result<()> {
     match cmd {
         ConvertCommand::DsbToCoco(a) => {
-            let imgs = instances::read_dsb(&a.data, 1)?;
-            let ds = instances::to_coco(&imgs, one_category(&a.category))?;
-            super::eval::write_json(&a.out, &ds)?;
-            println!(
-                "wrote {} ({} images, {} objects)",
-                a.out.display(),
-                ds.images.len(),
-                ds.annotations.len()
-            );
+            write_coco(&instances::read_dsb(&a.data, 1)?, &a.category, &a.out)?
         }
-        ConvertCommand::LabelmapToCoco(a) => {
-            let imgs = instances::read_label_maps(&a.labels, 1)?;
-            let ds = instances::to_coco(&imgs, one_category(&a.category))?;
-            super::eval::write_json(&a.out, &ds)?;
-            println!(
-                "wrote {} ({} images, {} objects)",
-                a.out.display(),
-                ds.images.len(),
-                ds.annotations.len()
-            );
-        }
+        ConvertCommand::LabelmapToCoco(a) => write_coco(
+            &instances::read_label_maps(&a.labels, 1)?,
+            &a.category,
+            &a.out,
+        )?,
         ConvertCommand::CocoToMasks(a) => {
             let gt = crate::formats::coco::load_gt(&a.gt)?;
             let n = instances::write_dsb(&gt, &a.out)?;
