@@ -52,6 +52,19 @@ impl UNetConfig {
         if self.depth == 0 || self.depth > 7 {
             anyhow::bail!("U-Net depth must be between 1 and 7, got {}", self.depth);
         }
+        if self.base_width > 4096 || self.in_channels > 4096 {
+            anyhow::bail!(
+                "absurd U-Net size: base width {} and {} input channels (at most 4096 each)",
+                self.base_width,
+                self.in_channels
+            );
+        }
+        let params = self.num_trainable_params();
+        if params > 2_000_000_000 {
+            anyhow::bail!(
+                "this U-Net would have {params} parameters; lower --base-width or --depth"
+            );
+        }
         if self.num_classes > 65536 {
             anyhow::bail!(
                 "{} classes is more than segrs' label maps hold (65536)",
@@ -89,6 +102,17 @@ impl UNetConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absurd_sizes_are_refused() {
+        let mut c = UNetConfig::classic(3, 2);
+        c.base_width = 100_000;
+        assert!(c.validate().unwrap_err().to_string().contains("absurd"));
+        c.base_width = 512;
+        c.depth = 7;
+        assert!(c.validate().unwrap_err().to_string().contains("parameters"));
+        assert!(UNetConfig::classic(3, 21).validate().is_ok());
+    }
 
     #[test]
     fn classic_parameter_count_matches_pytorch() {
