@@ -6,6 +6,7 @@ mod common;
 mod convert;
 mod losses_parity;
 mod metrics_parity;
+mod sam_parity;
 mod train_resume;
 mod unet_parity;
 mod video_eval;

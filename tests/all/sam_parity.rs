@@ -1,0 +1,84 @@
+//! SAM prompt encoder against the official `segment_anything` package on random weights
+//! (tools/gen_sam_fixtures.py): sparse and dense embeddings and the dense positional encoding
+//! within 1e-5 relative L2 error.
+
+use crate::common::{read_fixture, rel_l2};
+use segrs::models::sam::prompt_encoder::{PointPrompt, PromptEncoder};
+
+const TOL: f64 = 1e-5;
+
+fn setup() -> (PromptEncoder, segrs::weights::NamedTensors) {
+    let w = read_fixture("sam/prompt_encoder.safetensors");
+    let pe = PromptEncoder::load(&w, "prompt_encoder.", (8, 8), (64, 64)).unwrap();
+    (pe, read_fixture("sam/prompt_encoder_io.safetensors"))
+}
+
+fn points(io: &segrs::weights::NamedTensors, n: usize) -> Vec<PointPrompt> {
+    let p = &io.get("points").unwrap().data;
+    let l = &io.get("labels").unwrap().data;
+    (0..n)
+        .map(|i| PointPrompt {
+            x: p[2 * i],
+            y: p[2 * i + 1],
+            label: l[i] as i32,
+        })
+        .collect()
+}
+
+fn check(name: &str, got: &[f32], io: &segrs::weights::NamedTensors) {
+    let want = &io.get(name).unwrap().data;
+    let err = rel_l2(got, want);
+    assert!(err < TOL, "{name}: relative L2 error {err:e}");
+}
+
+#[test]
+fn points_without_box_get_a_padding_point() {
+    let (pe, io) = setup();
+    let sparse: Vec<f32> = pe.sparse(&points(&io, 3), None).unwrap().concat();
+    check("points.sparse", &sparse, &io);
+    check("points.dense", &pe.dense(None).unwrap(), &io);
+    check("dense_pe", &pe.dense_pe(), &io);
+}
+
+#[test]
+fn box_point_and_mask_prompts() {
+    let (pe, io) = setup();
+    let b = &io.get("box").unwrap().data;
+    let bbox = Some([b[0], b[1], b[2], b[3]]);
+    check("box.sparse", &pe.sparse(&[], bbox).unwrap().concat(), &io);
+    check(
+        "point_box_mask.sparse",
+        &pe.sparse(&points(&io, 1), bbox).unwrap().concat(),
+        &io,
+    );
+    let mask = &io.get("mask").unwrap().data;
+    check("point_box_mask.dense", &pe.dense(Some(mask)).unwrap(), &io);
+}
+
+#[test]
+fn bad_prompts_and_checkpoints_are_errors() {
+    let (pe, _) = setup();
+    assert!(
+        pe.sparse(
+            &[PointPrompt {
+                x: 1.0,
+                y: 1.0,
+                label: 2
+            }],
+            None
+        )
+        .unwrap_err()
+        .to_string()
+        .contains("label 2")
+    );
+    assert!(pe.dense(Some(&[0.0; 10])).is_err());
+    let mut w = read_fixture("sam/prompt_encoder.safetensors");
+    w.tensors.remove("prompt_encoder.no_mask_embed.weight");
+    let err = format!(
+        "{:#}",
+        PromptEncoder::load(&w, "prompt_encoder.", (8, 8), (64, 64))
+            .err()
+            .unwrap()
+    );
+    assert!(err.contains("no_mask_embed"), "{err}");
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""Parity fixtures for segrs' SAM parts, made with the official `segment_anything` package on
+random weights (a reduced embedding width; the layer structure and key names are the official
+ones, with the `prompt_encoder.` prefix of the official checkpoints).
+
+Run with the reference venv:  /tmp/segrs-refenv/bin/python tools/gen_sam_fixtures.py
+Writes tests/fixtures/sam/prompt_encoder.safetensors (weights) and prompt_encoder_io.safetensors.
+"""
+import os
+
+import torch
+from safetensors.torch import save_file
+from segment_anything.modeling.prompt_encoder import PromptEncoder
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join(HERE, "..", "tests", "fixtures", "sam")
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    torch.manual_seed(0)
+    pe = PromptEncoder(embed_dim=32, image_embedding_size=(8, 8), input_image_size=(64, 64), mask_in_chans=8)
+    with torch.no_grad():
+        for p in pe.parameters():
+            p.copy_(torch.randn_like(p) * 0.5)  # LayerNorm weights too, so nothing is trivially 1/0
+    pe.eval()
+    weights = {f"prompt_encoder.{k}": v.contiguous() for k, v in pe.state_dict().items()}
+    save_file(weights, os.path.join(OUT, "prompt_encoder.safetensors"))
+    g = torch.Generator().manual_seed(1)
+    pts = torch.tensor([[[10.0, 20.0], [40.5, 3.25], [63.0, 63.0]]])
+    lbl = torch.tensor([[1, 0, 1]])
+    box = torch.tensor([[5.0, 7.0, 50.0, 60.0]])
+    mask = torch.randn(1, 1, 32, 32, generator=g) * 3
+    io = {}
+    with torch.no_grad():
+        s, d = pe((pts, lbl), None, None)
+        io["points.sparse"], io["points.dense"] = s, d
+        s, _ = pe(None, box, None)
+        io["box.sparse"] = s
+        s, d = pe((pts[:, :1], lbl[:, :1]), box, mask)
+        io["point_box_mask.sparse"], io["point_box_mask.dense"] = s, d
+        io["dense_pe"] = pe.get_dense_pe()
+    io["points"], io["labels"], io["box"], io["mask"] = pts, lbl.float(), box, mask
+    save_file({k: v.contiguous().float() for k, v in io.items()}, os.path.join(OUT, "prompt_encoder_io.safetensors"))
+    print({k: tuple(v.shape) for k, v in io.items()})
+
+
+if __name__ == "__main__":
+    main()
