@@ -10,7 +10,9 @@ import os
 
 import torch
 from safetensors.torch import save_file
+from segment_anything.modeling.mask_decoder import MaskDecoder
 from segment_anything.modeling.prompt_encoder import PromptEncoder
+from segment_anything.modeling.transformer import TwoWayTransformer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "tests", "fixtures", "sam")
@@ -43,6 +45,26 @@ def main():
     io["points"], io["labels"], io["box"], io["mask"] = pts, lbl.float(), box, mask
     save_file({k: v.contiguous().float() for k, v in io.items()}, os.path.join(OUT, "prompt_encoder_io.safetensors"))
     print({k: tuple(v.shape) for k, v in io.items()})
+
+    # Mask decoder, reduced width (32 channels, MLP 64, IoU head 16), official depth 2 and 8 heads.
+    torch.manual_seed(3)
+    md = MaskDecoder(transformer_dim=32, transformer=TwoWayTransformer(depth=2, embedding_dim=32, mlp_dim=64, num_heads=8),
+                     num_multimask_outputs=3, iou_head_hidden_dim=16)
+    with torch.no_grad():
+        for p in md.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
+    md.eval()
+    save_file({f"mask_decoder.{k}": v.contiguous() for k, v in md.state_dict().items()},
+              os.path.join(OUT, "mask_decoder.safetensors"))
+    g = torch.Generator().manual_seed(4)
+    image = torch.randn(1, 32, 8, 8, generator=g)
+    with torch.no_grad():
+        sparse, dense = pe((pts, lbl), None, None)
+        image_pe = pe.get_dense_pe()
+        masks, iou = md.predict_masks(image, image_pe, sparse, dense)
+    save_file({"image": image, "image_pe": image_pe.contiguous(), "sparse": sparse.contiguous(), "dense": dense.contiguous(),
+               "masks": masks.contiguous(), "iou": iou.contiguous()}, os.path.join(OUT, "mask_decoder_io.safetensors"))
+    print("masks", tuple(masks.shape), "iou", iou)
 
 
 if __name__ == "__main__":

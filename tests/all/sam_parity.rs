@@ -82,3 +82,40 @@ fn bad_prompts_and_checkpoints_are_errors() {
     );
     assert!(err.contains("no_mask_embed"), "{err}");
 }
+
+#[test]
+fn mask_decoder_matches_segment_anything() {
+    let w = read_fixture("sam/mask_decoder.safetensors");
+    let md = segrs::models::sam::mask_decoder::MaskDecoder::load(&w, "mask_decoder.").unwrap();
+    let io = read_fixture("sam/mask_decoder_io.safetensors");
+    let sparse: Vec<Vec<f32>> = io
+        .get("sparse")
+        .unwrap()
+        .data
+        .chunks(32)
+        .map(|c| c.to_vec())
+        .collect();
+    let out = md
+        .forward(
+            &io.get("image").unwrap().data,
+            &io.get("image_pe").unwrap().data,
+            &sparse,
+            &io.get("dense").unwrap().data,
+            8,
+            8,
+        )
+        .unwrap();
+    assert_eq!((out.height, out.width), (32, 32));
+    check("masks", &out.masks, &io);
+    check("iou", &out.iou, &io);
+    let mut w2 = read_fixture("sam/mask_decoder.safetensors");
+    w2.tensors
+        .remove("mask_decoder.transformer.layers.1.norm4.weight");
+    let err = format!(
+        "{:#}",
+        segrs::models::sam::mask_decoder::MaskDecoder::load(&w2, "mask_decoder.")
+            .err()
+            .unwrap()
+    );
+    assert!(err.contains("layers.1.norm4.weight"), "{err}");
+}

@@ -1,8 +1,12 @@
-//! Segment Anything (Kirillov et al. 2023). Work in progress: so far the prompt encoder, checked
-//! against the official `segment_anything` package; the image encoder, mask decoder, predictor
-//! and CLI come next.
+//! Segment Anything (Kirillov et al. 2023). Work in progress: the prompt encoder and the mask
+//! decoder, checked against the official `segment_anything` package; the image encoder,
+//! predictor and CLI come next.
 //!
-//! * `prompt_encoder`  random-Fourier positional encoding; point, box-corner and not-a-point
+//! * `prompt_encoder`       random-Fourier positional encoding; point, box-corner and not-a-point
 //!   embeddings; the mask-downscaling convolutions
+//! * `two_way_transformer`  tokens and image attend to each other
+//! * `mask_decoder`         output tokens, 4x upscaling, hypernetwork MLPs, IoU head
 
+pub mod mask_decoder;
 pub mod prompt_encoder;
+pub mod two_way_transformer;

@@ -1,0 +1,264 @@
+//! SAM's mask decoder: an IoU token and 4 mask tokens join the prompt tokens in the two-way
+//! transformer; the image embedding is upscaled 4x (two transposed convolutions with
+//! LayerNorm2d and GELU), and each mask token's hypernetwork MLP gives the weights that turn the
+//! upscaled embedding into one mask; an MLP on the IoU token predicts each mask's quality.
+//! Keys `mask_decoder.*` as in the official checkpoints.
+
+use super::prompt_encoder::gelu;
+use super::two_way_transformer::{TwoWayTransformer, linear};
+use crate::models::host::{Linear, matmul, relu};
+use crate::weights::{KeyCheck, NamedTensors};
+use anyhow::{Result, bail};
+
+struct Mlp {
+    layers: Vec<Linear>,
+}
+
+impl Mlp {
+    fn forward(&self, x: &[f32]) -> Vec<f32> {
+        let mut x = x.to_vec();
+        for (i, l) in self.layers.iter().enumerate() {
+            x = l.forward(&x, 1);
+            if i + 1 < self.layers.len() {
+                relu(&mut x);
+            }
+        }
+        x
+    }
+}
+
+struct ConvT2 {
+    /// `[cin, cout, 2, 2]`
+    w: Vec<f32>,
+    b: Vec<f32>,
+    cin: usize,
+    cout: usize,
+}
+
+impl ConvT2 {
+    fn forward(&self, x: &[f32], h: usize, w: usize) -> Vec<f32> {
+        let (oh, ow) = (2 * h, 2 * w);
+        let mut out = vec![0.0f32; self.cout * oh * ow];
+        for co in 0..self.cout {
+            out[co * oh * ow..(co + 1) * oh * ow].fill(self.b[co]);
+        }
+        for ci in 0..self.cin {
+            for co in 0..self.cout {
+                for dy in 0..2 {
+                    for dx in 0..2 {
+                        let k = self.w[((ci * self.cout + co) * 2 + dy) * 2 + dx];
+                        for y in 0..h {
+                            for xx in 0..w {
+                                out[(co * oh + 2 * y + dy) * ow + 2 * xx + dx] +=
+                                    k * x[(ci * h + y) * w + xx];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+pub struct MaskDecoder {
+    pub dim: usize,
+    transformer: TwoWayTransformer,
+    iou_token: Vec<f32>,
+    mask_tokens: Vec<f32>,
+    up1: ConvT2,
+    ln_w: Vec<f32>,
+    ln_b: Vec<f32>,
+    up2: ConvT2,
+    hyper: Vec<Mlp>,
+    iou_head: Mlp,
+}
+
+/// Masks `[4, 4H, 4W]` (all four; callers pick 1..4 for multimask, else 0) and IoU predictions.
+pub struct DecoderOutput {
+    pub masks: Vec<f32>,
+    pub iou: Vec<f32>,
+    pub height: usize,
+    pub width: usize,
+}
+
+const NUM_MASK_TOKENS: usize = 4;
+
+impl MaskDecoder {
+    /// Loads `{prefix}*` (usually `"mask_decoder."`); the width comes from the IoU token, the
+    /// transformer has the official depth 2, 8 heads; the MLP width is read from the weights.
+    pub fn load(src: &NamedTensors, prefix: &str) -> Result<Self> {
+        let Some(iou) = src.get(&format!("{prefix}iou_token.weight")) else {
+            bail!(
+                "{}: no {prefix}iou_token.weight (not a SAM checkpoint?)",
+                src.source
+            );
+        };
+        let dim = iou.shape[1];
+        let mlp_dim = src
+            .get(&format!("{prefix}transformer.layers.0.mlp.lin1.weight"))
+            .map(|t| t.shape[0])
+            .unwrap_or(2048);
+        let heads = 8;
+        let iou_hidden = src
+            .get(&format!("{prefix}iou_prediction_head.layers.0.weight"))
+            .map(|t| t.shape[0])
+            .unwrap_or(256);
+        let mut ck = KeyCheck::default();
+        let transformer = TwoWayTransformer::load(
+            src,
+            &mut ck,
+            &format!("{prefix}transformer."),
+            dim,
+            heads,
+            mlp_dim,
+            2,
+        );
+        let vec = |ck: &mut KeyCheck, key: &str, shape: &[usize]| {
+            ck.take(src, key, shape)
+                .map(|t| t.data.clone())
+                .unwrap_or_else(|| vec![0.0; shape.iter().product()])
+        };
+        let iou_token = vec(&mut ck, &format!("{prefix}iou_token.weight"), &[1, dim]);
+        let mask_tokens = vec(
+            &mut ck,
+            &format!("{prefix}mask_tokens.weight"),
+            &[NUM_MASK_TOKENS, dim],
+        );
+        let (c4, c8) = (dim / 4, dim / 8);
+        let up1 = ConvT2 {
+            w: vec(
+                &mut ck,
+                &format!("{prefix}output_upscaling.0.weight"),
+                &[dim, c4, 2, 2],
+            ),
+            b: vec(&mut ck, &format!("{prefix}output_upscaling.0.bias"), &[c4]),
+            cin: dim,
+            cout: c4,
+        };
+        let ln_w = vec(
+            &mut ck,
+            &format!("{prefix}output_upscaling.1.weight"),
+            &[c4],
+        );
+        let ln_b = vec(&mut ck, &format!("{prefix}output_upscaling.1.bias"), &[c4]);
+        let up2 = ConvT2 {
+            w: vec(
+                &mut ck,
+                &format!("{prefix}output_upscaling.3.weight"),
+                &[c4, c8, 2, 2],
+            ),
+            b: vec(&mut ck, &format!("{prefix}output_upscaling.3.bias"), &[c8]),
+            cin: c4,
+            cout: c8,
+        };
+        let mlp = |ck: &mut KeyCheck, key: &str, dims: &[usize]| Mlp {
+            layers: dims
+                .windows(2)
+                .enumerate()
+                .map(|(i, d)| linear(src, ck, &format!("{key}.layers.{i}"), d[0], d[1]))
+                .collect(),
+        };
+        let hyper = (0..NUM_MASK_TOKENS)
+            .map(|i| {
+                mlp(
+                    &mut ck,
+                    &format!("{prefix}output_hypernetworks_mlps.{i}"),
+                    &[dim, dim, dim, c8],
+                )
+            })
+            .collect();
+        let iou_head = mlp(
+            &mut ck,
+            &format!("{prefix}iou_prediction_head"),
+            &[dim, iou_hidden, iou_hidden, NUM_MASK_TOKENS],
+        );
+        ck.finish(src, "SAM mask decoder")?;
+        Ok(Self {
+            dim,
+            transformer,
+            iou_token,
+            mask_tokens,
+            up1,
+            ln_w,
+            ln_b,
+            up2,
+            hyper,
+            iou_head,
+        })
+    }
+
+    /// One prompt set: image embedding and positional encoding `[C, H, W]`, sparse prompt
+    /// embeddings (rows of C), dense prompt embedding `[C, H, W]`.
+    pub fn forward(
+        &self,
+        image: &[f32],
+        image_pe: &[f32],
+        sparse: &[Vec<f32>],
+        dense: &[f32],
+        h: usize,
+        w: usize,
+    ) -> Result<DecoderOutput> {
+        let c = self.dim;
+        if image.len() != c * h * w || image_pe.len() != c * h * w || dense.len() != c * h * w {
+            bail!("mask decoder: embeddings must be {c}x{h}x{w}");
+        }
+        let hw = h * w;
+        let to_rows = |x: &[f32]| -> Vec<f32> {
+            let mut r = vec![0.0f32; hw * c];
+            for k in 0..c {
+                for p in 0..hw {
+                    r[p * c + k] = x[k * hw + p];
+                }
+            }
+            r
+        };
+        let src: Vec<f32> = image.iter().zip(dense).map(|(a, b)| a + b).collect();
+        let mut tokens = self.iou_token.clone();
+        tokens.extend_from_slice(&self.mask_tokens);
+        for s in sparse {
+            tokens.extend_from_slice(s);
+        }
+        let n = tokens.len() / c;
+        let (hs, keys) = self
+            .transformer
+            .forward(&to_rows(&src), &to_rows(image_pe), &tokens, n);
+        // keys back to [C, H, W]
+        let mut src = vec![0.0f32; c * hw];
+        for p in 0..hw {
+            for k in 0..c {
+                src[k * hw + p] = keys[p * c + k];
+            }
+        }
+        let up = self.up1.forward(&src, h, w);
+        let (h2, w2) = (2 * h, 2 * w);
+        let up = gelu(layer_norm2d(up, &self.ln_w, &self.ln_b, h2 * w2));
+        let up = gelu(self.up2.forward(&up, h2, w2));
+        let (h4, w4) = (4 * h, 4 * w);
+        let c8 = self.up2.cout;
+        let hyper: Vec<f32> = (0..NUM_MASK_TOKENS)
+            .flat_map(|i| self.hyper[i].forward(&hs[(1 + i) * c..(2 + i) * c]))
+            .collect();
+        let masks = matmul(&hyper, &up, NUM_MASK_TOKENS, c8, h4 * w4);
+        let iou = self.iou_head.forward(&hs[..c]);
+        Ok(DecoderOutput {
+            masks,
+            iou,
+            height: h4,
+            width: w4,
+        })
+    }
+}
+
+fn layer_norm2d(mut x: Vec<f32>, w: &[f32], b: &[f32], hw: usize) -> Vec<f32> {
+    let c = w.len();
+    for p in 0..hw {
+        let mean = (0..c).map(|k| x[k * hw + p]).sum::<f32>() / c as f32;
+        let var = (0..c).map(|k| (x[k * hw + p] - mean).powi(2)).sum::<f32>() / c as f32;
+        let inv = 1.0 / (var + 1e-6).sqrt();
+        for k in 0..c {
+            x[k * hw + p] = w[k] * (x[k * hw + p] - mean) * inv + b[k];
+        }
+    }
+    x
+}
