@@ -36,20 +36,66 @@ fn gemm_raw(
         out.fill(0.0);
         return;
     }
-    // SAFETY: the asserts above bound every index the strides can reach.
+    // SAFETY: the asserts above bound every index the strides can reach; `out` is exclusive.
+    unsafe {
+        gemm_strided(
+            m,
+            n,
+            k,
+            a.as_ptr(),
+            a_rs,
+            a_cs,
+            b.as_ptr(),
+            b_rs,
+            b_cs,
+            out.as_mut_ptr(),
+            n,
+            false,
+        )
+    }
+}
+
+/// `dst[m x n]` (row stride `ldd`) `= a @ b`, where element (i, l) of `a` is at
+/// `a[i * a_rs + l * a_cs]` and element (l, j) of `b` at `b[l * b_rs + j * b_cs]`; optionally
+/// spread over rayon's threads.
+///
+/// # Safety
+/// `a` and `b` must cover every element the shapes and strides reach, and `dst` must point to
+/// `(m - 1) * ldd + n` writable floats that alias neither.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_strided(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    a_rs: isize,
+    a_cs: isize,
+    b: *const f32,
+    b_rs: isize,
+    b_cs: isize,
+    dst: *mut f32,
+    ldd: usize,
+    par: bool,
+) {
+    let parallelism = if par {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: forwarded to the caller's contract.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            out.as_mut_ptr(),
+            dst,
             1,
-            n as isize,
+            ldd as isize,
             false,
-            a.as_ptr(),
+            a,
             a_cs,
             a_rs,
-            b.as_ptr(),
+            b,
             b_cs,
             b_rs,
             0.0f32,
@@ -57,8 +103,21 @@ fn gemm_raw(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         )
+    }
+}
+
+/// LayerNorm over channels at each position of a `[C, HW]` buffer, as SAM's `LayerNorm2d`.
+pub fn layer_norm2d(x: &mut [f32], w: &[f32], b: &[f32], hw: usize, eps: f32) {
+    let c = w.len();
+    for p in 0..hw {
+        let mean = (0..c).map(|k| x[k * hw + p]).sum::<f32>() / c as f32;
+        let var = (0..c).map(|k| (x[k * hw + p] - mean).powi(2)).sum::<f32>() / c as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for k in 0..c {
+            x[k * hw + p] = w[k] * (x[k * hw + p] - mean) * inv + b[k];
+        }
     }
 }
 

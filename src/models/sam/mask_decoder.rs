@@ -6,7 +6,7 @@
 
 use super::prompt_encoder::gelu;
 use super::two_way_transformer::{TwoWayTransformer, linear};
-use crate::models::host::{Linear, matmul, relu};
+use crate::models::host::{Linear, layer_norm2d, matmul, relu};
 use crate::weights::{KeyCheck, NamedTensors};
 use anyhow::{Result, bail};
 
@@ -232,7 +232,9 @@ impl MaskDecoder {
         }
         let up = self.up1.forward(&src, h, w);
         let (h2, w2) = (2 * h, 2 * w);
-        let up = gelu(layer_norm2d(up, &self.ln_w, &self.ln_b, h2 * w2));
+        let mut up = up;
+        layer_norm2d(&mut up, &self.ln_w, &self.ln_b, h2 * w2, 1e-6);
+        let up = gelu(up);
         let up = gelu(self.up2.forward(&up, h2, w2));
         let (h4, w4) = (4 * h, 4 * w);
         let c8 = self.up2.cout;
@@ -248,17 +250,4 @@ impl MaskDecoder {
             width: w4,
         })
     }
-}
-
-fn layer_norm2d(mut x: Vec<f32>, w: &[f32], b: &[f32], hw: usize) -> Vec<f32> {
-    let c = w.len();
-    for p in 0..hw {
-        let mean = (0..c).map(|k| x[k * hw + p]).sum::<f32>() / c as f32;
-        let var = (0..c).map(|k| (x[k * hw + p] - mean).powi(2)).sum::<f32>() / c as f32;
-        let inv = 1.0 / (var + 1e-6).sqrt();
-        for k in 0..c {
-            x[k * hw + p] = w[k] * (x[k * hw + p] - mean) * inv + b[k];
-        }
-    }
-    x
 }

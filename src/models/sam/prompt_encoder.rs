@@ -256,15 +256,7 @@ fn conv(c: &Conv, x: &[f32], h: usize, w: usize) -> Vec<f32> {
 
 /// LayerNorm over channels at each position (eps 1e-6), as SAM's `LayerNorm2d`.
 fn layer_norm2d(ln: &LayerNorm2d, mut x: Vec<f32>, hw: usize) -> Vec<f32> {
-    let c = ln.w.len();
-    for p in 0..hw {
-        let mean = (0..c).map(|k| x[k * hw + p]).sum::<f32>() / c as f32;
-        let var = (0..c).map(|k| (x[k * hw + p] - mean).powi(2)).sum::<f32>() / c as f32;
-        let inv = 1.0 / (var + 1e-6).sqrt();
-        for k in 0..c {
-            x[k * hw + p] = ln.w[k] * (x[k * hw + p] - mean) * inv + ln.b[k];
-        }
-    }
+    crate::models::host::layer_norm2d(&mut x, &ln.w, &ln.b, hw, 1e-6);
     x
 }
 

@@ -236,30 +236,19 @@ fn matmul_par(
     // SAFETY: callers pass slices whose extents cover the given shapes and strides, and `dst`
     // points to at least `(m - 1) * ldd + n` writable floats not aliased by `a` or `b`.
     unsafe {
-        gemm::gemm(
+        crate::models::host::gemm_strided(
             m,
             n,
             k,
-            dst,
-            1,
-            ldd as isize,
-            false,
             a.as_ptr(),
-            1,
             lda as isize,
-            b.as_ptr(),
             1,
+            b.as_ptr(),
             ldb as isize,
-            0.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            if par {
-                gemm::Parallelism::Rayon(0)
-            } else {
-                gemm::Parallelism::None
-            },
+            1,
+            dst,
+            ldd,
+            par,
         )
     }
 }
