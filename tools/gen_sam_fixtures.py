@@ -10,6 +10,7 @@ import os
 
 import torch
 from safetensors.torch import save_file
+from segment_anything.modeling.image_encoder import ImageEncoderViT
 from segment_anything.modeling.mask_decoder import MaskDecoder
 from segment_anything.modeling.prompt_encoder import PromptEncoder
 from segment_anything.modeling.transformer import TwoWayTransformer
@@ -65,6 +66,24 @@ def main():
     save_file({"image": image, "image_pe": image_pe.contiguous(), "sparse": sparse.contiguous(), "dense": dense.contiguous(),
                "masks": masks.contiguous(), "iou": iou.contiguous()}, os.path.join(OUT, "mask_decoder_io.safetensors"))
     print("masks", tuple(masks.shape), "iou", iou)
+
+    # Image encoder: a reduced ViT (64x64 input, patch 8 -> 8x8 grid, width 32, 2 heads, depth 2),
+    # window 3 (the grid is padded to 9) in block 0 and global attention in block 1.
+    torch.manual_seed(5)
+    enc = ImageEncoderViT(img_size=64, patch_size=8, in_chans=3, embed_dim=32, depth=2, num_heads=2, mlp_ratio=4.0,
+                          out_chans=16, qkv_bias=True, use_rel_pos=True, rel_pos_zero_init=False, window_size=3,
+                          global_attn_indexes=(1,))
+    with torch.no_grad():
+        for name, p in enc.named_parameters():
+            p.copy_(torch.randn_like(p) * (0.3 if "rel_pos" in name or "pos_embed" in name else 0.2))
+    enc.eval()
+    save_file({f"image_encoder.{k}": v.contiguous() for k, v in enc.state_dict().items()},
+              os.path.join(OUT, "image_encoder.safetensors"))
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        y = enc(x)
+    save_file({"input": x, "embedding": y.contiguous()}, os.path.join(OUT, "image_encoder_io.safetensors"))
+    print("embedding", tuple(y.shape))
 
 
 if __name__ == "__main__":

@@ -119,3 +119,19 @@ fn mask_decoder_matches_segment_anything() {
     );
     assert!(err.contains("layers.1.norm4.weight"), "{err}");
 }
+
+#[test]
+fn image_encoder_matches_segment_anything() {
+    let w = read_fixture("sam/image_encoder.safetensors");
+    let enc =
+        segrs::models::sam::image_encoder::ImageEncoder::load(&w, "image_encoder.", 2, 3, &[1])
+            .unwrap();
+    assert_eq!(
+        (enc.dim, enc.patch, enc.grid, enc.out_chans),
+        (32, 8, 8, 16)
+    );
+    let io = read_fixture("sam/image_encoder_io.safetensors");
+    let got = enc.forward(&io.get("input").unwrap().data).unwrap();
+    check("embedding", &got, &io);
+    assert!(enc.forward(&[0.0; 12]).is_err());
+}

@@ -1,0 +1,322 @@
+//! SAM's image encoder: a ViT (patch embedding, absolute positions, transformer blocks with
+//! windowed or global attention and decomposed relative positions) and a convolutional neck to
+//! the 256-channel image embedding. Keys `image_encoder.*` as in the official checkpoints; the
+//! sizes (width, depth, heads, patch) are read from the weights. Host buffers, `[H, W, C]` tokens.
+
+use super::prompt_encoder::gelu;
+use super::two_way_transformer::linear;
+use crate::models::host::{Linear, layer_norm, layer_norm2d, matmul, matmul_nt, softmax_rows};
+use crate::weights::{KeyCheck, NamedTensors};
+use anyhow::{Result, bail};
+
+struct Block {
+    norm1: (Vec<f32>, Vec<f32>),
+    qkv: Linear,
+    proj: Linear,
+    rel_h: Vec<f32>,
+    rel_w: Vec<f32>,
+    norm2: (Vec<f32>, Vec<f32>),
+    lin1: Linear,
+    lin2: Linear,
+    window: usize,
+}
+
+pub struct ImageEncoder {
+    pub dim: usize,
+    pub heads: usize,
+    pub patch: usize,
+    pub grid: usize,
+    pub out_chans: usize,
+    patch_w: Vec<f32>,
+    patch_b: Vec<f32>,
+    pos: Vec<f32>,
+    blocks: Vec<Block>,
+    neck0: Vec<f32>,
+    neck1: (Vec<f32>, Vec<f32>),
+    neck2: Vec<f32>,
+    neck3: (Vec<f32>, Vec<f32>),
+}
+
+impl ImageEncoder {
+    /// `heads` and `window` are architecture constants not stored in the weights (SAM: 12/16/16
+    /// heads for ViT-B/L/H, window 14); `global` lists the blocks with global attention.
+    pub fn load(
+        src: &NamedTensors,
+        prefix: &str,
+        heads: usize,
+        window: usize,
+        global: &[usize],
+    ) -> Result<Self> {
+        let Some(pw) = src.get(&format!("{prefix}patch_embed.proj.weight")) else {
+            bail!(
+                "{}: no {prefix}patch_embed.proj.weight (not a SAM ViT checkpoint?)",
+                src.source
+            );
+        };
+        let (dim, patch) = (pw.shape[0], pw.shape[2]);
+        let grid = src
+            .get(&format!("{prefix}pos_embed"))
+            .map(|t| t.shape[1])
+            .unwrap_or(0);
+        let depth = (0..64)
+            .take_while(|i| {
+                src.tensors
+                    .contains_key(&format!("{prefix}blocks.{i}.attn.qkv.weight"))
+            })
+            .count();
+        let out_chans = src
+            .get(&format!("{prefix}neck.0.weight"))
+            .map(|t| t.shape[0])
+            .unwrap_or(256);
+        let mlp = src
+            .get(&format!("{prefix}blocks.0.mlp.lin1.weight"))
+            .map(|t| t.shape[0])
+            .unwrap_or(4 * dim);
+        let mut ck = KeyCheck::default();
+        let v = |ck: &mut KeyCheck, key: &str, shape: &[usize]| {
+            ck.take(src, key, shape)
+                .map(|t| t.data.clone())
+                .unwrap_or_else(|| vec![0.0; shape.iter().product()])
+        };
+        let hd = dim / heads;
+        let blocks = (0..depth)
+            .map(|i| {
+                let p = format!("{prefix}blocks.{i}");
+                let win = if global.contains(&i) { 0 } else { window };
+                let size = if win == 0 { grid } else { win };
+                Block {
+                    norm1: (
+                        v(&mut ck, &format!("{p}.norm1.weight"), &[dim]),
+                        v(&mut ck, &format!("{p}.norm1.bias"), &[dim]),
+                    ),
+                    qkv: linear(src, &mut ck, &format!("{p}.attn.qkv"), dim, 3 * dim),
+                    proj: linear(src, &mut ck, &format!("{p}.attn.proj"), dim, dim),
+                    rel_h: v(&mut ck, &format!("{p}.attn.rel_pos_h"), &[2 * size - 1, hd]),
+                    rel_w: v(&mut ck, &format!("{p}.attn.rel_pos_w"), &[2 * size - 1, hd]),
+                    norm2: (
+                        v(&mut ck, &format!("{p}.norm2.weight"), &[dim]),
+                        v(&mut ck, &format!("{p}.norm2.bias"), &[dim]),
+                    ),
+                    lin1: linear(src, &mut ck, &format!("{p}.mlp.lin1"), dim, mlp),
+                    lin2: linear(src, &mut ck, &format!("{p}.mlp.lin2"), mlp, dim),
+                    window: win,
+                }
+            })
+            .collect();
+        let enc = Self {
+            dim,
+            heads,
+            patch,
+            grid,
+            out_chans,
+            patch_w: v(
+                &mut ck,
+                &format!("{prefix}patch_embed.proj.weight"),
+                &[dim, 3, patch, patch],
+            ),
+            patch_b: v(&mut ck, &format!("{prefix}patch_embed.proj.bias"), &[dim]),
+            pos: v(
+                &mut ck,
+                &format!("{prefix}pos_embed"),
+                &[1, grid, grid, dim],
+            ),
+            blocks,
+            neck0: v(
+                &mut ck,
+                &format!("{prefix}neck.0.weight"),
+                &[out_chans, dim, 1, 1],
+            ),
+            neck1: (
+                v(&mut ck, &format!("{prefix}neck.1.weight"), &[out_chans]),
+                v(&mut ck, &format!("{prefix}neck.1.bias"), &[out_chans]),
+            ),
+            neck2: v(
+                &mut ck,
+                &format!("{prefix}neck.2.weight"),
+                &[out_chans, out_chans, 3, 3],
+            ),
+            neck3: (
+                v(&mut ck, &format!("{prefix}neck.3.weight"), &[out_chans]),
+                v(&mut ck, &format!("{prefix}neck.3.bias"), &[out_chans]),
+            ),
+        };
+        ck.finish(src, "SAM image encoder")?;
+        Ok(enc)
+    }
+
+    /// The image embedding `[out_chans, grid, grid]` of a normalised, padded `[3, S, S]` image
+    /// (S = grid * patch).
+    pub fn forward(&self, image: &[f32]) -> Result<Vec<f32>> {
+        let (g, p, c) = (self.grid, self.patch, self.dim);
+        let s = g * p;
+        if image.len() != 3 * s * s {
+            bail!(
+                "image encoder input must be 3x{s}x{s}, got {} values",
+                image.len()
+            );
+        }
+        // Patch embedding as a matrix product: patches [g*g, 3*p*p] @ W^T.
+        let mut patches = vec![0.0f32; g * g * 3 * p * p];
+        for gy in 0..g {
+            for gx in 0..g {
+                let row = &mut patches[(gy * g + gx) * 3 * p * p..(gy * g + gx + 1) * 3 * p * p];
+                for ch in 0..3 {
+                    for y in 0..p {
+                        let src = &image[(ch * s + gy * p + y) * s + gx * p
+                            ..(ch * s + gy * p + y) * s + gx * p + p];
+                        row[(ch * p + y) * p..(ch * p + y) * p + p].copy_from_slice(src);
+                    }
+                }
+            }
+        }
+        let mut x = matmul_nt(&patches, &self.patch_w, g * g, 3 * p * p, c);
+        for (i, v) in x.iter_mut().enumerate() {
+            *v += self.patch_b[i % c] + self.pos[i];
+        }
+        for b in &self.blocks {
+            let mut h = x.clone();
+            layer_norm(&mut h, c, &b.norm1.0, &b.norm1.1, 1e-6);
+            let a = if b.window == 0 {
+                self.attention(b, &h, g, g)
+            } else {
+                self.windowed(b, &h, g)
+            };
+            x.iter_mut().zip(&a).for_each(|(v, a)| *v += a);
+            let mut h = x.clone();
+            layer_norm(&mut h, c, &b.norm2.0, &b.norm2.1, 1e-6);
+            let m = b.lin2.forward(&gelu(b.lin1.forward(&h, g * g)), g * g);
+            x.iter_mut().zip(&m).for_each(|(v, a)| *v += a);
+        }
+        // Neck: 1x1 conv, LayerNorm2d, 3x3 conv (padding 1), LayerNorm2d; [C, H, W] out.
+        let hw = g * g;
+        let y = matmul_nt(&x, &self.neck0, hw, c, self.out_chans); // [hw, out]
+        let mut y = transpose(&y, hw, self.out_chans); // [out, hw]
+        layer_norm2d(&mut y, &self.neck1.0, &self.neck1.1, hw, 1e-6);
+        let mut z = conv3x3(&y, &self.neck2, self.out_chans, g, g);
+        layer_norm2d(&mut z, &self.neck3.0, &self.neck3.1, hw, 1e-6);
+        Ok(z)
+    }
+
+    /// Attention over windows of `window x window` tokens (the grid zero-padded to a multiple).
+    fn windowed(&self, b: &Block, x: &[f32], g: usize) -> Vec<f32> {
+        let (ws, c) = (b.window, self.dim);
+        let gp = g.div_ceil(ws) * ws;
+        let mut out = vec![0.0f32; g * g * c];
+        for wy in 0..gp / ws {
+            for wx in 0..gp / ws {
+                let mut win = vec![0.0f32; ws * ws * c];
+                for y in 0..ws {
+                    for xx in 0..ws {
+                        let (gy, gx) = (wy * ws + y, wx * ws + xx);
+                        if gy < g && gx < g {
+                            win[(y * ws + xx) * c..(y * ws + xx + 1) * c]
+                                .copy_from_slice(&x[(gy * g + gx) * c..(gy * g + gx + 1) * c]);
+                        }
+                    }
+                }
+                let a = self.attention(b, &win, ws, ws);
+                for y in 0..ws {
+                    for xx in 0..ws {
+                        let (gy, gx) = (wy * ws + y, wx * ws + xx);
+                        if gy < g && gx < g {
+                            out[(gy * g + gx) * c..(gy * g + gx + 1) * c]
+                                .copy_from_slice(&a[(y * ws + xx) * c..(y * ws + xx + 1) * c]);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Multi-head self-attention over an `h x w` token grid with decomposed relative positions.
+    fn attention(&self, b: &Block, x: &[f32], h: usize, w: usize) -> Vec<f32> {
+        let (c, heads) = (self.dim, self.heads);
+        let hd = c / heads;
+        let n = h * w;
+        let qkv = b.qkv.forward(x, n); // [n, 3c]: q | k | v, each heads x hd
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut out = vec![0.0f32; n * c];
+        for hh in 0..heads {
+            let part = |which: usize| -> Vec<f32> {
+                (0..n)
+                    .flat_map(|r| {
+                        qkv[r * 3 * c + which * c + hh * hd..r * 3 * c + which * c + (hh + 1) * hd]
+                            .to_vec()
+                    })
+                    .collect()
+            };
+            let (q, k, v) = (part(0), part(1), part(2));
+            let mut attn = matmul_nt(&q, &k, n, hd, n);
+            attn.iter_mut().for_each(|a| *a *= scale);
+            // rel_h[qy, ky] = q(qy, qx) . Rh[qy - ky + h - 1]; rel_w likewise on x.
+            for qy in 0..h {
+                for qx in 0..w {
+                    let qv = &q[(qy * w + qx) * hd..(qy * w + qx + 1) * hd];
+                    let rh: Vec<f32> = (0..h)
+                        .map(|ky| dot(qv, &b.rel_h[(qy + h - 1 - ky) * hd..(qy + h - ky) * hd]))
+                        .collect();
+                    let rw: Vec<f32> = (0..w)
+                        .map(|kx| dot(qv, &b.rel_w[(qx + w - 1 - kx) * hd..(qx + w - kx) * hd]))
+                        .collect();
+                    let row = &mut attn[(qy * w + qx) * n..(qy * w + qx + 1) * n];
+                    for ky in 0..h {
+                        for kx in 0..w {
+                            row[ky * w + kx] += rh[ky] + rw[kx];
+                        }
+                    }
+                }
+            }
+            softmax_rows(&mut attn, n);
+            let o = matmul(&attn, &v, n, n, hd);
+            for r in 0..n {
+                out[r * c + hh * hd..r * c + (hh + 1) * hd]
+                    .copy_from_slice(&o[r * hd..(r + 1) * hd]);
+            }
+        }
+        b.proj.forward(&out, n)
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0f32; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = x[r * cols + c];
+        }
+    }
+    t
+}
+
+/// 3x3 convolution, padding 1, no bias, `[C, H, W]` in and out.
+fn conv3x3(x: &[f32], w: &[f32], c: usize, h: usize, wd: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; c * h * wd];
+    for co in 0..c {
+        for ci in 0..c {
+            for ky in 0..3 {
+                for kx in 0..3 {
+                    let k = w[((co * c + ci) * 3 + ky) * 3 + kx];
+                    for y in 0..h {
+                        let sy = y as isize + ky as isize - 1;
+                        if sy < 0 || sy >= h as isize {
+                            continue;
+                        }
+                        for xx in 0..wd {
+                            let sx = xx as isize + kx as isize - 1;
+                            if sx < 0 || sx >= wd as isize {
+                                continue;
+                            }
+                            out[(co * h + y) * wd + xx] +=
+                                k * x[(ci * h + sy as usize) * wd + sx as usize];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
