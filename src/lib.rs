@@ -12,6 +12,7 @@ pub mod losses;
 pub mod metrics;
 pub mod models;
 pub mod predict;
+pub mod sam;
 pub mod train;
 pub mod viz;
 pub mod weights;

@@ -7,6 +7,7 @@ mod convert;
 mod losses_parity;
 mod metrics_parity;
 mod sam_parity;
+mod sam_predictor;
 mod train_resume;
 mod unet_parity;
 mod video_eval;

@@ -18,8 +18,8 @@ fn points(io: &segrs::weights::NamedTensors, n: usize) -> Vec<PointPrompt> {
     let l = &io.get("labels").unwrap().data;
     (0..n)
         .map(|i| PointPrompt {
-            x: p[2 * i],
-            y: p[2 * i + 1],
+            x: p[2 * i] as f64,
+            y: p[2 * i + 1] as f64,
             label: l[i] as i32,
         })
         .collect()
@@ -44,7 +44,7 @@ fn points_without_box_get_a_padding_point() {
 fn box_point_and_mask_prompts() {
     let (pe, io) = setup();
     let b = &io.get("box").unwrap().data;
-    let bbox = Some([b[0], b[1], b[2], b[3]]);
+    let bbox = Some([b[0] as f64, b[1] as f64, b[2] as f64, b[3] as f64]);
     check("box.sparse", &pe.sparse(&[], bbox).unwrap().concat(), &io);
     check(
         "point_box_mask.sparse",

@@ -38,6 +38,61 @@ pub struct ImageEncoder {
 }
 
 impl ImageEncoder {
+    /// Loads a SAM ViT with everything read from the weights: heads from the width of the
+    /// relative-position tables (`[2 * size - 1, head_dim]`), and each block's window from its
+    /// table's length (a table as long as the grid means global attention).
+    pub fn load_auto(src: &NamedTensors, prefix: &str) -> Result<Self> {
+        let Some(pw) = src.get(&format!("{prefix}patch_embed.proj.weight")) else {
+            bail!("{}: no {prefix}patch_embed.proj.weight", src.source);
+        };
+        let dim = pw.shape[0];
+        let Some(pos) = src.get(&format!("{prefix}pos_embed")) else {
+            bail!(
+                "{}: no {prefix}pos_embed (SAM ViTs use absolute positions)",
+                src.source
+            );
+        };
+        let grid = pos.shape.get(1).copied().unwrap_or(0);
+        let mut window = 0;
+        let mut global = Vec::new();
+        let mut heads = 0;
+        for i in 0.. {
+            let Some(rel) = src.get(&format!("{prefix}blocks.{i}.attn.rel_pos_h")) else {
+                if i == 0 {
+                    bail!(
+                        "{}: no {prefix}blocks.0.attn.rel_pos_h (SAM ViTs use relative positions)",
+                        src.source
+                    );
+                }
+                break;
+            };
+            if rel.shape.len() != 2 || rel.shape[1] == 0 || dim % rel.shape[1] != 0 {
+                bail!(
+                    "{}: {prefix}blocks.{i}.attn.rel_pos_h has shape {:?}; expected [2 * window - 1, head_dim]",
+                    src.source,
+                    rel.shape
+                );
+            }
+            heads = dim / rel.shape[1];
+            let size = rel.shape[0].div_ceil(2);
+            if size == grid {
+                global.push(i);
+            } else {
+                window = size;
+            }
+        }
+        Self::load(src, prefix, heads, window.max(1), &global)
+    }
+
+    pub fn blocks_len(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Window size of the windowed blocks (0 when every block is global).
+    pub fn window(&self) -> usize {
+        self.blocks.iter().map(|b| b.window).max().unwrap_or(0)
+    }
+
     /// `heads` and `window` are architecture constants not stored in the weights (SAM: 12/16/16
     /// heads for ViT-B/L/H, window 14); `global` lists the blocks with global attention.
     pub fn load(

@@ -12,8 +12,8 @@ use anyhow::{Result, bail};
 /// A point prompt: pixel coordinates in the model's input frame and its label.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PointPrompt {
-    pub x: f32,
-    pub y: f32,
+    pub x: f64,
+    pub y: f64,
     /// 1 foreground, 0 background, -1 padding ("not a point").
     pub label: i32,
 }
@@ -156,16 +156,18 @@ impl PromptEncoder {
         out
     }
 
-    fn coords_pe(&self, x: f32, y: f32) -> Vec<f32> {
+    /// Coordinates arrive in f64 (the automatic generator's points stay f64 in the reference
+    /// until this division; the predictor's are f32 values) and are rounded to f32 here.
+    fn coords_pe(&self, x: f64, y: f64) -> Vec<f32> {
         self.pe_encoding(
-            (x + 0.5) / self.input_size.1 as f32,
-            (y + 0.5) / self.input_size.0 as f32,
+            ((x + 0.5) / self.input_size.1 as f64) as f32,
+            ((y + 0.5) / self.input_size.0 as f64) as f32,
         )
     }
 
     /// Sparse embeddings `[N, C]` of one prompt set: the points (with a padding point when there
     /// is no box, as the reference does), then the two corners of the box.
-    pub fn sparse(&self, points: &[PointPrompt], bbox: Option<[f32; 4]>) -> Result<Vec<Vec<f32>>> {
+    pub fn sparse(&self, points: &[PointPrompt], bbox: Option<[f64; 4]>) -> Result<Vec<Vec<f32>>> {
         let mut out = Vec::new();
         let mut pts: Vec<PointPrompt> = points.to_vec();
         if !pts.is_empty() && bbox.is_none() {
