@@ -4,6 +4,7 @@ pub mod convert;
 pub mod demo;
 pub mod eval;
 pub mod predict;
+pub mod sam;
 pub mod train;
 pub mod viz;
 
@@ -34,6 +35,8 @@ pub enum Command {
     /// Pictures: instance masks, panoptic maps, semantic ground truth vs prediction.
     #[command(subcommand)]
     Viz(viz::VizCommand),
+    /// Segment Anything: masks from point / box / mask prompts, or `sam auto` for everything.
+    Sam(sam::SamArgs),
     /// The built-in end-to-end run: synthetic data, training, evaluation, pictures.
     Demo(demo::DemoArgs),
 }
@@ -57,6 +60,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Predict(a) => predict::run(a),
         Command::Eval(c) => eval::run(c),
         Command::Demo(a) => demo::run(a),
+        Command::Sam(a) => sam::run(a),
         Command::Convert(c) => convert::run(c),
         Command::Viz(c) => viz::run(c),
     }

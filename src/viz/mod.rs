@@ -5,3 +5,4 @@ pub mod curve;
 pub mod instances;
 pub mod overlay;
 pub mod palette;
+pub mod prompts;

@@ -5,7 +5,7 @@ use segrs::data::synthetic::dataset;
 use std::path::Path;
 use std::process::Command;
 
-fn segrs(args: &[&str]) -> (i32, String, String) {
+pub fn segrs(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_segrs"))
         .args(args)
         .output()
