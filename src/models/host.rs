@@ -176,3 +176,158 @@ pub fn relu(x: &mut [f32]) {
 pub fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
     a.iter().zip(b).map(|(x, y)| x + y).collect()
 }
+
+/// `a [m x k] @ b [k x n]` on rayon's threads (for the large products of image encoders).
+pub fn matmul_par(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; m * n];
+    assert!(a.len() >= m * k && b.len() >= k * n);
+    if m == 0 || n == 0 || k == 0 {
+        return out;
+    }
+    // SAFETY: the assert bounds every index; `out` is exclusive.
+    unsafe {
+        gemm_strided(
+            m,
+            n,
+            k,
+            a.as_ptr(),
+            k as isize,
+            1,
+            b.as_ptr(),
+            n as isize,
+            1,
+            out.as_mut_ptr(),
+            n,
+            true,
+        )
+    }
+    out
+}
+
+/// `a [m x k] @ w^T` (`w` `[n x k]`, PyTorch Linear layout) on rayon's threads.
+pub fn matmul_nt_par(a: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; m * n];
+    assert!(a.len() >= m * k && w.len() >= k * n);
+    if m == 0 || n == 0 || k == 0 {
+        return out;
+    }
+    // SAFETY: as above.
+    unsafe {
+        gemm_strided(
+            m,
+            n,
+            k,
+            a.as_ptr(),
+            k as isize,
+            1,
+            w.as_ptr(),
+            1,
+            k as isize,
+            out.as_mut_ptr(),
+            n,
+            true,
+        )
+    }
+    out
+}
+
+/// A 2-D convolution on a `[Cin, H, W]` buffer: weight `[Cout, Cin / groups, k, k]`, optional
+/// bias, stride, zero padding `pad`. Dense convolutions go through im2col and a parallel
+/// matrix product; depthwise ones (`groups == Cin == Cout`) run directly, channel-parallel.
+/// Returns `([Cout, Ho, Wo], Ho, Wo)`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d(
+    x: &[f32],
+    cin: usize,
+    h: usize,
+    w: usize,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    groups: usize,
+) -> (Vec<f32>, usize, usize) {
+    use rayon::prelude::*;
+    let ho = (h + 2 * pad - k) / stride + 1;
+    let wo = (w + 2 * pad - k) / stride + 1;
+    let n = ho * wo;
+    let mut out = if groups == 1 {
+        if k == 1 && stride == 1 && pad == 0 {
+            matmul_par(weight, x, cout, cin, n)
+        } else {
+            let kk = cin * k * k;
+            let mut cols = vec![0.0f32; kk * n];
+            cols.par_chunks_mut(n).enumerate().for_each(|(r, row)| {
+                let (c, ky, kx) = (r / (k * k), (r / k) % k, r % k);
+                for oy in 0..ho {
+                    let sy = (oy * stride + ky) as isize - pad as isize;
+                    if sy < 0 || sy >= h as isize {
+                        continue;
+                    }
+                    let src = &x[(c * h + sy as usize) * w..(c * h + sy as usize + 1) * w];
+                    for ox in 0..wo {
+                        let sx = (ox * stride + kx) as isize - pad as isize;
+                        if sx >= 0 && sx < w as isize {
+                            row[oy * wo + ox] = src[sx as usize];
+                        }
+                    }
+                }
+            });
+            matmul_par(weight, &cols, cout, kk, n)
+        }
+    } else {
+        assert!(
+            groups == cin && cin == cout,
+            "only dense and depthwise convolutions"
+        );
+        let mut out = vec![0.0f32; cout * n];
+        out.par_chunks_mut(n).enumerate().for_each(|(c, o)| {
+            let src = &x[c * h * w..(c + 1) * h * w];
+            let kw = &weight[c * k * k..(c + 1) * k * k];
+            for oy in 0..ho {
+                for ky in 0..k {
+                    let sy = (oy * stride + ky) as isize - pad as isize;
+                    if sy < 0 || sy >= h as isize {
+                        continue;
+                    }
+                    let line = &src[sy as usize * w..(sy as usize + 1) * w];
+                    for kx in 0..k {
+                        let kv = kw[ky * k + kx];
+                        let orow = &mut o[oy * wo..(oy + 1) * wo];
+                        for (ox, ov) in orow.iter_mut().enumerate() {
+                            let sx = (ox * stride + kx) as isize - pad as isize;
+                            if sx >= 0 && sx < w as isize {
+                                *ov += kv * line[sx as usize];
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        out
+    };
+    if let Some(b) = bias {
+        out.par_chunks_mut(n)
+            .zip(b)
+            .for_each(|(o, &bv)| o.iter_mut().for_each(|v| *v += bv));
+    }
+    (out, ho, wo)
+}
+
+/// `[rows, cols]` -> `[cols, rows]`.
+pub fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0f32; rows * cols];
+    const B: usize = 32;
+    for r0 in (0..rows).step_by(B) {
+        for c0 in (0..cols).step_by(B) {
+            for r in r0..(r0 + B).min(rows) {
+                for c in c0..(c0 + B).min(cols) {
+                    t[c * rows + r] = x[r * cols + c];
+                }
+            }
+        }
+    }
+    t
+}

@@ -9,6 +9,7 @@ mod metrics_parity;
 mod sam_cli;
 mod sam_parity;
 mod sam_predictor;
+mod sam_tinyvit;
 mod train_resume;
 mod unet_parity;
 mod video_eval;

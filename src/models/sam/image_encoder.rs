@@ -5,7 +5,9 @@
 
 use super::prompt_encoder::gelu;
 use super::two_way_transformer::linear;
-use crate::models::host::{Linear, layer_norm, layer_norm2d, matmul, matmul_nt, softmax_rows};
+use crate::models::host::{
+    Linear, conv2d, layer_norm, layer_norm2d, matmul, matmul_nt, softmax_rows, transpose,
+};
 use crate::weights::{KeyCheck, NamedTensors};
 use anyhow::{Result, bail};
 
@@ -56,7 +58,16 @@ impl ImageEncoder {
         let mut window = 0;
         let mut global = Vec::new();
         let mut heads = 0;
-        for i in 0.. {
+        let pre = format!("{prefix}blocks.");
+        let depth = src
+            .tensors
+            .keys()
+            .filter_map(|k| k.strip_prefix(&pre))
+            .filter_map(|r| r.split('.').next()?.parse::<usize>().ok())
+            .map(|i| i + 1)
+            .max()
+            .unwrap_or(0);
+        for i in 0..depth {
             let Some(rel) = src.get(&format!("{prefix}blocks.{i}.attn.rel_pos_h")) else {
                 if i == 0 {
                     bail!(
@@ -64,7 +75,7 @@ impl ImageEncoder {
                         src.source
                     );
                 }
-                break;
+                continue; // reported as missing by the key check
             };
             if rel.shape.len() != 2 || rel.shape[1] == 0 || dim % rel.shape[1] != 0 {
                 bail!(
@@ -82,6 +93,13 @@ impl ImageEncoder {
             }
         }
         Self::load(src, prefix, heads, window.max(1), &global)
+    }
+
+    /// Indices of the blocks with global attention.
+    pub fn global_blocks(&self) -> Vec<usize> {
+        (0..self.blocks.len())
+            .filter(|&i| self.blocks[i].window == 0)
+            .collect()
     }
 
     pub fn blocks_len(&self) -> usize {
@@ -113,12 +131,17 @@ impl ImageEncoder {
             .get(&format!("{prefix}pos_embed"))
             .map(|t| t.shape[1])
             .unwrap_or(0);
-        let depth = (0..64)
-            .take_while(|i| {
-                src.tensors
-                    .contains_key(&format!("{prefix}blocks.{i}.attn.qkv.weight"))
-            })
-            .count();
+        // One past the highest block index among the keys: a missing key is reported, not
+        // taken for a shallower model.
+        let pre = format!("{prefix}blocks.");
+        let depth = src
+            .tensors
+            .keys()
+            .filter_map(|k| k.strip_prefix(&pre))
+            .filter_map(|r| r.split('.').next()?.parse::<usize>().ok())
+            .map(|i| i + 1)
+            .max()
+            .unwrap_or(0);
         let out_chans = src
             .get(&format!("{prefix}neck.0.weight"))
             .map(|t| t.shape[0])
@@ -247,7 +270,19 @@ impl ImageEncoder {
         let y = matmul_nt(&x, &self.neck0, hw, c, self.out_chans); // [hw, out]
         let mut y = transpose(&y, hw, self.out_chans); // [out, hw]
         layer_norm2d(&mut y, &self.neck1.0, &self.neck1.1, hw, 1e-6);
-        let mut z = conv3x3(&y, &self.neck2, self.out_chans, g, g);
+        let (mut z, _, _) = conv2d(
+            &y,
+            self.out_chans,
+            g,
+            g,
+            &self.neck2,
+            None,
+            self.out_chans,
+            3,
+            1,
+            1,
+            1,
+        );
         layer_norm2d(&mut z, &self.neck3.0, &self.neck3.1, hw, 1e-6);
         Ok(z)
     }
@@ -335,43 +370,4 @@ impl ImageEncoder {
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0.0f32; rows * cols];
-    for r in 0..rows {
-        for c in 0..cols {
-            t[c * rows + r] = x[r * cols + c];
-        }
-    }
-    t
-}
-
-/// 3x3 convolution, padding 1, no bias, `[C, H, W]` in and out.
-fn conv3x3(x: &[f32], w: &[f32], c: usize, h: usize, wd: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; c * h * wd];
-    for co in 0..c {
-        for ci in 0..c {
-            for ky in 0..3 {
-                for kx in 0..3 {
-                    let k = w[((co * c + ci) * 3 + ky) * 3 + kx];
-                    for y in 0..h {
-                        let sy = y as isize + ky as isize - 1;
-                        if sy < 0 || sy >= h as isize {
-                            continue;
-                        }
-                        for xx in 0..wd {
-                            let sx = xx as isize + kx as isize - 1;
-                            if sx < 0 || sx >= wd as isize {
-                                continue;
-                            }
-                            out[(co * h + y) * wd + xx] +=
-                                k * x[(ci * h + sy as usize) * wd + sx as usize];
-                        }
-                    }
-                }
-            }
-        }
-    }
-    out
 }

@@ -100,6 +100,17 @@ impl Sam {
         let s = image_encoder.input_size();
         let prompt_encoder = PromptEncoder::load(w, "prompt_encoder.", (g, g), (s, s))?;
         let mask_decoder = MaskDecoder::load(w, "mask_decoder.")?;
+        let enc_out = match &image_encoder {
+            Encoder::Vit(e) => e.out_chans,
+            Encoder::TinyVit(e) => e.out_chans,
+        };
+        if enc_out != prompt_encoder.embed_dim {
+            bail!(
+                "{}: the image encoder gives {enc_out} channels, the prompt encoder expects {}",
+                w.source,
+                prompt_encoder.embed_dim
+            );
+        }
         if mask_decoder.dim != prompt_encoder.embed_dim {
             bail!(
                 "{}: mask decoder width {} differs from prompt encoder width {}",

@@ -1,19 +1,510 @@
-//! MobileSAM's TinyViT image encoder (placeholder while being written).
-use crate::weights::NamedTensors;
+//! MobileSAM's image encoder, TinyViT (Wu et al. 2022) as distilled from SAM's ViT-H (Zhang et al.
+//! 2023): a convolutional stem and MBConv stage at 1/4 resolution, patch-merging downsamples,
+//! then three stages of windowed attention blocks (learned per-offset attention biases, a
+//! depthwise "local" convolution, an MLP), and SAM's neck to a `[256, 64, 64]` embedding.
+//! Keys `image_encoder.*` as in `mobile_sam.pt`; BatchNorm is folded into the convolutions at
+//! load. Widths, depths, heads, windows and ratios are read from the weights; the downsample
+//! stride rule (stride 1 into 320/448/576 channels) and the 1024 input are the reference's.
+
+use super::prompt_encoder::gelu;
+use super::two_way_transformer::linear;
+use crate::models::host::{
+    Linear, conv2d, layer_norm, layer_norm2d, matmul, matmul_nt, matmul_nt_par, softmax_rows,
+    transpose,
+};
+use crate::weights::{KeyCheck, NamedTensors};
 use anyhow::{Result, bail};
+use rayon::prelude::*;
+
+/// The input side MobileSAM's TinyViT is built for (its reshapes are fixed to it).
+pub const TINY_VIT_INPUT: usize = 1024;
+
+/// Conv2d + BatchNorm (eps 1e-5), folded.
+struct ConvBn {
+    w: Vec<f32>,
+    b: Vec<f32>,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    groups: usize,
+}
+
+impl ConvBn {
+    #[allow(clippy::too_many_arguments)]
+    fn load(
+        src: &NamedTensors,
+        ck: &mut KeyCheck,
+        p: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        groups: usize,
+    ) -> Self {
+        let mut v = |key: &str, shape: &[usize]| {
+            ck.take(src, &format!("{p}.{key}"), shape)
+                .map(|t| t.data.clone())
+                .unwrap_or_else(|| vec![1.0; shape.iter().product()])
+        };
+        let mut w = v("c.weight", &[cout, cin / groups, k, k]);
+        let gamma = v("bn.weight", &[cout]);
+        let beta = v("bn.bias", &[cout]);
+        let mean = v("bn.running_mean", &[cout]);
+        let var = v("bn.running_var", &[cout]);
+        let per = w.len() / cout;
+        let mut b = vec![0.0f32; cout];
+        for c in 0..cout {
+            let s = gamma[c] / (var[c] + 1e-5).sqrt();
+            w[c * per..(c + 1) * per].iter_mut().for_each(|x| *x *= s);
+            b[c] = beta[c] - mean[c] * s;
+        }
+        Self {
+            w,
+            b,
+            cin,
+            cout,
+            k,
+            stride,
+            groups,
+        }
+    }
+
+    /// `[Cin, H, W]` -> `([Cout, Ho, Wo], Ho, Wo)`.
+    fn forward(&self, x: &[f32], h: usize, w: usize) -> (Vec<f32>, usize, usize) {
+        conv2d(
+            x,
+            self.cin,
+            h,
+            w,
+            &self.w,
+            Some(&self.b),
+            self.cout,
+            self.k,
+            self.stride,
+            self.k / 2,
+            self.groups,
+        )
+    }
+}
+
+fn gelu_par(mut x: Vec<f32>) -> Vec<f32> {
+    x.par_chunks_mut(1 << 14).for_each(|c| {
+        let v = gelu(c.to_vec());
+        c.copy_from_slice(&v);
+    });
+    x
+}
+
+struct MbConv {
+    conv1: ConvBn,
+    conv2: ConvBn,
+    conv3: ConvBn,
+}
+
+struct PatchMerging {
+    conv1: ConvBn,
+    conv2: ConvBn,
+    conv3: ConvBn,
+}
+
+impl PatchMerging {
+    /// `[C, H, W]` -> `[Cout, H', W']`.
+    fn forward(&self, x: &[f32], h: usize, w: usize) -> (Vec<f32>, usize, usize) {
+        let (y, h, w) = self.conv1.forward(x, h, w);
+        let (y, h, w) = self.conv2.forward(&gelu_par(y), h, w);
+        let (y, h, w) = self.conv3.forward(&gelu_par(y), h, w);
+        (y, h, w)
+    }
+}
+
+struct Block {
+    norm: (Vec<f32>, Vec<f32>),
+    qkv: Linear,
+    proj: Linear,
+    /// `[heads, ws * ws]`, indexed by `|dy| * ws + |dx|`.
+    biases: Vec<f32>,
+    heads: usize,
+    ws: usize,
+    local: ConvBn,
+    mlp_norm: (Vec<f32>, Vec<f32>),
+    fc1: Linear,
+    fc2: Linear,
+}
+
+struct Stage {
+    dim: usize,
+    blocks: Vec<Block>,
+    downsample: Option<PatchMerging>,
+}
 
 pub struct TinyViT {
     pub img_size: usize,
+    pub out_chans: usize,
+    stem0: ConvBn,
+    stem2: ConvBn,
+    mbconv: Vec<MbConv>,
+    down0: PatchMerging,
+    stages: Vec<Stage>,
+    neck0: Vec<f32>,
+    neck1: (Vec<f32>, Vec<f32>),
+    neck2: Vec<f32>,
+    neck3: (Vec<f32>, Vec<f32>),
+    grid: usize,
+}
+
+fn merge_stride(out: usize) -> usize {
+    if matches!(out, 320 | 448 | 576) { 1 } else { 2 }
 }
 
 impl TinyViT {
-    pub fn load(src: &NamedTensors, _prefix: &str) -> Result<Self> {
-        bail!("{}: TinyViT not yet supported", src.source)
+    pub fn load(src: &NamedTensors, prefix: &str) -> Result<Self> {
+        let shape = |k: &str| src.get(&format!("{prefix}{k}")).map(|t| t.shape.clone());
+        let Some(s0) = shape("patch_embed.seq.0.c.weight") else {
+            bail!(
+                "{}: no {prefix}patch_embed.seq.0.c.weight (not a TinyViT)",
+                src.source
+            );
+        };
+        let Some(s2) = shape("patch_embed.seq.2.c.weight") else {
+            bail!("{}: no {prefix}patch_embed.seq.2.c.weight", src.source);
+        };
+        let (half, e0) = (s0[0], s2[0]);
+        // Depth of a stage: one past the highest block index among its keys (so a missing key
+        // is reported as missing, not taken for a shallower model).
+        let count = |stage: usize, _key: &str| {
+            let pre = format!("{prefix}layers.{stage}.blocks.");
+            src.tensors
+                .keys()
+                .filter_map(|k| k.strip_prefix(&pre))
+                .filter_map(|r| r.split('.').next()?.parse::<usize>().ok())
+                .map(|i| i + 1)
+                .max()
+                .unwrap_or(0)
+        };
+        let mut ck = KeyCheck::default();
+        let p = |k: &str| format!("{prefix}{k}");
+        let stem0 = ConvBn::load(src, &mut ck, &p("patch_embed.seq.0"), 3, half, 3, 2, 1);
+        let stem2 = ConvBn::load(src, &mut ck, &p("patch_embed.seq.2"), half, e0, 3, 2, 1);
+        let hidden0 = shape("layers.0.blocks.0.conv1.c.weight")
+            .map(|s| s[0])
+            .unwrap_or(4 * e0);
+        let mbconv = (0..count(0, "conv1.c.weight"))
+            .map(|i| {
+                let b = p(&format!("layers.0.blocks.{i}"));
+                MbConv {
+                    conv1: ConvBn::load(src, &mut ck, &format!("{b}.conv1"), e0, hidden0, 1, 1, 1),
+                    conv2: ConvBn::load(
+                        src,
+                        &mut ck,
+                        &format!("{b}.conv2"),
+                        hidden0,
+                        hidden0,
+                        3,
+                        1,
+                        hidden0,
+                    ),
+                    conv3: ConvBn::load(src, &mut ck, &format!("{b}.conv3"), hidden0, e0, 1, 1, 1),
+                }
+            })
+            .collect();
+        let merging =
+            |ck: &mut KeyCheck, stage: usize, cin: usize| -> Result<(PatchMerging, usize)> {
+                let Some(s) = shape(&format!("layers.{stage}.downsample.conv1.c.weight")) else {
+                    bail!(
+                        "{}: no {prefix}layers.{stage}.downsample.conv1.c.weight",
+                        src.source
+                    );
+                };
+                let out = s[0];
+                let d = p(&format!("layers.{stage}.downsample"));
+                Ok((
+                    PatchMerging {
+                        conv1: ConvBn::load(src, ck, &format!("{d}.conv1"), cin, out, 1, 1, 1),
+                        conv2: ConvBn::load(
+                            src,
+                            ck,
+                            &format!("{d}.conv2"),
+                            out,
+                            out,
+                            3,
+                            merge_stride(out),
+                            out,
+                        ),
+                        conv3: ConvBn::load(src, ck, &format!("{d}.conv3"), out, out, 1, 1, 1),
+                    },
+                    out,
+                ))
+            };
+        let (down0, mut dim) = merging(&mut ck, 0, e0)?;
+        let mut res = TINY_VIT_INPUT / 4 / merge_stride(dim);
+        let mut stages = Vec::new();
+        for stage in 1..4 {
+            let n = count(stage, "attn.qkv.weight");
+            let mut blocks = Vec::new();
+            for i in 0..n {
+                let b = p(&format!("layers.{stage}.blocks.{i}"));
+                let Some(ab) = shape(&format!("layers.{stage}.blocks.{i}.attn.attention_biases"))
+                else {
+                    bail!("{}: no {b}.attn.attention_biases", src.source);
+                };
+                let (heads, ws) = (ab[0], (ab[1] as f64).sqrt().round() as usize);
+                if heads == 0 || dim % heads != 0 || ws * ws != ab[1] {
+                    bail!(
+                        "{}: {b}.attn.attention_biases has shape {ab:?}; expected [heads, ws^2]",
+                        src.source
+                    );
+                }
+                let hidden = shape(&format!("layers.{stage}.blocks.{i}.mlp.fc1.weight"))
+                    .map(|s| s[0])
+                    .unwrap_or(4 * dim);
+                let lk = shape(&format!("layers.{stage}.blocks.{i}.local_conv.c.weight"))
+                    .map(|s| s[3])
+                    .unwrap_or(3);
+                let mut v = |k: &str, n: usize| {
+                    ck.take(src, &format!("{b}.{k}"), &[n])
+                        .map(|t| t.data.clone())
+                        .unwrap_or_else(|| vec![0.0; n])
+                };
+                let norm = (v("attn.norm.weight", dim), v("attn.norm.bias", dim));
+                let mlp_norm = (v("mlp.norm.weight", dim), v("mlp.norm.bias", dim));
+                let biases = ck
+                    .take(src, &format!("{b}.attn.attention_biases"), &ab)
+                    .map(|t| t.data.clone())
+                    .unwrap_or_default();
+                blocks.push(Block {
+                    norm,
+                    qkv: linear(src, &mut ck, &format!("{b}.attn.qkv"), dim, 3 * dim),
+                    proj: linear(src, &mut ck, &format!("{b}.attn.proj"), dim, dim),
+                    biases,
+                    heads,
+                    ws,
+                    local: ConvBn::load(
+                        src,
+                        &mut ck,
+                        &format!("{b}.local_conv"),
+                        dim,
+                        dim,
+                        lk,
+                        1,
+                        dim,
+                    ),
+                    mlp_norm,
+                    fc1: linear(src, &mut ck, &format!("{b}.mlp.fc1"), dim, hidden),
+                    fc2: linear(src, &mut ck, &format!("{b}.mlp.fc2"), hidden, dim),
+                });
+            }
+            let downsample = if stage < 3 {
+                let (m, out) = merging(&mut ck, stage, dim)?;
+                Some((m, out))
+            } else {
+                None
+            };
+            let this_dim = dim;
+            let downsample = downsample.map(|(m, out)| {
+                dim = out;
+                res /= merge_stride(out);
+                m
+            });
+            stages.push(Stage {
+                dim: this_dim,
+                blocks,
+                downsample,
+            });
+        }
+        let out_chans = shape("neck.0.weight").map(|s| s[0]).unwrap_or(256);
+        let mut v = |k: &str, s: &[usize]| {
+            ck.take(src, &p(k), s)
+                .map(|t| t.data.clone())
+                .unwrap_or_else(|| vec![0.0; s.iter().product()])
+        };
+        let neck0 = v("neck.0.weight", &[out_chans, dim, 1, 1]);
+        let neck1 = (
+            v("neck.1.weight", &[out_chans]),
+            v("neck.1.bias", &[out_chans]),
+        );
+        let neck2 = v("neck.2.weight", &[out_chans, out_chans, 3, 3]);
+        let neck3 = (
+            v("neck.3.weight", &[out_chans]),
+            v("neck.3.bias", &[out_chans]),
+        );
+        ck.finish(src, "MobileSAM TinyViT image encoder")?;
+        if res == 0 {
+            bail!("{}: TinyViT downsamples below one pixel", src.source);
+        }
+        Ok(Self {
+            img_size: TINY_VIT_INPUT,
+            out_chans,
+            stem0,
+            stem2,
+            mbconv,
+            down0,
+            stages,
+            neck0,
+            neck1,
+            neck2,
+            neck3,
+            grid: res,
+        })
     }
+
     pub fn embedding_size(&self) -> usize {
-        self.img_size / 16
+        self.grid
     }
-    pub fn forward(&self, _image: &[f32]) -> Result<Vec<f32>> {
-        bail!("TinyViT not yet supported")
+
+    /// `[out_chans, G, G]` embedding of a normalised `[3, 1024, 1024]` input.
+    pub fn forward(&self, image: &[f32]) -> Result<Vec<f32>> {
+        let s = self.img_size;
+        if image.len() != 3 * s * s {
+            bail!(
+                "TinyViT input must be 3x{s}x{s}, got {} values",
+                image.len()
+            );
+        }
+        let (x, h, w) = self.stem0.forward(image, s, s);
+        let (mut x, mut h, mut w) = self.stem2.forward(&gelu_par(x), h, w);
+        for m in &self.mbconv {
+            let (y, _, _) = m.conv1.forward(&x, h, w);
+            let (y, _, _) = m.conv2.forward(&gelu_par(y), h, w);
+            let (y, _, _) = m.conv3.forward(&gelu_par(y), h, w);
+            let sum: Vec<f32> = y.iter().zip(&x).map(|(a, b)| a + b).collect();
+            x = gelu_par(sum);
+        }
+        let (y, nh, nw) = self.down0.forward(&x, h, w);
+        (h, w) = (nh, nw);
+        let mut c = self.stages[0].dim;
+        // Tokens `[H * W, C]` from here on.
+        let mut t = transpose(&y, c, h * w);
+        for st in &self.stages {
+            for b in &st.blocks {
+                let a = attention_windows(b, &t, h, w, st.dim);
+                t.iter_mut().zip(&a).for_each(|(v, a)| *v += a);
+                let img = transpose(&t, h * w, st.dim);
+                let (img, _, _) = b.local.forward(&img, h, w);
+                t = transpose(&img, st.dim, h * w);
+                let mut n = t.clone();
+                layer_norm(&mut n, st.dim, &b.mlp_norm.0, &b.mlp_norm.1, 1e-5);
+                let hid = gelu_par(linear_par(&b.fc1, &n, h * w));
+                let m = linear_par(&b.fc2, &hid, h * w);
+                t.iter_mut().zip(&m).for_each(|(v, a)| *v += a);
+            }
+            if let Some(d) = &st.downsample {
+                let img = transpose(&t, h * w, st.dim);
+                let (y, nh, nw) = d.forward(&img, h, w);
+                (h, w) = (nh, nw);
+                c = d.conv3.cout;
+                t = transpose(&y, c, h * w);
+            }
+        }
+        if h != self.grid || w != self.grid {
+            bail!(
+                "TinyViT produced a {h}x{w} grid, expected {0}x{0}",
+                self.grid
+            );
+        }
+        let hw = h * w;
+        let y = matmul_nt_par(&t, &self.neck0, hw, c, self.out_chans);
+        let mut y = transpose(&y, hw, self.out_chans);
+        layer_norm2d(&mut y, &self.neck1.0, &self.neck1.1, hw, 1e-6);
+        let (mut z, _, _) = conv2d(
+            &y,
+            self.out_chans,
+            h,
+            w,
+            &self.neck2,
+            None,
+            self.out_chans,
+            3,
+            1,
+            1,
+            1,
+        );
+        layer_norm2d(&mut z, &self.neck3.0, &self.neck3.1, hw, 1e-6);
+        Ok(z)
     }
+}
+
+fn linear_par(l: &Linear, x: &[f32], rows: usize) -> Vec<f32> {
+    let mut y = matmul_nt_par(x, &l.w, rows, l.inp, l.out);
+    y.par_chunks_mut(l.out)
+        .for_each(|r| r.iter_mut().zip(&l.b).for_each(|(v, b)| *v += b));
+    y
+}
+
+/// Windowed attention over an `h x w` token grid padded (bottom/right, zero tokens before the
+/// LayerNorm, no mask) to multiples of the window, as the reference.
+fn attention_windows(b: &Block, t: &[f32], h: usize, w: usize, c: usize) -> Vec<f32> {
+    let ws = b.ws;
+    let (nh, nw) = (h.div_ceil(ws), w.div_ceil(ws));
+    let n = ws * ws;
+    let outs: Vec<Vec<f32>> = (0..nh * nw)
+        .into_par_iter()
+        .map(|wi| {
+            let (wy, wx) = (wi / nw, wi % nw);
+            let mut win = vec![0.0f32; n * c];
+            for y in 0..ws {
+                for x in 0..ws {
+                    let (gy, gx) = (wy * ws + y, wx * ws + x);
+                    if gy < h && gx < w {
+                        win[(y * ws + x) * c..(y * ws + x + 1) * c]
+                            .copy_from_slice(&t[(gy * w + gx) * c..(gy * w + gx + 1) * c]);
+                    }
+                }
+            }
+            window_attention(b, &mut win, c)
+        })
+        .collect();
+    let mut out = vec![0.0f32; h * w * c];
+    for (wi, o) in outs.iter().enumerate() {
+        let (wy, wx) = (wi / nw, wi % nw);
+        for y in 0..ws {
+            for x in 0..ws {
+                let (gy, gx) = (wy * ws + y, wx * ws + x);
+                if gy < h && gx < w {
+                    out[(gy * w + gx) * c..(gy * w + gx + 1) * c]
+                        .copy_from_slice(&o[(y * ws + x) * c..(y * ws + x + 1) * c]);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Attention within one window (`ws * ws` tokens): LayerNorm, per-head interleaved q|k|v,
+/// scaled scores plus the offset bias, softmax, projection.
+fn window_attention(b: &Block, win: &mut [f32], c: usize) -> Vec<f32> {
+    let ws = b.ws;
+    let n = ws * ws;
+    layer_norm(win, c, &b.norm.0, &b.norm.1, 1e-5);
+    let qkv = b.qkv.forward(win, n);
+    let kd = c / b.heads;
+    let scale = 1.0 / (kd as f32).sqrt();
+    let mut o = vec![0.0f32; n * c];
+    for hh in 0..b.heads {
+        let part = |off: usize| -> Vec<f32> {
+            let mut v = Vec::with_capacity(n * kd);
+            for r in 0..n {
+                let base = r * 3 * c + hh * 3 * kd + off * kd;
+                v.extend_from_slice(&qkv[base..base + kd]);
+            }
+            v
+        };
+        let (q, k, v) = (part(0), part(1), part(2));
+        let mut s = matmul_nt(&q, &k, n, kd, n);
+        let bias = &b.biases[hh * n..(hh + 1) * n];
+        for i in 0..n {
+            let (iy, ix) = (i / ws, i % ws);
+            let row = &mut s[i * n..(i + 1) * n];
+            for (j, sv) in row.iter_mut().enumerate() {
+                let (jy, jx) = (j / ws, j % ws);
+                *sv = *sv * scale + bias[iy.abs_diff(jy) * ws + ix.abs_diff(jx)];
+            }
+        }
+        softmax_rows(&mut s, n);
+        let oh = matmul(&s, &v, n, n, kd);
+        for r in 0..n {
+            o[r * c + hh * kd..r * c + (hh + 1) * kd].copy_from_slice(&oh[r * kd..(r + 1) * kd]);
+        }
+    }
+    b.proj.forward(&o, n)
 }
