@@ -131,19 +131,55 @@ pub struct Linear {
 
 impl Linear {
     /// `x` holds `rows` vectors of `inp` values.
+    /// Large products run on rayon's threads.
     pub fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
-        let mut y = matmul_nt(x, &self.w, rows, self.inp, self.out);
-        for r in 0..rows {
-            for (v, b) in y[r * self.out..(r + 1) * self.out].iter_mut().zip(&self.b) {
-                *v += b;
-            }
+        use rayon::prelude::*;
+        let big = rows * self.out * self.inp >= 1 << 22;
+        let mut y = if big {
+            matmul_nt_par(x, &self.w, rows, self.inp, self.out)
+        } else {
+            matmul_nt(x, &self.w, rows, self.inp, self.out)
+        };
+        let add = |r: &mut [f32]| r.iter_mut().zip(&self.b).for_each(|(v, b)| *v += b);
+        if big {
+            y.par_chunks_mut(self.out).for_each(add);
+        } else {
+            y.chunks_mut(self.out).for_each(add);
         }
         y
     }
 }
 
-/// LayerNorm over the last dimension of `rows x dim` values.
+/// A dot product with eight independent accumulators (vectorises without fast-math).
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+/// LayerNorm over the last dimension of `rows x dim` values (rows in parallel when many).
 pub fn layer_norm(x: &mut [f32], dim: usize, w: &[f32], b: &[f32], eps: f32) {
+    use rayon::prelude::*;
+    if x.len() >= 1 << 18 {
+        x.par_chunks_mut(dim * 64)
+            .for_each(|c| layer_norm_rows(c, dim, w, b, eps));
+    } else {
+        layer_norm_rows(x, dim, w, b, eps);
+    }
+}
+
+fn layer_norm_rows(x: &mut [f32], dim: usize, w: &[f32], b: &[f32], eps: f32) {
     for row in x.chunks_mut(dim) {
         let mean = row.iter().sum::<f32>() / dim as f32;
         let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / dim as f32;
@@ -156,6 +192,15 @@ pub fn layer_norm(x: &mut [f32], dim: usize, w: &[f32], b: &[f32], eps: f32) {
 
 /// Softmax over each row of `rows x dim` values.
 pub fn softmax_rows(x: &mut [f32], dim: usize) {
+    use rayon::prelude::*;
+    if x.len() >= 1 << 20 {
+        x.par_chunks_mut(dim * 16).for_each(|c| softmax_rows_seq(c, dim));
+    } else {
+        softmax_rows_seq(x, dim);
+    }
+}
+
+pub fn softmax_rows_seq(x: &mut [f32], dim: usize) {
     for row in x.chunks_mut(dim) {
         let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut s = 0.0;

@@ -6,7 +6,7 @@
 use super::prompt_encoder::gelu;
 use super::two_way_transformer::linear;
 use crate::models::host::{
-    Linear, conv2d, layer_norm, layer_norm2d, matmul, matmul_nt, softmax_rows, transpose,
+    Linear, conv2d, dot, layer_norm, layer_norm2d, matmul, matmul_nt, softmax_rows_seq, transpose,
 };
 use crate::weights::{KeyCheck, NamedTensors};
 use anyhow::{Result, bail};
@@ -289,11 +289,13 @@ impl ImageEncoder {
 
     /// Attention over windows of `window x window` tokens (the grid zero-padded to a multiple).
     fn windowed(&self, b: &Block, x: &[f32], g: usize) -> Vec<f32> {
+        use rayon::prelude::*;
         let (ws, c) = (b.window, self.dim);
-        let gp = g.div_ceil(ws) * ws;
-        let mut out = vec![0.0f32; g * g * c];
-        for wy in 0..gp / ws {
-            for wx in 0..gp / ws {
+        let nw = g.div_ceil(ws);
+        let outs: Vec<Vec<f32>> = (0..nw * nw)
+            .into_par_iter()
+            .map(|wi| {
+                let (wy, wx) = (wi / nw, wi % nw);
                 let mut win = vec![0.0f32; ws * ws * c];
                 for y in 0..ws {
                     for xx in 0..ws {
@@ -304,14 +306,18 @@ impl ImageEncoder {
                         }
                     }
                 }
-                let a = self.attention(b, &win, ws, ws);
-                for y in 0..ws {
-                    for xx in 0..ws {
-                        let (gy, gx) = (wy * ws + y, wx * ws + xx);
-                        if gy < g && gx < g {
-                            out[(gy * g + gx) * c..(gy * g + gx + 1) * c]
-                                .copy_from_slice(&a[(y * ws + xx) * c..(y * ws + xx + 1) * c]);
-                        }
+                self.attention(b, &win, ws, ws)
+            })
+            .collect();
+        let mut out = vec![0.0f32; g * g * c];
+        for (wi, a) in outs.iter().enumerate() {
+            let (wy, wx) = (wi / nw, wi % nw);
+            for y in 0..ws {
+                for xx in 0..ws {
+                    let (gy, gx) = (wy * ws + y, wx * ws + xx);
+                    if gy < g && gx < g {
+                        out[(gy * g + gx) * c..(gy * g + gx + 1) * c]
+                            .copy_from_slice(&a[(y * ws + xx) * c..(y * ws + xx + 1) * c]);
                     }
                 }
             }
@@ -326,48 +332,55 @@ impl ImageEncoder {
         let n = h * w;
         let qkv = b.qkv.forward(x, n); // [n, 3c]: q | k | v, each heads x hd
         let scale = 1.0 / (hd as f32).sqrt();
-        let mut out = vec![0.0f32; n * c];
-        for hh in 0..heads {
+        let head = |hh: usize| -> Vec<f32> {
             let part = |which: usize| -> Vec<f32> {
-                (0..n)
-                    .flat_map(|r| {
-                        qkv[r * 3 * c + which * c + hh * hd..r * 3 * c + which * c + (hh + 1) * hd]
-                            .to_vec()
-                    })
-                    .collect()
+                let mut v = Vec::with_capacity(n * hd);
+                for r in 0..n {
+                    let o = r * 3 * c + which * c + hh * hd;
+                    v.extend_from_slice(&qkv[o..o + hd]);
+                }
+                v
             };
             let (q, k, v) = (part(0), part(1), part(2));
             let mut attn = matmul_nt(&q, &k, n, hd, n);
-            attn.iter_mut().for_each(|a| *a *= scale);
             // rel_h[qy, ky] = q(qy, qx) . Rh[qy - ky + h - 1]; rel_w likewise on x.
+            let mut rh = vec![0.0f32; h];
+            let mut rw = vec![0.0f32; w];
             for qy in 0..h {
                 for qx in 0..w {
                     let qv = &q[(qy * w + qx) * hd..(qy * w + qx + 1) * hd];
-                    let rh: Vec<f32> = (0..h)
-                        .map(|ky| dot(qv, &b.rel_h[(qy + h - 1 - ky) * hd..(qy + h - ky) * hd]))
-                        .collect();
-                    let rw: Vec<f32> = (0..w)
-                        .map(|kx| dot(qv, &b.rel_w[(qx + w - 1 - kx) * hd..(qx + w - kx) * hd]))
-                        .collect();
+                    for (ky, r) in rh.iter_mut().enumerate() {
+                        *r = dot(qv, &b.rel_h[(qy + h - 1 - ky) * hd..(qy + h - ky) * hd]);
+                    }
+                    for (kx, r) in rw.iter_mut().enumerate() {
+                        *r = dot(qv, &b.rel_w[(qx + w - 1 - kx) * hd..(qx + w - kx) * hd]);
+                    }
                     let row = &mut attn[(qy * w + qx) * n..(qy * w + qx + 1) * n];
                     for ky in 0..h {
                         for kx in 0..w {
-                            row[ky * w + kx] += rh[ky] + rw[kx];
+                            let a = &mut row[ky * w + kx];
+                            *a = *a * scale + rh[ky] + rw[kx];
                         }
                     }
                 }
             }
-            softmax_rows(&mut attn, n);
-            let o = matmul(&attn, &v, n, n, hd);
+            softmax_rows_seq(&mut attn, n);
+            matmul(&attn, &v, n, n, hd)
+        };
+        // Heads in parallel for global attention; windows are already spread over threads.
+        let outs: Vec<Vec<f32>> = if n >= 1024 {
+            use rayon::prelude::*;
+            (0..heads).into_par_iter().map(head).collect()
+        } else {
+            (0..heads).map(head).collect()
+        };
+        let mut out = vec![0.0f32; n * c];
+        for (hh, o) in outs.iter().enumerate() {
             for r in 0..n {
-                out[r * c + hh * hd..r * c + (hh + 1) * hd]
-                    .copy_from_slice(&o[r * hd..(r + 1) * hd]);
+                out[r * c + hh * hd..r * c + (hh + 1) * hd].copy_from_slice(&o[r * hd..(r + 1) * hd]);
             }
         }
         b.proj.forward(&out, n)
     }
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}

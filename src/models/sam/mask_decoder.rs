@@ -30,33 +30,46 @@ impl Mlp {
 struct ConvT2 {
     /// `[cin, cout, 2, 2]`
     w: Vec<f32>,
+    /// The same as a `[cout * 4, cin]` matrix.
+    wm: Vec<f32>,
     b: Vec<f32>,
     cin: usize,
     cout: usize,
 }
 
 impl ConvT2 {
-    fn forward(&self, x: &[f32], h: usize, w: usize) -> Vec<f32> {
-        let (oh, ow) = (2 * h, 2 * w);
-        let mut out = vec![0.0f32; self.cout * oh * ow];
-        for co in 0..self.cout {
-            out[co * oh * ow..(co + 1) * oh * ow].fill(self.b[co]);
-        }
+    /// The weight as a `[cout * 4, cin]` matrix, row `co * 4 + dy * 2 + dx`.
+    fn matrix(&self) -> Vec<f32> {
+        let mut m = vec![0.0f32; self.cout * 4 * self.cin];
         for ci in 0..self.cin {
             for co in 0..self.cout {
-                for dy in 0..2 {
-                    for dx in 0..2 {
-                        let k = self.w[((ci * self.cout + co) * 2 + dy) * 2 + dx];
-                        for y in 0..h {
-                            for xx in 0..w {
-                                out[(co * oh + 2 * y + dy) * ow + 2 * xx + dx] +=
-                                    k * x[(ci * h + y) * w + xx];
-                            }
-                        }
-                    }
+                for t in 0..4 {
+                    m[(co * 4 + t) * self.cin + ci] = self.w[(ci * self.cout + co) * 4 + t];
                 }
             }
         }
+        m
+    }
+
+    /// Kernel 2, stride 2: every input pixel owns its 2x2 output block, so the layer is one
+    /// matrix product `[cout * 4, cin] @ [cin, h * w]` and a scatter.
+    fn forward(&self, x: &[f32], h: usize, w: usize) -> Vec<f32> {
+        let y = crate::models::host::matmul_par(&self.wm, x, self.cout * 4, self.cin, h * w);
+        let (oh, ow) = (2 * h, 2 * w);
+        let mut out = vec![0.0f32; self.cout * oh * ow];
+        use rayon::prelude::*;
+        out.par_chunks_mut(oh * ow).enumerate().for_each(|(co, plane)| {
+            for t in 0..4 {
+                let (dy, dx) = (t / 2, t % 2);
+                let src = &y[(co * 4 + t) * h * w..(co * 4 + t + 1) * h * w];
+                for yy in 0..h {
+                    let row = &mut plane[(2 * yy + dy) * ow..(2 * yy + dy + 1) * ow];
+                    for xx in 0..w {
+                        row[2 * xx + dx] = src[yy * w + xx] + self.b[co];
+                    }
+                }
+            }
+        });
         out
     }
 }
@@ -135,7 +148,9 @@ impl MaskDecoder {
             b: vec(&mut ck, &format!("{prefix}output_upscaling.0.bias"), &[c4]),
             cin: dim,
             cout: c4,
+            wm: Vec::new(),
         };
+        let up1 = ConvT2 { wm: up1.matrix(), ..up1 };
         let ln_w = vec(
             &mut ck,
             &format!("{prefix}output_upscaling.1.weight"),
@@ -151,7 +166,9 @@ impl MaskDecoder {
             b: vec(&mut ck, &format!("{prefix}output_upscaling.3.bias"), &[c8]),
             cin: c4,
             cout: c8,
+            wm: Vec::new(),
         };
+        let up2 = ConvT2 { wm: up2.matrix(), ..up2 };
         let mlp = |ck: &mut KeyCheck, key: &str, dims: &[usize]| Mlp {
             layers: dims
                 .windows(2)

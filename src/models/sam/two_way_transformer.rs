@@ -3,7 +3,7 @@
 //! then a final token-to-image attention. Keys `transformer.layers.{i}.*`,
 //! `transformer.final_attn_token_to_image.*`, `transformer.norm_final_attn.*`.
 
-use crate::models::host::{Linear, add, layer_norm, matmul, relu, softmax_rows};
+use crate::models::host::{Linear, add, layer_norm, matmul, relu, softmax_rows, softmax_rows_seq};
 use crate::weights::{KeyCheck, NamedTensors};
 
 pub(crate) fn linear(
@@ -75,24 +75,38 @@ impl Attention {
         }
     }
 
-    /// `q` has `nq` rows, `k` and `v` have `nk` rows (one batch item).
+    /// `q` has `nq` rows, `k` and `v` have `nk` rows (one batch item). When one side is a
+    /// handful of prompt tokens and the other the image (4096 positions), the projections of
+    /// the image side are folded into the token side instead of computed (see `image_queries`
+    /// and `image_keys`): the same function, half the arithmetic.
     fn forward(&self, q: &[f32], nq: usize, k: &[f32], v: &[f32], nk: usize) -> Vec<f32> {
+        let inner = self.q.out;
+        if nk * self.heads < inner && nq > 4 * nk {
+            return self.image_queries(q, nq, k, v, nk);
+        }
+        if nq * self.heads < inner && nk > 4 * nq {
+            return self.image_keys(q, nq, k, v, nk);
+        }
+        self.dense(q, nq, k, v, nk)
+    }
+
+    /// Attention as written: project, per-head softmax(q k^T / sqrt(d)) v, project.
+    fn dense(&self, q: &[f32], nq: usize, k: &[f32], v: &[f32], nk: usize) -> Vec<f32> {
+        let inner = self.q.out;
         let (q, k, v) = (
             self.q.forward(q, nq),
             self.k.forward(k, nk),
             self.v.forward(v, nk),
         );
-        let inner = self.q.out;
         let ch = inner / self.heads;
         let scale = 1.0 / (ch as f32).sqrt();
         let mut out = vec![0.0f32; nq * inner];
         for h in 0..self.heads {
-            let take = |m: &[f32], n: usize| -> Vec<f32> {
-                (0..n)
-                    .flat_map(|r| m[r * inner + h * ch..r * inner + (h + 1) * ch].to_vec())
-                    .collect()
-            };
-            let (qh, kh, vh) = (take(&q, nq), take(&k, nk), take(&v, nk));
+            let (qh, kh, vh) = (
+                head_cols(&q, nq, inner, h, ch),
+                head_cols(&k, nk, inner, h, ch),
+                head_cols(&v, nk, inner, h, ch),
+            );
             let mut attn = crate::models::host::matmul_nt(&qh, &kh, nq, ch, nk);
             attn.iter_mut().for_each(|a| *a *= scale);
             softmax_rows(&mut attn, nk);
@@ -104,6 +118,106 @@ impl Attention {
         }
         self.out.forward(&out, nq)
     }
+
+    /// Many queries (image positions), few keys (tokens). Per head h, with `Wq_h` the head's
+    /// rows of the query weight: scores `= (X Wq_h^T + bq_h) K_h^T = X (K_h Wq_h)^T + K_h bq_h`,
+    /// and the output projection `sum_h A_h V_h Wo_h^T = sum_h A_h G_h`, so both image-sized
+    /// products have `heads * nk` (not `inner`) columns.
+    fn image_queries(&self, x: &[f32], nq: usize, k: &[f32], v: &[f32], nk: usize) -> Vec<f32> {
+        let (inner, dim, heads) = (self.q.out, self.q.inp, self.heads);
+        let ch = inner / heads;
+        let scale = 1.0 / (ch as f32).sqrt();
+        let (kp, vp) = (self.k.forward(k, nk), self.v.forward(v, nk));
+        let m = heads * nk;
+        // B [heads * nk, dim]: row (h, j) = K_h[j] . Wq_h ; c[(h, j)] = K_h[j] . bq_h
+        let mut bmat = vec![0.0f32; m * dim];
+        let mut cvec = vec![0.0f32; m];
+        // G [heads * nk, dim]: row (h, j) = V_h[j] Wo_h^T
+        let mut gmat = vec![0.0f32; m * dim];
+        for h in 0..heads {
+            for j in 0..nk {
+                let kr = &kp[j * inner + h * ch..j * inner + (h + 1) * ch];
+                let vr = &vp[j * inner + h * ch..j * inner + (h + 1) * ch];
+                let row = &mut bmat[(h * nk + j) * dim..(h * nk + j + 1) * dim];
+                for (t, &kv) in kr.iter().enumerate() {
+                    let wrow = &self.q.w[(h * ch + t) * dim..(h * ch + t + 1) * dim];
+                    row.iter_mut().zip(wrow).for_each(|(r, w)| *r += kv * w);
+                    cvec[h * nk + j] += kv * self.q.b[h * ch + t];
+                }
+                let grow = &mut gmat[(h * nk + j) * dim..(h * nk + j + 1) * dim];
+                for (o, g) in grow.iter_mut().enumerate() {
+                    let wo = &self.out.w[o * inner + h * ch..o * inner + (h + 1) * ch];
+                    *g = crate::models::host::dot(vr, wo);
+                }
+            }
+        }
+        let mut scores = crate::models::host::matmul_nt_par(x, &bmat, nq, dim, m);
+        use rayon::prelude::*;
+        scores.par_chunks_mut(m).for_each(|row| {
+            for h in 0..heads {
+                let seg = &mut row[h * nk..(h + 1) * nk];
+                seg.iter_mut()
+                    .zip(&cvec[h * nk..(h + 1) * nk])
+                    .for_each(|(s, c)| *s = (*s + c) * scale);
+                softmax_rows_seq(seg, nk);
+            }
+        });
+        let mut out = crate::models::host::matmul_par(&scores, &gmat, nq, m, dim);
+        out.par_chunks_mut(dim)
+            .for_each(|r| r.iter_mut().zip(&self.out.b).for_each(|(v, b)| *v += b));
+        out
+    }
+
+    /// Few queries (tokens), many keys (image positions). Per head, scores
+    /// `= Q_h (X Wk_h^T + bk_h)^T = (Q_h Wk_h) X^T + Q_h bk_h`, and `A_h (Y Wv_h^T + bv_h) =
+    /// (A_h Y) Wv_h^T + bv_h` (attention rows sum to one).
+    fn image_keys(&self, q: &[f32], nq: usize, xk: &[f32], xv: &[f32], nk: usize) -> Vec<f32> {
+        let (inner, dim, heads) = (self.q.out, self.k.inp, self.heads);
+        let ch = inner / heads;
+        let scale = 1.0 / (ch as f32).sqrt();
+        let qp = self.q.forward(q, nq);
+        let m = heads * nq;
+        let mut cmat = vec![0.0f32; m * dim];
+        let mut cvec = vec![0.0f32; m];
+        for h in 0..heads {
+            for i in 0..nq {
+                let qr = &qp[i * inner + h * ch..i * inner + (h + 1) * ch];
+                let row = &mut cmat[(h * nq + i) * dim..(h * nq + i + 1) * dim];
+                for (t, &qv) in qr.iter().enumerate() {
+                    let wrow = &self.k.w[(h * ch + t) * dim..(h * ch + t + 1) * dim];
+                    row.iter_mut().zip(wrow).for_each(|(r, w)| *r += qv * w);
+                    cvec[h * nq + i] += qv * self.k.b[h * ch + t];
+                }
+            }
+        }
+        let mut scores = crate::models::host::matmul_nt_par(&cmat, xk, m, dim, nk);
+        use rayon::prelude::*;
+        scores.par_chunks_mut(nk).enumerate().for_each(|(r, row)| {
+            let c = cvec[r];
+            row.iter_mut().for_each(|s| *s = (*s + c) * scale);
+            softmax_rows_seq(row, nk);
+        });
+        let ay = crate::models::host::matmul_par(&scores, xv, m, nk, dim); // [heads * nq, dim]
+        let mut o = vec![0.0f32; nq * inner];
+        for h in 0..heads {
+            for i in 0..nq {
+                let a = &ay[(h * nq + i) * dim..(h * nq + i + 1) * dim];
+                for t in 0..ch {
+                    let wv = &self.v.w[(h * ch + t) * dim..(h * ch + t + 1) * dim];
+                    o[i * inner + h * ch + t] = crate::models::host::dot(a, wv) + self.v.b[h * ch + t];
+                }
+            }
+        }
+        self.out.forward(&o, nq)
+    }
+}
+
+fn head_cols(m: &[f32], n: usize, inner: usize, h: usize, ch: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n * ch);
+    for r in 0..n {
+        v.extend_from_slice(&m[r * inner + h * ch..r * inner + (h + 1) * ch]);
+    }
+    v
 }
 
 struct Block {
@@ -225,5 +339,52 @@ impl TwoWayTransformer {
         queries = add(&queries, &a);
         self.norm_final.apply(&mut queries);
         (queries, keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lin(inp: usize, out: usize, seed: u32) -> Linear {
+        let mut s = seed;
+        let mut r = || {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s as f32 / u32::MAX as f32) - 0.5
+        };
+        Linear {
+            w: (0..inp * out).map(|_| r()).collect(),
+            b: (0..out).map(|_| r()).collect(),
+            inp,
+            out,
+        }
+    }
+
+    #[test]
+    fn folded_projections_equal_plain_attention() {
+        let (dim, inner, heads) = (48, 32, 2);
+        let a = Attention {
+            q: lin(dim, inner, 1),
+            k: lin(dim, inner, 2),
+            v: lin(dim, inner, 3),
+            out: lin(inner, dim, 4),
+            heads,
+        };
+        let x: Vec<f32> = lin(dim, 300, 5).w; // 300 "image" rows
+        let xv: Vec<f32> = lin(dim, 300, 6).w;
+        let t: Vec<f32> = lin(dim, 3, 7).w; // 3 tokens
+        let rel = |a: &[f32], b: &[f32]| {
+            let n: f32 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
+            let d: f32 = b.iter().map(|y| y * y).sum();
+            (n / d).sqrt()
+        };
+        let fast = a.forward(&x, 300, &t, &t, 3);
+        let plain = a.dense(&x, 300, &t, &t, 3);
+        assert!(rel(&fast, &plain) < 1e-5, "image queries {}", rel(&fast, &plain));
+        let fast = a.forward(&t, 3, &x, &xv, 300);
+        let plain = a.dense(&t, 3, &x, &xv, 300);
+        assert!(rel(&fast, &plain) < 1e-5, "image keys {}", rel(&fast, &plain));
     }
 }

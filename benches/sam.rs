@@ -1,0 +1,166 @@
+//! `cargo bench --bench sam`: Segment Anything in segrs and in PyTorch on this machine, same
+//! thread count, one run, the same random weights (PyTorch saves them as .pth, segrs loads them):
+//!
+//! * image encoder, 1x3x1024x1024: SAM ViT-B and MobileSAM's TinyViT (vit_t);
+//! * prompt encoder + mask decoder per single-point prompt (multimask), averaged over 16 prompts;
+//! * full-size parity of the embeddings and low-res logits.
+//!
+//! The PyTorch side is tools/bench_sam_torch.py, run with $SEGRS_TORCH_PYTHON (default
+//! /tmp/segrs-refenv/bin/python from ../shared/tools/reference-env.sh); without it nothing is
+//! timed (the weights come from PyTorch). Results go to stdout and to the SAM section of
+//! BENCHMARKS.md. Environment: SEGRS_BENCH_THREADS (default all cores), SEGRS_BENCH_REPEATS
+//! (default 3).
+
+use segrs::models::sam::model::Sam;
+use segrs::models::sam::prompt_encoder::PointPrompt;
+use std::time::Instant;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn timed(n: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    median(
+        (0..n)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+fn rel(a: &[f32], b: &[f32]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (num / den).sqrt()
+}
+
+fn main() {
+    let threads: usize = std::env::var("SEGRS_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let repeats: usize = std::env::var("SEGRS_BENCH_REPEATS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().ok();
+    let python = std::env::var("SEGRS_TORCH_PYTHON").unwrap_or_else(|_| "/tmp/segrs-refenv/bin/python".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/bench_sam_torch.py");
+    // SEGRS_BENCH_KEEP=DIR keeps PyTorch's weights, outputs and timings in DIR and reuses them
+    // on the next run (for iterating on the segrs side).
+    let keep = std::env::var("SEGRS_BENCH_KEEP").ok().map(std::path::PathBuf::from);
+    let dir = keep
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("segrs-sam-bench-{}", std::process::id())));
+    let cached = keep.as_ref().and_then(|d| std::fs::read(d.join("torch.json")).ok());
+    let out = match cached {
+        Some(bytes) => Ok(std::process::Output {
+            status: std::process::ExitStatus::default(),
+            stdout: bytes,
+            stderr: Vec::new(),
+        }),
+        None => {
+            eprintln!("PyTorch side ({python}) ...");
+            std::process::Command::new(&python)
+                .args([script, &threads.to_string(), &repeats.to_string(), dir.to_str().unwrap()])
+                .output()
+        }
+    };
+    if let (Some(d), Ok(o)) = (&keep, &out) {
+        std::fs::write(d.join("torch.json"), &o.stdout).ok();
+    }
+    let torch: serde_json::Value = match out {
+        Ok(o) if o.status.success() => serde_json::from_slice(o.stdout.trim_ascii()).expect("bench_sam_torch.py JSON"),
+        Ok(o) => {
+            eprintln!("PyTorch side failed:\n{}", String::from_utf8_lossy(&o.stderr));
+            return;
+        }
+        Err(e) => {
+            eprintln!("no PyTorch interpreter at {python}: {e}; set SEGRS_TORCH_PYTHON");
+            return;
+        }
+    };
+    let io = segrs::weights::safetensors::read(&dir.join("io.safetensors")).unwrap();
+    let x = &io.get("input").unwrap().data;
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mut md = format!(
+        "SAM, {cpu}, {threads} thread(s), median of {repeats} runs (encoder) and of 3 x 16 prompts (decoder), one run of `cargo bench --bench sam`; PyTorch {} eager under `inference_mode`, `torch.set_num_threads({threads})`. Same random weights on both sides (saved by PyTorch as .pth).\n\n",
+        torch["torch"].as_str().unwrap_or("?")
+    );
+    md.push_str("| what | segrs | PyTorch | segrs / PyTorch | parity (relative L2) |\n|---|---|---|---|---|\n");
+    for name in ["vit_b", "vit_t"] {
+        let sam = Sam::load(&dir.join(format!("{name}.pth"))).unwrap();
+        assert_eq!(sam.variant, name);
+        let mut emb = Vec::new();
+        let enc = timed(repeats, || emb = sam.image_encoder.forward(x).unwrap());
+        let want = &io.get(&format!("{name}.embedding")).unwrap().data;
+        let t_enc = torch[format!("{name}_encoder_s")].as_f64().unwrap();
+        md.push_str(&format!(
+            "| {name} image encoder, 1x3x1024x1024 | {:.2} s | {:.2} s | {:.2}x | {:.1e} |\n",
+            enc,
+            t_enc,
+            enc / t_enc,
+            rel(&emb, want)
+        ));
+        // decoder with PyTorch's embedding, so that only the decoder is compared
+        let e = segrs::sam::predictor::ImageEmbedding {
+            features: want.clone(),
+            channels: 256,
+            grid: 64,
+            original_size: (1024, 1024),
+            input_size: (1024, 1024),
+        };
+        let pts = &io.get(&format!("{name}.points")).unwrap().data;
+        let pe = sam.prompt_encoder.dense_pe();
+        let decode = |i: usize| {
+            let p = [PointPrompt { x: pts[2 * i] as f64, y: pts[2 * i + 1] as f64, label: 1 }];
+            let sparse = sam.prompt_encoder.sparse(&p, None).unwrap();
+            let dense = sam.prompt_encoder.dense(None).unwrap();
+            sam.mask_decoder.forward(&e.features, &pe, &sparse, &dense, 64, 64).unwrap()
+        };
+        let mut low = Vec::new();
+        let mut iou = Vec::new();
+        for i in 0..16 {
+            let o = decode(i);
+            low.extend_from_slice(&o.masks[256 * 256..]);
+            iou.extend_from_slice(&o.iou[1..]);
+        }
+        let dec = timed(3, || {
+            for i in 0..16 {
+                decode(i);
+            }
+        }) / 16.0;
+        let t_dec = torch[format!("{name}_decoder_s")].as_f64().unwrap();
+        let want_low = &io.get(&format!("{name}.low_res")).unwrap().data;
+        let want_iou = &io.get(&format!("{name}.iou")).unwrap().data;
+        let iou_err = iou.iter().zip(want_iou).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        md.push_str(&format!(
+            "| {name} prompt encoder + mask decoder, per point prompt | {:.1} ms | {:.1} ms | {:.2}x | logits {:.1e}, IoU max abs {:.1e} |\n",
+            dec * 1e3,
+            t_dec * 1e3,
+            dec / t_dec,
+            rel(&low, want_low),
+            iou_err
+        ));
+    }
+    if keep.is_none() {
+        std::fs::remove_dir_all(&dir).ok();
+    }
+    print!("{md}");
+    if keep.is_some() {
+        return; // iteration runs don't touch BENCHMARKS.md
+    }
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md");
+    let (begin, end) = ("<!-- bench:sam:begin -->", "<!-- bench:sam:end -->");
+    if let Ok(text) = std::fs::read_to_string(path)
+        && let (Some(a), Some(b)) = (text.find(begin), text.find(end))
+    {
+        std::fs::write(path, format!("{}{begin}\n{md}{}", &text[..a], &text[b..])).ok();
+        eprintln!("updated {path}");
+    }
+}
