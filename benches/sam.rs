@@ -93,11 +93,20 @@ fn main() {
         torch["torch"].as_str().unwrap_or("?")
     );
     md.push_str("| what | segrs | PyTorch | segrs / PyTorch | parity (relative L2) |\n|---|---|---|---|---|\n");
+    let only = std::env::var("SEGRS_BENCH_ONLY_DECODER").is_ok();
     for name in ["vit_b", "vit_t"] {
+        if only && name == "vit_t" {
+            break;
+        }
         let sam = Sam::load(&dir.join(format!("{name}.pth"))).unwrap();
         assert_eq!(sam.variant, name);
         let mut emb = Vec::new();
-        let enc = timed(repeats, || emb = sam.image_encoder.forward(x).unwrap());
+        let enc = if only {
+            emb = io.get(&format!("{name}.embedding")).unwrap().data.clone();
+            f64::NAN
+        } else {
+            timed(repeats, || emb = sam.image_encoder.forward(x).unwrap())
+        };
         let want = &io.get(&format!("{name}.embedding")).unwrap().data;
         let t_enc = torch[format!("{name}_encoder_s")].as_f64().unwrap();
         md.push_str(&format!(
@@ -108,29 +117,22 @@ fn main() {
             rel(&emb, want)
         ));
         // decoder with PyTorch's embedding, so that only the decoder is compared
-        let e = segrs::sam::predictor::ImageEmbedding {
-            features: want.clone(),
-            channels: 256,
-            grid: 64,
-            original_size: (1024, 1024),
-            input_size: (1024, 1024),
-        };
+        let e = segrs::sam::predictor::ImageEmbedding::new(want.clone(), 256, 64, (1024, 1024), (1024, 1024));
         let pts = &io.get(&format!("{name}.points")).unwrap().data;
-        let pe = sam.prompt_encoder.dense_pe();
+        // the predictor's decode path: prompt encoder + mask decoder, multimask (masks 1-3)
         let decode = |i: usize| {
             let p = [PointPrompt { x: pts[2 * i] as f64, y: pts[2 * i + 1] as f64, label: 1 }];
-            let sparse = sam.prompt_encoder.sparse(&p, None).unwrap();
-            let dense = sam.prompt_encoder.dense(None).unwrap();
-            sam.mask_decoder.forward(&e.features, &pe, &sparse, &dense, 64, 64).unwrap()
+            sam.decode_points(&e, &p).unwrap()
         };
         let mut low = Vec::new();
         let mut iou = Vec::new();
         for i in 0..16 {
-            let o = decode(i);
-            low.extend_from_slice(&o.masks[256 * 256..]);
-            iou.extend_from_slice(&o.iou[1..]);
+            let (m, q) = decode(i);
+            low.extend(m.concat());
+            iou.extend(q);
         }
-        let dec = timed(3, || {
+        let reps = if only { 20 } else { 3 };
+        let dec = timed(reps, || {
             for i in 0..16 {
                 decode(i);
             }

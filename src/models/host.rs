@@ -108,17 +108,46 @@ pub(crate) unsafe fn gemm_strided(
     }
 }
 
-/// LayerNorm over channels at each position of a `[C, HW]` buffer, as SAM's `LayerNorm2d`.
+/// LayerNorm over channels at each position of a `[C, HW]` buffer, as SAM's `LayerNorm2d`
+/// (mean, then the mean squared deviation, as PyTorch's two-pass formula). Positions are
+/// processed in blocks, channel rows streamed contiguously, blocks in parallel.
 pub fn layer_norm2d(x: &mut [f32], w: &[f32], b: &[f32], hw: usize, eps: f32) {
+    use rayon::prelude::*;
     let c = w.len();
-    for p in 0..hw {
-        let mean = (0..c).map(|k| x[k * hw + p]).sum::<f32>() / c as f32;
-        let var = (0..c).map(|k| (x[k * hw + p] - mean).powi(2)).sum::<f32>() / c as f32;
-        let inv = 1.0 / (var + eps).sqrt();
+    const BLOCK: usize = 256;
+    let blocks = hw.div_ceil(BLOCK);
+    let ptr = x.as_mut_ptr() as usize;
+    (0..blocks).into_par_iter().for_each(|bi| {
+        let p0 = bi * BLOCK;
+        let n = BLOCK.min(hw - p0);
+        // SAFETY: each block touches only positions p0..p0 + n of every channel row; blocks
+        // are disjoint, and `x` outlives the parallel loop.
+        let row = |k: usize| unsafe {
+            std::slice::from_raw_parts_mut((ptr as *mut f32).add(k * hw + p0), n)
+        };
+        let mut mean = [0.0f32; BLOCK];
+        let mut var = [0.0f32; BLOCK];
         for k in 0..c {
-            x[k * hw + p] = w[k] * (x[k * hw + p] - mean) * inv + b[k];
+            row(k).iter().zip(mean.iter_mut()).for_each(|(v, m)| *m += v);
         }
-    }
+        mean[..n].iter_mut().for_each(|m| *m /= c as f32);
+        for k in 0..c {
+            row(k)
+                .iter()
+                .zip(mean.iter().zip(var.iter_mut()))
+                .for_each(|(v, (m, s))| *s += (v - m) * (v - m));
+        }
+        var[..n]
+            .iter_mut()
+            .for_each(|s| *s = 1.0 / (*s / c as f32 + eps).sqrt());
+        for k in 0..c {
+            let (wk, bk) = (w[k], b[k]);
+            row(k)
+                .iter_mut()
+                .zip(mean.iter().zip(var.iter()))
+                .for_each(|(v, (m, r))| *v = wk * ((*v - m) * r) + bk);
+        }
+    });
 }
 
 /// A PyTorch Linear layer: `y = x W^T + b`, W `[out, in]`.

@@ -23,6 +23,40 @@ pub struct ImageEmbedding {
     pub original_size: (usize, usize),
     /// `(h, w)` after ResizeLongestSide, before padding.
     pub input_size: (usize, usize),
+    /// The features as rows `[G * G, C]`, made on first use by the decoder.
+    rows: std::sync::OnceLock<std::sync::Arc<Vec<f32>>>,
+}
+
+impl ImageEmbedding {
+    pub fn new(
+        features: Vec<f32>,
+        channels: usize,
+        grid: usize,
+        original_size: (usize, usize),
+        input_size: (usize, usize),
+    ) -> Self {
+        Self {
+            features,
+            channels,
+            grid,
+            original_size,
+            input_size,
+            rows: Default::default(),
+        }
+    }
+
+    /// The features as rows `[G * G, C]` (computed once).
+    pub fn rows(&self) -> std::sync::Arc<Vec<f32>> {
+        self.rows
+            .get_or_init(|| {
+                std::sync::Arc::new(crate::models::host::transpose(
+                    &self.features,
+                    self.channels,
+                    self.grid * self.grid,
+                ))
+            })
+            .clone()
+    }
 }
 
 /// One prompt set, in original-image pixel coordinates.
@@ -82,13 +116,8 @@ impl Sam {
         }
         let features = self.image_encoder.forward(&input)?;
         let grid = self.image_encoder.embedding_size();
-        Ok(ImageEmbedding {
-            channels: features.len() / (grid * grid),
-            features,
-            grid,
-            original_size: (h, w),
-            input_size: (nh, nw),
-        })
+        let channels = features.len() / (grid * grid);
+        Ok(ImageEmbedding::new(features, channels, grid, (h, w), (nh, nw)))
     }
 
     /// Checks that an embedding (e.g. read from disk) fits this model.
@@ -177,6 +206,16 @@ impl Sam {
         [x0, y0, x1, y1].map(|v| v as f32 as f64)
     }
 
+    /// Single-prompt-set decoding on model-frame points (multimask): the three low-res
+    /// logits and their IoU predictions. For benchmarks and the automatic generator.
+    pub fn decode_points(
+        &self,
+        e: &ImageEmbedding,
+        points: &[PointPrompt],
+    ) -> Result<(Vec<Vec<f32>>, Vec<f32>)> {
+        self.decode(e, points, None, None, true)
+    }
+
     /// Prompt encoder + mask decoder on model-frame prompts: the selected low-res logits and
     /// their IoU predictions.
     pub(crate) fn decode(
@@ -189,15 +228,25 @@ impl Sam {
     ) -> Result<(Vec<Vec<f32>>, Vec<f32>)> {
         self.check_embedding(e)?;
         let sparse = self.prompt_encoder.sparse(points, bbox)?;
-        let dense = self
-            .prompt_encoder
-            .dense(mask_input)
-            .context("mask input")?;
-        let pe = self.dense_pe();
         let g = e.grid;
-        let out = self
-            .mask_decoder
-            .forward(&e.features, &pe, &sparse, &dense, g, g)?;
+        let c = e.channels;
+        let rows = e.rows();
+        let src: Vec<f32> = match mask_input {
+            None => {
+                let nm = self.prompt_encoder.no_mask_embed();
+                let mut s = rows.as_ref().clone();
+                s.chunks_mut(c)
+                    .for_each(|r| r.iter_mut().zip(nm).for_each(|(v, a)| *v += a));
+                s
+            }
+            Some(m) => {
+                let dense = self.prompt_encoder.dense(Some(m)).context("mask input")?;
+                let dense = crate::models::host::transpose(&dense, c, g * g);
+                rows.iter().zip(&dense).map(|(a, b)| a + b).collect()
+            }
+        };
+        let pe = self.dense_pe_rows();
+        let out = self.mask_decoder.forward_rows(&src, &pe, &sparse, g, g)?;
         let plane = out.height * out.width;
         let range = if multimask { 1..4 } else { 0..1 };
         let masks = range
@@ -207,10 +256,17 @@ impl Sam {
         Ok((masks, out.iou[range].to_vec()))
     }
 
-    /// The dense positional encoding, computed once per model.
-    pub(crate) fn dense_pe(&self) -> std::sync::Arc<Vec<f32>> {
+    /// The dense positional encoding as rows `[G * G, C]`, computed once per model.
+    pub(crate) fn dense_pe_rows(&self) -> std::sync::Arc<Vec<f32>> {
         self.dense_pe
-            .get_or_init(|| std::sync::Arc::new(self.prompt_encoder.dense_pe()))
+            .get_or_init(|| {
+                let (h, w) = self.prompt_encoder.embedding_size;
+                std::sync::Arc::new(crate::models::host::transpose(
+                    &self.prompt_encoder.dense_pe(),
+                    self.prompt_encoder.embed_dim,
+                    h * w,
+                ))
+            })
             .clone()
     }
 
@@ -293,13 +349,7 @@ pub fn load_embedding(
             t.shape
         );
     }
-    let e = ImageEmbedding {
-        features: t.data.clone(),
-        channels: t.shape[1],
-        grid: t.shape[2],
-        original_size: orig,
-        input_size: inp,
-    };
+    let e = ImageEmbedding::new(t.data.clone(), t.shape[1], t.shape[2], orig, inp);
     model
         .check_embedding(&e)
         .with_context(|| format!("{}: embedding does not fit the model", path.display()))?;

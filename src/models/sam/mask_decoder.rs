@@ -4,9 +4,9 @@
 //! upscaled embedding into one mask; an MLP on the IoU token predicts each mask's quality.
 //! Keys `mask_decoder.*` as in the official checkpoints.
 
-use super::prompt_encoder::gelu;
+use super::prompt_encoder::gelu_inplace;
 use super::two_way_transformer::{TwoWayTransformer, linear};
-use crate::models::host::{Linear, layer_norm2d, matmul, relu};
+use crate::models::host::{Linear, layer_norm2d, relu, transpose};
 use crate::weights::{KeyCheck, NamedTensors};
 use anyhow::{Result, bail};
 
@@ -49,6 +49,27 @@ impl ConvT2 {
             }
         }
         m
+    }
+
+    /// As [`forward`](Self::forward) from rows `[h * w, cin]`: `[h * w, cin] @ W^T`, scattered.
+    fn forward_rows(&self, x: &[f32], h: usize, w: usize) -> Vec<f32> {
+        let k4 = self.cout * 4;
+        let y = crate::models::host::matmul_nt_par(x, &self.wm, h * w, self.cin, k4);
+        let (oh, ow) = (2 * h, 2 * w);
+        let mut out = vec![0.0f32; self.cout * oh * ow];
+        use rayon::prelude::*;
+        out.par_chunks_mut(oh * ow).enumerate().for_each(|(co, plane)| {
+            for yy in 0..h {
+                for xx in 0..w {
+                    let src = &y[(yy * w + xx) * k4 + co * 4..(yy * w + xx) * k4 + co * 4 + 4];
+                    plane[2 * yy * ow + 2 * xx] = src[0] + self.b[co];
+                    plane[2 * yy * ow + 2 * xx + 1] = src[1] + self.b[co];
+                    plane[(2 * yy + 1) * ow + 2 * xx] = src[2] + self.b[co];
+                    plane[(2 * yy + 1) * ow + 2 * xx + 1] = src[3] + self.b[co];
+                }
+            }
+        });
+        out
     }
 
     /// Kernel 2, stride 2: every input pixel owns its 2x2 output block, so the layer is one
@@ -220,45 +241,49 @@ impl MaskDecoder {
         if image.len() != c * h * w || image_pe.len() != c * h * w || dense.len() != c * h * w {
             bail!("mask decoder: embeddings must be {c}x{h}x{w}");
         }
-        let hw = h * w;
-        let to_rows = |x: &[f32]| -> Vec<f32> {
-            let mut r = vec![0.0f32; hw * c];
-            for k in 0..c {
-                for p in 0..hw {
-                    r[p * c + k] = x[k * hw + p];
-                }
-            }
-            r
-        };
         let src: Vec<f32> = image.iter().zip(dense).map(|(a, b)| a + b).collect();
+        let src = transpose(&src, c, h * w);
+        let pe = transpose(image_pe, c, h * w);
+        self.forward_rows(&src, &pe, sparse, h, w)
+    }
+
+    /// As [`forward`](Self::forward) with the image side as rows `[H * W, C]`: `src` is the
+    /// image embedding plus the dense prompt embedding, `pe` the positional encoding (both can
+    /// be prepared once per image / model).
+    pub fn forward_rows(
+        &self,
+        src: &[f32],
+        pe: &[f32],
+        sparse: &[Vec<f32>],
+        h: usize,
+        w: usize,
+    ) -> Result<DecoderOutput> {
+        let c = self.dim;
+        if src.len() != c * h * w || pe.len() != c * h * w {
+            bail!("mask decoder: embeddings must be {c}x{h}x{w}");
+        }
         let mut tokens = self.iou_token.clone();
         tokens.extend_from_slice(&self.mask_tokens);
         for s in sparse {
+            if s.len() != c {
+                bail!("mask decoder: prompt embeddings must have {c} values");
+            }
             tokens.extend_from_slice(s);
         }
         let n = tokens.len() / c;
-        let (hs, keys) = self
-            .transformer
-            .forward(&to_rows(&src), &to_rows(image_pe), &tokens, n);
-        // keys back to [C, H, W]
-        let mut src = vec![0.0f32; c * hw];
-        for p in 0..hw {
-            for k in 0..c {
-                src[k * hw + p] = keys[p * c + k];
-            }
-        }
-        let up = self.up1.forward(&src, h, w);
+        let (hs, keys) = self.transformer.forward(src, pe, &tokens, n);
+        let mut up = self.up1.forward_rows(&keys, h, w);
         let (h2, w2) = (2 * h, 2 * w);
-        let mut up = up;
         layer_norm2d(&mut up, &self.ln_w, &self.ln_b, h2 * w2, 1e-6);
-        let up = gelu(up);
-        let up = gelu(self.up2.forward(&up, h2, w2));
+        gelu_inplace(&mut up);
+        let mut up = self.up2.forward(&up, h2, w2);
+        gelu_inplace(&mut up);
         let (h4, w4) = (4 * h, 4 * w);
         let c8 = self.up2.cout;
         let hyper: Vec<f32> = (0..NUM_MASK_TOKENS)
             .flat_map(|i| self.hyper[i].forward(&hs[(1 + i) * c..(2 + i) * c]))
             .collect();
-        let masks = matmul(&hyper, &up, NUM_MASK_TOKENS, c8, h4 * w4);
+        let masks = crate::models::host::matmul_par(&hyper, &up, NUM_MASK_TOKENS, c8, h4 * w4);
         let iou = self.iou_head.forward(&hs[..c]);
         Ok(DecoderOutput {
             masks,

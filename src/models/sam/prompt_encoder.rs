@@ -139,6 +139,11 @@ impl PromptEncoder {
         out
     }
 
+    /// The learned embedding used as the dense prompt when there is no mask, `[C]`.
+    pub fn no_mask_embed(&self) -> &[f32] {
+        &self.no_mask
+    }
+
     /// The dense positional encoding of the image-embedding grid, `[C, H, W]`.
     pub fn dense_pe(&self) -> Vec<f32> {
         let (h, w) = self.embedding_size;
