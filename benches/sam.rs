@@ -43,18 +43,46 @@ fn main() {
     let threads: usize = std::env::var("SEGRS_BENCH_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let repeats: usize = std::env::var("SEGRS_BENCH_REPEATS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().ok();
-    let python = std::env::var("SEGRS_TORCH_PYTHON").unwrap_or_else(|_| "/tmp/segrs-refenv/bin/python".into());
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+    let repeats: usize = std::env::var("SEGRS_BENCH_REPEATS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .ok();
+    let python = std::env::var("SEGRS_TORCH_PYTHON")
+        .unwrap_or_else(|_| "/tmp/segrs-refenv/bin/python".into());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/bench_sam_torch.py");
     // SEGRS_BENCH_KEEP=DIR keeps PyTorch's weights, outputs and timings in DIR and reuses them
     // on the next run (for iterating on the segrs side).
-    let keep = std::env::var("SEGRS_BENCH_KEEP").ok().map(std::path::PathBuf::from);
-    let dir = keep
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("segrs-sam-bench-{}", std::process::id())));
-    let cached = keep.as_ref().and_then(|d| std::fs::read(d.join("torch.json")).ok());
+    let keep = std::env::var("SEGRS_BENCH_KEEP")
+        .ok()
+        .map(std::path::PathBuf::from);
+    let dir = keep.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("segrs-sam-bench-{}", std::process::id()))
+    });
+    // A real photo for the end-to-end predictor check (skipped when the shared data is absent).
+    let photo = std::env::var("SEGRS_DATA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data"))
+        })
+        .join("sam_demo_images/truck.jpg");
+    let photo = photo.exists().then_some(photo);
+    if photo.is_none() {
+        eprintln!(
+            "SKIP: no sam_demo_images/truck.jpg under ../shared/data; the end-to-end photo check is left out"
+        );
+    }
+    let cached = keep
+        .as_ref()
+        .and_then(|d| std::fs::read(d.join("torch.json")).ok());
     let out = match cached {
         Some(bytes) => Ok(std::process::Output {
             status: std::process::ExitStatus::default(),
@@ -63,18 +91,30 @@ fn main() {
         }),
         None => {
             eprintln!("PyTorch side ({python}) ...");
-            std::process::Command::new(&python)
-                .args([script, &threads.to_string(), &repeats.to_string(), dir.to_str().unwrap()])
-                .output()
+            let mut args = vec![
+                script.to_string(),
+                threads.to_string(),
+                repeats.to_string(),
+                dir.display().to_string(),
+            ];
+            if let Some(p) = &photo {
+                args.push(p.display().to_string());
+            }
+            std::process::Command::new(&python).args(&args).output()
         }
     };
     if let (Some(d), Ok(o)) = (&keep, &out) {
         std::fs::write(d.join("torch.json"), &o.stdout).ok();
     }
     let torch: serde_json::Value = match out {
-        Ok(o) if o.status.success() => serde_json::from_slice(o.stdout.trim_ascii()).expect("bench_sam_torch.py JSON"),
+        Ok(o) if o.status.success() => {
+            serde_json::from_slice(o.stdout.trim_ascii()).expect("bench_sam_torch.py JSON")
+        }
         Ok(o) => {
-            eprintln!("PyTorch side failed:\n{}", String::from_utf8_lossy(&o.stderr));
+            eprintln!(
+                "PyTorch side failed:\n{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
             return;
         }
         Err(e) => {
@@ -86,7 +126,11 @@ fn main() {
     let x = &io.get("input").unwrap().data;
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let mut md = format!(
         "SAM, {cpu}, {threads} thread(s), median of {repeats} runs (encoder) and of 3 x 16 prompts (decoder), one run of `cargo bench --bench sam`; PyTorch {} eager under `inference_mode`, `torch.set_num_threads({threads})`. Same random weights on both sides (saved by PyTorch as .pth).\n\n",
@@ -117,11 +161,21 @@ fn main() {
             rel(&emb, want)
         ));
         // decoder with PyTorch's embedding, so that only the decoder is compared
-        let e = segrs::sam::predictor::ImageEmbedding::new(want.clone(), 256, 64, (1024, 1024), (1024, 1024));
+        let e = segrs::sam::predictor::ImageEmbedding::new(
+            want.clone(),
+            256,
+            64,
+            (1024, 1024),
+            (1024, 1024),
+        );
         let pts = &io.get(&format!("{name}.points")).unwrap().data;
         // the predictor's decode path: prompt encoder + mask decoder, multimask (masks 1-3)
         let decode = |i: usize| {
-            let p = [PointPrompt { x: pts[2 * i] as f64, y: pts[2 * i + 1] as f64, label: 1 }];
+            let p = [PointPrompt {
+                x: pts[2 * i] as f64,
+                y: pts[2 * i + 1] as f64,
+                label: 1,
+            }];
             sam.decode_points(&e, &p).unwrap()
         };
         let mut low = Vec::new();
@@ -138,9 +192,56 @@ fn main() {
             }
         }) / 16.0;
         let t_dec = torch[format!("{name}_decoder_s")].as_f64().unwrap();
+        if name == "vit_b"
+            && let (Some(p), Some(t_set)) = (&photo, torch["photo_set_image_s"].as_f64())
+        {
+            let pic = segrs::data::image_io::read_image(p).unwrap();
+            let (rgb, h, w) = (pic.to_rgb8(), pic.height, pic.width);
+            let t = Instant::now();
+            let e = sam.set_image(&rgb, h, w).unwrap();
+            let s_set = t.elapsed().as_secs_f64();
+            let (hf, wf) = (h as f64, w as f64);
+            let t = Instant::now();
+            let point = segrs::sam::predictor::Prompt {
+                points: vec![(0.45 * wf, 0.4 * hf, 1)],
+                ..Default::default()
+            };
+            let a = sam.predict(&e, &point, true).unwrap();
+            let s_pred = t.elapsed().as_secs_f64();
+            let boxed = segrs::sam::predictor::Prompt {
+                points: vec![(0.6 * wf, 0.5 * hf, 0)],
+                bbox: Some([0.1 * wf, 0.2 * hf, 0.9 * wf, 0.8 * hf]),
+                ..Default::default()
+            };
+            let b = sam.predict(&e, &boxed, false).unwrap();
+            let agree = |p: &segrs::sam::predictor::Prediction, key: &str| {
+                let want = &io.get(key).unwrap().data;
+                let got: Vec<u8> = (0..p.logits.len()).flat_map(|i| p.mask(i)).collect();
+                got.iter()
+                    .zip(want)
+                    .filter(|(g, w)| **g as f32 == **w)
+                    .count() as f64
+                    / want.len() as f64
+            };
+            let t_pred = torch["photo_predict_s"].as_f64().unwrap();
+            md.push_str(&format!(
+                "| vit_b `set_image` on truck.jpg ({w}x{h}: resize, normalise, encoder) | {:.2} s | {:.2} s | {:.2}x | |\n",
+                s_set, t_set, s_set / t_set
+            ));
+            md.push_str(&format!(
+                "| vit_b `predict` on truck.jpg (one point, 3 masks at full size) | {:.0} ms | {:.0} ms | {:.2}x | masks agree on {:.4}% (point) / {:.4}% (box + negative point) of pixels |\n",
+                s_pred * 1e3, t_pred * 1e3, s_pred / t_pred,
+                100.0 * agree(&a, "photo.point.masks"),
+                100.0 * agree(&b, "photo.box.masks")
+            ));
+        }
         let want_low = &io.get(&format!("{name}.low_res")).unwrap().data;
         let want_iou = &io.get(&format!("{name}.iou")).unwrap().data;
-        let iou_err = iou.iter().zip(want_iou).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        let iou_err = iou
+            .iter()
+            .zip(want_iou)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
         md.push_str(&format!(
             "| {name} prompt encoder + mask decoder, per point prompt | {:.1} ms | {:.1} ms | {:.2}x | logits {:.1e}, IoU max abs {:.1e} |\n",
             dec * 1e3,

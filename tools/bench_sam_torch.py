@@ -4,7 +4,11 @@
 segrs loads the very same weights; times the image encoder at 1x3x1024x1024 and the prompt
 encoder + mask decoder per single-point prompt, and writes inputs/outputs for full-size parity.
 
-usage: bench_sam_torch.py THREADS REPEATS OUTDIR   (prints one JSON line)
+With a PHOTO, also runs the official SamPredictor end to end on it (ViT-B): a point prompt
+(multimask) and a box with a negative point, masks at the photo's size, for segrs' predictor to
+match.
+
+usage: bench_sam_torch.py THREADS REPEATS OUTDIR [PHOTO]   (prints one JSON line)
 """
 import json
 import os
@@ -79,6 +83,25 @@ def main():
             io[f"{name}.points"] = pts.reshape(16, 2).contiguous()
             io[f"{name}.low_res"] = torch.cat(lows).contiguous()
             io[f"{name}.iou"] = torch.cat(ious).contiguous()
+        if name == "vit_b" and len(sys.argv) > 4:
+            import numpy as np
+            from PIL import Image
+            from segment_anything import SamPredictor
+            photo = np.array(Image.open(sys.argv[4]).convert("RGB"))
+            pred = SamPredictor(sam)
+            t = time.perf_counter()
+            pred.set_image(photo)
+            res["photo_set_image_s"] = time.perf_counter() - t
+            h, w = photo.shape[:2]
+            t = time.perf_counter()
+            m, q, low = pred.predict(point_coords=np.array([[0.45 * w, 0.4 * h]]), point_labels=np.array([1]), multimask_output=True)
+            res["photo_predict_s"] = time.perf_counter() - t
+            io["photo.point.masks"] = torch.from_numpy(m.astype(np.uint8))
+            io["photo.point.scores"] = torch.from_numpy(q)
+            m, q, low = pred.predict(point_coords=np.array([[0.6 * w, 0.5 * h]]), point_labels=np.array([0]),
+                                     box=np.array([0.1 * w, 0.2 * h, 0.9 * w, 0.8 * h]), multimask_output=False)
+            io["photo.box.masks"] = torch.from_numpy(m.astype(np.uint8))
+            io["photo.box.scores"] = torch.from_numpy(q)
     save_file(io, os.path.join(out, "io.safetensors"))
     print(json.dumps(res))
 

@@ -68,6 +68,9 @@ def main():
     wide = synthetic_photo(150, 97, 2)   # downscale, horizontal pass first
     Image.fromarray(tall).save(os.path.join(OUT, "tall.png"))
     Image.fromarray(wide).save(os.path.join(OUT, "wide.png"))
+    # A JPEG (4:2:0) and Pillow's decoding of it: segrs must decode JPEGs to the same pixels.
+    Image.fromarray(wide).save(os.path.join(OUT, "wide.jpg"), quality=85)
+    jpeg_pixels = np.array(Image.open(os.path.join(OUT, "wide.jpg")).convert("RGB"))
     pred = SamPredictor(sam)
     io = {}
     for name, img in [("tall", tall), ("wide", wide)]:
@@ -93,6 +96,7 @@ def main():
         io[f"{name}.mask_input.masks"] = torch.from_numpy(masks.astype(np.uint8))
         io[f"{name}.mask_input.scores"] = torch.from_numpy(scores)
         io[f"{name}.mask_input.low_res"] = torch.from_numpy(low)
+    io["wide_jpg.pixels"] = torch.from_numpy(jpeg_pixels)
     save_file({k: v.contiguous() if v.dtype == torch.uint8 else v.contiguous().float() for k, v in io.items()}, os.path.join(OUT, "predictor_io.safetensors"))
 
     settings = dict(points_per_side=12, points_per_batch=16, pred_iou_thresh=0.9, stability_score_thresh=0.05,

@@ -77,6 +77,77 @@ fn check_side(path: &Path, w: u32, h: u32) -> Result<()> {
     Ok(())
 }
 
+/// JPEGs are decoded with libjpeg (mozjpeg's build of libjpeg-turbo's decoder: islow IDCT,
+/// fancy upsampling), giving the same pixels as Pillow and OpenCV, which Rust's pure decoders
+/// do not (they differ by up to 4 levels on chroma edges). `None` for non-JPEG files and for
+/// colour spaces other than gray / YCbCr / RGB, which fall back to the `image` crate.
+fn read_jpeg_like_pillow(path: &Path) -> Result<Option<Picture>> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    if !bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        return Ok(None);
+    }
+    // libjpeg fills a truncated scan with grey and only warns; require the end-of-image marker
+    // after the last start-of-scan (entropy-coded data never holds a bare 0xFF 0xDA / 0xD9).
+    let last_sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    let eoi_after = last_sos.is_some_and(|p| bytes[p..].windows(2).any(|w| w == [0xFF, 0xD9]));
+    if !eoi_after {
+        bail!(
+            "{}: corrupt or truncated JPEG (no end-of-image marker after the image data)",
+            path.display()
+        );
+    }
+    let decoded = std::panic::catch_unwind(
+        || -> std::io::Result<Option<(usize, usize, usize, Vec<u8>)>> {
+            let d = mozjpeg::Decompress::new_mem(&bytes)?;
+            match d.color_space() {
+                mozjpeg::ColorSpace::JCS_GRAYSCALE => {
+                    let mut img = d.grayscale()?;
+                    let (w, h) = (img.width(), img.height());
+                    let px: Vec<u8> = img.read_scanlines()?;
+                    img.finish()?;
+                    Ok(Some((w, h, 1, px)))
+                }
+                mozjpeg::ColorSpace::JCS_YCbCr | mozjpeg::ColorSpace::JCS_RGB => {
+                    let mut img = d.rgb()?;
+                    let (w, h) = (img.width(), img.height());
+                    let px: Vec<[u8; 3]> = img.read_scanlines()?;
+                    img.finish()?;
+                    Ok(Some((w, h, 3, px.into_iter().flatten().collect())))
+                }
+                _ => Ok(None),
+            }
+        },
+    );
+    match decoded {
+        Ok(Ok(Some((w, h, c, px)))) => {
+            if px.len() != w * h * c {
+                bail!(
+                    "{}: corrupt or truncated JPEG ({} of {} bytes decoded)",
+                    path.display(),
+                    px.len(),
+                    w * h * c
+                );
+            }
+            Ok(Some(Picture {
+                width: w,
+                height: h,
+                channels: c,
+                data: px.into_iter().map(|v| v as f32 / 255.0).collect(),
+            }))
+        }
+        Ok(Ok(None)) => Ok(None),
+        Ok(Err(e)) => bail!("{}: corrupt or truncated JPEG: {e}", path.display()),
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "libjpeg error".into());
+            bail!("{}: corrupt or truncated JPEG: {msg}", path.display())
+        }
+    }
+}
+
 /// Reads an image (PNG, JPEG, TIFF; gray, gray+alpha, RGB or RGBA; 8 or 16 bit).
 pub fn read_image(path: &Path) -> Result<Picture> {
     let reader = image::ImageReader::open(path)
@@ -87,6 +158,9 @@ pub fn read_image(path: &Path) -> Result<Picture> {
         .into_dimensions()
         .map_err(|e| anyhow::anyhow!("{}: not a readable image: {e}", path.display()))?;
     check_side(path, w, h)?;
+    if let Some(p) = read_jpeg_like_pillow(path)? {
+        return Ok(p);
+    }
     let img = image::ImageReader::open(path)?
         .with_guessed_format()?
         .decode()

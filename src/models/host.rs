@@ -128,7 +128,10 @@ pub fn layer_norm2d(x: &mut [f32], w: &[f32], b: &[f32], hw: usize, eps: f32) {
         let mut mean = [0.0f32; BLOCK];
         let mut var = [0.0f32; BLOCK];
         for k in 0..c {
-            row(k).iter().zip(mean.iter_mut()).for_each(|(v, m)| *m += v);
+            row(k)
+                .iter()
+                .zip(mean.iter_mut())
+                .for_each(|(v, m)| *m += v);
         }
         mean[..n].iter_mut().for_each(|m| *m /= c as f32);
         for k in 0..c {
@@ -223,7 +226,8 @@ fn layer_norm_rows(x: &mut [f32], dim: usize, w: &[f32], b: &[f32], eps: f32) {
 pub fn softmax_rows(x: &mut [f32], dim: usize) {
     use rayon::prelude::*;
     if x.len() >= 1 << 20 {
-        x.par_chunks_mut(dim * 16).for_each(|c| softmax_rows_seq(c, dim));
+        x.par_chunks_mut(dim * 16)
+            .for_each(|c| softmax_rows_seq(c, dim));
     } else {
         softmax_rows_seq(x, dim);
     }

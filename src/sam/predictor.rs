@@ -117,7 +117,13 @@ impl Sam {
         let features = self.image_encoder.forward(&input)?;
         let grid = self.image_encoder.embedding_size();
         let channels = features.len() / (grid * grid);
-        Ok(ImageEmbedding::new(features, channels, grid, (h, w), (nh, nw)))
+        Ok(ImageEmbedding::new(
+            features,
+            channels,
+            grid,
+            (h, w),
+            (nh, nw),
+        ))
     }
 
     /// Checks that an embedding (e.g. read from disk) fits this model.

@@ -225,3 +225,28 @@ fn automatic_masks_match_segment_anything() {
         }
     }
 }
+
+#[test]
+fn jpeg_decoding_matches_pillow() {
+    let io = read_fixture("sam/predictor_io.safetensors");
+    let want = &io.get("wide_jpg.pixels").unwrap().data;
+    let p = segrs::data::image_io::read_image(&fixtures().join("sam/wide.jpg")).unwrap();
+    let got = p.to_rgb8();
+    assert_eq!(got.len(), want.len());
+    let diff = got
+        .iter()
+        .zip(want)
+        .filter(|(a, b)| **a as f32 != **b)
+        .count();
+    assert_eq!(diff, 0, "JPEG pixels differing from Pillow's decoding");
+    // a truncated JPEG is an error naming the file, not a grey-filled picture
+    let d = crate::common::tmp("jpeg-cut");
+    let bytes = std::fs::read(fixtures().join("sam/wide.jpg")).unwrap();
+    let cut = d.join("cut.jpg");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let e = format!("{:#}", segrs::data::image_io::read_image(&cut).unwrap_err());
+    assert!(e.contains("cut.jpg") && e.contains("truncated"), "{e}");
+    std::fs::write(&cut, &bytes[..40]).unwrap();
+    assert!(segrs::data::image_io::read_image(&cut).is_err());
+    std::fs::remove_dir_all(&d).ok();
+}

@@ -377,10 +377,10 @@ impl ImageEncoder {
         let mut out = vec![0.0f32; n * c];
         for (hh, o) in outs.iter().enumerate() {
             for r in 0..n {
-                out[r * c + hh * hd..r * c + (hh + 1) * hd].copy_from_slice(&o[r * hd..(r + 1) * hd]);
+                out[r * c + hh * hd..r * c + (hh + 1) * hd]
+                    .copy_from_slice(&o[r * hd..(r + 1) * hd]);
             }
         }
         b.proj.forward(&out, n)
     }
 }
-

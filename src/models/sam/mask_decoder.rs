@@ -58,17 +58,19 @@ impl ConvT2 {
         let (oh, ow) = (2 * h, 2 * w);
         let mut out = vec![0.0f32; self.cout * oh * ow];
         use rayon::prelude::*;
-        out.par_chunks_mut(oh * ow).enumerate().for_each(|(co, plane)| {
-            for yy in 0..h {
-                for xx in 0..w {
-                    let src = &y[(yy * w + xx) * k4 + co * 4..(yy * w + xx) * k4 + co * 4 + 4];
-                    plane[2 * yy * ow + 2 * xx] = src[0] + self.b[co];
-                    plane[2 * yy * ow + 2 * xx + 1] = src[1] + self.b[co];
-                    plane[(2 * yy + 1) * ow + 2 * xx] = src[2] + self.b[co];
-                    plane[(2 * yy + 1) * ow + 2 * xx + 1] = src[3] + self.b[co];
+        out.par_chunks_mut(oh * ow)
+            .enumerate()
+            .for_each(|(co, plane)| {
+                for yy in 0..h {
+                    for xx in 0..w {
+                        let src = &y[(yy * w + xx) * k4 + co * 4..(yy * w + xx) * k4 + co * 4 + 4];
+                        plane[2 * yy * ow + 2 * xx] = src[0] + self.b[co];
+                        plane[2 * yy * ow + 2 * xx + 1] = src[1] + self.b[co];
+                        plane[(2 * yy + 1) * ow + 2 * xx] = src[2] + self.b[co];
+                        plane[(2 * yy + 1) * ow + 2 * xx + 1] = src[3] + self.b[co];
+                    }
                 }
-            }
-        });
+            });
         out
     }
 
@@ -79,18 +81,20 @@ impl ConvT2 {
         let (oh, ow) = (2 * h, 2 * w);
         let mut out = vec![0.0f32; self.cout * oh * ow];
         use rayon::prelude::*;
-        out.par_chunks_mut(oh * ow).enumerate().for_each(|(co, plane)| {
-            for t in 0..4 {
-                let (dy, dx) = (t / 2, t % 2);
-                let src = &y[(co * 4 + t) * h * w..(co * 4 + t + 1) * h * w];
-                for yy in 0..h {
-                    let row = &mut plane[(2 * yy + dy) * ow..(2 * yy + dy + 1) * ow];
-                    for xx in 0..w {
-                        row[2 * xx + dx] = src[yy * w + xx] + self.b[co];
+        out.par_chunks_mut(oh * ow)
+            .enumerate()
+            .for_each(|(co, plane)| {
+                for t in 0..4 {
+                    let (dy, dx) = (t / 2, t % 2);
+                    let src = &y[(co * 4 + t) * h * w..(co * 4 + t + 1) * h * w];
+                    for yy in 0..h {
+                        let row = &mut plane[(2 * yy + dy) * ow..(2 * yy + dy + 1) * ow];
+                        for xx in 0..w {
+                            row[2 * xx + dx] = src[yy * w + xx] + self.b[co];
+                        }
                     }
                 }
-            }
-        });
+            });
         out
     }
 }
@@ -171,7 +175,10 @@ impl MaskDecoder {
             cout: c4,
             wm: Vec::new(),
         };
-        let up1 = ConvT2 { wm: up1.matrix(), ..up1 };
+        let up1 = ConvT2 {
+            wm: up1.matrix(),
+            ..up1
+        };
         let ln_w = vec(
             &mut ck,
             &format!("{prefix}output_upscaling.1.weight"),
@@ -189,7 +196,10 @@ impl MaskDecoder {
             cout: c8,
             wm: Vec::new(),
         };
-        let up2 = ConvT2 { wm: up2.matrix(), ..up2 };
+        let up2 = ConvT2 {
+            wm: up2.matrix(),
+            ..up2
+        };
         let mlp = |ck: &mut KeyCheck, key: &str, dims: &[usize]| Mlp {
             layers: dims
                 .windows(2)

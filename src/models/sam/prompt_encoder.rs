@@ -278,7 +278,8 @@ pub fn gelu_inplace(x: &mut [f32]) {
     use rayon::prelude::*;
     let f = |v: &mut f32| *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
     if x.len() >= 1 << 16 {
-        x.par_chunks_mut(1 << 14).for_each(|c| c.iter_mut().for_each(f));
+        x.par_chunks_mut(1 << 14)
+            .for_each(|c| c.iter_mut().for_each(f));
     } else {
         x.iter_mut().for_each(f);
     }

@@ -204,7 +204,8 @@ impl Attention {
                 let a = &ay[(h * nq + i) * dim..(h * nq + i + 1) * dim];
                 for t in 0..ch {
                     let wv = &self.v.w[(h * ch + t) * dim..(h * ch + t + 1) * dim];
-                    o[i * inner + h * ch + t] = crate::models::host::dot(a, wv) + self.v.b[h * ch + t];
+                    o[i * inner + h * ch + t] =
+                        crate::models::host::dot(a, wv) + self.v.b[h * ch + t];
                 }
             }
         }
@@ -382,9 +383,17 @@ mod tests {
         };
         let fast = a.forward(&x, 300, &t, &t, 3);
         let plain = a.dense(&x, 300, &t, &t, 3);
-        assert!(rel(&fast, &plain) < 1e-5, "image queries {}", rel(&fast, &plain));
+        assert!(
+            rel(&fast, &plain) < 1e-5,
+            "image queries {}",
+            rel(&fast, &plain)
+        );
         let fast = a.forward(&t, 3, &x, &xv, 300);
         let plain = a.dense(&t, 3, &x, &xv, 300);
-        assert!(rel(&fast, &plain) < 1e-5, "image keys {}", rel(&fast, &plain));
+        assert!(
+            rel(&fast, &plain) < 1e-5,
+            "image keys {}",
+            rel(&fast, &plain)
+        );
     }
 }
