@@ -6,7 +6,7 @@
 //! load. Widths, depths, heads, windows and ratios are read from the weights; the downsample
 //! stride rule (stride 1 into 320/448/576 channels) and the 1024 input are the reference's.
 
-use super::prompt_encoder::gelu;
+use super::prompt_encoder::gelu_inplace;
 use super::two_way_transformer::linear;
 use crate::models::host::{
     Linear, conv2d, layer_norm, layer_norm2d, matmul, matmul_nt, matmul_nt_par, softmax_rows,
@@ -89,10 +89,7 @@ impl ConvBn {
 }
 
 fn gelu_par(mut x: Vec<f32>) -> Vec<f32> {
-    x.par_chunks_mut(1 << 14).for_each(|c| {
-        let v = gelu(c.to_vec());
-        c.copy_from_slice(&v);
-    });
+    gelu_inplace(&mut x);
     x
 }
 
@@ -367,8 +364,9 @@ impl TinyViT {
             let (y, _, _) = m.conv1.forward(&x, h, w);
             let (y, _, _) = m.conv2.forward(&gelu_par(y), h, w);
             let (y, _, _) = m.conv3.forward(&gelu_par(y), h, w);
-            let sum: Vec<f32> = y.iter().zip(&x).map(|(a, b)| a + b).collect();
-            x = gelu_par(sum);
+            let mut y = y;
+            y.par_iter_mut().zip(&x).for_each(|(a, b)| *a += b);
+            x = gelu_par(y);
         }
         let (y, nh, nw) = self.down0.forward(&x, h, w);
         (h, w) = (nh, nw);
