@@ -142,6 +142,9 @@ fn main() {
         if only && name == "vit_t" {
             break;
         }
+        if std::env::var("SEGRS_BENCH_MODEL").is_ok_and(|m| m != name) {
+            continue;
+        }
         let sam = Sam::load(&dir.join(format!("{name}.pth"))).unwrap();
         assert_eq!(sam.variant, name);
         let mut emb = Vec::new();

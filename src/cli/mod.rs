@@ -43,6 +43,7 @@ pub enum Command {
 
 /// Runs the CLI; returns the process exit code. Errors are printed with their causes.
 pub fn main() -> i32 {
+    crate::device::tune_allocator();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => 0,

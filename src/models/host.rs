@@ -400,6 +400,10 @@ pub fn conv2d(
         );
         let mut out = vec![0.0f32; cout * n];
         out.par_chunks_mut(n).enumerate().for_each(|(c, o)| {
+            // Touch the fresh (calloc'd) pages with a write first: reading them first maps the
+            // shared zero page and the first write then pays a copy-on-write fault with a TLB
+            // shootdown to the other threads.
+            o.fill(0.0);
             let src = &x[c * h * w..(c + 1) * h * w];
             let kw = &weight[c * k * k..(c + 1) * k * k];
             for oy in 0..ho {
