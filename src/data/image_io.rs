@@ -77,6 +77,9 @@ fn check_side(path: &Path, w: u32, h: u32) -> Result<()> {
     Ok(())
 }
 
+/// Width, height, channels, pixels.
+type Decoded = (usize, usize, usize, Vec<u8>);
+
 /// JPEGs are decoded with libjpeg (mozjpeg's build of libjpeg-turbo's decoder: islow IDCT,
 /// fancy upsampling), giving the same pixels as Pillow and OpenCV, which Rust's pure decoders
 /// do not (they differ by up to 4 levels on chroma edges). `None` for non-JPEG files and for
@@ -96,28 +99,26 @@ fn read_jpeg_like_pillow(path: &Path) -> Result<Option<Picture>> {
             path.display()
         );
     }
-    let decoded = std::panic::catch_unwind(
-        || -> std::io::Result<Option<(usize, usize, usize, Vec<u8>)>> {
-            let d = mozjpeg::Decompress::new_mem(&bytes)?;
-            match d.color_space() {
-                mozjpeg::ColorSpace::JCS_GRAYSCALE => {
-                    let mut img = d.grayscale()?;
-                    let (w, h) = (img.width(), img.height());
-                    let px: Vec<u8> = img.read_scanlines()?;
-                    img.finish()?;
-                    Ok(Some((w, h, 1, px)))
-                }
-                mozjpeg::ColorSpace::JCS_YCbCr | mozjpeg::ColorSpace::JCS_RGB => {
-                    let mut img = d.rgb()?;
-                    let (w, h) = (img.width(), img.height());
-                    let px: Vec<[u8; 3]> = img.read_scanlines()?;
-                    img.finish()?;
-                    Ok(Some((w, h, 3, px.into_iter().flatten().collect())))
-                }
-                _ => Ok(None),
+    let decoded = std::panic::catch_unwind(|| -> std::io::Result<Option<Decoded>> {
+        let d = mozjpeg::Decompress::new_mem(&bytes)?;
+        match d.color_space() {
+            mozjpeg::ColorSpace::JCS_GRAYSCALE => {
+                let mut img = d.grayscale()?;
+                let (w, h) = (img.width(), img.height());
+                let px: Vec<u8> = img.read_scanlines()?;
+                img.finish()?;
+                Ok(Some((w, h, 1, px)))
             }
-        },
-    );
+            mozjpeg::ColorSpace::JCS_YCbCr | mozjpeg::ColorSpace::JCS_RGB => {
+                let mut img = d.rgb()?;
+                let (w, h) = (img.width(), img.height());
+                let px: Vec<[u8; 3]> = img.read_scanlines()?;
+                img.finish()?;
+                Ok(Some((w, h, 3, px.into_iter().flatten().collect())))
+            }
+            _ => Ok(None),
+        }
+    });
     match decoded {
         Ok(Ok(Some((w, h, c, px)))) => {
             if px.len() != w * h * c {

@@ -184,8 +184,10 @@ impl Sam {
                 );
             }
         }
-        if let Some([x0, y0, x1, y1]) = p.bbox {
-            if !inside(x0, y0) || !inside(x1, y1) || x1 < x0 || y1 < y0 {
+        if let Some([x0, y0, x1, y1]) = p.bbox
+            && (!inside(x0, y0) || !inside(x1, y1) || x1 < x0 || y1 < y0)
+        {
+            {
                 bail!(
                     "box ({x0}, {y0}, {x1}, {y1}) is not an x0,y0,x1,y1 box inside the {w}x{h} image"
                 );

@@ -11,7 +11,9 @@ use crate::weights::NamedTensors;
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 
-/// The image encoder of a SAM checkpoint.
+/// The image encoder of a SAM checkpoint (one per loaded model, so the size difference between
+/// the variants does not matter).
+#[allow(clippy::large_enum_variant)]
 pub enum Encoder {
     Vit(ImageEncoder),
     TinyVit(TinyViT),
