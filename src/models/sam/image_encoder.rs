@@ -3,11 +3,10 @@
 //! the 256-channel image embedding. Keys `image_encoder.*` as in the official checkpoints; the
 //! sizes (width, depth, heads, patch) are read from the weights. Host buffers, `[H, W, C]` tokens.
 
+use super::neck::{Neck, in_windows};
 use super::prompt_encoder::gelu;
 use super::two_way_transformer::linear;
-use crate::models::host::{
-    Linear, conv2d, dot, layer_norm, layer_norm2d, matmul, matmul_nt, softmax_rows_seq, transpose,
-};
+use crate::models::host::{Linear, dot, layer_norm, matmul, matmul_nt, softmax_rows_seq};
 use crate::weights::{KeyCheck, NamedTensors};
 use anyhow::{Result, bail};
 
@@ -33,10 +32,7 @@ pub struct ImageEncoder {
     patch_b: Vec<f32>,
     pos: Vec<f32>,
     blocks: Vec<Block>,
-    neck0: Vec<f32>,
-    neck1: (Vec<f32>, Vec<f32>),
-    neck2: Vec<f32>,
-    neck3: (Vec<f32>, Vec<f32>),
+    neck: Neck,
 }
 
 impl ImageEncoder {
@@ -142,10 +138,6 @@ impl ImageEncoder {
             .map(|i| i + 1)
             .max()
             .unwrap_or(0);
-        let out_chans = src
-            .get(&format!("{prefix}neck.0.weight"))
-            .map(|t| t.shape[0])
-            .unwrap_or(256);
         let mlp = src
             .get(&format!("{prefix}blocks.0.mlp.lin1.weight"))
             .map(|t| t.shape[0])
@@ -181,12 +173,13 @@ impl ImageEncoder {
                 }
             })
             .collect();
+        let neck = Neck::load(src, &mut ck, prefix, dim);
         let enc = Self {
             dim,
             heads,
             patch,
             grid,
-            out_chans,
+            out_chans: neck.out_chans,
             patch_w: v(
                 &mut ck,
                 &format!("{prefix}patch_embed.proj.weight"),
@@ -199,24 +192,7 @@ impl ImageEncoder {
                 &[1, grid, grid, dim],
             ),
             blocks,
-            neck0: v(
-                &mut ck,
-                &format!("{prefix}neck.0.weight"),
-                &[out_chans, dim, 1, 1],
-            ),
-            neck1: (
-                v(&mut ck, &format!("{prefix}neck.1.weight"), &[out_chans]),
-                v(&mut ck, &format!("{prefix}neck.1.bias"), &[out_chans]),
-            ),
-            neck2: v(
-                &mut ck,
-                &format!("{prefix}neck.2.weight"),
-                &[out_chans, out_chans, 3, 3],
-            ),
-            neck3: (
-                v(&mut ck, &format!("{prefix}neck.3.weight"), &[out_chans]),
-                v(&mut ck, &format!("{prefix}neck.3.bias"), &[out_chans]),
-            ),
+            neck,
         };
         ck.finish(src, "SAM image encoder")?;
         Ok(enc)
@@ -265,64 +241,14 @@ impl ImageEncoder {
             let m = b.lin2.forward(&gelu(b.lin1.forward(&h, g * g)), g * g);
             x.iter_mut().zip(&m).for_each(|(v, a)| *v += a);
         }
-        // Neck: 1x1 conv, LayerNorm2d, 3x3 conv (padding 1), LayerNorm2d; [C, H, W] out.
-        let hw = g * g;
-        let y = matmul_nt(&x, &self.neck0, hw, c, self.out_chans); // [hw, out]
-        let mut y = transpose(&y, hw, self.out_chans); // [out, hw]
-        layer_norm2d(&mut y, &self.neck1.0, &self.neck1.1, hw, 1e-6);
-        let (mut z, _, _) = conv2d(
-            &y,
-            self.out_chans,
-            g,
-            g,
-            &self.neck2,
-            None,
-            self.out_chans,
-            3,
-            1,
-            1,
-            1,
-        );
-        layer_norm2d(&mut z, &self.neck3.0, &self.neck3.1, hw, 1e-6);
-        Ok(z)
+        Ok(self.neck.forward(&x, g, g))
     }
 
     /// Attention over windows of `window x window` tokens (the grid zero-padded to a multiple).
     fn windowed(&self, b: &Block, x: &[f32], g: usize) -> Vec<f32> {
-        use rayon::prelude::*;
-        let (ws, c) = (b.window, self.dim);
-        let nw = g.div_ceil(ws);
-        let outs: Vec<Vec<f32>> = (0..nw * nw)
-            .into_par_iter()
-            .map(|wi| {
-                let (wy, wx) = (wi / nw, wi % nw);
-                let mut win = vec![0.0f32; ws * ws * c];
-                for y in 0..ws {
-                    for xx in 0..ws {
-                        let (gy, gx) = (wy * ws + y, wx * ws + xx);
-                        if gy < g && gx < g {
-                            win[(y * ws + xx) * c..(y * ws + xx + 1) * c]
-                                .copy_from_slice(&x[(gy * g + gx) * c..(gy * g + gx + 1) * c]);
-                        }
-                    }
-                }
-                self.attention(b, &win, ws, ws)
-            })
-            .collect();
-        let mut out = vec![0.0f32; g * g * c];
-        for (wi, a) in outs.iter().enumerate() {
-            let (wy, wx) = (wi / nw, wi % nw);
-            for y in 0..ws {
-                for xx in 0..ws {
-                    let (gy, gx) = (wy * ws + y, wx * ws + xx);
-                    if gy < g && gx < g {
-                        out[(gy * g + gx) * c..(gy * g + gx + 1) * c]
-                            .copy_from_slice(&a[(y * ws + xx) * c..(y * ws + xx + 1) * c]);
-                    }
-                }
-            }
-        }
-        out
+        in_windows(x, g, g, self.dim, b.window, |win| {
+            self.attention(b, &win, b.window, b.window)
+        })
     }
 
     /// Multi-head self-attention over an `h x w` token grid with decomposed relative positions.

@@ -11,6 +11,7 @@
 pub mod image_encoder;
 pub mod mask_decoder;
 pub mod model;
+pub mod neck;
 pub mod prompt_encoder;
 pub mod tiny_vit;
 pub mod two_way_transformer;

@@ -6,11 +6,11 @@
 //! load. Widths, depths, heads, windows and ratios are read from the weights; the downsample
 //! stride rule (stride 1 into 320/448/576 channels) and the 1024 input are the reference's.
 
+use super::neck::{Neck, in_windows};
 use super::prompt_encoder::gelu_inplace;
 use super::two_way_transformer::linear;
 use crate::models::host::{
-    Linear, conv2d, layer_norm, layer_norm2d, matmul, matmul_nt, matmul_nt_par, softmax_rows,
-    transpose,
+    Linear, conv2d, layer_norm, matmul, matmul_nt, matmul_nt_par, softmax_rows, transpose,
 };
 use crate::weights::{KeyCheck, NamedTensors};
 use anyhow::{Result, bail};
@@ -143,10 +143,7 @@ pub struct TinyViT {
     mbconv: Vec<MbConv>,
     down0: PatchMerging,
     stages: Vec<Stage>,
-    neck0: Vec<f32>,
-    neck1: (Vec<f32>, Vec<f32>),
-    neck2: Vec<f32>,
-    neck3: (Vec<f32>, Vec<f32>),
+    neck: Neck,
     grid: usize,
 }
 
@@ -309,38 +306,20 @@ impl TinyViT {
                 downsample,
             });
         }
-        let out_chans = shape("neck.0.weight").map(|s| s[0]).unwrap_or(256);
-        let mut v = |k: &str, s: &[usize]| {
-            ck.take(src, &p(k), s)
-                .map(|t| t.data.clone())
-                .unwrap_or_else(|| vec![0.0; s.iter().product()])
-        };
-        let neck0 = v("neck.0.weight", &[out_chans, dim, 1, 1]);
-        let neck1 = (
-            v("neck.1.weight", &[out_chans]),
-            v("neck.1.bias", &[out_chans]),
-        );
-        let neck2 = v("neck.2.weight", &[out_chans, out_chans, 3, 3]);
-        let neck3 = (
-            v("neck.3.weight", &[out_chans]),
-            v("neck.3.bias", &[out_chans]),
-        );
+        let neck = Neck::load(src, &mut ck, prefix, dim);
         ck.finish(src, "MobileSAM TinyViT image encoder")?;
         if res == 0 {
             bail!("{}: TinyViT downsamples below one pixel", src.source);
         }
         Ok(Self {
             img_size: TINY_VIT_INPUT,
-            out_chans,
+            out_chans: neck.out_chans,
             stem0,
             stem2,
             mbconv,
             down0,
             stages,
-            neck0,
-            neck1,
-            neck2,
-            neck3,
+            neck,
             grid: res,
         })
     }
@@ -400,25 +379,7 @@ impl TinyViT {
                 self.grid
             );
         }
-        let hw = h * w;
-        let y = matmul_nt_par(&t, &self.neck0, hw, c, self.out_chans);
-        let mut y = transpose(&y, hw, self.out_chans);
-        layer_norm2d(&mut y, &self.neck1.0, &self.neck1.1, hw, 1e-6);
-        let (mut z, _, _) = conv2d(
-            &y,
-            self.out_chans,
-            h,
-            w,
-            &self.neck2,
-            None,
-            self.out_chans,
-            3,
-            1,
-            1,
-            1,
-        );
-        layer_norm2d(&mut z, &self.neck3.0, &self.neck3.1, hw, 1e-6);
-        Ok(z)
+        Ok(self.neck.forward(&t, h, w))
     }
 }
 
@@ -432,40 +393,7 @@ fn linear_par(l: &Linear, x: &[f32], rows: usize) -> Vec<f32> {
 /// Windowed attention over an `h x w` token grid padded (bottom/right, zero tokens before the
 /// LayerNorm, no mask) to multiples of the window, as the reference.
 fn attention_windows(b: &Block, t: &[f32], h: usize, w: usize, c: usize) -> Vec<f32> {
-    let ws = b.ws;
-    let (nh, nw) = (h.div_ceil(ws), w.div_ceil(ws));
-    let n = ws * ws;
-    let outs: Vec<Vec<f32>> = (0..nh * nw)
-        .into_par_iter()
-        .map(|wi| {
-            let (wy, wx) = (wi / nw, wi % nw);
-            let mut win = vec![0.0f32; n * c];
-            for y in 0..ws {
-                for x in 0..ws {
-                    let (gy, gx) = (wy * ws + y, wx * ws + x);
-                    if gy < h && gx < w {
-                        win[(y * ws + x) * c..(y * ws + x + 1) * c]
-                            .copy_from_slice(&t[(gy * w + gx) * c..(gy * w + gx + 1) * c]);
-                    }
-                }
-            }
-            window_attention(b, &mut win, c)
-        })
-        .collect();
-    let mut out = vec![0.0f32; h * w * c];
-    for (wi, o) in outs.iter().enumerate() {
-        let (wy, wx) = (wi / nw, wi % nw);
-        for y in 0..ws {
-            for x in 0..ws {
-                let (gy, gx) = (wy * ws + y, wx * ws + x);
-                if gy < h && gx < w {
-                    out[(gy * w + gx) * c..(gy * w + gx + 1) * c]
-                        .copy_from_slice(&o[(y * ws + x) * c..(y * ws + x + 1) * c]);
-                }
-            }
-        }
-    }
-    out
+    in_windows(t, h, w, c, b.ws, |mut win| window_attention(b, &mut win, c))
 }
 
 /// Attention within one window (`ws * ws` tokens): LayerNorm, per-head interleaved q|k|v,
