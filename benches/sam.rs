@@ -11,27 +11,12 @@
 //! BENCHMARKS.md. Environment: SEGRS_BENCH_THREADS (default all cores), SEGRS_BENCH_REPEATS
 //! (default 3).
 
+mod common;
+use common::{cpu_name, threads, timed, write_section};
+
 use segrs::models::sam::model::Sam;
 use segrs::models::sam::prompt_encoder::PointPrompt;
 use std::time::Instant;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-fn timed(n: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    median(
-        (0..n)
-            .map(|_| {
-                let t = Instant::now();
-                f();
-                t.elapsed().as_secs_f64()
-            })
-            .collect(),
-    )
-}
 
 fn rel(a: &[f32], b: &[f32]) -> f64 {
     let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
@@ -40,14 +25,7 @@ fn rel(a: &[f32], b: &[f32]) -> f64 {
 }
 
 fn main() {
-    let threads: usize = std::env::var("SEGRS_BENCH_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        });
+    let threads = threads();
     let repeats: usize = std::env::var("SEGRS_BENCH_REPEATS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -124,14 +102,7 @@ fn main() {
     };
     let io = segrs::weights::safetensors::read(&dir.join("io.safetensors")).unwrap();
     let x = &io.get("input").unwrap().data;
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
+    let cpu = cpu_name();
     let mut md = format!(
         "SAM, {cpu}, {threads} thread(s), median of {repeats} runs (encoder) and of 3 x 16 prompts (decoder), one run of `cargo bench --bench sam`; PyTorch {} eager under `inference_mode`, `torch.set_num_threads({threads})`. Same random weights on both sides (saved by PyTorch as .pth).\n\n",
         torch["torch"].as_str().unwrap_or("?")
@@ -261,12 +232,5 @@ fn main() {
     if keep.is_some() {
         return; // iteration runs don't touch BENCHMARKS.md
     }
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md");
-    let (begin, end) = ("<!-- bench:sam:begin -->", "<!-- bench:sam:end -->");
-    if let Ok(text) = std::fs::read_to_string(path)
-        && let (Some(a), Some(b)) = (text.find(begin), text.find(end))
-    {
-        std::fs::write(path, format!("{}{begin}\n{md}{}", &text[..a], &text[b..])).ok();
-        eprintln!("updated {path}");
-    }
+    write_section("sam", &md);
 }

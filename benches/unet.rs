@@ -10,30 +10,14 @@
 //! only segrs is timed. Results go to stdout and replace the U-Net section of BENCHMARKS.md.
 //! Environment: SEGRS_BENCH_THREADS (default: all cores), SEGRS_BENCH_REPEATS (default 5).
 
+mod common;
+use common::{cpu_name, threads, timed, write_section};
+
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use segrs::losses::LossConfig;
 use segrs::models::tensor_io::tensor4;
 use segrs::models::unet::{UNet, UNetConfig};
-use std::time::Instant;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-fn timed(n: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    median(
-        (0..n)
-            .map(|_| {
-                let t = Instant::now();
-                f();
-                t.elapsed().as_secs_f64()
-            })
-            .collect(),
-    )
-}
 
 fn noise(n: usize, seed: u32) -> Vec<f32> {
     let mut s = seed.wrapping_mul(2654435761).max(1);
@@ -48,14 +32,7 @@ fn noise(n: usize, seed: u32) -> Vec<f32> {
 }
 
 fn main() {
-    let threads: usize = std::env::var("SEGRS_BENCH_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        });
+    let threads = threads();
     let repeats: usize = std::env::var("SEGRS_BENCH_REPEATS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -126,14 +103,7 @@ fn main() {
         .filter(|o| o.status.success())
         .and_then(|o| serde_json::from_slice(o.stdout.trim_ascii()).ok());
 
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
+    let cpu = cpu_name();
     // Full-size parity: the classic network saved by PyTorch, loaded by segrs.
     let parity = torch.as_ref().and_then(|_| {
         let loaded = segrs::weights::checkpoint::load(
@@ -206,16 +176,7 @@ fn main() {
         ));
     }
     print!("{md}");
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md");
-    let begin = "<!-- bench:unet:begin -->";
-    let end = "<!-- bench:unet:end -->";
-    if let Ok(text) = std::fs::read_to_string(path)
-        && let (Some(a), Some(b)) = (text.find(begin), text.find(end))
-        && torch.is_some()
-        && train.is_finite()
-    {
-        let new = format!("{}{begin}\n{md}{}", &text[..a], &text[b..]);
-        std::fs::write(path, new).ok();
-        eprintln!("updated {path}");
+    if torch.is_some() && train.is_finite() {
+        write_section("unet", &md);
     }
 }
