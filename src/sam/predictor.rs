@@ -25,7 +25,22 @@ pub struct ImageEmbedding {
     pub input_size: (usize, usize),
     /// The features as rows `[G * G, C]`, made on first use by the decoder.
     rows: std::sync::OnceLock<std::sync::Arc<Vec<f32>>>,
+    /// For prompts without a mask: the rows plus the no-mask embedding, and the decoder's
+    /// prompt-independent projections of them, for the model (by source) that made them.
+    no_mask: NoMaskCache,
 }
+
+type NoMaskCache = std::sync::Arc<
+    std::sync::Mutex<
+        Option<(
+            String,
+            std::sync::Arc<(
+                Vec<f32>,
+                crate::models::sam::two_way_transformer::ImageSideCache,
+            )>,
+        )>,
+    >,
+>;
 
 impl ImageEmbedding {
     pub fn new(
@@ -42,6 +57,7 @@ impl ImageEmbedding {
             original_size,
             input_size,
             rows: Default::default(),
+            no_mask: Default::default(),
         }
     }
 
@@ -239,22 +255,27 @@ impl Sam {
         let g = e.grid;
         let c = e.channels;
         let rows = e.rows();
-        let src: Vec<f32> = match mask_input {
+        let pe = self.dense_pe_rows();
+        let out = match mask_input {
             None => {
-                let nm = self.prompt_encoder.no_mask_embed();
-                let mut s = rows.as_ref().clone();
-                s.chunks_mut(c)
-                    .for_each(|r| r.iter_mut().zip(nm).for_each(|(v, a)| *v += a));
-                s
+                let prepared = self.no_mask_side(e, &rows, &pe);
+                self.mask_decoder.forward_rows(
+                    &prepared.0,
+                    &pe,
+                    &sparse,
+                    g,
+                    g,
+                    Some(&prepared.1),
+                )?
             }
             Some(m) => {
                 let dense = self.prompt_encoder.dense(Some(m)).context("mask input")?;
                 let dense = crate::models::host::transpose(&dense, c, g * g);
-                rows.iter().zip(&dense).map(|(a, b)| a + b).collect()
+                let src: Vec<f32> = rows.iter().zip(&dense).map(|(a, b)| a + b).collect();
+                self.mask_decoder
+                    .forward_rows(&src, &pe, &sparse, g, g, None)?
             }
         };
-        let pe = self.dense_pe_rows();
-        let out = self.mask_decoder.forward_rows(&src, &pe, &sparse, g, g)?;
         let plane = out.height * out.width;
         let range = if multimask { 1..4 } else { 0..1 };
         let masks = range
@@ -262,6 +283,33 @@ impl Sam {
             .map(|i| out.masks[i * plane..(i + 1) * plane].to_vec())
             .collect();
         Ok((masks, out.iou[range].to_vec()))
+    }
+
+    /// The image rows with the no-mask embedding added and the decoder's projections of them,
+    /// made once per image (and per model).
+    fn no_mask_side(
+        &self,
+        e: &ImageEmbedding,
+        rows: &[f32],
+        pe: &[f32],
+    ) -> std::sync::Arc<(
+        Vec<f32>,
+        crate::models::sam::two_way_transformer::ImageSideCache,
+    )> {
+        let mut slot = e.no_mask.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((who, c)) = slot.as_ref()
+            && *who == self.source
+        {
+            return c.clone();
+        }
+        let nm = self.prompt_encoder.no_mask_embed();
+        let mut src = rows.to_vec();
+        src.chunks_mut(e.channels)
+            .for_each(|r| r.iter_mut().zip(nm).for_each(|(v, a)| *v += a));
+        let cache = self.mask_decoder.prepare(&src, pe);
+        let c = std::sync::Arc::new((src, cache));
+        *slot = Some((self.source.clone(), c.clone()));
+        c
     }
 
     /// The dense positional encoding as rows `[G * G, C]`, computed once per model.

@@ -5,7 +5,7 @@
 //! Keys `mask_decoder.*` as in the official checkpoints.
 
 use super::prompt_encoder::gelu_inplace;
-use super::two_way_transformer::{TwoWayTransformer, linear};
+use super::two_way_transformer::{ImageSideCache, TwoWayTransformer, linear};
 use crate::models::host::{Linear, layer_norm2d, relu, transpose};
 use crate::weights::{KeyCheck, NamedTensors};
 use anyhow::{Result, bail};
@@ -254,7 +254,13 @@ impl MaskDecoder {
         let src: Vec<f32> = image.iter().zip(dense).map(|(a, b)| a + b).collect();
         let src = transpose(&src, c, h * w);
         let pe = transpose(image_pe, c, h * w);
-        self.forward_rows(&src, &pe, sparse, h, w)
+        self.forward_rows(&src, &pe, sparse, h, w, None)
+    }
+
+    /// The prompt-independent part of the transformer for image rows `src` (embedding plus
+    /// the no-mask dense prompt) and positional rows `pe`; see [`ImageSideCache`].
+    pub fn prepare(&self, src: &[f32], pe: &[f32]) -> ImageSideCache {
+        self.transformer.prepare(src, pe)
     }
 
     /// As [`forward`](Self::forward) with the image side as rows `[H * W, C]`: `src` is the
@@ -267,6 +273,7 @@ impl MaskDecoder {
         sparse: &[Vec<f32>],
         h: usize,
         w: usize,
+        cache: Option<&ImageSideCache>,
     ) -> Result<DecoderOutput> {
         let c = self.dim;
         if src.len() != c * h * w || pe.len() != c * h * w {
@@ -281,7 +288,7 @@ impl MaskDecoder {
             tokens.extend_from_slice(s);
         }
         let n = tokens.len() / c;
-        let (hs, keys) = self.transformer.forward(src, pe, &tokens, n);
+        let (hs, keys) = self.transformer.forward_cached(src, pe, &tokens, n, cache);
         let mut up = self.up1.forward_rows(&keys, h, w);
         let (h2, w2) = (2 * h, 2 * w);
         layer_norm2d(&mut up, &self.ln_w, &self.ln_b, h2 * w2, 1e-6);

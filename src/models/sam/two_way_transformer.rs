@@ -92,20 +92,25 @@ impl Attention {
 
     /// Attention as written: project, per-head softmax(q k^T / sqrt(d)) v, project.
     fn dense(&self, q: &[f32], nq: usize, k: &[f32], v: &[f32], nk: usize) -> Vec<f32> {
-        let inner = self.q.out;
-        let (q, k, v) = (
+        let (qp, kp, vp) = (
             self.q.forward(q, nq),
             self.k.forward(k, nk),
             self.v.forward(v, nk),
         );
+        self.dense_projected(&qp, nq, &kp, &vp, nk)
+    }
+
+    /// [`dense`](Self::dense) after the three input projections.
+    fn dense_projected(&self, q: &[f32], nq: usize, k: &[f32], v: &[f32], nk: usize) -> Vec<f32> {
+        let inner = self.q.out;
         let ch = inner / self.heads;
         let scale = 1.0 / (ch as f32).sqrt();
         let mut out = vec![0.0f32; nq * inner];
         for h in 0..self.heads {
             let (qh, kh, vh) = (
-                head_cols(&q, nq, inner, h, ch),
-                head_cols(&k, nk, inner, h, ch),
-                head_cols(&v, nk, inner, h, ch),
+                head_cols(q, nq, inner, h, ch),
+                head_cols(k, nk, inner, h, ch),
+                head_cols(v, nk, inner, h, ch),
             );
             let mut attn = crate::models::host::matmul_nt(&qh, &kh, nq, ch, nk);
             attn.iter_mut().for_each(|a| *a *= scale);
@@ -119,31 +124,42 @@ impl Attention {
         self.out.forward(&out, nq)
     }
 
-    /// Many queries (image positions), few keys (tokens). Per head h, with `Wq_h` the head's
-    /// rows of the query weight: scores `= (X Wq_h^T + bq_h) K_h^T = X (K_h Wq_h)^T + K_h bq_h`,
-    /// and the output projection `sum_h A_h V_h Wo_h^T = sum_h A_h G_h`, so both image-sized
-    /// products have `heads * nk` (not `inner`) columns.
-    fn image_queries(&self, x: &[f32], nq: usize, k: &[f32], v: &[f32], nk: usize) -> Vec<f32> {
-        let (inner, dim, heads) = (self.q.out, self.q.inp, self.heads);
+    /// Image queries already projected (`[nq, inner]`, bias included) against a few token
+    /// keys: scores through a block-diagonal `[heads * nk, inner]` key matrix, output in the
+    /// low-rank form of [`image_queries`](Self::image_queries).
+    fn image_queries_projected(
+        &self,
+        qp: &[f32],
+        nq: usize,
+        k: &[f32],
+        v: &[f32],
+        nk: usize,
+    ) -> Vec<f32> {
+        let (inner, heads) = (self.q.out, self.heads);
         let ch = inner / heads;
-        let scale = 1.0 / (ch as f32).sqrt();
         let (kp, vp) = (self.k.forward(k, nk), self.v.forward(v, nk));
         let m = heads * nk;
-        // B [heads * nk, dim]: row (h, j) = K_h[j] . Wq_h ; c[(h, j)] = K_h[j] . bq_h
-        let mut bmat = vec![0.0f32; m * dim];
-        let mut cvec = vec![0.0f32; m];
-        // G [heads * nk, dim]: row (h, j) = V_h[j] Wo_h^T
-        let mut gmat = vec![0.0f32; m * dim];
+        let mut bmat = vec![0.0f32; m * inner];
         for h in 0..heads {
             for j in 0..nk {
-                let kr = &kp[j * inner + h * ch..j * inner + (h + 1) * ch];
+                bmat[(h * nk + j) * inner + h * ch..(h * nk + j) * inner + (h + 1) * ch]
+                    .copy_from_slice(&kp[j * inner + h * ch..j * inner + (h + 1) * ch]);
+            }
+        }
+        let gmat = self.token_outputs(&vp, nk);
+        self.image_queries_tail(qp, inner, nq, &bmat, &vec![0.0; m], &gmat, nk)
+    }
+
+    /// `G [heads * nk, dim]`: row (h, j) = `V_h[j] Wo_h^T`, each token value through its head's
+    /// slice of the output projection.
+    fn token_outputs(&self, vp: &[f32], nk: usize) -> Vec<f32> {
+        let (inner, heads) = (self.q.out, self.heads);
+        let ch = inner / heads;
+        let dim = self.out.out;
+        let mut gmat = vec![0.0f32; heads * nk * dim];
+        for h in 0..heads {
+            for j in 0..nk {
                 let vr = &vp[j * inner + h * ch..j * inner + (h + 1) * ch];
-                let row = &mut bmat[(h * nk + j) * dim..(h * nk + j + 1) * dim];
-                for (t, &kv) in kr.iter().enumerate() {
-                    let wrow = &self.q.w[(h * ch + t) * dim..(h * ch + t + 1) * dim];
-                    row.iter_mut().zip(wrow).for_each(|(r, w)| *r += kv * w);
-                    cvec[h * nk + j] += kv * self.q.b[h * ch + t];
-                }
                 let grow = &mut gmat[(h * nk + j) * dim..(h * nk + j + 1) * dim];
                 for (o, g) in grow.iter_mut().enumerate() {
                     let wo = &self.out.w[o * inner + h * ch..o * inner + (h + 1) * ch];
@@ -151,7 +167,26 @@ impl Attention {
                 }
             }
         }
-        let mut scores = crate::models::host::matmul_nt_par(x, &bmat, nq, dim, m);
+        gmat
+    }
+
+    /// Scores `x B^T + c` (`[nq, heads * nk]`), per-head softmax, then `A G + bo`.
+    #[allow(clippy::too_many_arguments)]
+    fn image_queries_tail(
+        &self,
+        x: &[f32],
+        xdim: usize,
+        nq: usize,
+        bmat: &[f32],
+        cvec: &[f32],
+        gmat: &[f32],
+        nk: usize,
+    ) -> Vec<f32> {
+        let heads = self.heads;
+        let ch = self.q.out / heads;
+        let scale = 1.0 / (ch as f32).sqrt();
+        let (m, dim) = (heads * nk, self.out.out);
+        let mut scores = crate::models::host::matmul_nt_par(x, bmat, nq, xdim, m);
         use rayon::prelude::*;
         scores.par_chunks_mut(m).for_each(|row| {
             for h in 0..heads {
@@ -162,10 +197,37 @@ impl Attention {
                 softmax_rows_seq(seg, nk);
             }
         });
-        let mut out = crate::models::host::matmul_par(&scores, &gmat, nq, m, dim);
+        let mut out = crate::models::host::matmul_par(&scores, gmat, nq, m, dim);
         out.par_chunks_mut(dim)
             .for_each(|r| r.iter_mut().zip(&self.out.b).for_each(|(v, b)| *v += b));
         out
+    }
+
+    /// Many queries (image positions), few keys (tokens). Per head h, with `Wq_h` the head's
+    /// rows of the query weight: scores `= (X Wq_h^T + bq_h) K_h^T = X (K_h Wq_h)^T + K_h bq_h`,
+    /// and the output projection `sum_h A_h V_h Wo_h^T = sum_h A_h G_h`, so both image-sized
+    /// products have `heads * nk` (not `inner`) columns.
+    fn image_queries(&self, x: &[f32], nq: usize, k: &[f32], v: &[f32], nk: usize) -> Vec<f32> {
+        let (inner, dim, heads) = (self.q.out, self.q.inp, self.heads);
+        let ch = inner / heads;
+        let (kp, vp) = (self.k.forward(k, nk), self.v.forward(v, nk));
+        let m = heads * nk;
+        // B [heads * nk, dim]: row (h, j) = K_h[j] . Wq_h ; c[(h, j)] = K_h[j] . bq_h
+        let mut bmat = vec![0.0f32; m * dim];
+        let mut cvec = vec![0.0f32; m];
+        for h in 0..heads {
+            for j in 0..nk {
+                let kr = &kp[j * inner + h * ch..j * inner + (h + 1) * ch];
+                let row = &mut bmat[(h * nk + j) * dim..(h * nk + j + 1) * dim];
+                for (t, &kv) in kr.iter().enumerate() {
+                    let wrow = &self.q.w[(h * ch + t) * dim..(h * ch + t + 1) * dim];
+                    row.iter_mut().zip(wrow).for_each(|(r, w)| *r += kv * w);
+                    cvec[h * nk + j] += kv * self.q.b[h * ch + t];
+                }
+            }
+        }
+        let gmat = self.token_outputs(&vp, nk);
+        self.image_queries_tail(x, dim, nq, &bmat, &cvec, &gmat, nk)
     }
 
     /// Few queries (tokens), many keys (image positions). Per head, scores
@@ -234,6 +296,21 @@ struct Block {
     skip_first_layer_pe: bool,
 }
 
+/// The first layer's projections of the image side, which do not depend on the prompt when
+/// the dense prompt is the no-mask embedding: made once per image, they take the first layer's
+/// image-sized products out of every prompt.
+pub struct ImageSideCache {
+    k_t2i: Vec<f32>,
+    v_t2i: Vec<f32>,
+    q_i2t: Vec<f32>,
+}
+
+impl std::fmt::Debug for ImageSideCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ImageSideCache({} values)", self.k_t2i.len() * 3)
+    }
+}
+
 pub struct TwoWayTransformer {
     layers: Vec<Block>,
     final_attn: Attention,
@@ -297,6 +374,18 @@ impl TwoWayTransformer {
         }
     }
 
+    /// The first layer's image-side projections of `image` (rows, with the dense prompt added).
+    pub fn prepare(&self, image: &[f32], image_pe: &[f32]) -> ImageSideCache {
+        let hw = image.len() / self.dim;
+        let l = &self.layers[0];
+        let k = add(image, image_pe);
+        ImageSideCache {
+            k_t2i: l.cross_t2i.k.forward(&k, hw),
+            v_t2i: l.cross_t2i.v.forward(image, hw),
+            q_i2t: l.cross_i2t.q.forward(&k, hw),
+        }
+    }
+
     /// `image` and `image_pe` are `[HW, C]` (positions as rows), `tokens` is `[N, C]`.
     /// Returns the updated (tokens, image).
     pub fn forward(
@@ -306,10 +395,24 @@ impl TwoWayTransformer {
         tokens: &[f32],
         n: usize,
     ) -> (Vec<f32>, Vec<f32>) {
+        self.forward_cached(image, image_pe, tokens, n, None)
+    }
+
+    /// [`forward`](Self::forward) with the first layer's image side from [`prepare`](Self::prepare)
+    /// (which must have been made from the same `image` and `image_pe`).
+    pub fn forward_cached(
+        &self,
+        image: &[f32],
+        image_pe: &[f32],
+        tokens: &[f32],
+        n: usize,
+        cache: Option<&ImageSideCache>,
+    ) -> (Vec<f32>, Vec<f32>) {
         let hw = image.len() / self.dim;
         let mut queries = tokens.to_vec();
         let mut keys = image.to_vec();
-        for l in &self.layers {
+        for (li, l) in self.layers.iter().enumerate() {
+            let cache = cache.filter(|_| li == 0);
             if l.skip_first_layer_pe {
                 queries = l.self_attn.forward(&queries, n, &queries, &queries, n);
             } else {
@@ -319,8 +422,13 @@ impl TwoWayTransformer {
             }
             l.norm1.apply(&mut queries);
             let q = add(&queries, tokens);
-            let k = add(&keys, image_pe);
-            let a = l.cross_t2i.forward(&q, n, &k, &keys, hw);
+            let a = match cache {
+                Some(c) => {
+                    let qp = l.cross_t2i.q.forward(&q, n);
+                    l.cross_t2i.dense_projected(&qp, n, &c.k_t2i, &c.v_t2i, hw)
+                }
+                None => l.cross_t2i.forward(&q, n, &add(&keys, image_pe), &keys, hw),
+            };
             queries = add(&queries, &a);
             l.norm2.apply(&mut queries);
             let mut h = l.lin1.forward(&queries, n);
@@ -329,8 +437,14 @@ impl TwoWayTransformer {
             queries = add(&queries, &m);
             l.norm3.apply(&mut queries);
             let q = add(&queries, tokens);
-            let k = add(&keys, image_pe);
-            let a = l.cross_i2t.forward(&k, hw, &q, &queries, n);
+            let a = match cache {
+                Some(c) => l
+                    .cross_i2t
+                    .image_queries_projected(&c.q_i2t, hw, &q, &queries, n),
+                None => l
+                    .cross_i2t
+                    .forward(&add(&keys, image_pe), hw, &q, &queries, n),
+            };
             keys = add(&keys, &a);
             l.norm4.apply(&mut keys);
         }
@@ -387,6 +501,13 @@ mod tests {
             rel(&fast, &plain) < 1e-5,
             "image queries {}",
             rel(&fast, &plain)
+        );
+        let proj = a.q.forward(&x, 300);
+        let cached = a.image_queries_projected(&proj, 300, &t, &t, 3);
+        assert!(
+            rel(&cached, &plain) < 1e-5,
+            "projected image queries {}",
+            rel(&cached, &plain)
         );
         let fast = a.forward(&t, 3, &x, &xv, 300);
         let plain = a.dense(&t, 3, &x, &xv, 300);
