@@ -4,14 +4,14 @@
 /// `a [m x k] @ b [k x n]`, all row-major.
 pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
     let mut out = vec![0.0f32; m * n];
-    gemm_raw(m, n, k, a, k as isize, 1, b, n as isize, 1, &mut out);
+    gemm_raw(m, n, k, a, k as isize, 1, b, n as isize, 1, &mut out, false);
     out
 }
 
 /// `a [m x k] @ w^T` where `w` is `[n x k]` row-major (PyTorch's Linear weight layout).
 pub fn matmul_nt(a: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
     let mut out = vec![0.0f32; m * n];
-    gemm_raw(m, n, k, a, k as isize, 1, w, 1, k as isize, &mut out);
+    gemm_raw(m, n, k, a, k as isize, 1, w, 1, k as isize, &mut out, false);
     out
 }
 
@@ -27,6 +27,7 @@ fn gemm_raw(
     b_rs: isize,
     b_cs: isize,
     out: &mut [f32],
+    par: bool,
 ) {
     assert!(a.len() >= m * k && b.len() >= k * n && out.len() >= m * n);
     if m == 0 || n == 0 {
@@ -50,7 +51,7 @@ fn gemm_raw(
             b_cs,
             out.as_mut_ptr(),
             n,
-            false,
+            par,
         )
     }
 }
@@ -280,54 +281,14 @@ pub fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
 /// `a [m x k] @ b [k x n]` on rayon's threads (for the large products of image encoders).
 pub fn matmul_par(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
     let mut out = vec![0.0f32; m * n];
-    assert!(a.len() >= m * k && b.len() >= k * n);
-    if m == 0 || n == 0 || k == 0 {
-        return out;
-    }
-    // SAFETY: the assert bounds every index; `out` is exclusive.
-    unsafe {
-        gemm_strided(
-            m,
-            n,
-            k,
-            a.as_ptr(),
-            k as isize,
-            1,
-            b.as_ptr(),
-            n as isize,
-            1,
-            out.as_mut_ptr(),
-            n,
-            true,
-        )
-    }
+    gemm_raw(m, n, k, a, k as isize, 1, b, n as isize, 1, &mut out, true);
     out
 }
 
 /// `a [m x k] @ w^T` (`w` `[n x k]`, PyTorch Linear layout) on rayon's threads.
 pub fn matmul_nt_par(a: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
     let mut out = vec![0.0f32; m * n];
-    assert!(a.len() >= m * k && w.len() >= k * n);
-    if m == 0 || n == 0 || k == 0 {
-        return out;
-    }
-    // SAFETY: as above.
-    unsafe {
-        gemm_strided(
-            m,
-            n,
-            k,
-            a.as_ptr(),
-            k as isize,
-            1,
-            w.as_ptr(),
-            1,
-            k as isize,
-            out.as_mut_ptr(),
-            n,
-            true,
-        )
-    }
+    gemm_raw(m, n, k, a, k as isize, 1, w, 1, k as isize, &mut out, true);
     out
 }
 

@@ -82,6 +82,19 @@ impl NamedTensors {
         self.tensors.get(key)
     }
 
+    /// How many numbered blocks live under `prefix` (keys `{prefix}{i}.…`): one past the
+    /// highest index, so that a missing key inside the range is reported as missing rather than
+    /// taken for a shallower model.
+    pub fn count_blocks(&self, prefix: &str) -> usize {
+        self.tensors
+            .keys()
+            .filter_map(|k| k.strip_prefix(prefix))
+            .filter_map(|r| r.split('.').next()?.parse::<usize>().ok())
+            .map(|i| i + 1)
+            .max()
+            .unwrap_or(0)
+    }
+
     pub fn insert(&mut self, key: impl Into<String>, t: HostTensor) {
         self.tensors.insert(key.into(), t);
     }

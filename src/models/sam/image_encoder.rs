@@ -54,15 +54,7 @@ impl ImageEncoder {
         let mut window = 0;
         let mut global = Vec::new();
         let mut heads = 0;
-        let pre = format!("{prefix}blocks.");
-        let depth = src
-            .tensors
-            .keys()
-            .filter_map(|k| k.strip_prefix(&pre))
-            .filter_map(|r| r.split('.').next()?.parse::<usize>().ok())
-            .map(|i| i + 1)
-            .max()
-            .unwrap_or(0);
+        let depth = src.count_blocks(&format!("{prefix}blocks."));
         for i in 0..depth {
             let Some(rel) = src.get(&format!("{prefix}blocks.{i}.attn.rel_pos_h")) else {
                 if i == 0 {
@@ -127,17 +119,7 @@ impl ImageEncoder {
             .get(&format!("{prefix}pos_embed"))
             .map(|t| t.shape[1])
             .unwrap_or(0);
-        // One past the highest block index among the keys: a missing key is reported, not
-        // taken for a shallower model.
-        let pre = format!("{prefix}blocks.");
-        let depth = src
-            .tensors
-            .keys()
-            .filter_map(|k| k.strip_prefix(&pre))
-            .filter_map(|r| r.split('.').next()?.parse::<usize>().ok())
-            .map(|i| i + 1)
-            .max()
-            .unwrap_or(0);
+        let depth = src.count_blocks(&format!("{prefix}blocks."));
         let mlp = src
             .get(&format!("{prefix}blocks.0.mlp.lin1.weight"))
             .map(|t| t.shape[0])

@@ -164,18 +164,7 @@ impl TinyViT {
             bail!("{}: no {prefix}patch_embed.seq.2.c.weight", src.source);
         };
         let (half, e0) = (s0[0], s2[0]);
-        // Depth of a stage: one past the highest block index among its keys (so a missing key
-        // is reported as missing, not taken for a shallower model).
-        let count = |stage: usize, _key: &str| {
-            let pre = format!("{prefix}layers.{stage}.blocks.");
-            src.tensors
-                .keys()
-                .filter_map(|k| k.strip_prefix(&pre))
-                .filter_map(|r| r.split('.').next()?.parse::<usize>().ok())
-                .map(|i| i + 1)
-                .max()
-                .unwrap_or(0)
-        };
+        let count = |stage: usize| src.count_blocks(&format!("{prefix}layers.{stage}.blocks."));
         let mut ck = KeyCheck::default();
         let p = |k: &str| format!("{prefix}{k}");
         let stem0 = ConvBn::load(src, &mut ck, &p("patch_embed.seq.0"), 3, half, 3, 2, 1);
@@ -183,7 +172,7 @@ impl TinyViT {
         let hidden0 = shape("layers.0.blocks.0.conv1.c.weight")
             .map(|s| s[0])
             .unwrap_or(4 * e0);
-        let mbconv = (0..count(0, "conv1.c.weight"))
+        let mbconv = (0..count(0))
             .map(|i| {
                 let b = p(&format!("layers.0.blocks.{i}"));
                 MbConv {
@@ -234,7 +223,7 @@ impl TinyViT {
         let mut res = TINY_VIT_INPUT / 4 / merge_stride(dim);
         let mut stages = Vec::new();
         for stage in 1..4 {
-            let n = count(stage, "attn.qkv.weight");
+            let n = count(stage);
             let mut blocks = Vec::new();
             for i in 0..n {
                 let b = p(&format!("layers.{stage}.blocks.{i}"));
