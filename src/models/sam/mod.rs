@@ -1,12 +1,15 @@
-//! Segment Anything (Kirillov et al. 2023). Work in progress: the image encoder, the prompt
-//! encoder and the mask decoder, checked against the official `segment_anything` package; the
-//! predictor, automatic mask generator and CLI come next.
+//! Segment Anything (Kirillov et al. 2023) and MobileSAM (Zhang et al. 2023): the networks, on
+//! host buffers with `gemm`, checked against the official `segment_anything` / `mobile_sam`
+//! code. The predictor, the automatic mask generator and the pictures live in `crate::sam`.
 //!
-//! * `image_encoder`        ViT with windowed / global attention, relative positions, neck
+//! * `image_encoder`        ViT-B/L/H: windowed / global attention, decomposed relative positions
+//! * `tiny_vit`             MobileSAM's encoder: MBConv, patch merging, biased window attention
+//! * `neck`                 the encoders' shared neck and window partition
 //! * `prompt_encoder`       random-Fourier positional encoding; point, box-corner and not-a-point
 //!   embeddings; the mask-downscaling convolutions
 //! * `two_way_transformer`  tokens and image attend to each other
 //! * `mask_decoder`         output tokens, 4x upscaling, hypernetwork MLPs, IoU head
+//! * `model`                a whole checkpoint: loading, variant detection
 
 pub mod image_encoder;
 pub mod mask_decoder;
