@@ -57,6 +57,34 @@ impl Canvas {
         }
     }
 
+    /// Blends `mask` (row-major over the whole canvas, nonzero = inside) in `color` with
+    /// opacity `alpha`, and draws its outline (inside pixels with an outside 4-neighbour, or on
+    /// the border) in the solid colour.
+    pub fn paint_mask(&mut self, mask: &[u8], color: Rgb, alpha: f32) {
+        let (w, h) = (self.width, self.height);
+        for y in 0..h {
+            for x in 0..w {
+                let i = y * w + x;
+                if mask[i] == 0 {
+                    continue;
+                }
+                let edge = x == 0
+                    || y == 0
+                    || x + 1 == w
+                    || y + 1 == h
+                    || mask[i - 1] == 0
+                    || mask[i + 1] == 0
+                    || mask[i - w] == 0
+                    || mask[i + w] == 0;
+                if edge {
+                    self.put(x as isize, y as isize, color);
+                } else {
+                    self.blend(x, y, color, alpha);
+                }
+            }
+        }
+    }
+
     /// A line of the given thickness (Bresenham with a square brush).
     pub fn line(&mut self, x0: f32, y0: f32, x1: f32, y1: f32, c: Rgb, thickness: usize) {
         let steps = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);

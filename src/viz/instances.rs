@@ -21,27 +21,7 @@ pub fn draw_objects(
 ) -> Canvas {
     let mut c = Canvas::from_rgb(width, height, image_rgb.to_vec());
     for o in objects {
-        for y in 0..height {
-            for x in 0..width {
-                let i = y * width + x;
-                if o.mask[i] == 0 {
-                    continue;
-                }
-                let edge = x == 0
-                    || y == 0
-                    || x + 1 == width
-                    || y + 1 == height
-                    || o.mask[i - 1] == 0
-                    || o.mask[i + 1] == 0
-                    || o.mask[i - width] == 0
-                    || o.mask[i + width] == 0;
-                if edge {
-                    c.put(x as isize, y as isize, o.color);
-                } else {
-                    c.blend(x, y, o.color, alpha);
-                }
-            }
-        }
+        c.paint_mask(&o.mask, o.color, alpha);
     }
     let scale = if width >= 1200 { 2 } else { 1 };
     for o in objects {

@@ -12,27 +12,6 @@ pub const MASK_BLUE: Rgb = [30, 144, 255];
 const GREEN: Rgb = [0, 200, 0];
 const RED: Rgb = [230, 20, 20];
 
-/// Blends `mask` (row-major, nonzero = inside) over the canvas and outlines it.
-pub fn paint_mask(c: &mut Canvas, mask: &[u8], color: Rgb, alpha: f32) {
-    let (w, h) = (c.width, c.height);
-    for y in 0..h {
-        for x in 0..w {
-            if mask[y * w + x] == 0 {
-                continue;
-            }
-            let edge = (x == 0 || mask[y * w + x - 1] == 0)
-                || (x + 1 == w || mask[y * w + x + 1] == 0)
-                || (y == 0 || mask[(y - 1) * w + x] == 0)
-                || (y + 1 == h || mask[(y + 1) * w + x] == 0);
-            if edge {
-                c.put(x as isize, y as isize, color);
-            } else {
-                c.blend(x, y, color, alpha);
-            }
-        }
-    }
-}
-
 /// Marker size for an image: visible on thumbnails and on 4K photos alike.
 fn marker(c: &Canvas) -> f32 {
     (c.width.min(c.height) as f32 / 30.0).clamp(5.0, 40.0)
@@ -65,7 +44,7 @@ pub fn prompt_picture(
         .unwrap_or(0);
     let draw = |i: usize| {
         let mut c = photo.clone();
-        paint_mask(&mut c, &masks[i], MASK_BLUE, 0.6);
+        c.paint_mask(&masks[i], MASK_BLUE, 0.6);
         draw_points(&mut c, points);
         if let Some(b) = bbox {
             draw_box(&mut c, b, GREEN);
@@ -93,7 +72,7 @@ pub fn prompt_picture(
 pub fn batched_boxes_picture(photo: &Canvas, masks: &[Vec<u8>], boxes: &[[f64; 4]]) -> Canvas {
     let mut c = photo.clone();
     for (i, m) in masks.iter().enumerate() {
-        paint_mask(&mut c, m, instance_color(i), 0.55);
+        c.paint_mask(m, instance_color(i), 0.55);
     }
     for (i, b) in boxes.iter().enumerate() {
         draw_box(&mut c, *b, instance_color(i));
@@ -107,7 +86,7 @@ pub fn automatic_picture(photo: &Canvas, masks: &[(u64, Vec<u8>)]) -> Canvas {
     order.sort_by_key(|&i| std::cmp::Reverse(masks[i].0));
     let mut c = photo.clone();
     for (k, &i) in order.iter().enumerate() {
-        paint_mask(&mut c, &masks[i].1, instance_color(k), 0.45);
+        c.paint_mask(&masks[i].1, instance_color(k), 0.45);
     }
     c
 }
