@@ -4,8 +4,8 @@
 //! and across crops, optionally cleaned of small holes and islands, and returned as COCO-RLE
 //! records with the reference's fields and order.
 
-use super::predictor::Prompt;
 use super::transforms::apply_coords;
+use crate::formats::coco::{decode_rowmajor, encode_rowmajor};
 use crate::models::sam::model::Sam;
 use crate::models::sam::prompt_encoder::PointPrompt;
 use anyhow::{Result, bail};
@@ -48,10 +48,8 @@ impl Default for AmgConfig {
 /// One generated mask, as the reference's record.
 #[derive(Clone, Debug)]
 pub struct MaskRecord {
-    /// Column-major run lengths (COCO RLE counts, starting with a run of zeros).
-    pub counts: Vec<u32>,
-    pub height: usize,
-    pub width: usize,
+    /// The mask at the image's size (COCO RLE).
+    pub rle: hotcoco::Rle,
     pub area: u64,
     /// `[x, y, w, h]` with `w = right - left` over inclusive pixel edges, as the reference.
     pub bbox: [i64; 4],
@@ -64,30 +62,13 @@ pub struct MaskRecord {
 
 impl MaskRecord {
     pub fn mask_rowmajor(&self) -> Vec<u8> {
-        let (h, w) = (self.height, self.width);
-        let mut m = vec![0u8; h * w];
-        let (mut idx, mut val) = (0usize, 0u8);
-        for &c in &self.counts {
-            for i in idx..idx + c as usize {
-                if val == 1 {
-                    m[(i % h) * w + i / h] = 1;
-                }
-            }
-            idx += c as usize;
-            val ^= 1;
-        }
-        m
+        decode_rowmajor(&self.rle)
     }
 
     /// The record as the reference writes it (`segmentation` in compressed COCO RLE).
     pub fn to_json(&self) -> serde_json::Value {
-        let rle = hotcoco::Rle {
-            h: self.height as u32,
-            w: self.width as u32,
-            counts: self.counts.clone(),
-        };
         serde_json::json!({
-            "segmentation": {"size": [self.height, self.width], "counts": hotcoco::mask::rle_to_string(&rle)},
+            "segmentation": {"size": [self.rle.h, self.rle.w], "counts": hotcoco::mask::rle_to_string(&self.rle)},
             "area": self.area,
             "bbox": self.bbox,
             "predicted_iou": self.predicted_iou,
@@ -208,23 +189,11 @@ pub fn nms(boxes: &[[f32; 4]], scores: &[f32], thresh: f32) -> Vec<usize> {
     keep
 }
 
-/// Column-major run lengths of a row-major mask, starting with a (possibly empty) zero run.
-pub fn rle_counts(m: &[u8], h: usize, w: usize) -> Vec<u32> {
-    let mut counts = Vec::new();
-    let (mut cur, mut run) = (0u8, 0u32);
-    for x in 0..w {
-        for y in 0..h {
-            let v = (m[y * w + x] != 0) as u8;
-            if v != cur {
-                counts.push(run);
-                run = 0;
-                cur = v;
-            }
-            run += 1;
-        }
-    }
-    counts.push(run);
-    counts
+/// A row-major `h x w` mask as COCO RLE and its area.
+fn encode(m: &[u8], h: usize, w: usize) -> Result<(hotcoco::Rle, u64)> {
+    let rle = encode_rowmajor(m, h as u32, w as u32)?;
+    let area = hotcoco::mask::area(&rle);
+    Ok((rle, area))
 }
 
 struct Candidate {
@@ -345,8 +314,7 @@ pub fn generate(
         for i in keep {
             let c = cands[i].take().unwrap();
             let full = uncrop_mask(&c.mask, crop, h, w);
-            let counts = rle_counts(&full, h, w);
-            let area = counts.iter().skip(1).step_by(2).map(|&v| v as u64).sum();
+            let (rle, area) = encode(&full, h, w)?;
             let (ox, oy) = (x0 as i64, y0 as i64);
             let b = [
                 c.bbox[0] + ox,
@@ -355,9 +323,7 @@ pub fn generate(
                 c.bbox[3] + oy,
             ];
             records.push(MaskRecord {
-                counts,
-                height: h,
-                width: w,
+                rle,
                 area,
                 bbox: [b[0], b[1], b[2] - b[0], b[3] - b[1]],
                 predicted_iou: c.iou,
@@ -381,17 +347,9 @@ pub fn generate(
             records,
             cfg.min_mask_region_area,
             cfg.box_nms_thresh.max(cfg.crop_nms_thresh),
-        );
+        )?;
     }
     Ok(records)
-}
-
-/// Validation helper shared with the CLI: a prompt made of one foreground point.
-pub fn point_prompt(x: f64, y: f64) -> Prompt {
-    Prompt {
-        points: vec![(x, y, 1)],
-        ..Default::default()
-    }
 }
 
 fn xywh_to_xyxy(b: [i64; 4]) -> [f32; 4] {
@@ -491,14 +449,18 @@ pub fn remove_small_regions(
     )
 }
 
-fn remove_small_regions_all(records: Vec<MaskRecord>, area: usize, thresh: f32) -> Vec<MaskRecord> {
+fn remove_small_regions_all(
+    records: Vec<MaskRecord>,
+    area: usize,
+    thresh: f32,
+) -> Result<Vec<MaskRecord>> {
     if records.is_empty() {
-        return records;
+        return Ok(records);
     }
     let cleaned: Vec<(Vec<u8>, bool)> = records
         .par_iter()
         .map(|r| {
-            let (h, w) = (r.height, r.width);
+            let (h, w) = (r.rle.h as usize, r.rle.w as usize);
             let (m, c1) = remove_small_regions(&r.mask_rowmajor(), h, w, area, true);
             let (m, c2) = remove_small_regions(&m, h, w, area, false);
             (m, c1 || c2)
@@ -507,7 +469,7 @@ fn remove_small_regions_all(records: Vec<MaskRecord>, area: usize, thresh: f32) 
     let boxes: Vec<[f32; 4]> = cleaned
         .iter()
         .zip(&records)
-        .map(|((m, _), r)| mask_to_box(m, r.height, r.width).map(|v| v as f32))
+        .map(|((m, _), r)| mask_to_box(m, r.rle.h as usize, r.rle.w as usize).map(|v| v as f32))
         .collect();
     let scores: Vec<f32> = cleaned
         .iter()
@@ -518,14 +480,13 @@ fn remove_small_regions_all(records: Vec<MaskRecord>, area: usize, thresh: f32) 
     for &i in &keep {
         if cleaned[i].1 {
             let r = &mut records[i];
-            r.counts = rle_counts(&cleaned[i].0, r.height, r.width);
-            r.area = r.counts.iter().skip(1).step_by(2).map(|&v| v as u64).sum();
+            (r.rle, r.area) = encode(&cleaned[i].0, r.rle.h as usize, r.rle.w as usize)?;
             let b = boxes[i].map(|v| v as i64);
             // The reference stores the new xyxy box; reported as xywh like the others.
             r.bbox = [b[0], b[1], b[2] - b[0], b[3] - b[1]];
         }
     }
-    pick(records, &keep)
+    Ok(pick(records, &keep))
 }
 
 #[cfg(test)]
@@ -557,7 +518,8 @@ mod tests {
         assert_eq!(mask_to_box(&m, h, w), [1, 1, 3, 2]);
         assert_eq!(mask_to_box(&vec![0; h * w], h, w), [0; 4]);
         // column-major: column 1 has row 1 set -> index 1*4+1 = 5; column 3 row 2 -> 14
-        assert_eq!(rle_counts(&m, h, w), vec![5, 1, 8, 1, 5]);
+        let (rle, area) = encode(&m, h, w).unwrap();
+        assert_eq!((rle.counts, area), (vec![5, 1, 8, 1, 5], 2));
         let keep = nms(
             &[[0., 0., 10., 10.], [1., 1., 10., 10.], [20., 20., 30., 30.]],
             &[0.5, 0.9, 0.1],
