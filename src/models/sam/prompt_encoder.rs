@@ -240,25 +240,9 @@ impl PromptEncoder {
 
 /// Convolution with kernel = stride (2x2 stride 2, or 1x1), no padding.
 fn conv(c: &Conv, x: &[f32], h: usize, w: usize) -> Vec<f32> {
-    let (oh, ow) = (h / c.k, w / c.k);
-    let mut out = vec![0.0f32; c.cout * oh * ow];
-    for co in 0..c.cout {
-        for y in 0..oh {
-            for xx in 0..ow {
-                let mut acc = c.b[co];
-                for ci in 0..c.cin {
-                    for ky in 0..c.k {
-                        for kx in 0..c.k {
-                            acc += c.w[((co * c.cin + ci) * c.k + ky) * c.k + kx]
-                                * x[(ci * h + y * c.k + ky) * w + xx * c.k + kx];
-                        }
-                    }
-                }
-                out[(co * oh + y) * ow + xx] = acc;
-            }
-        }
-    }
-    out
+    let (y, _, _) =
+        crate::models::host::conv2d(x, c.cin, h, w, &c.w, Some(&c.b), c.cout, c.k, c.k, 0, 1);
+    y
 }
 
 /// LayerNorm over channels at each position (eps 1e-6), as SAM's `LayerNorm2d`.

@@ -7,11 +7,9 @@
 //! stride rule (stride 1 into 320/448/576 channels) and the 1024 input are the reference's.
 
 use super::neck::{Neck, in_windows};
-use super::prompt_encoder::gelu_inplace;
+use super::prompt_encoder::gelu;
 use super::two_way_transformer::linear;
-use crate::models::host::{
-    Linear, conv2d, layer_norm, matmul, matmul_nt, matmul_nt_par, softmax_rows, transpose,
-};
+use crate::models::host::{Linear, conv2d, layer_norm, matmul, matmul_nt, softmax_rows, transpose};
 use crate::weights::{KeyCheck, NamedTensors};
 use anyhow::{Result, bail};
 use rayon::prelude::*;
@@ -88,11 +86,6 @@ impl ConvBn {
     }
 }
 
-fn gelu_par(mut x: Vec<f32>) -> Vec<f32> {
-    gelu_inplace(&mut x);
-    x
-}
-
 struct MbConv {
     conv1: ConvBn,
     conv2: ConvBn,
@@ -109,8 +102,8 @@ impl PatchMerging {
     /// `[C, H, W]` -> `[Cout, H', W']`.
     fn forward(&self, x: &[f32], h: usize, w: usize) -> (Vec<f32>, usize, usize) {
         let (y, h, w) = self.conv1.forward(x, h, w);
-        let (y, h, w) = self.conv2.forward(&gelu_par(y), h, w);
-        let (y, h, w) = self.conv3.forward(&gelu_par(y), h, w);
+        let (y, h, w) = self.conv2.forward(&gelu(y), h, w);
+        let (y, h, w) = self.conv3.forward(&gelu(y), h, w);
         (y, h, w)
     }
 }
@@ -327,14 +320,14 @@ impl TinyViT {
             );
         }
         let (x, h, w) = self.stem0.forward(image, s, s);
-        let (mut x, mut h, mut w) = self.stem2.forward(&gelu_par(x), h, w);
+        let (mut x, mut h, mut w) = self.stem2.forward(&gelu(x), h, w);
         for m in &self.mbconv {
             let (y, _, _) = m.conv1.forward(&x, h, w);
-            let (y, _, _) = m.conv2.forward(&gelu_par(y), h, w);
-            let (y, _, _) = m.conv3.forward(&gelu_par(y), h, w);
+            let (y, _, _) = m.conv2.forward(&gelu(y), h, w);
+            let (y, _, _) = m.conv3.forward(&gelu(y), h, w);
             let mut y = y;
             y.par_iter_mut().zip(&x).for_each(|(a, b)| *a += b);
-            x = gelu_par(y);
+            x = gelu(y);
         }
         let (y, nh, nw) = self.down0.forward(&x, h, w);
         (h, w) = (nh, nw);
@@ -350,8 +343,8 @@ impl TinyViT {
                 t = transpose(&img, st.dim, h * w);
                 let mut n = t.clone();
                 layer_norm(&mut n, st.dim, &b.mlp_norm.0, &b.mlp_norm.1, 1e-5);
-                let hid = gelu_par(linear_par(&b.fc1, &n, h * w));
-                let m = linear_par(&b.fc2, &hid, h * w);
+                let hid = gelu(b.fc1.forward(&n, h * w));
+                let m = b.fc2.forward(&hid, h * w);
                 t.iter_mut().zip(&m).for_each(|(v, a)| *v += a);
             }
             if let Some(d) = &st.downsample {
@@ -370,13 +363,6 @@ impl TinyViT {
         }
         Ok(self.neck.forward(&t, h, w))
     }
-}
-
-fn linear_par(l: &Linear, x: &[f32], rows: usize) -> Vec<f32> {
-    let mut y = matmul_nt_par(x, &l.w, rows, l.inp, l.out);
-    y.par_chunks_mut(l.out)
-        .for_each(|r| r.iter_mut().zip(&l.b).for_each(|(v, b)| *v += b));
-    y
 }
 
 /// Windowed attention over an `h x w` token grid padded (bottom/right, zero tokens before the
