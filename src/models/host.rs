@@ -183,6 +183,16 @@ impl Linear {
     }
 }
 
+/// Columns `offset..offset + width` of each of `rows` rows of `stride` values, packed: one
+/// attention head's slice of a projection.
+pub fn columns(m: &[f32], rows: usize, stride: usize, offset: usize, width: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(rows * width);
+    for r in 0..rows {
+        v.extend_from_slice(&m[r * stride + offset..r * stride + offset + width]);
+    }
+    v
+}
+
 /// A dot product with eight independent accumulators (vectorises without fast-math).
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {

@@ -6,7 +6,7 @@
 use super::neck::{Neck, in_windows};
 use super::prompt_encoder::gelu;
 use super::two_way_transformer::linear;
-use crate::models::host::{Linear, dot, layer_norm, matmul, matmul_nt, softmax_rows_seq};
+use crate::models::host::{Linear, columns, dot, layer_norm, matmul, matmul_nt, softmax_rows_seq};
 use crate::weights::{KeyCheck, NamedTensors};
 use anyhow::{Result, bail};
 
@@ -241,14 +241,7 @@ impl ImageEncoder {
         let qkv = b.qkv.forward(x, n); // [n, 3c]: q | k | v, each heads x hd
         let scale = 1.0 / (hd as f32).sqrt();
         let head = |hh: usize| -> Vec<f32> {
-            let part = |which: usize| -> Vec<f32> {
-                let mut v = Vec::with_capacity(n * hd);
-                for r in 0..n {
-                    let o = r * 3 * c + which * c + hh * hd;
-                    v.extend_from_slice(&qkv[o..o + hd]);
-                }
-                v
-            };
+            let part = |which: usize| columns(&qkv, n, 3 * c, which * c + hh * hd, hd);
             let (q, k, v) = (part(0), part(1), part(2));
             let mut attn = matmul_nt(&q, &k, n, hd, n);
             // rel_h[qy, ky] = q(qy, qx) . Rh[qy - ky + h - 1]; rel_w likewise on x.

@@ -9,7 +9,9 @@
 use super::neck::{Neck, in_windows};
 use super::prompt_encoder::gelu;
 use super::two_way_transformer::linear;
-use crate::models::host::{Linear, conv2d, layer_norm, matmul, matmul_nt, softmax_rows, transpose};
+use crate::models::host::{
+    Linear, columns, conv2d, layer_norm, matmul, matmul_nt, softmax_rows, transpose,
+};
 use crate::weights::{KeyCheck, NamedTensors};
 use anyhow::{Result, bail};
 use rayon::prelude::*;
@@ -382,14 +384,8 @@ fn window_attention(b: &Block, win: &mut [f32], c: usize) -> Vec<f32> {
     let scale = 1.0 / (kd as f32).sqrt();
     let mut o = vec![0.0f32; n * c];
     for hh in 0..b.heads {
-        let part = |off: usize| -> Vec<f32> {
-            let mut v = Vec::with_capacity(n * kd);
-            for r in 0..n {
-                let base = r * 3 * c + hh * 3 * kd + off * kd;
-                v.extend_from_slice(&qkv[base..base + kd]);
-            }
-            v
-        };
+        // per-head interleaved q | k | v
+        let part = |off: usize| columns(&qkv, n, 3 * c, hh * 3 * kd + off * kd, kd);
         let (q, k, v) = (part(0), part(1), part(2));
         let mut s = matmul_nt(&q, &k, n, kd, n);
         let bias = &b.biases[hh * n..(hh + 1) * n];

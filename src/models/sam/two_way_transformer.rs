@@ -3,7 +3,9 @@
 //! then a final token-to-image attention. Keys `transformer.layers.{i}.*`,
 //! `transformer.final_attn_token_to_image.*`, `transformer.norm_final_attn.*`.
 
-use crate::models::host::{Linear, add, layer_norm, matmul, relu, softmax_rows, softmax_rows_seq};
+use crate::models::host::{
+    Linear, add, columns, layer_norm, matmul, relu, softmax_rows, softmax_rows_seq,
+};
 use crate::weights::{KeyCheck, NamedTensors};
 
 pub(crate) fn linear(
@@ -108,9 +110,9 @@ impl Attention {
         let mut out = vec![0.0f32; nq * inner];
         for h in 0..self.heads {
             let (qh, kh, vh) = (
-                head_cols(q, nq, inner, h, ch),
-                head_cols(k, nk, inner, h, ch),
-                head_cols(v, nk, inner, h, ch),
+                columns(q, nq, inner, h * ch, ch),
+                columns(k, nk, inner, h * ch, ch),
+                columns(v, nk, inner, h * ch, ch),
             );
             let mut attn = crate::models::host::matmul_nt(&qh, &kh, nq, ch, nk);
             attn.iter_mut().for_each(|a| *a *= scale);
@@ -275,14 +277,6 @@ impl Attention {
     }
 }
 
-fn head_cols(m: &[f32], n: usize, inner: usize, h: usize, ch: usize) -> Vec<f32> {
-    let mut v = Vec::with_capacity(n * ch);
-    for r in 0..n {
-        v.extend_from_slice(&m[r * inner + h * ch..r * inner + (h + 1) * ch]);
-    }
-    v
-}
-
 struct Block {
     self_attn: Attention,
     norm1: Norm,
@@ -421,13 +415,18 @@ impl TwoWayTransformer {
                 queries = add(&queries, &a);
             }
             l.norm1.apply(&mut queries);
+            // keys + positions, used by both cross attentions (keys change only after them)
+            let keys_pe = match cache {
+                Some(_) => Vec::new(),
+                None => add(&keys, image_pe),
+            };
             let q = add(&queries, tokens);
             let a = match cache {
                 Some(c) => {
                     let qp = l.cross_t2i.q.forward(&q, n);
                     l.cross_t2i.dense_projected(&qp, n, &c.k_t2i, &c.v_t2i, hw)
                 }
-                None => l.cross_t2i.forward(&q, n, &add(&keys, image_pe), &keys, hw),
+                None => l.cross_t2i.forward(&q, n, &keys_pe, &keys, hw),
             };
             queries = add(&queries, &a);
             l.norm2.apply(&mut queries);
@@ -441,9 +440,7 @@ impl TwoWayTransformer {
                 Some(c) => l
                     .cross_i2t
                     .image_queries_projected(&c.q_i2t, hw, &q, &queries, n),
-                None => l
-                    .cross_i2t
-                    .forward(&add(&keys, image_pe), hw, &q, &queries, n),
+                None => l.cross_i2t.forward(&keys_pe, hw, &q, &queries, n),
             };
             keys = add(&keys, &a);
             l.norm4.apply(&mut keys);
