@@ -53,10 +53,10 @@ fn main() {
     };
     let fwd_bn = timed(repeats, || sync(model.forward(x.clone())));
     let fwd_folded = timed(repeats, || sync(folded.forward(x.clone())));
-    let engine = segrs::models::unet::cpu_infer::CpuUNet::new(&model);
+    let engine = segrs::models::unet::host::HostUNet::from_model(&model).unwrap();
     let xh = noise(3 * 256 * 256, 1);
     let fwd_engine = timed(repeats, || {
-        std::hint::black_box(engine.forward(&xh, 256, 256));
+        std::hint::black_box(engine.forward(&xh, 256, 256).unwrap());
     });
 
     // One training step.
@@ -106,7 +106,7 @@ fn main() {
     let cpu = cpu_name();
     // Full-size parity: the classic network saved by PyTorch, loaded by segrs.
     let parity = torch.as_ref().and_then(|_| {
-        let loaded = segrs::weights::checkpoint::load(
+        let loaded = segrs::models::unet::checkpoint::load(
             &parity_dir.join("unet_classic.pth"),
             (Some(3), Some(21)),
             &dev,
@@ -129,8 +129,10 @@ fn main() {
                 .valid()
                 .forward(segrs::models::tensor_io::from_host::<4>(x, &dev)),
         );
-        let eng =
-            segrs::models::unet::cpu_infer::CpuUNet::new(&loaded.model).forward(&x.data, 128, 192);
+        let eng = segrs::models::unet::host::HostUNet::from_model(&loaded.model)
+            .ok()?
+            .forward(&x.data, 128, 192)
+            .ok()?;
         Some((rel(&burn_out), rel(&eng)))
     });
     std::fs::remove_dir_all(&parity_dir).ok();

@@ -4,9 +4,8 @@
 use anyhow::{Result, bail};
 use burn::prelude::*;
 
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
+/// Where tensors live (the command line's `--device cpu|vulkan`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceKindArg {
     /// burn's flex CPU backend.
@@ -44,10 +43,9 @@ pub fn set_threads(n: usize) -> Result<()> {
     if let Err(e) = rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .build_global()
+        && rayon::current_num_threads() != n
     {
-        if rayon::current_num_threads() != n {
-            bail!("cannot set {n} threads: {e}");
-        }
+        bail!("cannot set {n} threads: {e}");
     }
     Ok(())
 }

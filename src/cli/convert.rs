@@ -1,10 +1,10 @@
 //! `segrs convert`: between COCO instances JSON, per-instance PNG folders (DSB2018), label maps
 //! (StarDist), COCO panoptic and semantic + instance maps.
 
-use crate::formats::{instances, panoptic};
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use hotcoco::Category;
+use segrs::formats::{instances, panoptic};
 use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
@@ -93,7 +93,7 @@ fn write_coco(
     out: &std::path::Path,
 ) -> Result<()> {
     let ds = instances::to_coco(imgs, one_category(category))?;
-    super::eval::write_json(out, &ds)?;
+    segrs::io::write_json(out, &ds)?;
     println!(
         "wrote {} ({} images, {} objects)",
         out.display(),
@@ -114,7 +114,7 @@ pub fn run(cmd: ConvertCommand) -> Result<()> {
             &a.out,
         )?,
         ConvertCommand::CocoToMasks(a) => {
-            let gt = crate::formats::coco::load_gt(&a.gt)?;
+            let gt = segrs::formats::coco::load_gt(&a.gt)?;
             let n = instances::write_dsb(&gt, &a.out)?;
             println!("wrote {n} masks under {}", a.out.display());
         }

@@ -1,19 +1,17 @@
 //! `segrs demo`: the built-in main job. Generates a deterministic synthetic dataset, trains a
 //! compact U-Net, evaluates it on the validation split and writes pictures.
 
-use super::eval::write_json;
-use crate::data::image_io::{write_label_png, write_png};
-use crate::data::preprocess::Normalize;
-use crate::data::synthetic::{CLASS_NAMES, dataset};
-use crate::device::{DeviceKindArg, device};
-use crate::losses::LossConfig;
-use crate::models::unet::{UNetConfig, Upsampling};
-use crate::predict::SemanticPredictor;
-use crate::train::{RunOptions, Schedule, TrainConfig, train};
-use crate::viz::overlay::{colorize, overlay, panels};
-use crate::viz::palette::palette_for;
+use super::DeviceArg;
 use anyhow::{Result, bail};
 use clap::Args;
+use segrs::data::image_io::{write_label_png, write_png};
+use segrs::data::synthetic::{CLASS_NAMES, dataset};
+use segrs::device::device;
+use segrs::io::write_json;
+use segrs::predict::SemanticPredictor;
+use segrs::train::{RunOptions, demo_config, train};
+use segrs::viz::overlay::{colorize, overlay, panels};
+use segrs::viz::palette::palette_for;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -36,46 +34,16 @@ pub struct DemoArgs {
     /// Replace an existing demo folder.
     #[arg(long)]
     pub force: bool,
-    #[arg(long, value_enum, default_value_t = DeviceKindArg::Cpu)]
-    pub device: DeviceKindArg,
-}
-
-/// The demo's training configuration.
-pub fn demo_config(epochs: usize, seed: u64) -> TrainConfig {
-    let classes = CLASS_NAMES.len();
-    let mut loss =
-        LossConfig::parse("ce+dice", Some(&[1.0, 0.5]), classes, None).expect("valid loss spec");
-    loss.dice_smooth = 1.0;
-    TrainConfig {
-        unet: UNetConfig {
-            in_channels: 3,
-            num_classes: classes,
-            base_width: 16,
-            depth: 3,
-            upsampling: Upsampling::Transpose,
-            batch_norm: true,
-        },
-        loss,
-        normalize: Normalize::new(vec![0.5; 3], vec![0.25; 3]).expect("valid normalisation"),
-        binary: false,
-        epochs,
-        batch_size: 8,
-        lr: 3e-3,
-        min_lr: 1e-5,
-        weight_decay: 1e-4,
-        schedule: Schedule::Cosine,
-        warmup_steps: 10,
-        crop: None,
-        flips: true,
-        seed,
-        grad_clip: None,
-        class_names: CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
-    }
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+    /// Inference engine (default: host on the CPU, burn on Vulkan).
+    #[arg(long, value_enum)]
+    pub engine: Option<super::EngineArg>,
 }
 
 pub fn run(a: DemoArgs) -> Result<()> {
     let start = Instant::now();
-    let dev = device(a.device)?;
+    let dev = device(a.device.into())?;
     if a.out.join("run").join("state.json").exists() {
         if !a.force {
             bail!(
@@ -124,9 +92,16 @@ pub fn run(a: DemoArgs) -> Result<()> {
     )?;
 
     // Evaluate the best checkpoint on the validation split, write predictions and pictures.
-    let best =
-        crate::weights::checkpoint::load(&run_dir.join("best.safetensors"), (None, None), &dev)?;
-    let predictor = SemanticPredictor::new(&best.model, cfg.normalize.clone(), dev.clone());
+    let best = segrs::models::unet::checkpoint::load(
+        &run_dir.join("best.safetensors"),
+        (None, None),
+        &dev,
+    )?;
+    let predictor = SemanticPredictor::new(
+        &best.model,
+        cfg.normalize.clone(),
+        super::engine(a.engine, a.device, &dev)?,
+    )?;
     let palette = palette_for(CLASS_NAMES.len());
     let pred_dir = a.out.join("predictions");
     let mut pairs = Vec::new();
@@ -135,11 +110,11 @@ pub fn run(a: DemoArgs) -> Result<()> {
         write_label_png(&pred_dir.join(format!("{}.png", s.stem)), &pred)?;
         if i < 8 {
             let rgb = s.image.to_rgb8();
-            let scale = |c: crate::viz::canvas::Canvas| upscale(&c, 4);
+            let scale = |c: segrs::viz::canvas::Canvas| upscale(&c, 4);
             let panel = panels(&[
                 (
                     "image",
-                    &scale(crate::viz::canvas::Canvas::from_rgb(
+                    &scale(segrs::viz::canvas::Canvas::from_rgb(
                         s.image.width,
                         s.image.height,
                         rgb.clone(),
@@ -154,14 +129,14 @@ pub fn run(a: DemoArgs) -> Result<()> {
             ]);
             panel.save_png(&a.out.join("overlays").join(format!("{}.png", s.stem)))?;
         }
-        pairs.push(crate::metrics::semantic::LabelPair {
+        pairs.push(segrs::metrics::semantic::LabelPair {
             pred: pred.data,
             gt: s.mask.data.clone(),
             height: s.image.height,
             width: s.image.width,
         });
     }
-    let report = crate::metrics::semantic::evaluate(&pairs, CLASS_NAMES.len(), None).report();
+    let report = segrs::metrics::semantic::evaluate(&pairs, CLASS_NAMES.len(), None).report();
     write_json(&a.out.join("metrics.json"), &report)?;
     std::fs::copy(run_dir.join("curve.png"), a.out.join("curve.png"))?;
     let names: Vec<String> = CLASS_NAMES.iter().map(|s| s.to_string()).collect();
@@ -177,8 +152,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
 }
 
 /// Nearest-neighbour enlargement, so small demo images are visible.
-fn upscale(c: &crate::viz::canvas::Canvas, k: usize) -> crate::viz::canvas::Canvas {
-    let mut out = crate::viz::canvas::Canvas::new(c.width * k, c.height * k, [0, 0, 0]);
+fn upscale(c: &segrs::viz::canvas::Canvas, k: usize) -> segrs::viz::canvas::Canvas {
+    let mut out = segrs::viz::canvas::Canvas::new(c.width * k, c.height * k, [0, 0, 0]);
     for y in 0..out.height {
         for x in 0..out.width {
             out.put(x as isize, y as isize, c.get(x / k, y / k));

@@ -1,11 +1,12 @@
 //! `segrs eval semantic`: metrics of predicted label maps against ground truth.
 
-use crate::data::folder::{StemFilter, list_images};
-use crate::data::image_io::read_mask;
-use crate::metrics::semantic::{LabelPair, SemanticReport, evaluate};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use rayon::prelude::*;
+use segrs::data::folder::{StemFilter, list_images};
+use segrs::data::image_io::read_mask;
+use segrs::io::write_json;
+use segrs::metrics::semantic::evaluate_dirs;
 use std::path::{Path, PathBuf};
 
 #[derive(Subcommand, Debug)]
@@ -67,125 +68,6 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
     }
 }
 
-/// Loads the (prediction, ground truth) pairs: every prediction needs a GT of the same stem.
-pub fn load_pairs(
-    pred_dir: &Path,
-    gt_dir: &Path,
-    binary: bool,
-    stems: Option<&StemFilter>,
-) -> Result<(Vec<String>, Vec<LabelPair>, usize)> {
-    let preds = list_images(pred_dir)?;
-    let gts = list_images(gt_dir)?;
-    let gt_of: std::collections::HashMap<&str, &PathBuf> =
-        gts.iter().map(|(s, p)| (s.as_str(), p)).collect();
-    let mut jobs = Vec::new();
-    let mut missing = Vec::new();
-    for (stem, p) in &preds {
-        if stems.is_some_and(|f| !f.matches(stem)) {
-            continue;
-        }
-        match gt_of.get(stem.as_str()) {
-            Some(g) => jobs.push((stem.clone(), p.clone(), (*g).clone())),
-            None => missing.push(p.display().to_string()),
-        }
-    }
-    if !missing.is_empty() {
-        bail!(
-            "{} prediction(s) have no ground truth in {}:\n  {}",
-            missing.len(),
-            gt_dir.display(),
-            missing.join("\n  ")
-        );
-    }
-    if jobs.is_empty() {
-        bail!("{}: no predictions to evaluate", pred_dir.display());
-    }
-    let unmatched_gt = gts
-        .iter()
-        .filter(|(s, _)| stems.is_none_or(|f| f.matches(s)))
-        .count()
-        - jobs.len();
-    let loaded: Vec<Result<LabelPair>> = jobs
-        .par_iter()
-        .map(|(_, p, g)| {
-            let pred = read_mask(p)?;
-            let mut gt = read_mask(g)?;
-            if binary {
-                for v in gt.data.iter_mut() {
-                    *v = match *v {
-                        255 => 1,
-                        0 => 0,
-                        other => bail!(
-                            "{}: --binary expects values 0 and 255, found {other}",
-                            g.display()
-                        ),
-                    };
-                }
-            }
-            if (pred.width, pred.height) != (gt.width, gt.height) {
-                bail!(
-                    "{}: prediction is {}x{} but ground truth {} is {}x{}",
-                    p.display(),
-                    pred.width,
-                    pred.height,
-                    g.display(),
-                    gt.width,
-                    gt.height
-                );
-            }
-            Ok(LabelPair {
-                pred: pred.data,
-                gt: gt.data,
-                height: gt.height,
-                width: gt.width,
-            })
-        })
-        .collect();
-    let mut errors = Vec::new();
-    let mut pairs = Vec::new();
-    for r in loaded {
-        match r {
-            Ok(p) => pairs.push(p),
-            Err(e) => errors.push(format!("{e:#}")),
-        }
-    }
-    if !errors.is_empty() {
-        bail!("{} bad file(s):\n  {}", errors.len(), errors.join("\n  "));
-    }
-    Ok((jobs.into_iter().map(|j| j.0).collect(), pairs, unmatched_gt))
-}
-
-/// Evaluates and checks label ranges; errors name the problem.
-pub fn evaluate_dirs(
-    pred_dir: &Path,
-    gt_dir: &Path,
-    classes: usize,
-    ignore_index: Option<u32>,
-    binary: bool,
-    stems: Option<&StemFilter>,
-) -> Result<(SemanticReport, usize, usize)> {
-    if classes == 0 {
-        bail!("--classes must be at least 1");
-    }
-    let (_, pairs, unmatched) = load_pairs(pred_dir, gt_dir, binary, stems)?;
-    let acc = evaluate(&pairs, classes, ignore_index);
-    if acc.out_of_range.gt > 0 {
-        bail!(
-            "{}: {} ground-truth pixels have labels >= {classes} that are not the ignore index",
-            gt_dir.display(),
-            acc.out_of_range.gt
-        );
-    }
-    if acc.out_of_range.pred > 0 {
-        bail!(
-            "{}: {} predicted pixels have labels >= {classes}",
-            pred_dir.display(),
-            acc.out_of_range.pred
-        );
-    }
-    Ok((acc.report(), pairs.len(), unmatched))
-}
-
 fn semantic(a: SemanticArgs) -> Result<()> {
     let (report, n, unmatched) = evaluate_dirs(
         &a.pred,
@@ -207,17 +89,6 @@ fn semantic(a: SemanticArgs) -> Result<()> {
         println!("wrote {}", path.display());
     }
     Ok(())
-}
-
-/// Writes any serialisable value as pretty JSON, atomically.
-pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).context("serialising JSON")?;
-    crate::data::image_io::write_atomic(path, |w| {
-        use std::io::Write;
-        w.write_all(text.as_bytes())
-            .with_context(|| format!("{}: write failed", path.display()))?;
-        Ok(())
-    })
 }
 
 #[derive(Args, Debug)]
@@ -258,7 +129,7 @@ fn annotations_root(p: &Path) -> PathBuf {
 }
 
 fn video(a: VideoArgs) -> Result<()> {
-    use crate::metrics::video::{GtEncoding, evaluate_sequence, summarize};
+    use segrs::metrics::video::{GtEncoding, evaluate_sequence, summarize};
     let gt_root = annotations_root(&a.gt);
     let mut seqs: Vec<String> = std::fs::read_dir(&gt_root)
         .with_context(|| format!("{}: cannot read", gt_root.display()))?
@@ -278,12 +149,12 @@ fn video(a: VideoArgs) -> Result<()> {
         if !pred_dir.is_dir() {
             bail!("{}: no predictions for sequence {seq}", pred_dir.display());
         }
-        let gts: Vec<crate::data::image_io::LabelMap> = gt_frames
+        let gts: Vec<segrs::data::image_io::LabelMap> = gt_frames
             .par_iter()
             .map(|(_, p)| read_mask(p))
             .collect::<Result<_>>()?;
         let n = gts.len();
-        let preds: Vec<crate::data::image_io::LabelMap> = gt_frames
+        let preds: Vec<segrs::data::image_io::LabelMap> = gt_frames
             .par_iter()
             .enumerate()
             .map(|(i, (stem, gp))| {
@@ -292,7 +163,7 @@ fn video(a: VideoArgs) -> Result<()> {
                 if !pp.exists() {
                     if i == 0 || i + 1 == n {
                         // First and last frames are not evaluated.
-                        return Ok(crate::data::image_io::LabelMap {
+                        return Ok(segrs::data::image_io::LabelMap {
                             width: g.width,
                             height: g.height,
                             data: vec![0; g.data.len()],
@@ -406,15 +277,15 @@ pub struct PanopticArgs {
 fn coco(a: CocoArgs) -> Result<()> {
     let (report, name) = match a.iou_type {
         CocoIouType::Segm => (
-            crate::metrics::coco::evaluate_files(&a.gt, &a.dt, hotcoco::IouType::Segm)?,
+            segrs::metrics::coco::evaluate_files(&a.gt, &a.dt, hotcoco::IouType::Segm)?,
             "segm",
         ),
         CocoIouType::Bbox => (
-            crate::metrics::coco::evaluate_files(&a.gt, &a.dt, hotcoco::IouType::Bbox)?,
+            segrs::metrics::coco::evaluate_files(&a.gt, &a.dt, hotcoco::IouType::Bbox)?,
             "bbox",
         ),
         CocoIouType::Boundary => (
-            crate::metrics::boundary_ap::evaluate_files(&a.gt, &a.dt)?,
+            segrs::metrics::boundary_ap::evaluate_files(&a.gt, &a.dt)?,
             "boundary",
         ),
     };
@@ -427,7 +298,7 @@ fn coco(a: CocoArgs) -> Result<()> {
 }
 
 fn panoptic(a: PanopticArgs) -> Result<()> {
-    let r = crate::metrics::panoptic::evaluate_files(
+    let r = segrs::metrics::panoptic::evaluate_files(
         &a.gt_json,
         &a.gt_dir,
         &a.pred_json,

@@ -43,7 +43,7 @@ pub enum Command {
 
 /// Runs the CLI; returns the process exit code. Errors are printed with their causes.
 pub fn main() -> i32 {
-    crate::device::tune_allocator();
+    segrs::device::tune_allocator();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => 0,
@@ -55,7 +55,7 @@ pub fn main() -> i32 {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    crate::device::set_threads(cli.threads)?;
+    segrs::device::set_threads(cli.threads)?;
     match cli.command {
         Command::Train(a) => train::run(a),
         Command::Predict(a) => predict::run(a),
@@ -64,6 +64,89 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sam(a) => sam::run(a),
         Command::Convert(c) => convert::run(c),
         Command::Viz(c) => viz::run(c),
+    }
+}
+
+/// `--device`: where tensors live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceArg {
+    /// burn's flex CPU backend.
+    Cpu,
+    /// burn's Vulkan GPU backend (build with `--features vulkan`).
+    Vulkan,
+}
+
+impl From<DeviceArg> for segrs::device::DeviceKindArg {
+    fn from(d: DeviceArg) -> Self {
+        match d {
+            DeviceArg::Cpu => Self::Cpu,
+            DeviceArg::Vulkan => Self::Vulkan,
+        }
+    }
+}
+
+/// `--engine`: what runs a model's forward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineArg {
+    /// segrs' own kernels on the CPU (Winograd, fused epilogues, folded BatchNorm); the default
+    /// with `--device cpu`.
+    Host,
+    /// burn's ops on `--device` (flex on the CPU, or Vulkan); the default with `--device vulkan`.
+    Burn,
+}
+
+/// The engine for `--engine` (if given) and `--device`: host on the CPU and burn on Vulkan
+/// unless chosen otherwise; the host engine cannot run on a GPU device.
+pub fn engine(
+    engine: Option<EngineArg>,
+    device: DeviceArg,
+    dev: &burn::prelude::Device,
+) -> anyhow::Result<segrs::predict::Engine> {
+    use segrs::predict::Engine;
+    Ok(match (engine, device) {
+        (Some(EngineArg::Host), DeviceArg::Vulkan) => anyhow::bail!(
+            "--engine host runs on the CPU; use --engine burn (the default) with --device vulkan"
+        ),
+        (Some(EngineArg::Host) | None, DeviceArg::Cpu) => Engine::Host,
+        (Some(EngineArg::Burn), _) | (None, DeviceArg::Vulkan) => Engine::Burn(dev.clone()),
+    })
+}
+
+/// `--upsampling`: the U-Net's expanding-path up-sampling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum UpsamplingArg {
+    /// ConvTranspose2d(c, c/2, 2, stride 2): the paper's "up-convolution".
+    Transpose,
+    /// Bilinear 2x up-sampling (align_corners = false) followed by a 1x1 conv halving channels.
+    Bilinear,
+}
+
+impl From<UpsamplingArg> for segrs::models::unet::Upsampling {
+    fn from(u: UpsamplingArg) -> Self {
+        match u {
+            UpsamplingArg::Transpose => Self::Transpose,
+            UpsamplingArg::Bilinear => Self::Bilinear,
+        }
+    }
+}
+
+/// `--schedule`: the learning-rate schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScheduleArg {
+    /// Cosine decay from the base rate to `min_lr` over the run.
+    Cosine,
+    /// Polynomial decay `(1 - t/T)^0.9` (DeepLab / mmsegmentation).
+    Poly,
+    Constant,
+}
+
+impl From<ScheduleArg> for segrs::train::Schedule {
+    fn from(s: ScheduleArg) -> Self {
+        match s {
+            ScheduleArg::Cosine => Self::Cosine,
+            ScheduleArg::Poly => Self::Poly,
+            ScheduleArg::Constant => Self::Constant,
+        }
     }
 }
 
@@ -97,9 +180,9 @@ pub struct NormalizeArgs {
 
 impl NormalizeArgs {
     /// The given values, else torchvision's ImageNet statistics.
-    pub fn resolve(&self) -> anyhow::Result<crate::data::preprocess::Normalize> {
-        let d = crate::data::preprocess::Normalize::default();
-        crate::data::preprocess::Normalize::new(
+    pub fn resolve(&self) -> anyhow::Result<segrs::data::preprocess::Normalize> {
+        let d = segrs::data::preprocess::Normalize::default();
+        segrs::data::preprocess::Normalize::new(
             self.mean.clone().map(|f| f.0).unwrap_or(d.mean),
             self.std.clone().map(|f| f.0).unwrap_or(d.std),
         )

@@ -1,16 +1,16 @@
 //! `segrs predict`: label maps for a folder of images (or one image), with optional colour maps
 //! and overlays.
 
-use super::NormalizeArgs;
-use crate::data::folder::{IMAGE_EXTENSIONS, StemFilter, list_images};
-use crate::data::image_io::{read_image, write_label_png};
-use crate::device::{DeviceKindArg, device};
-use crate::predict::SemanticPredictor;
-use crate::viz::overlay::{colorize, overlay};
-use crate::viz::palette::palette_for;
-use crate::weights::checkpoint;
+use super::{DeviceArg, NormalizeArgs};
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use segrs::data::folder::{IMAGE_EXTENSIONS, StemFilter, list_images};
+use segrs::data::image_io::{read_image, write_label_png};
+use segrs::device::device;
+use segrs::models::unet::checkpoint;
+use segrs::predict::SemanticPredictor;
+use segrs::viz::overlay::{colorize, overlay};
+use segrs::viz::palette::palette_for;
 use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
@@ -45,8 +45,11 @@ pub struct PredictArgs {
     /// Preprocessing for a PyTorch state_dict (segrs checkpoints record their own).
     #[command(flatten)]
     pub normalize: NormalizeArgs,
-    #[arg(long, value_enum, default_value_t = DeviceKindArg::Cpu)]
-    pub device: DeviceKindArg,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+    /// Inference engine (default: host on the CPU, burn on Vulkan).
+    #[arg(long, value_enum)]
+    pub engine: Option<super::EngineArg>,
 }
 
 fn inputs(images: &Path, stems: Option<&StemFilter>) -> Result<Vec<(String, PathBuf)>> {
@@ -81,13 +84,17 @@ fn inputs(images: &Path, stems: Option<&StemFilter>) -> Result<Vec<(String, Path
 }
 
 pub fn run(a: PredictArgs) -> Result<()> {
-    let dev = device(a.device)?;
+    let dev = device(a.device.into())?;
     let loaded = checkpoint::load(&a.checkpoint, (a.in_channels, a.classes), &dev)?;
     let normalize = match &loaded.meta {
         Some(m) if !a.normalize.given() => m.normalize.clone(),
         _ => a.normalize.resolve()?,
     };
-    let predictor = SemanticPredictor::new(&loaded.model, normalize, dev);
+    let predictor = SemanticPredictor::new(
+        &loaded.model,
+        normalize,
+        super::engine(a.engine, a.device, &dev)?,
+    )?;
     let list = inputs(&a.images, a.stems.as_ref())?;
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("{}: cannot create", a.out.display()))?;

@@ -1,15 +1,15 @@
 //! `segrs sam`: Segment Anything from the command line. Prompted masks (points, boxes, a mask
 //! from an earlier run) or `segrs sam auto` for the automatic mask generator.
 
-use crate::data::image_io::{read_image, write_png};
-use crate::models::sam::model::Sam;
-use crate::sam::automatic::{AmgConfig, generate};
-use crate::sam::predictor::{ImageEmbedding, Prompt, load_embedding, save_embedding};
-use crate::viz::canvas::Canvas;
-use crate::viz::prompts::{automatic_picture, batched_boxes_picture, prompt_picture};
-use crate::weights::{HostTensor, NamedTensors};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use segrs::data::image_io::{read_image, write_png};
+use segrs::models::sam::model::Sam;
+use segrs::sam::automatic::{AmgConfig, generate};
+use segrs::sam::predictor::{ImageEmbedding, Prompt, load_embedding, save_embedding};
+use segrs::viz::canvas::Canvas;
+use segrs::viz::prompts::{automatic_picture, batched_boxes_picture, prompt_picture};
+use segrs::weights::{HostTensor, NamedTensors};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -34,7 +34,7 @@ pub struct XY(pub f64, pub f64);
 
 /// An `X1,Y1,X2,Y2` box in image pixels.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct XYXY(pub [f64; 4]);
+pub struct Xyxy(pub [f64; 4]);
 
 fn numbers(s: &str, n: usize, what: &str) -> Result<Vec<f64>, String> {
     let v: Vec<f64> = s
@@ -57,8 +57,8 @@ fn parse_xy(s: &str) -> Result<XY, String> {
     numbers(s, 2, "point").map(|v| XY(v[0], v[1]))
 }
 
-fn parse_xyxy(s: &str) -> Result<XYXY, String> {
-    numbers(s, 4, "box").map(|v| XYXY([v[0], v[1], v[2], v[3]]))
+fn parse_xyxy(s: &str) -> Result<Xyxy, String> {
+    numbers(s, 4, "box").map(|v| Xyxy([v[0], v[1], v[2], v[3]]))
 }
 
 #[derive(Args, Debug)]
@@ -77,7 +77,7 @@ pub struct PromptArgs {
     pub labels: Vec<i32>,
     /// A box X1,Y1,X2,Y2; several boxes are predicted as a batch, one mask set per box.
     #[arg(long = "box", value_parser = parse_xyxy)]
-    pub boxes: Vec<XYXY>,
+    pub boxes: Vec<Xyxy>,
     /// Low-res logits from an earlier run (its low_res_logits.safetensors); the best-scored
     /// mask in it is the mask prompt.
     #[arg(long)]
@@ -299,7 +299,7 @@ fn run_prompt(a: PromptArgs) -> Result<()> {
         "scores".to_string(),
         HostTensor::new(vec![scores.len()], scores.clone()),
     );
-    crate::weights::safetensors::write(
+    segrs::weights::safetensors::write(
         &out.join("low_res_logits.safetensors"),
         &t,
         &BTreeMap::new(),
@@ -331,10 +331,7 @@ fn run_prompt(a: PromptArgs) -> Result<()> {
             "mask_input": p.mask_input.is_some(),
         })).collect::<Vec<_>>(),
     });
-    crate::data::image_io::write_atomic(&out.join("result.json"), |f| {
-        serde_json::to_writer_pretty(&mut *f, &result)?;
-        Ok(())
-    })?;
+    segrs::io::write_json(&out.join("result.json"), &result)?;
     for (n, s) in names.iter().zip(&scores) {
         println!("{n}  score {s:.4}");
     }
@@ -387,7 +384,7 @@ fn run_auto(a: AutoArgs) -> Result<()> {
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("{}: cannot create", a.out.display()))?;
     let json: Vec<serde_json::Value> = recs.iter().map(|r| r.to_json()).collect();
-    crate::data::image_io::write_atomic(&a.out.join("masks.json"), |f| {
+    segrs::io::write_atomic(&a.out.join("masks.json"), |f| {
         serde_json::to_writer(&mut *f, &json)?;
         Ok(())
     })?;

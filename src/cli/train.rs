@@ -1,16 +1,16 @@
 //! `segrs train`: a U-Net on a folder dataset.
 
 use super::eval::{IgnoreIndex, parse_ignore};
-use super::{Floats, NormalizeArgs, parse_floats};
-use crate::data::folder::{MaskOptions, Sample, StemFilter, dataset_dirs, load_all, pair_folder};
-use crate::device::{DeviceKindArg, device};
-use crate::losses::LossConfig;
-use crate::models::unet::{UNetConfig, Upsampling};
-use crate::train::{RunOptions, Schedule, TrainConfig, train};
+use super::{DeviceArg, Floats, NormalizeArgs, ScheduleArg, UpsamplingArg, parse_floats};
 use anyhow::{Result, bail};
 use clap::Args;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
+use segrs::data::folder::{MaskOptions, Sample, StemFilter, dataset_dirs, load_all, pair_folder};
+use segrs::device::device;
+use segrs::losses::LossConfig;
+use segrs::models::unet::UNetConfig;
+use segrs::train::{RunOptions, TrainConfig, train};
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -54,8 +54,8 @@ pub struct TrainArgs {
     /// Down-sampling steps (4 = classic).
     #[arg(long, default_value_t = 4)]
     pub depth: usize,
-    #[arg(long, value_enum, default_value_t = Upsampling::Transpose)]
-    pub upsampling: Upsampling,
+    #[arg(long, value_enum, default_value_t = UpsamplingArg::Transpose)]
+    pub upsampling: UpsamplingArg,
     /// Leave out BatchNorm (convolutions keep their bias).
     #[arg(long)]
     pub no_batchnorm: bool,
@@ -87,8 +87,8 @@ pub struct TrainArgs {
     pub min_lr: f64,
     #[arg(long, default_value_t = 1e-4)]
     pub weight_decay: f64,
-    #[arg(long, value_enum, default_value_t = Schedule::Cosine)]
-    pub schedule: Schedule,
+    #[arg(long, value_enum, default_value_t = ScheduleArg::Cosine)]
+    pub schedule: ScheduleArg,
     #[arg(long, default_value_t = 0)]
     pub warmup_steps: usize,
     /// Random square crop side for training (rounded up to the network stride).
@@ -111,8 +111,8 @@ pub struct TrainArgs {
     /// Stop after this many epochs in this invocation (resumable).
     #[arg(long, hide = true)]
     pub stop_after: Option<usize>,
-    #[arg(long, value_enum, default_value_t = DeviceKindArg::Cpu)]
-    pub device: DeviceKindArg,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
 }
 
 /// Splits samples into train and validation sets as the arguments say.
@@ -162,7 +162,7 @@ fn split(
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
-    let dev = device(a.device)?;
+    let dev = device(a.device.into())?;
     let (run_dir, resume) = match (&a.resume, &a.out) {
         (Some(r), _) => (r.clone(), true),
         (None, Some(o)) => (o.clone(), false),
@@ -246,7 +246,7 @@ fn config_from_args(a: &TrainArgs) -> Result<TrainConfig> {
         num_classes: classes,
         base_width: a.base_width,
         depth: a.depth,
-        upsampling: a.upsampling,
+        upsampling: a.upsampling.into(),
         batch_norm: !a.no_batchnorm,
     };
     unet.validate()?;
@@ -288,7 +288,7 @@ fn config_from_args(a: &TrainArgs) -> Result<TrainConfig> {
         lr: a.lr,
         min_lr: a.min_lr.min(a.lr),
         weight_decay: a.weight_decay,
-        schedule: a.schedule,
+        schedule: a.schedule.into(),
         warmup_steps: a.warmup_steps,
         crop: a.crop,
         flips: !a.no_flip,

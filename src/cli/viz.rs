@@ -1,15 +1,15 @@
 //! `segrs viz`: pictures of instance masks (ground truth and predictions side by side), panoptic
 //! maps, and semantic ground-truth-vs-prediction panels.
 
-use crate::data::image_io::{read_image, read_mask};
-use crate::formats::coco::{decode_rowmajor, load_gt, load_results};
-use crate::formats::panoptic;
-use crate::viz::canvas::Canvas;
-use crate::viz::instances::{DrawnObject, color_of, draw_objects};
-use crate::viz::overlay::{colorize, overlay, panels};
-use crate::viz::palette::palette_for;
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
+use segrs::data::image_io::{read_image, read_mask};
+use segrs::formats::coco::{decode_rowmajor, load_gt, load_results};
+use segrs::formats::panoptic;
+use segrs::viz::canvas::Canvas;
+use segrs::viz::instances::{DrawnObject, color_of, draw_objects};
+use segrs::viz::overlay::{colorize, overlay, panels};
+use segrs::viz::palette::palette_for;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -192,7 +192,7 @@ fn panoptic_viz(a: PanopticArgs) -> Result<()> {
         let png = a.dir.join(&ann.file_name);
         let ids = panoptic::read_id_png(&png)?;
         let stem = stem_of(&ann.file_name);
-        let img = crate::data::folder::list_images(&a.images)?
+        let img = segrs::data::folder::list_images(&a.images)?
             .into_iter()
             .find(|(s, _)| *s == stem)
             .map(|(_, p)| p)

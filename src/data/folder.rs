@@ -95,7 +95,7 @@ pub fn list_images(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
             out.push((stem, path));
         }
     }
-    out.sort_by(|a, b| natural_key(&a.0).cmp(&natural_key(&b.0)));
+    out.sort_by_key(|a| natural_key(&a.0));
     for w in out.windows(2) {
         if w[0].0 == w[1].0 {
             bail!(

@@ -2,8 +2,9 @@
 //!
 //! Every error names the file and the problem.
 
+use crate::io::write_atomic;
 use anyhow::{Context, Result, bail};
-use std::io::{BufReader, BufWriter};
+use std::io::BufReader;
 use std::path::Path;
 
 /// Largest side accepted for an image or mask (larger inputs are almost surely corrupt).
@@ -352,37 +353,6 @@ fn read_png_mask(path: &Path) -> Result<LabelMap> {
         height,
         data,
     })
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename.
-pub fn write_atomic(
-    path: &Path,
-    write: impl FnOnce(&mut BufWriter<std::fs::File>) -> Result<()>,
-) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("{}: cannot create folder", dir.display()))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    {
-        let file = std::fs::File::create(&tmp)
-            .with_context(|| format!("{}: cannot create", tmp.display()))?;
-        let mut w = BufWriter::new(file);
-        write(&mut w)?;
-        use std::io::Write;
-        w.flush()
-            .with_context(|| format!("{}: write failed", tmp.display()))?;
-        w.get_ref().sync_all().ok();
-    }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("{}: cannot move into place", path.display()))?;
-    Ok(())
 }
 
 /// Writes a label map as a grayscale PNG (8-bit when every value < 256, else 16-bit).

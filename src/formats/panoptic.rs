@@ -292,7 +292,7 @@ pub fn convert_from_maps(
         annotations: anns,
         categories: cats,
     };
-    crate::cli::eval::write_json(out_json, &pj)?;
+    crate::io::write_json(out_json, &pj)?;
     Ok(n)
 }
 

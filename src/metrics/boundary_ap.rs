@@ -72,6 +72,15 @@ fn objects<'a>(coco: &'a COCO, anns: &[&'a Annotation]) -> Result<Vec<Obj<'a>>> 
         .collect()
 }
 
+/// Ground truth and detections of one (image, category), and the detections' IoU with every
+/// ground-truth object.
+type Group<'a> = (Objs<'a>, Objs<'a>, Vec<Vec<f64>>);
+type Objs<'a> = Vec<&'a Obj<'a>>;
+
+/// One precision-recall curve of `accumulate`: (m * T + t, the interpolated precision at the
+/// recall thresholds, the final recall).
+type Curve = (usize, Vec<f64>, f64);
+
 /// Per (image, category, area range): what `evaluateImg` returns.
 struct EvalImg {
     dt_scores: Vec<f64>,
@@ -171,19 +180,73 @@ pub fn evaluate(gt: &COCO, dt: &COCO) -> Result<CocoReport> {
 }
 
 /// The evaluation with `min(mask IoU, boundary IoU)` (`boundary`), or plain mask IoU, which must
-/// equal pycocotools' segm evaluation (a check of this file's COCOeval logic).
+/// equal pycocotools' segm evaluation (a check of this file's COCOeval logic). The stages are
+/// COCOeval's: `evaluate_images` (`evaluate`), `accumulate`, `summarize`.
 pub fn evaluate_with(gt: &COCO, dt: &COCO, boundary: bool) -> Result<CocoReport> {
-    let mut img_ids: Vec<u64> = gt.dataset.images.iter().map(|i| i.id).collect();
-    img_ids.sort_unstable();
-    img_ids.dedup();
-    let mut cat_ids: Vec<u64> = gt.dataset.categories.iter().map(|c| c.id).collect();
-    cat_ids.sort_unstable();
-    cat_ids.dedup();
-    let thrs = linspace(0.5, 0.95, 10);
-    let rec_thrs = linspace(0.0, 1.0, 101);
+    let p = Params::new(gt);
+    let evals = evaluate_images(gt, dt, boundary, &p)?;
+    let acc = accumulate(&evals, &p);
+    Ok(summarize(&acc, &p))
+}
+
+/// COCOeval's `Params` for segmentation: sorted image and category ids, IoU thresholds
+/// .50:.05:.95 and 101 recall thresholds (area ranges and detection limits are the constants
+/// [`AREAS`] and [`MAX_DETS`]).
+struct Params {
+    img_ids: Vec<u64>,
+    cat_ids: Vec<u64>,
+    iou_thrs: Vec<f64>,
+    rec_thrs: Vec<f64>,
+}
+
+impl Params {
+    fn new(gt: &COCO) -> Self {
+        let mut img_ids: Vec<u64> = gt.dataset.images.iter().map(|i| i.id).collect();
+        img_ids.sort_unstable();
+        img_ids.dedup();
+        let mut cat_ids: Vec<u64> = gt.dataset.categories.iter().map(|c| c.id).collect();
+        cat_ids.sort_unstable();
+        cat_ids.dedup();
+        Self {
+            img_ids,
+            cat_ids,
+            iou_thrs: linspace(0.5, 0.95, 10),
+            rec_thrs: linspace(0.0, 1.0, 101),
+        }
+    }
+}
+
+/// The IoU of every detection (rows) with every ground-truth object (columns):
+/// `min(mask IoU, boundary IoU)`, or the mask IoU alone without `boundary`.
+fn compute_iou(g: &[&Obj], d: &[&Obj], boundary: bool) -> Vec<Vec<f64>> {
+    if g.is_empty() || d.is_empty() {
+        return Vec::new();
+    }
+    let crowd: Vec<bool> = g.iter().map(|o| o.ann.iscrowd).collect();
+    let dm: Vec<Rle> = d.iter().map(|o| o.rle.clone()).collect();
+    let gm: Vec<Rle> = g.iter().map(|o| o.rle.clone()).collect();
+    let db: Vec<Rle> = d.iter().map(|o| o.boundary.clone()).collect();
+    let gb: Vec<Rle> = g.iter().map(|o| o.boundary.clone()).collect();
+    let mi = mask::iou(&dm, &gm, &crowd);
+    let bi = if boundary {
+        mask::iou(&db, &gb, &crowd)
+    } else {
+        mask::iou(&dm, &gm, &crowd)
+    };
+    mi.iter()
+        .zip(&bi)
+        .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x.min(*y)).collect())
+        .collect()
+}
+
+/// COCOeval's `evaluate`: ground truth and detections grouped per (image, category), detections
+/// sorted by score and cut to the largest limit, their IoUs, then `evaluateImg` for every
+/// (category, area range, image). Entry `k * AREAS.len() + a` holds category `k` and area
+/// range `a`, over the images in order (the empty ones left out).
+fn evaluate_images(gt: &COCO, dt: &COCO, boundary: bool, p: &Params) -> Result<Vec<Vec<EvalImg>>> {
     let gt_objs = objects(gt, &gt.dataset.annotations.iter().collect::<Vec<_>>())?;
     let dt_objs = objects(dt, &dt.dataset.annotations.iter().collect::<Vec<_>>())?;
-    let mut by_key: HashMap<(u64, u64), (Vec<&Obj>, Vec<&Obj>)> = HashMap::new();
+    let mut by_key: HashMap<(u64, u64), (Objs, Objs)> = HashMap::new();
     for o in &gt_objs {
         by_key
             .entry((o.ann.image_id, o.ann.category_id))
@@ -200,7 +263,7 @@ pub fn evaluate_with(gt: &COCO, dt: &COCO, boundary: bool) -> Result<CocoReport>
     }
     // Detections by descending score (stable), at most 100, and their IoU with every GT.
     let keys: Vec<(u64, u64)> = by_key.keys().copied().collect();
-    let prepared: HashMap<(u64, u64), (Vec<&Obj>, Vec<&Obj>, Vec<Vec<f64>>)> = keys
+    let prepared: HashMap<(u64, u64), Group> = keys
         .par_iter()
         .map(|k| {
             let (g, d) = &by_key[k];
@@ -213,54 +276,68 @@ pub fn evaluate_with(gt: &COCO, dt: &COCO, boundary: bool) -> Result<CocoReport>
                     .unwrap_or(std::cmp::Ordering::Equal)
             });
             d.truncate(MAX_DETS[2]);
-            let ious = if g.is_empty() || d.is_empty() {
-                Vec::new()
-            } else {
-                let crowd: Vec<bool> = g.iter().map(|o| o.ann.iscrowd).collect();
-                let dm: Vec<Rle> = d.iter().map(|o| o.rle.clone()).collect();
-                let gm: Vec<Rle> = g.iter().map(|o| o.rle.clone()).collect();
-                let db: Vec<Rle> = d.iter().map(|o| o.boundary.clone()).collect();
-                let gb: Vec<Rle> = g.iter().map(|o| o.boundary.clone()).collect();
-                let mi = mask::iou(&dm, &gm, &crowd);
-                let bi = if boundary {
-                    mask::iou(&db, &gb, &crowd)
-                } else {
-                    mask::iou(&dm, &gm, &crowd)
-                };
-                mi.iter()
-                    .zip(&bi)
-                    .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x.min(*y)).collect())
-                    .collect()
-            };
+            let ious = compute_iou(g, &d, boundary);
             (*k, (g.clone(), d, ious))
         })
         .collect();
-    let (t_n, r_n, k_n, a_n, m_n) = (
-        thrs.len(),
-        rec_thrs.len(),
-        cat_ids.len(),
-        AREAS.len(),
-        MAX_DETS.len(),
-    );
-    let mut precision = vec![-1.0f64; t_n * r_n * k_n * a_n * m_n];
-    let mut recall = vec![-1.0f64; t_n * k_n * a_n * m_n];
-    let pidx = |t: usize, r: usize, k: usize, a: usize, m: usize| {
-        (((t * r_n + r) * k_n + k) * a_n + a) * m_n + m
-    };
-    let ridx = |t: usize, k: usize, a: usize, m: usize| ((t * k_n + k) * a_n + a) * m_n + m;
-    let empty: (Vec<&Obj>, Vec<&Obj>, Vec<Vec<f64>>) = (Vec::new(), Vec::new(), Vec::new());
-    let results: Vec<(usize, usize, Vec<(usize, Vec<f64>, f64)>)> = (0..k_n)
+    let a_n = AREAS.len();
+    let empty: Group = (Vec::new(), Vec::new(), Vec::new());
+    Ok((0..p.cat_ids.len() * a_n)
         .into_par_iter()
-        .flat_map(|k| (0..a_n).into_par_iter().map(move |a| (k, a)))
-        .map(|(k, a)| {
-            let cat = cat_ids[k];
-            let evals: Vec<EvalImg> = img_ids
+        .map(|i| {
+            let (cat, a) = (p.cat_ids[i / a_n], i % a_n);
+            p.img_ids
                 .iter()
                 .filter_map(|&img| {
                     let (g, d, ious) = prepared.get(&(img, cat)).unwrap_or(&empty);
-                    evaluate_img(g, d, ious, AREAS[a], MAX_DETS[2], &thrs)
+                    evaluate_img(g, d, ious, AREAS[a], MAX_DETS[2], &p.iou_thrs)
                 })
-                .collect();
+                .collect()
+        })
+        .collect())
+}
+
+/// COCOeval's `eval` arrays: precision [T][R][K][A][M] and recall [T][K][A][M], -1 where a
+/// category has no ground truth in an area range.
+struct Accumulated {
+    precision: Vec<f64>,
+    recall: Vec<f64>,
+    /// (T, R, K, A, M)
+    dims: (usize, usize, usize, usize, usize),
+}
+
+impl Accumulated {
+    fn pidx(&self, t: usize, r: usize, k: usize, a: usize, m: usize) -> usize {
+        let (_, r_n, k_n, a_n, m_n) = self.dims;
+        (((t * r_n + r) * k_n + k) * a_n + a) * m_n + m
+    }
+
+    fn ridx(&self, t: usize, k: usize, a: usize, m: usize) -> usize {
+        let (_, _, k_n, a_n, m_n) = self.dims;
+        ((t * k_n + k) * a_n + a) * m_n + m
+    }
+}
+
+/// COCOeval's `accumulate`: per (category, area range, detection limit, IoU threshold), the
+/// interpolated precision at the recall thresholds and the final recall.
+fn accumulate(evals: &[Vec<EvalImg>], p: &Params) -> Accumulated {
+    let (t_n, r_n, k_n, a_n, m_n) = (
+        p.iou_thrs.len(),
+        p.rec_thrs.len(),
+        p.cat_ids.len(),
+        AREAS.len(),
+        MAX_DETS.len(),
+    );
+    let mut acc = Accumulated {
+        precision: vec![-1.0f64; t_n * r_n * k_n * a_n * m_n],
+        recall: vec![-1.0f64; t_n * k_n * a_n * m_n],
+        dims: (t_n, r_n, k_n, a_n, m_n),
+    };
+    let results: Vec<(usize, usize, Vec<Curve>)> = evals
+        .par_iter()
+        .enumerate()
+        .map(|(i, evals)| {
+            let (k, a) = (i / a_n, i % a_n);
             let mut per_m = Vec::new();
             for (m, &max_det) in MAX_DETS.iter().enumerate() {
                 let mut scores = Vec::new();
@@ -311,7 +388,7 @@ pub fn evaluate_with(gt: &COCO, dt: &COCO, boundary: bool) -> Result<CocoReport>
                         }
                     }
                     let mut q = vec![0.0f64; r_n];
-                    for (ri, &rt) in rec_thrs.iter().enumerate() {
+                    for (ri, &rt) in p.rec_thrs.iter().enumerate() {
                         // searchsorted(rc, rt, side="left")
                         let pi = rc.partition_point(|&v| v < rt);
                         if pi >= nd {
@@ -329,11 +406,20 @@ pub fn evaluate_with(gt: &COCO, dt: &COCO, boundary: bool) -> Result<CocoReport>
         for (mt, q, rec) in per_m {
             let (m, t) = (mt / t_n, mt % t_n);
             for (r, v) in q.iter().enumerate() {
-                precision[pidx(t, r, k, a, m)] = *v;
+                let i = acc.pidx(t, r, k, a, m);
+                acc.precision[i] = *v;
             }
-            recall[ridx(t, k, a, m)] = rec;
+            let i = acc.ridx(t, k, a, m);
+            acc.recall[i] = rec;
         }
     }
+    acc
+}
+
+/// COCOeval's `summarize`: the 12 standard numbers (AP at .50:.95, .50, .75, small, medium,
+/// large; AR at 1, 10, 100 detections, small, medium, large) and per-category AP.
+fn summarize(acc: &Accumulated, p: &Params) -> CocoReport {
+    let (t_n, r_n, k_n, _, _) = acc.dims;
     let mean_of = |v: Vec<f64>| {
         let v: Vec<f64> = v.into_iter().filter(|&x| x > -1.0).collect();
         if v.is_empty() {
@@ -344,13 +430,13 @@ pub fn evaluate_with(gt: &COCO, dt: &COCO, boundary: bool) -> Result<CocoReport>
     };
     let ap = |thr: Option<f64>, a: usize, m: usize| {
         let ts: Vec<usize> = (0..t_n)
-            .filter(|&t| thr.is_none_or(|x| (thrs[t] - x).abs() < 1e-12))
+            .filter(|&t| thr.is_none_or(|x| (p.iou_thrs[t] - x).abs() < 1e-12))
             .collect();
         let mut v = Vec::new();
         for &t in &ts {
             for r in 0..r_n {
                 for k in 0..k_n {
-                    v.push(precision[pidx(t, r, k, a, m)]);
+                    v.push(acc.precision[acc.pidx(t, r, k, a, m)]);
                 }
             }
         }
@@ -360,7 +446,7 @@ pub fn evaluate_with(gt: &COCO, dt: &COCO, boundary: bool) -> Result<CocoReport>
         let mut v = Vec::new();
         for t in 0..t_n {
             for k in 0..k_n {
-                v.push(recall[ridx(t, k, a, m)]);
+                v.push(acc.recall[acc.ridx(t, k, a, m)]);
             }
         }
         mean_of(v)
@@ -384,17 +470,17 @@ pub fn evaluate_with(gt: &COCO, dt: &COCO, boundary: bool) -> Result<CocoReport>
             let mut v = Vec::new();
             for t in 0..t_n {
                 for r in 0..r_n {
-                    v.push(precision[pidx(t, r, k, 0, 2)]);
+                    v.push(acc.precision[acc.pidx(t, r, k, 0, 2)]);
                 }
             }
             CategoryAp {
-                category_id: cat_ids[k],
+                category_id: p.cat_ids[k],
                 ap: mean_of(v),
             }
         })
         .collect();
-    Ok(CocoReport {
+    CocoReport {
         stats,
         per_category,
-    })
+    }
 }

@@ -3,8 +3,12 @@
 
 use super::boundary::{BinMask, boundary_f1, boundary_iou};
 use super::confusion::{ConfusionMatrix, OutOfRange, nan_mean};
+use crate::data::folder::{StemFilter, list_images};
+use crate::data::image_io::read_mask;
+use anyhow::{Result, bail};
 use rayon::prelude::*;
 use serde::Serialize;
+use std::path::{Path, PathBuf};
 
 /// Boundary IoU dilation ratio of Cheng et al. 2021.
 pub const BOUNDARY_IOU_RATIO: f64 = 0.02;
@@ -249,4 +253,126 @@ impl SemanticReport {
         ));
         s
     }
+}
+
+/// Loads the (prediction, ground truth) pairs of two label-map folders: every prediction needs a
+/// ground truth of the same stem.
+pub fn load_pairs(
+    pred_dir: &Path,
+    gt_dir: &Path,
+    binary: bool,
+    stems: Option<&StemFilter>,
+) -> Result<(Vec<String>, Vec<LabelPair>, usize)> {
+    let preds = list_images(pred_dir)?;
+    let gts = list_images(gt_dir)?;
+    let gt_of: std::collections::HashMap<&str, &PathBuf> =
+        gts.iter().map(|(s, p)| (s.as_str(), p)).collect();
+    let mut jobs = Vec::new();
+    let mut missing = Vec::new();
+    for (stem, p) in &preds {
+        if stems.is_some_and(|f| !f.matches(stem)) {
+            continue;
+        }
+        match gt_of.get(stem.as_str()) {
+            Some(g) => jobs.push((stem.clone(), p.clone(), (*g).clone())),
+            None => missing.push(p.display().to_string()),
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "{} prediction(s) have no ground truth in {}:\n  {}",
+            missing.len(),
+            gt_dir.display(),
+            missing.join("\n  ")
+        );
+    }
+    if jobs.is_empty() {
+        bail!("{}: no predictions to evaluate", pred_dir.display());
+    }
+    let unmatched_gt = gts
+        .iter()
+        .filter(|(s, _)| stems.is_none_or(|f| f.matches(s)))
+        .count()
+        - jobs.len();
+    let loaded: Vec<Result<LabelPair>> = jobs
+        .par_iter()
+        .map(|(_, p, g)| {
+            let pred = read_mask(p)?;
+            let mut gt = read_mask(g)?;
+            if binary {
+                for v in gt.data.iter_mut() {
+                    *v = match *v {
+                        255 => 1,
+                        0 => 0,
+                        other => bail!(
+                            "{}: --binary expects values 0 and 255, found {other}",
+                            g.display()
+                        ),
+                    };
+                }
+            }
+            if (pred.width, pred.height) != (gt.width, gt.height) {
+                bail!(
+                    "{}: prediction is {}x{} but ground truth {} is {}x{}",
+                    p.display(),
+                    pred.width,
+                    pred.height,
+                    g.display(),
+                    gt.width,
+                    gt.height
+                );
+            }
+            Ok(LabelPair {
+                pred: pred.data,
+                gt: gt.data,
+                height: gt.height,
+                width: gt.width,
+            })
+        })
+        .collect();
+    let mut errors = Vec::new();
+    let mut pairs = Vec::new();
+    for r in loaded {
+        match r {
+            Ok(p) => pairs.push(p),
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    if !errors.is_empty() {
+        bail!("{} bad file(s):\n  {}", errors.len(), errors.join("\n  "));
+    }
+    Ok((jobs.into_iter().map(|j| j.0).collect(), pairs, unmatched_gt))
+}
+
+/// Evaluates a folder of predicted label PNGs against a folder of ground-truth masks (matched by
+/// stem) and checks label ranges; errors name the problem. Returns the report, the number of
+/// images evaluated and the number of ground-truth masks without a prediction.
+pub fn evaluate_dirs(
+    pred_dir: &Path,
+    gt_dir: &Path,
+    classes: usize,
+    ignore_index: Option<u32>,
+    binary: bool,
+    stems: Option<&StemFilter>,
+) -> Result<(SemanticReport, usize, usize)> {
+    if classes == 0 {
+        bail!("--classes must be at least 1");
+    }
+    let (_, pairs, unmatched) = load_pairs(pred_dir, gt_dir, binary, stems)?;
+    let acc = evaluate(&pairs, classes, ignore_index);
+    if acc.out_of_range.gt > 0 {
+        bail!(
+            "{}: {} ground-truth pixels have labels >= {classes} that are not the ignore index",
+            gt_dir.display(),
+            acc.out_of_range.gt
+        );
+    }
+    if acc.out_of_range.pred > 0 {
+        bail!(
+            "{}: {} predicted pixels have labels >= {classes}",
+            pred_dir.display(),
+            acc.out_of_range.pred
+        );
+    }
+    Ok((acc.report(), pairs.len(), unmatched))
 }

@@ -1,6 +1,5 @@
 //! Models, one folder each, with files named after the parts of the paper.
 
-pub mod host;
 pub mod sam;
 pub mod tensor_io;
 pub mod unet;

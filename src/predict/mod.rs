@@ -1,32 +1,55 @@
 //! Semantic prediction: preprocess (normalise, pad to the network stride) -> U-Net (BatchNorm
-//! folded) -> postprocess (crop, argmax) -> label map at the original size.
+//! folded) -> postprocess (crop, argmax) -> label map at the original size, on the engine the
+//! caller chose: segrs' host engine (`crate::ops`, the CPU) or burn on a device.
 
 use crate::data::image_io::{LabelMap, Picture};
 use crate::data::preprocess::{Normalize, pad_chw, round_up};
 use crate::models::tensor_io::tensor4;
 use crate::models::unet::UNet;
+use crate::models::unet::host::HostUNet;
+use anyhow::Result;
 use burn::prelude::*;
 
+/// Which engine runs a model's forward pass.
+#[derive(Clone, Debug)]
+pub enum Engine {
+    /// segrs' own kernels on the CPU (`crate::ops`: Winograd, fused epilogues, folded
+    /// BatchNorm); the fast path.
+    Host,
+    /// burn's tensors on a device (flex on the CPU, or Vulkan): the training graph's ops.
+    Burn(Device),
+}
+
 pub struct SemanticPredictor {
-    /// Eval-mode network with BatchNorm folded into the convolutions.
+    /// Eval-mode network with BatchNorm folded into the convolutions (the burn form, used by
+    /// [`padded_logits`](Self::padded_logits) and the burn engine).
     pub model: UNet,
     pub normalize: Normalize,
+    /// The device of `model`.
     pub device: Device,
-    /// The CPU inference engine (on the flex device), used by [`SemanticPredictor::predict`].
-    engine: Option<crate::models::unet::cpu_infer::CpuUNet>,
+    /// The host network, when the host engine was chosen.
+    host: Option<HostUNet>,
 }
 
 impl SemanticPredictor {
-    /// Takes a network in any mode and prepares its inference form.
-    pub fn new(model: &UNet, normalize: Normalize, device: Device) -> Self {
-        let model = model.valid().fold_batchnorm();
-        let engine = (device == Device::flex())
-            .then(|| crate::models::unet::cpu_infer::CpuUNet::new(&model));
+    /// Takes a network in any mode and prepares its inference form on `engine`.
+    pub fn new(model: &UNet, normalize: Normalize, engine: Engine) -> Result<Self> {
+        Ok(match engine {
+            Engine::Host => Self {
+                host: Some(HostUNet::from_model(model)?),
+                ..Self::burn(model, normalize, Device::flex())
+            },
+            Engine::Burn(device) => Self::burn(model, normalize, device),
+        })
+    }
+
+    /// On burn's `device` (what validation during training uses: the same graph as training).
+    pub fn burn(model: &UNet, normalize: Normalize, device: Device) -> Self {
         Self {
-            model,
+            model: model.valid().fold_batchnorm(),
             normalize,
             device,
-            engine,
+            host: None,
         }
     }
 
@@ -60,7 +83,7 @@ impl SemanticPredictor {
 
     /// The class of every pixel, at the picture's size.
     pub fn predict(&self, pic: &Picture) -> LabelMap {
-        if let Some(engine) = &self.engine {
+        if let Some(engine) = &self.host {
             let pic = pic.with_channels(self.in_channels());
             let s = self.model.config.stride();
             let (ph, pw) = (round_up(pic.height, s), round_up(pic.width, s));
@@ -73,7 +96,9 @@ impl SemanticPredictor {
                 pw,
                 0.0,
             );
-            let logits = engine.forward(&chw, ph, pw);
+            let logits = engine
+                .forward(&chw, ph, pw)
+                .expect("input padded to the network stride");
             return argmax_host(&logits, engine.num_classes, ph, pw, pic.height, pic.width);
         }
         let (logits, _, _) = self.padded_logits(pic);

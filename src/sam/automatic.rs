@@ -4,10 +4,16 @@
 //! and across crops, optionally cleaned of small holes and islands, and returned as COCO-RLE
 //! records with the reference's fields and order.
 
+use super::amg::{
+    box_near_crop_edge, crop_boxes, encode, mask_to_box, pick, point_grid, remove_small_regions,
+    stability_score, uncrop_mask, xywh_to_xyxy,
+};
 use super::transforms::apply_coords;
-use crate::formats::coco::{decode_rowmajor, encode_rowmajor};
+use crate::formats::coco::decode_rowmajor;
+use crate::models::sam::model::ImageEmbedding;
 use crate::models::sam::model::Sam;
 use crate::models::sam::prompt_encoder::PointPrompt;
+use crate::ops::boxes::nms;
 use anyhow::{Result, bail};
 use rayon::prelude::*;
 
@@ -79,123 +85,6 @@ impl MaskRecord {
     }
 }
 
-/// `n x n` points in [0, 1]^2 at cell centres, x fastest (numpy's linspace arithmetic).
-pub fn point_grid(n: usize) -> Vec<[f64; 2]> {
-    let start = 1.0 / (2 * n) as f64;
-    let stop = 1.0 - start;
-    let side: Vec<f64> = (0..n)
-        .map(|i| {
-            if n > 1 && i == n - 1 {
-                stop
-            } else if n > 1 {
-                i as f64 * ((stop - start) / (n - 1) as f64) + start
-            } else {
-                start
-            }
-        })
-        .collect();
-    let mut pts = Vec::with_capacity(n * n);
-    for &y in &side {
-        for &x in &side {
-            pts.push([x, y]);
-        }
-    }
-    pts
-}
-
-/// Crop boxes `[x0, y0, x1, y1]` and their layer: the whole image, then `(2^i)^2` overlapping
-/// crops in layer i (as `generate_crop_boxes`).
-pub fn crop_boxes(
-    h: usize,
-    w: usize,
-    n_layers: usize,
-    overlap_ratio: f64,
-) -> Vec<([usize; 4], usize)> {
-    let mut out = vec![([0, 0, w, h], 0)];
-    let short = h.min(w) as f64;
-    let crop_len = |orig: usize, n: usize, overlap: usize| -> usize {
-        ((overlap as f64 * (n - 1) as f64 + orig as f64) / n as f64).ceil() as usize
-    };
-    for layer in 0..n_layers {
-        let n = 1usize << (layer + 1);
-        let overlap = (overlap_ratio * short * (2.0 / n as f64)) as usize;
-        let cw = crop_len(w, n, overlap);
-        let ch = crop_len(h, n, overlap);
-        let x0s: Vec<usize> = (0..n).map(|i| (cw - overlap) * i).collect();
-        let y0s: Vec<usize> = (0..n).map(|i| (ch - overlap) * i).collect();
-        for &x0 in &x0s {
-            for &y0 in &y0s {
-                out.push(([x0, y0, (x0 + cw).min(w), (y0 + ch).min(h)], layer + 1));
-            }
-        }
-    }
-    out
-}
-
-/// Inclusive `[left, top, right, bottom]` of a row-major mask, `[0; 4]` when empty.
-pub fn mask_to_box(m: &[u8], h: usize, w: usize) -> [i64; 4] {
-    let (mut l, mut t, mut r, mut b) = (w, h, 0usize, 0usize);
-    let mut any = false;
-    for y in 0..h {
-        let row = &m[y * w..(y + 1) * w];
-        if let Some(first) = row.iter().position(|&v| v != 0) {
-            let last = row.iter().rposition(|&v| v != 0).unwrap();
-            any = true;
-            l = l.min(first);
-            r = r.max(last);
-            t = t.min(y);
-            b = b.max(y);
-        }
-    }
-    if any {
-        [l as i64, t as i64, r as i64, b as i64]
-    } else {
-        [0; 4]
-    }
-}
-
-/// Greedy NMS as torchvision's: boxes by descending score (stable), a box is dropped when its
-/// IoU (areas without +1) with a kept one exceeds `thresh`. Returns kept indices in score order.
-pub fn nms(boxes: &[[f32; 4]], scores: &[f32], thresh: f32) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..boxes.len()).collect();
-    order.sort_by(|&a, &b| {
-        scores[b]
-            .partial_cmp(&scores[a])
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
-    let area = |b: &[f32; 4]| (b[2] - b[0]) * (b[3] - b[1]);
-    let mut suppressed = vec![false; boxes.len()];
-    let mut keep = Vec::new();
-    for (oi, &i) in order.iter().enumerate() {
-        if suppressed[i] {
-            continue;
-        }
-        keep.push(i);
-        let bi = &boxes[i];
-        for &j in &order[oi + 1..] {
-            if suppressed[j] {
-                continue;
-            }
-            let bj = &boxes[j];
-            let w = (bi[2].min(bj[2]) - bi[0].max(bj[0])).max(0.0);
-            let h = (bi[3].min(bj[3]) - bi[1].max(bj[1])).max(0.0);
-            let inter = w * h;
-            let iou = inter / (area(bi) + area(bj) - inter);
-            if iou > thresh {
-                suppressed[j] = true;
-            }
-        }
-    }
-    keep
-}
-
-/// A row-major `h x w` mask as COCO RLE and its area.
-fn encode(m: &[u8], h: usize, w: usize) -> Result<(hotcoco::Rle, u64)> {
-    let rle = encode_rowmajor(m, h as u32, w as u32)?;
-    let area = hotcoco::mask::area(&rle);
-    Ok((rle, area))
-}
-
 struct Candidate {
     mask: Vec<u8>, // crop frame, row-major
     iou: f32,
@@ -235,105 +124,24 @@ pub fn generate(
         .collect();
     let total: usize = crops.iter().map(|(_, l)| grids[*l].len()).sum();
     let done = std::sync::atomic::AtomicUsize::new(0);
+    let report = |n: usize| {
+        let d = done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+        progress(d, total);
+    };
     let mut records: Vec<MaskRecord> = Vec::new();
     for (crop, layer) in &crops {
-        let [x0, y0, x1, y1] = *crop;
-        let (ch, cw) = (y1 - y0, x1 - x0);
-        let mut sub = Vec::with_capacity(ch * cw * 3);
-        for y in y0..y1 {
-            sub.extend_from_slice(&rgb[(y * w + x0) * 3..(y * w + x1) * 3]);
-        }
-        let emb = sam.set_image(&sub, ch, cw)?;
-        let s = sam.image_encoder.input_size();
-        let points: Vec<[f64; 2]> = grids[*layer]
-            .iter()
-            .map(|p| [p[0] * cw as f64, p[1] * ch as f64])
-            .collect();
-        let crop_f = [x0 as f32, y0 as f32, x1 as f32, y1 as f32];
-        let img_f = [0.0f32, 0.0, w as f32, h as f32];
-        // Points in batches (for the progress bar); each point on its own within a batch.
-        let mut cands: Vec<Candidate> = Vec::new();
-        for batch in points.chunks(cfg.points_per_batch) {
-            let got: Vec<Result<Vec<Candidate>>> = batch
-                .par_iter()
-                .map(|&[px, py]| {
-                    let (tx, ty) = apply_coords(px, py, (ch, cw), s);
-                    let pt = PointPrompt {
-                        x: tx,
-                        y: ty,
-                        label: 1,
-                    };
-                    let (low, iou) = sam.decode(&emb, &[pt], None, None, true)?;
-                    let mut out = Vec::new();
-                    for (m, &q) in low.iter().zip(&iou) {
-                        if cfg.pred_iou_thresh > 0.0 && q <= cfg.pred_iou_thresh {
-                            continue;
-                        }
-                        let logits = sam.postprocess(&emb, m);
-                        let hi = cfg.stability_score_offset;
-                        let inter = logits.iter().filter(|&&v| v > hi).count() as i32;
-                        let union = logits.iter().filter(|&&v| v > -hi).count() as i32;
-                        let stability = inter as f32 / union as f32;
-                        if cfg.stability_score_thresh > 0.0
-                            && stability.partial_cmp(&cfg.stability_score_thresh)
-                                != Some(std::cmp::Ordering::Greater)
-                            && stability != cfg.stability_score_thresh
-                        {
-                            continue;
-                        }
-                        let mask: Vec<u8> = logits.iter().map(|&v| (v > 0.0) as u8).collect();
-                        let bbox = mask_to_box(&mask, ch, cw);
-                        let near = (0..4).any(|k| {
-                            let v = (bbox[k] + if k % 2 == 0 { x0 } else { y0 } as i64) as f32;
-                            (v - crop_f[k]).abs() <= 20.0 && (v - img_f[k]).abs() > 20.0
-                        });
-                        if near {
-                            continue;
-                        }
-                        out.push(Candidate {
-                            mask,
-                            iou: q,
-                            stability,
-                            point: [px, py],
-                            bbox,
-                        });
-                    }
-                    Ok(out)
-                })
-                .collect();
-            for g in got {
-                cands.extend(g?);
-            }
-            let d = done.fetch_add(batch.len(), std::sync::atomic::Ordering::Relaxed) + batch.len();
-            progress(d, total);
-        }
-        let boxes: Vec<[f32; 4]> = cands.iter().map(|c| c.bbox.map(|v| v as f32)).collect();
-        let scores: Vec<f32> = cands.iter().map(|c| c.iou).collect();
-        let keep = nms(&boxes, &scores, cfg.box_nms_thresh);
-        let mut cands: Vec<Option<Candidate>> = cands.into_iter().map(Some).collect();
-        for i in keep {
-            let c = cands[i].take().unwrap();
-            let full = uncrop_mask(&c.mask, crop, h, w);
-            let (rle, area) = encode(&full, h, w)?;
-            let (ox, oy) = (x0 as i64, y0 as i64);
-            let b = [
-                c.bbox[0] + ox,
-                c.bbox[1] + oy,
-                c.bbox[2] + ox,
-                c.bbox[3] + oy,
-            ];
-            records.push(MaskRecord {
-                rle,
-                area,
-                bbox: [b[0], b[1], b[2] - b[0], b[3] - b[1]],
-                predicted_iou: c.iou,
-                point: [c.point[0] + x0 as f64, c.point[1] + y0 as f64],
-                stability_score: c.stability,
-                crop_box: [x0 as i64, y0 as i64, cw as i64, ch as i64],
-            });
-        }
+        records.extend(process_crop(
+            sam,
+            rgb,
+            (h, w),
+            crop,
+            &grids[*layer],
+            cfg,
+            &report,
+        )?);
     }
     if crops.len() > 1 {
+        // Across crops, prefer masks from smaller crops.
         let boxes: Vec<[f32; 4]> = records.iter().map(|r| xywh_to_xyxy(r.bbox)).collect();
         let scores: Vec<f32> = records
             .iter()
@@ -352,103 +160,134 @@ pub fn generate(
     Ok(records)
 }
 
-fn xywh_to_xyxy(b: [i64; 4]) -> [f32; 4] {
-    [
-        b[0] as f32,
-        b[1] as f32,
-        (b[0] + b[2]) as f32,
-        (b[1] + b[3]) as f32,
-    ]
-}
-
-fn pick<T>(v: Vec<T>, keep: &[usize]) -> Vec<T> {
-    let mut v: Vec<Option<T>> = v.into_iter().map(Some).collect();
-    keep.iter().map(|&i| v[i].take().unwrap()).collect()
-}
-
-fn uncrop_mask(m: &[u8], crop: &[usize; 4], h: usize, w: usize) -> Vec<u8> {
+/// One crop: its embedding, the grid's points in batches, NMS within the crop, and the
+/// survivors as records in image coordinates (`_process_crop`).
+fn process_crop(
+    sam: &Sam,
+    rgb: &[u8],
+    (h, w): (usize, usize),
+    crop: &[usize; 4],
+    grid: &[[f64; 2]],
+    cfg: &AmgConfig,
+    report: &(dyn Fn(usize) + Sync),
+) -> Result<Vec<MaskRecord>> {
     let [x0, y0, x1, y1] = *crop;
-    if x0 == 0 && y0 == 0 && x1 == w && y1 == h {
-        return m.to_vec();
-    }
-    let cw = x1 - x0;
-    let mut full = vec![0u8; h * w];
+    let (ch, cw) = (y1 - y0, x1 - x0);
+    let mut sub = Vec::with_capacity(ch * cw * 3);
     for y in y0..y1 {
-        full[y * w + x0..y * w + x1].copy_from_slice(&m[(y - y0) * cw..(y - y0 + 1) * cw]);
+        sub.extend_from_slice(&rgb[(y * w + x0) * 3..(y * w + x1) * 3]);
     }
-    full
-}
-
-/// 8-connected components of the nonzero pixels, labels 1.. in raster order; with sizes.
-fn components(m: &[u8], h: usize, w: usize) -> (Vec<u32>, Vec<usize>) {
-    let mut labels = vec![0u32; h * w];
-    let mut sizes = vec![0usize]; // label 0: background
-    let mut stack = Vec::new();
-    for start in 0..h * w {
-        if m[start] == 0 || labels[start] != 0 {
-            continue;
-        }
-        let id = sizes.len() as u32;
-        sizes.push(0);
-        labels[start] = id;
-        stack.push(start);
-        while let Some(p) = stack.pop() {
-            sizes[id as usize] += 1;
-            let (y, x) = ((p / w) as isize, (p % w) as isize);
-            for dy in -1..=1isize {
-                for dx in -1..=1isize {
-                    let (ny, nx) = (y + dy, x + dx);
-                    if ny < 0 || nx < 0 || ny >= h as isize || nx >= w as isize {
-                        continue;
-                    }
-                    let q = ny as usize * w + nx as usize;
-                    if m[q] != 0 && labels[q] == 0 {
-                        labels[q] = id;
-                        stack.push(q);
-                    }
-                }
-            }
-        }
-    }
-    (labels, sizes)
-}
-
-/// `remove_small_regions`: fills holes (`holes`) or drops islands smaller than `area`
-/// (keeping the largest island when all are small). Returns the mask and whether it changed.
-pub fn remove_small_regions(
-    m: &[u8],
-    h: usize,
-    w: usize,
-    area: usize,
-    holes: bool,
-) -> (Vec<u8>, bool) {
-    let working: Vec<u8> = m.iter().map(|&v| ((v != 0) ^ holes) as u8).collect();
-    let (labels, sizes) = components(&working, h, w);
-    let small: Vec<bool> = sizes
+    let emb = sam.set_image(&sub, ch, cw)?;
+    let points: Vec<[f64; 2]> = grid
         .iter()
-        .enumerate()
-        .map(|(i, &s)| i > 0 && s < area)
+        .map(|p| [p[0] * cw as f64, p[1] * ch as f64])
         .collect();
-    if !small.iter().any(|&s| s) {
-        return (m.to_vec(), false);
-    }
-    let fill: Vec<bool> = if holes {
-        (0..sizes.len()).map(|i| i == 0 || small[i]).collect()
-    } else {
-        let mut f: Vec<bool> = (0..sizes.len()).map(|i| i != 0 && !small[i]).collect();
-        if !f.iter().any(|&v| v) {
-            let largest =
-                (1..sizes.len()).fold(1, |best, i| if sizes[i] > sizes[best] { i } else { best });
-            f[largest] = true;
-        }
-        f
+    let frame = CropFrame {
+        crop: [x0 as f32, y0 as f32, x1 as f32, y1 as f32],
+        image: [0.0, 0.0, w as f32, h as f32],
+        size: (ch, cw),
     };
-    (
-        labels.iter().map(|&l| fill[l as usize] as u8).collect(),
-        true,
-    )
+    let mut cands: Vec<Candidate> = Vec::new();
+    for batch in points.chunks(cfg.points_per_batch) {
+        cands.extend(process_batch(sam, &emb, batch, &frame, cfg)?);
+        report(batch.len());
+    }
+    let boxes: Vec<[f32; 4]> = cands.iter().map(|c| c.bbox.map(|v| v as f32)).collect();
+    let scores: Vec<f32> = cands.iter().map(|c| c.iou).collect();
+    let keep = nms(&boxes, &scores, cfg.box_nms_thresh);
+    let (ox, oy) = (x0 as i64, y0 as i64);
+    pick(cands, &keep)
+        .into_iter()
+        .map(|c| {
+            let full = uncrop_mask(&c.mask, crop, h, w);
+            let (rle, area) = encode(&full, h, w)?;
+            let b = [
+                c.bbox[0] + ox,
+                c.bbox[1] + oy,
+                c.bbox[2] + ox,
+                c.bbox[3] + oy,
+            ];
+            Ok(MaskRecord {
+                rle,
+                area,
+                bbox: [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                predicted_iou: c.iou,
+                point: [c.point[0] + x0 as f64, c.point[1] + y0 as f64],
+                stability_score: c.stability,
+                crop_box: [ox, oy, cw as i64, ch as i64],
+            })
+        })
+        .collect()
 }
 
+/// Where a crop sits in the image.
+struct CropFrame {
+    crop: [f32; 4],
+    image: [f32; 4],
+    /// `(h, w)` of the crop.
+    size: (usize, usize),
+}
+
+/// One batch of points (crop-frame pixels), each on its own, in parallel: three masks per
+/// point, kept by predicted IoU, stability and the crop-edge test (`_process_batch`).
+fn process_batch(
+    sam: &Sam,
+    emb: &ImageEmbedding,
+    batch: &[[f64; 2]],
+    frame: &CropFrame,
+    cfg: &AmgConfig,
+) -> Result<Vec<Candidate>> {
+    let s = sam.image_encoder.input_size();
+    let (ch, cw) = frame.size;
+    let got: Vec<Result<Vec<Candidate>>> = batch
+        .par_iter()
+        .map(|&[px, py]| {
+            let (tx, ty) = apply_coords(px, py, (ch, cw), s);
+            let pt = PointPrompt {
+                x: tx,
+                y: ty,
+                label: 1,
+            };
+            let (low, iou) = sam.decode(emb, &[pt], None, None, true)?;
+            let mut out = Vec::new();
+            for (m, &q) in low.iter().zip(&iou) {
+                if cfg.pred_iou_thresh > 0.0 && q <= cfg.pred_iou_thresh {
+                    continue;
+                }
+                let logits = sam.postprocess(emb, m);
+                let stability = stability_score(&logits, cfg.stability_score_offset);
+                if cfg.stability_score_thresh > 0.0
+                    && stability.partial_cmp(&cfg.stability_score_thresh)
+                        != Some(std::cmp::Ordering::Greater)
+                    && stability != cfg.stability_score_thresh
+                {
+                    continue;
+                }
+                let mask: Vec<u8> = logits.iter().map(|&v| (v > 0.0) as u8).collect();
+                let bbox = mask_to_box(&mask, ch, cw);
+                if box_near_crop_edge(bbox, frame.crop, frame.image) {
+                    continue;
+                }
+                out.push(Candidate {
+                    mask,
+                    iou: q,
+                    stability,
+                    point: [px, py],
+                    bbox,
+                });
+            }
+            Ok(out)
+        })
+        .collect();
+    let mut cands = Vec::new();
+    for g in got {
+        cands.extend(g?);
+    }
+    Ok(cands)
+}
+
+/// Small holes filled and small islands removed from every mask; changed masks lose NMS ties
+/// to unchanged ones (`postprocess_small_regions`).
 fn remove_small_regions_all(
     records: Vec<MaskRecord>,
     area: usize,
@@ -487,64 +326,4 @@ fn remove_small_regions_all(
         }
     }
     Ok(pick(records, &keep))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grid_and_crops_follow_the_reference() {
-        let g = point_grid(4);
-        assert_eq!(g.len(), 16);
-        assert_eq!(g[0], [0.125, 0.125]);
-        assert_eq!(g[1], [0.375, 0.125]);
-        assert_eq!(g[15], [0.875, 0.875]);
-        assert_eq!(point_grid(1), vec![[0.5, 0.5]]);
-        let c = crop_boxes(600, 800, 1, 512.0 / 1500.0);
-        assert_eq!(c.len(), 5);
-        // overlap = int(0.3413 * 600 * 1) = 204; crop_w = ceil((204 + 800) / 2) = 502
-        assert_eq!(c[1], ([0, 0, 502, 402], 1));
-        assert_eq!(c[2], ([0, 198, 502, 600], 1));
-        assert_eq!(c[3], ([298, 0, 800, 402], 1));
-    }
-
-    #[test]
-    fn boxes_rle_and_nms() {
-        let (h, w) = (4, 5);
-        let mut m = vec![0u8; h * w];
-        m[w + 1] = 1;
-        m[2 * w + 3] = 1;
-        assert_eq!(mask_to_box(&m, h, w), [1, 1, 3, 2]);
-        assert_eq!(mask_to_box(&vec![0; h * w], h, w), [0; 4]);
-        // column-major: column 1 has row 1 set -> index 1*4+1 = 5; column 3 row 2 -> 14
-        let (rle, area) = encode(&m, h, w).unwrap();
-        assert_eq!((rle.counts, area), (vec![5, 1, 8, 1, 5], 2));
-        let keep = nms(
-            &[[0., 0., 10., 10.], [1., 1., 10., 10.], [20., 20., 30., 30.]],
-            &[0.5, 0.9, 0.1],
-            0.7,
-        );
-        assert_eq!(keep, vec![1, 2]);
-    }
-
-    #[test]
-    fn small_regions() {
-        // a 5x5 square with a one-pixel hole, plus a one-pixel island
-        let (h, w) = (7, 8);
-        let mut m = vec![0u8; h * w];
-        for y in 1..6 {
-            for x in 1..6 {
-                m[y * w + x] = 1;
-            }
-        }
-        m[3 * w + 3] = 0;
-        m[7] = 1;
-        let (filled, c) = remove_small_regions(&m, h, w, 2, true);
-        assert!(c && filled[3 * w + 3] == 1);
-        let (clean, c) = remove_small_regions(&filled, h, w, 2, false);
-        assert!(c && clean[7] == 0 && clean[w + 1] == 1);
-        let (_, c) = remove_small_regions(&clean, h, w, 2, false);
-        assert!(!c);
-    }
 }

@@ -1,10 +1,12 @@
 //! Promptable segmentation with Segment Anything, around the networks in `models::sam`:
 //!
 //! * `resize`      Pillow's bilinear resize, bit for bit (the reference preprocessing)
-//! * `transforms`  ResizeLongestSide geometry and PyTorch's bilinear mask upsampling
+//! * `transforms`  ResizeLongestSide geometry and coordinate transforms
 //! * `predictor`   set_image / predict, embedding files
 //! * `automatic`   the automatic mask generator (point grid, filtering, NMS, crops, RLE records)
+//! * `amg`         the generator's data helpers (grids, crop boxes, stability, regions, RLE)
 
+pub mod amg;
 pub mod automatic;
 pub mod predictor;
 pub mod resize;

@@ -2,11 +2,12 @@
 //! continues the same run.
 
 use crate::data::preprocess::Normalize;
+use crate::data::synthetic::CLASS_NAMES;
 use crate::losses::LossConfig;
-use crate::models::unet::UNetConfig;
+use crate::models::unet::{UNetConfig, Upsampling};
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Schedule {
     /// Cosine decay from the base rate to `min_lr` over the run.
@@ -56,5 +57,39 @@ impl TrainConfig {
             }
             Schedule::Poly => self.min_lr + (self.lr - self.min_lr) * (1.0 - t).powf(0.9),
         }
+    }
+}
+
+/// The built-in demo's training configuration (`segrs demo`): a compact U-Net on the synthetic
+/// shapes dataset of [`crate::data::synthetic`].
+pub fn demo_config(epochs: usize, seed: u64) -> TrainConfig {
+    let classes = CLASS_NAMES.len();
+    let mut loss =
+        LossConfig::parse("ce+dice", Some(&[1.0, 0.5]), classes, None).expect("valid loss spec");
+    loss.dice_smooth = 1.0;
+    TrainConfig {
+        unet: UNetConfig {
+            in_channels: 3,
+            num_classes: classes,
+            base_width: 16,
+            depth: 3,
+            upsampling: Upsampling::Transpose,
+            batch_norm: true,
+        },
+        loss,
+        normalize: Normalize::new(vec![0.5; 3], vec![0.25; 3]).expect("valid normalisation"),
+        binary: false,
+        epochs,
+        batch_size: 8,
+        lr: 3e-3,
+        min_lr: 1e-5,
+        weight_decay: 1e-4,
+        schedule: Schedule::Cosine,
+        warmup_steps: 10,
+        crop: None,
+        flips: true,
+        seed,
+        grad_clip: None,
+        class_names: CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
     }
 }

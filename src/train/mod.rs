@@ -3,5 +3,5 @@
 pub mod config;
 pub mod trainer;
 
-pub use config::{Schedule, TrainConfig};
+pub use config::{Schedule, TrainConfig, demo_config};
 pub use trainer::{RunOptions, RunState, TrainOutcome, train};

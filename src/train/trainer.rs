@@ -13,17 +13,18 @@
 //! ```
 
 use super::config::TrainConfig;
-use crate::cli::eval::write_json;
 use crate::data::augment::{AugmentConfig, augment};
 use crate::data::folder::Sample;
 use crate::data::preprocess::{pad_chw, round_up};
+use crate::io::write_json;
+use crate::losses::Targets;
 use crate::metrics::semantic::{LabelPair, SemanticReport, evaluate};
 use crate::models::tensor_io::tensor4;
 use crate::models::unet::UNet;
+use crate::models::unet::checkpoint::{self, CheckpointMeta};
 use crate::predict::{SemanticPredictor, argmax_labels};
-use crate::weights::checkpoint::{self, CheckpointMeta};
 use anyhow::{Context, Result, bail};
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use rand::seq::SliceRandom;
 use rand::{SeedableRng, rngs::SmallRng};
@@ -109,7 +110,7 @@ pub fn validate(
     val: &[Sample],
     device: &Device,
 ) -> (f64, SemanticReport) {
-    let predictor = SemanticPredictor::new(model, cfg.normalize.clone(), device.clone());
+    let predictor = SemanticPredictor::burn(model, cfg.normalize.clone(), device.clone());
     let mut loss_sum = 0.0;
     let mut pairs = Vec::with_capacity(val.len());
     for sample in val {
@@ -138,6 +139,11 @@ pub fn validate(
 }
 
 /// Trains (or resumes) a run in `run_dir`.
+///
+/// The seams follow a plain PyTorch training script: open (or resume) the run, restore the
+/// model and optimiser state, then per epoch: batches -> optimiser steps
+/// (`Epochs::run_epoch`, `Epochs::batch`, `step`), validation, and the checkpoint
+/// (`save_checkpoint`).
 pub fn train(
     cfg_in: &TrainConfig,
     train_set: &[Sample],
@@ -147,11 +153,88 @@ pub fn train(
     device: &Device,
     opts: &RunOptions,
 ) -> Result<TrainOutcome> {
+    let (cfg, mut state) = open_run(cfg_in, train_set, run_dir, resume)?;
+    let ad = device.clone().autodiff();
+    let (mut model, mut optim) = restore(&cfg, &state, run_dir, &ad, opts.quiet)?;
+    let prepared = prepare(&cfg, train_set)?;
+    let stride = cfg.unet.stride();
+    let steps_per_epoch = train_set.len().div_ceil(cfg.batch_size);
+    let epochs = Epochs {
+        cfg: &cfg,
+        aug: AugmentConfig {
+            crop: cfg.crop.map(|c| round_up(c, stride)),
+            hflip: cfg.flips,
+            vflip: cfg.flips,
+            pad_label: cfg.loss.ignore_index.unwrap_or(cfg.unet.num_classes as u32),
+        },
+        prepared: &prepared,
+        stride,
+        steps_per_epoch,
+        total_steps: steps_per_epoch * cfg.epochs,
+        device: &ad,
+        run_dir,
+        quiet: opts.quiet,
+    };
+    let mut best_model_report: Option<SemanticReport> = None;
+
+    for (ran, epoch) in (state.epochs_done + 1..=cfg.epochs).enumerate() {
+        if opts.stop_after.is_some_and(|n| ran >= n) {
+            break;
+        }
+        let start = Instant::now();
+        let (trained, train_loss, lr) =
+            epochs.run_epoch(model, &mut optim, epoch, state.epochs_done, start)?;
+        model = trained;
+        let train_secs = start.elapsed().as_secs_f64();
+        let (val_loss, report) = if val_set.is_empty() {
+            (None, None)
+        } else {
+            let (l, r) = validate(&model, &cfg, val_set, device);
+            (Some(l), Some(r))
+        };
+        let rec = EpochRecord {
+            epoch,
+            lr,
+            train_loss,
+            val_loss,
+            pixel_accuracy: report.as_ref().and_then(|r| r.pixel_accuracy),
+            miou: report.as_ref().and_then(|r| r.miou),
+            mean_dice: report.as_ref().and_then(|r| r.mean_dice),
+            seconds: start.elapsed().as_secs_f64(),
+            images_per_second: train_set.len() as f64 / train_secs.max(1e-9),
+        };
+        if !opts.quiet {
+            log_epoch(&cfg, &rec);
+        }
+        if save_checkpoint(run_dir, &cfg, &model, &optim, &mut state, rec)? {
+            best_model_report = report;
+        }
+    }
+    if best_model_report.is_none() && !val_set.is_empty() && state.best_epoch.is_some() {
+        let best = checkpoint::load(&run_dir.join("best.safetensors"), (None, None), device)?;
+        best_model_report = Some(validate(&best.model, &cfg, val_set, device).1);
+    }
+    Ok(TrainOutcome {
+        state,
+        model: model.valid(),
+        val_report: best_model_report,
+    })
+}
+
+/// Creates the run folder, or reopens it on resume: the configuration to train with (the saved
+/// one on resume, where only the number of epochs may grow) and the run's state. Writes
+/// `config.json`.
+fn open_run(
+    cfg_in: &TrainConfig,
+    train_set: &[Sample],
+    run_dir: &Path,
+    resume: bool,
+) -> Result<(TrainConfig, RunState)> {
     std::fs::create_dir_all(run_dir)
         .with_context(|| format!("{}: cannot create run folder", run_dir.display()))?;
     let config_path = run_dir.join("config.json");
     let state_path = run_dir.join("state.json");
-    let (cfg, mut state) = if resume {
+    let (cfg, state) = if resume {
         if !state_path.exists() {
             bail!(
                 "{}: no state.json, nothing to resume (was a first epoch ever completed?)",
@@ -177,11 +260,21 @@ pub fn train(
         bail!("the training set is empty");
     }
     write_json(&config_path, &cfg)?;
+    Ok((cfg, state))
+}
 
-    let ad = device.clone().autodiff();
+/// The freshly initialised model and AdamW optimiser, or on resume their exact state from the
+/// run's last checkpoint.
+fn restore(
+    cfg: &TrainConfig,
+    state: &RunState,
+    run_dir: &Path,
+    ad: &Device,
+    quiet: bool,
+) -> Result<(UNet, ModuleOptimizer)> {
     // Seeded on the host: the device's generator is shared with anything else running.
     let init = crate::models::unet::state_dict::seeded_init(&cfg.unet, cfg.seed);
-    let mut model = crate::models::unet::state_dict::import(&cfg.unet, &init, &ad)?;
+    let mut model = crate::models::unet::state_dict::import(&cfg.unet, &init, ad)?;
     let adam = AdamWConfig::new()
         .with_weight_decay(cfg.weight_decay as f32)
         .with_epsilon(1e-8)
@@ -198,7 +291,7 @@ pub fn train(
         optim = optim.load(dir.join("optim.bpk")).map_err(|e| {
             anyhow::anyhow!("{}: cannot load optimiser state: {e:?}", dir.display())
         })?;
-        if !opts.quiet {
+        if !quiet {
             eprintln!(
                 "resuming {} after epoch {}",
                 run_dir.display(),
@@ -206,8 +299,11 @@ pub fn train(
             );
         }
     }
+    Ok((model, optim))
+}
 
-    // Preprocess once.
+/// Preprocesses the training set once; without cropping, every image must have the same size.
+fn prepare(cfg: &TrainConfig, train_set: &[Sample]) -> Result<Vec<Prepared>> {
     let prepared: Vec<Prepared> = train_set
         .iter()
         .map(|s| {
@@ -237,70 +333,65 @@ pub fn train(
             );
         }
     }
-    let stride = cfg.unet.stride();
-    let aug = AugmentConfig {
-        crop: cfg.crop.map(|c| round_up(c, stride)),
-        hflip: cfg.flips,
-        vflip: cfg.flips,
-        pad_label: cfg.loss.ignore_index.unwrap_or(cfg.unet.num_classes as u32),
-    };
-    let steps_per_epoch = train_set.len().div_ceil(cfg.batch_size);
-    let total_steps = steps_per_epoch * cfg.epochs;
-    let mut ran = 0;
-    let mut best_model_report: Option<SemanticReport> = None;
+    Ok(prepared)
+}
 
-    for epoch in state.epochs_done + 1..=cfg.epochs {
-        if opts.stop_after.is_some_and(|n| ran >= n) {
-            break;
-        }
-        let start = Instant::now();
-        let mut order: Vec<usize> = (0..prepared.len()).collect();
+/// What every epoch of a run shares.
+struct Epochs<'a> {
+    cfg: &'a TrainConfig,
+    aug: AugmentConfig,
+    prepared: &'a [Prepared],
+    stride: usize,
+    steps_per_epoch: usize,
+    total_steps: usize,
+    /// The autodiff device.
+    device: &'a Device,
+    run_dir: &'a Path,
+    quiet: bool,
+}
+
+/// One training batch on the device.
+struct Batch {
+    x: Tensor<4>,
+    targets: Targets,
+    n: usize,
+}
+
+impl Epochs<'_> {
+    /// One pass over the (shuffled) training set: the model after it, the mean training loss
+    /// and the last learning rate. `epochs_done` names the last good checkpoint in errors;
+    /// `start` is when the epoch began (for the throughput shown).
+    fn run_epoch(
+        &self,
+        mut model: UNet,
+        optim: &mut ModuleOptimizer,
+        epoch: usize,
+        epochs_done: usize,
+        start: Instant,
+    ) -> Result<(UNet, f64, f64)> {
+        let cfg = self.cfg;
+        let mut order: Vec<usize> = (0..self.prepared.len()).collect();
         order.shuffle(&mut epoch_rng(cfg.seed, epoch, 1));
         let mut aug_rng = epoch_rng(cfg.seed, epoch, 2);
-        let bar = progress_bar(steps_per_epoch, epoch, cfg.epochs, opts.quiet);
+        let bar = progress_bar(self.steps_per_epoch, epoch, cfg.epochs, self.quiet);
         let mut loss_sum = 0.0;
         let mut lr = cfg.lr;
         for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
-            let step = (epoch - 1) * steps_per_epoch + b;
-            lr = cfg.lr_at(step, total_steps);
-            let crops: Vec<_> = chunk
-                .iter()
-                .map(|&i| {
-                    let p = &prepared[i];
-                    augment(&mut aug_rng, &p.chw, &p.labels, p.c, p.h, p.w, &aug)
-                })
-                .collect();
-            let (c, h, w) = (prepared[chunk[0]].c, crops[0].height, crops[0].width);
-            // Whole images are padded to the network stride (padding is ignored by the loss).
-            let (ph, pw) = (round_up(h, stride), round_up(w, stride));
-            let mut x = Vec::with_capacity(chunk.len() * c * ph * pw);
-            let mut y = Vec::with_capacity(chunk.len() * ph * pw);
-            for cr in &crops {
-                x.extend(pad_chw(&cr.chw, c, h, w, ph, pw, 0.0));
-                let lab: Vec<f32> = cr.labels.iter().map(|&v| v as f32).collect();
-                y.extend(
-                    pad_chw(&lab, 1, h, w, ph, pw, aug.pad_label as f32)
-                        .into_iter()
-                        .map(|v| v as u32),
-                );
-            }
-            let n = chunk.len();
-            let xt = tensor4(x, [n, c, ph, pw], &ad);
-            let targets = cfg.loss.targets(&y, n, ph, pw, &ad);
-            let logits = model.forward(xt);
-            let (loss, _) = cfg.loss.forward(logits, &targets);
-            let loss_value = loss.clone().into_scalar::<f32>() as f64;
+            let step_index = (epoch - 1) * self.steps_per_epoch + b;
+            lr = cfg.lr_at(step_index, self.total_steps);
+            let batch = self.batch(chunk, &mut aug_rng);
+            let n = batch.n;
+            let (stepped, loss_value) = step(model, optim, cfg, batch, lr);
+            model = stepped;
             if !loss_value.is_finite() {
                 bar.abandon();
                 bail!(
                     "the loss became {loss_value} at epoch {epoch}, step {} (lr {lr:.3e}); the last good checkpoint is in {} (epoch {}); try a lower --lr",
                     b + 1,
-                    run_dir.display(),
-                    state.epochs_done
+                    self.run_dir.display(),
+                    epochs_done
                 );
             }
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(lr, model, grads);
             loss_sum += loss_value;
             let done = (b + 1) as f64;
             let ips = ((b * cfg.batch_size + n) as f64) / start.elapsed().as_secs_f64().max(1e-9);
@@ -308,91 +399,128 @@ pub fn train(
             bar.inc(1);
         }
         bar.finish_and_clear();
-        let train_loss = loss_sum / steps_per_epoch as f64;
-        let train_secs = start.elapsed().as_secs_f64();
-        let (val_loss, report) = if val_set.is_empty() {
-            (None, None)
-        } else {
-            let (l, r) = validate(&model, &cfg, val_set, device);
-            (Some(l), Some(r))
-        };
-        let rec = EpochRecord {
-            epoch,
-            lr,
-            train_loss,
-            val_loss,
-            pixel_accuracy: report.as_ref().and_then(|r| r.pixel_accuracy),
-            miou: report.as_ref().and_then(|r| r.miou),
-            mean_dice: report.as_ref().and_then(|r| r.mean_dice),
-            seconds: start.elapsed().as_secs_f64(),
-            images_per_second: train_set.len() as f64 / train_secs.max(1e-9),
-        };
-        if !opts.quiet {
-            eprintln!(
-                "epoch {epoch}/{}: train loss {:.4}{} | {:.1} img/s | {:.1}s",
-                cfg.epochs,
-                train_loss,
-                match (&rec.val_loss, &rec.miou, &rec.mean_dice) {
-                    (Some(l), Some(m), Some(d)) =>
-                        format!(" | val loss {l:.4} mIoU {m:.4} Dice {d:.4}"),
-                    _ => String::new(),
-                },
-                rec.images_per_second,
-                rec.seconds
+        Ok((model, loss_sum / self.steps_per_epoch as f64, lr))
+    }
+
+    /// The samples `chunk` augmented, padded to the network stride (padding is ignored by the
+    /// loss) and stacked.
+    fn batch(&self, chunk: &[usize], aug_rng: &mut SmallRng) -> Batch {
+        let (cfg, aug, stride) = (self.cfg, &self.aug, self.stride);
+        let crops: Vec<_> = chunk
+            .iter()
+            .map(|&i| {
+                let p = &self.prepared[i];
+                augment(aug_rng, &p.chw, &p.labels, p.c, p.h, p.w, aug)
+            })
+            .collect();
+        let (c, h, w) = (self.prepared[chunk[0]].c, crops[0].height, crops[0].width);
+        let (ph, pw) = (round_up(h, stride), round_up(w, stride));
+        let mut x = Vec::with_capacity(chunk.len() * c * ph * pw);
+        let mut y = Vec::with_capacity(chunk.len() * ph * pw);
+        for cr in &crops {
+            x.extend(pad_chw(&cr.chw, c, h, w, ph, pw, 0.0));
+            let lab: Vec<f32> = cr.labels.iter().map(|&v| v as f32).collect();
+            y.extend(
+                pad_chw(&lab, 1, h, w, ph, pw, aug.pad_label as f32)
+                    .into_iter()
+                    .map(|v| v as u32),
             );
         }
-        // Checkpoint: exact state first, then the portable files, then the pointer.
-        let ck_name = format!("checkpoints/epoch-{epoch:04}");
-        let ck_dir = run_dir.join(&ck_name);
-        if ck_dir.exists() {
-            std::fs::remove_dir_all(&ck_dir).ok();
+        let n = chunk.len();
+        Batch {
+            x: tensor4(x, [n, c, ph, pw], self.device),
+            targets: cfg.loss.targets(&y, n, ph, pw, self.device),
+            n,
         }
-        std::fs::create_dir_all(&ck_dir)
-            .with_context(|| format!("{}: cannot create", ck_dir.display()))?;
-        // `valid()` also commits BatchNorm's pending running-statistics update, which the saved
-        // state must include.
-        let valid = model.valid();
-        model
-            .clone()
-            .save_file(ck_dir.join("model.bpk"))
-            .map_err(|e| anyhow::anyhow!("{}: cannot save model state: {e:?}", ck_dir.display()))?;
-        optim.save(ck_dir.join("optim.bpk")).map_err(|e| {
-            anyhow::anyhow!("{}: cannot save optimiser state: {e:?}", ck_dir.display())
-        })?;
-        let meta = meta_of(&cfg, epoch);
-        checkpoint::save(&run_dir.join("last.safetensors"), &valid, &meta)?;
-        let improved = match (rec.miou, state.best_miou) {
-            (Some(m), Some(b)) => m > b,
-            (Some(_), None) => true,
-            (None, _) => true, // without validation, the last epoch is the best we know
-        };
-        if improved {
-            checkpoint::save(&run_dir.join("best.safetensors"), &valid, &meta)?;
-            state.best_epoch = Some(epoch);
-            state.best_miou = rec.miou;
-            best_model_report = report.clone();
-        }
-        let previous = state.checkpoint.replace(ck_name);
-        state.epochs_done = epoch;
-        state.history.push(rec);
-        write_json(&state_path, &state)?;
-        if let Some(p) = previous
-            && run_dir.join(&p) != ck_dir
-        {
-            std::fs::remove_dir_all(run_dir.join(p)).ok();
-        }
-        write_history(run_dir, &state)?;
-        ran += 1;
     }
-    if best_model_report.is_none() && !val_set.is_empty() && state.best_epoch.is_some() {
-        let best = checkpoint::load(&run_dir.join("best.safetensors"), (None, None), device)?;
-        best_model_report = Some(validate(&best.model, &cfg, val_set, device).1);
+}
+
+/// One optimiser step: forward, loss, backward, AdamW update. Returns the model and the loss;
+/// when the loss is not finite the model is returned unchanged.
+fn step(
+    model: UNet,
+    optim: &mut ModuleOptimizer,
+    cfg: &TrainConfig,
+    batch: Batch,
+    lr: f64,
+) -> (UNet, f64) {
+    let logits = model.forward(batch.x);
+    let (loss, _) = cfg.loss.forward(logits, &batch.targets);
+    let loss_value = loss.clone().into_scalar::<f32>() as f64;
+    if !loss_value.is_finite() {
+        return (model, loss_value);
     }
-    Ok(TrainOutcome {
-        state,
-        model: model.valid(),
-        val_report: best_model_report,
-    })
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    (optim.step(lr, model, grads), loss_value)
+}
+
+fn log_epoch(cfg: &TrainConfig, rec: &EpochRecord) {
+    eprintln!(
+        "epoch {}/{}: train loss {:.4}{} | {:.1} img/s | {:.1}s",
+        rec.epoch,
+        cfg.epochs,
+        rec.train_loss,
+        match (&rec.val_loss, &rec.miou, &rec.mean_dice) {
+            (Some(l), Some(m), Some(d)) => format!(" | val loss {l:.4} mIoU {m:.4} Dice {d:.4}"),
+            _ => String::new(),
+        },
+        rec.images_per_second,
+        rec.seconds
+    );
+}
+
+/// Checkpoints the epoch `rec` describes: the exact state first (model and optimiser), then the
+/// portable files (`last`, and `best` when validation mIoU improved), then the pointer
+/// (`state.json`), then the history. Returns whether this epoch is the new best.
+fn save_checkpoint(
+    run_dir: &Path,
+    cfg: &TrainConfig,
+    model: &UNet,
+    optim: &ModuleOptimizer,
+    state: &mut RunState,
+    rec: EpochRecord,
+) -> Result<bool> {
+    let epoch = rec.epoch;
+    let ck_name = format!("checkpoints/epoch-{epoch:04}");
+    let ck_dir = run_dir.join(&ck_name);
+    if ck_dir.exists() {
+        std::fs::remove_dir_all(&ck_dir).ok();
+    }
+    std::fs::create_dir_all(&ck_dir)
+        .with_context(|| format!("{}: cannot create", ck_dir.display()))?;
+    // `valid()` also commits BatchNorm's pending running-statistics update, which the saved
+    // state must include.
+    let valid = model.valid();
+    model
+        .clone()
+        .save_file(ck_dir.join("model.bpk"))
+        .map_err(|e| anyhow::anyhow!("{}: cannot save model state: {e:?}", ck_dir.display()))?;
+    optim
+        .save(ck_dir.join("optim.bpk"))
+        .map_err(|e| anyhow::anyhow!("{}: cannot save optimiser state: {e:?}", ck_dir.display()))?;
+    let meta = meta_of(cfg, epoch);
+    checkpoint::save(&run_dir.join("last.safetensors"), &valid, &meta)?;
+    let improved = match (rec.miou, state.best_miou) {
+        (Some(m), Some(b)) => m > b,
+        (Some(_), None) => true,
+        (None, _) => true, // without validation, the last epoch is the best we know
+    };
+    if improved {
+        checkpoint::save(&run_dir.join("best.safetensors"), &valid, &meta)?;
+        state.best_epoch = Some(epoch);
+        state.best_miou = rec.miou;
+    }
+    let previous = state.checkpoint.replace(ck_name);
+    state.epochs_done = epoch;
+    state.history.push(rec);
+    write_json(&run_dir.join("state.json"), state)?;
+    if let Some(p) = previous
+        && run_dir.join(&p) != ck_dir
+    {
+        std::fs::remove_dir_all(run_dir.join(p)).ok();
+    }
+    write_history(run_dir, state)?;
+    Ok(improved)
 }
 
 fn progress_bar(len: usize, epoch: usize, epochs: usize, quiet: bool) -> indicatif::ProgressBar {
@@ -419,7 +547,7 @@ pub fn write_history(run_dir: &Path, state: &RunState) -> Result<()> {
         lines.push('\n');
     }
     let path = run_dir.join("metrics.jsonl");
-    crate::data::image_io::write_atomic(&path, |w| {
+    crate::io::write_atomic(&path, |w| {
         use std::io::Write;
         w.write_all(lines.as_bytes())?;
         Ok(())

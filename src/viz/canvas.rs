@@ -51,8 +51,8 @@ impl Canvas {
     /// Blends colour `c` over pixel (x, y) with opacity `alpha`.
     pub fn blend(&mut self, x: usize, y: usize, c: Rgb, alpha: f32) {
         let i = (y * self.width + x) * 3;
-        for k in 0..3 {
-            let v = self.pixels[i + k] as f32 * (1.0 - alpha) + c[k] as f32 * alpha;
+        for (k, &ck) in c.iter().enumerate() {
+            let v = self.pixels[i + k] as f32 * (1.0 - alpha) + ck as f32 * alpha;
             self.pixels[i + k] = v.round().clamp(0.0, 255.0) as u8;
         }
     }

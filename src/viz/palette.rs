@@ -9,7 +9,7 @@ pub fn voc_palette(n: usize) -> Vec<Rgb> {
             let (mut r, mut g, mut b) = (0u8, 0u8, 0u8);
             let mut c = i;
             for j in 0..8 {
-                r |= (((c >> 0) & 1) as u8) << (7 - j);
+                r |= ((c & 1) as u8) << (7 - j);
                 g |= (((c >> 1) & 1) as u8) << (7 - j);
                 b |= (((c >> 2) & 1) as u8) << (7 - j);
                 c >>= 3;
@@ -22,7 +22,7 @@ pub fn voc_palette(n: usize) -> Vec<Rgb> {
 /// A colour for the binary case where class 1 must stand out: VOC's class 1 is dark red, so
 /// two-class maps use a brighter set.
 pub fn palette_for(num_classes: usize) -> Vec<Rgb> {
-    let mut p = voc_palette(num_classes.max(2).min(256));
+    let mut p = voc_palette(num_classes.clamp(2, 256));
     if num_classes <= 2 {
         p[1] = [255, 64, 64];
     }

@@ -4,7 +4,6 @@
 //! Models turn a [`NamedTensors`] map into modules (and back) with their own key names, so one
 //! loader serves official PyTorch checkpoints and segrs checkpoints alike.
 
-pub mod checkpoint;
 pub mod pth;
 pub mod safetensors;
 

@@ -164,7 +164,7 @@ pub fn write(
     while head.len() % 8 != 0 {
         head.push(b' ');
     }
-    crate::data::image_io::write_atomic(path, |w| {
+    crate::io::write_atomic(path, |w| {
         w.write_all(&(head.len() as u64).to_le_bytes())?;
         w.write_all(&head)?;
         for t in tensors.values() {

@@ -1,21 +1,9 @@
 //! The `segrs` binary end to end on small data: train -> predict -> eval semantic, and bad input.
 
+use crate::common::segrs;
 use segrs::data::image_io::{write_label_png, write_png};
 use segrs::data::synthetic::dataset;
 use std::path::Path;
-use std::process::Command;
-
-pub fn segrs(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_segrs"))
-        .args(args)
-        .output()
-        .expect("run segrs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
 
 fn write_dataset(dir: &Path, first: usize, n: usize) {
     for s in dataset(11, first, n, 32) {

@@ -263,8 +263,7 @@ fn panoptic_ids_missing_from_json_are_an_error() {
         &fixtures().join("panoptic/pred"),
         Some(&src.join("panoptic_coco_categories.json")),
     )
-    .err()
-    .expect("a PNG id without a JSON entry must fail");
+    .expect_err("a PNG id without a JSON entry must fail");
     let msg = format!("{err:#}");
     assert!(msg.contains("pred.json"), "{msg}");
 }

@@ -1,4 +1,5 @@
-//! Shared helpers: fixture paths, relative errors, temporary folders.
+//! Shared helpers: fixture paths, relative errors, temporary folders, the shared data folder,
+//! running the `segrs` binary.
 
 use segrs::weights::{NamedTensors, safetensors};
 use std::path::PathBuf;
@@ -33,7 +34,8 @@ pub fn tmp(name: &str) -> PathBuf {
     d
 }
 
-/// Shared data folder (`../shared/data` or $SEGRS_DATA); None with a message when absent.
+/// Shared data folder `name` under `../shared/data` (or $SEGRS_DATA). When it is absent the test
+/// is skipped (None, with a message), unless SEGRS_REQUIRE_DATA=1 (as in CI): then it fails.
 pub fn shared_data(name: &str) -> Option<PathBuf> {
     let root = std::env::var("SEGRS_DATA")
         .map(PathBuf::from)
@@ -45,12 +47,30 @@ pub fn shared_data(name: &str) -> Option<PathBuf> {
         });
     let p = root.join(name);
     if p.is_dir() {
-        Some(p)
-    } else {
-        eprintln!(
-            "SKIP: {} not found (set SEGRS_DATA to the shared data folder)",
+        return Some(p);
+    }
+    if std::env::var("SEGRS_REQUIRE_DATA").is_ok_and(|v| v == "1") {
+        panic!(
+            "{} not found and SEGRS_REQUIRE_DATA=1 (set SEGRS_DATA to the shared data folder)",
             p.display()
         );
-        None
     }
+    eprintln!(
+        "SKIP: {} not found (set SEGRS_DATA to the shared data folder; SEGRS_REQUIRE_DATA=1 makes this a failure)",
+        p.display()
+    );
+    None
+}
+
+/// Runs the `segrs` binary with `args`: (exit code, stdout, stderr).
+pub fn segrs(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_segrs"))
+        .args(args)
+        .output()
+        .expect("run segrs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }

@@ -6,6 +6,7 @@ mod common;
 mod convert;
 mod losses_parity;
 mod metrics_parity;
+mod ops_parity;
 mod sam_cli;
 mod sam_parity;
 mod sam_predictor;

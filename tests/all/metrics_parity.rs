@@ -1,9 +1,9 @@
 //! Semantic metrics against the reference definitions (tools/gen_unet_fixtures.py: confusion
 //! matrix as mmsegmentation, Boundary F1 from the DAVIS toolkit with OpenCV dilation, Boundary IoU
-//! from Cheng et al.'s code with OpenCV erosion), to 1e-9, through the CLI's loader.
+//! from Cheng et al.'s code with OpenCV erosion), to 1e-9, through the folder loader the CLI uses.
 
 use crate::common::fixtures;
-use segrs::cli::eval::evaluate_dirs;
+use segrs::metrics::semantic::evaluate_dirs;
 
 fn close(a: Option<f64>, b: &serde_json::Value, what: &str) {
     match (a, b.as_f64()) {

@@ -2,8 +2,7 @@
 //! the official checkpoints are): files, sizes and JSON as documented, the embedding and
 //! mask-input round trips giving the same masks as a direct run, and bad input.
 
-use crate::cli::segrs;
-use crate::common::{fixtures, tmp};
+use crate::common::{fixtures, segrs, tmp};
 use segrs::data::image_io::read_mask;
 
 fn json(p: &std::path::Path) -> serde_json::Value {

@@ -4,12 +4,13 @@
 
 use crate::common::{read_fixture, rel_l2};
 use segrs::models::sam::prompt_encoder::{PointPrompt, PromptEncoder};
+use segrs::nn::Weights;
 
 const TOL: f64 = 1e-5;
 
 fn setup() -> (PromptEncoder, segrs::weights::NamedTensors) {
     let w = read_fixture("sam/prompt_encoder.safetensors");
-    let pe = PromptEncoder::load(&w, "prompt_encoder.", (8, 8), (64, 64)).unwrap();
+    let pe = PromptEncoder::load(&Weights::new(&w).pp("prompt_encoder"), (8, 8), (64, 64)).unwrap();
     (pe, read_fixture("sam/prompt_encoder_io.safetensors"))
 }
 
@@ -76,7 +77,7 @@ fn bad_prompts_and_checkpoints_are_errors() {
     w.tensors.remove("prompt_encoder.no_mask_embed.weight");
     let err = format!(
         "{:#}",
-        PromptEncoder::load(&w, "prompt_encoder.", (8, 8), (64, 64))
+        PromptEncoder::load(&Weights::new(&w).pp("prompt_encoder"), (8, 8), (64, 64))
             .err()
             .unwrap()
     );
@@ -86,7 +87,9 @@ fn bad_prompts_and_checkpoints_are_errors() {
 #[test]
 fn mask_decoder_matches_segment_anything() {
     let w = read_fixture("sam/mask_decoder.safetensors");
-    let md = segrs::models::sam::mask_decoder::MaskDecoder::load(&w, "mask_decoder.").unwrap();
+    let md =
+        segrs::models::sam::mask_decoder::MaskDecoder::load(&Weights::new(&w).pp("mask_decoder"))
+            .unwrap();
     let io = read_fixture("sam/mask_decoder_io.safetensors");
     let sparse: Vec<Vec<f32>> = io
         .get("sparse")
@@ -113,7 +116,7 @@ fn mask_decoder_matches_segment_anything() {
         .remove("mask_decoder.transformer.layers.1.norm4.weight");
     let err = format!(
         "{:#}",
-        segrs::models::sam::mask_decoder::MaskDecoder::load(&w2, "mask_decoder.")
+        segrs::models::sam::mask_decoder::MaskDecoder::load(&Weights::new(&w2).pp("mask_decoder"))
             .err()
             .unwrap()
     );
@@ -123,9 +126,13 @@ fn mask_decoder_matches_segment_anything() {
 #[test]
 fn image_encoder_matches_segment_anything() {
     let w = read_fixture("sam/image_encoder.safetensors");
-    let enc =
-        segrs::models::sam::image_encoder::ImageEncoder::load(&w, "image_encoder.", 2, 3, &[1])
-            .unwrap();
+    let enc = segrs::models::sam::image_encoder::ImageEncoder::load(
+        &Weights::new(&w).pp("image_encoder"),
+        2,
+        3,
+        &[1],
+    )
+    .unwrap();
     assert_eq!(
         (enc.dim, enc.patch, enc.grid, enc.out_chans),
         (32, 8, 8, 16)

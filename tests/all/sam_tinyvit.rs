@@ -6,6 +6,7 @@
 use crate::common::{fixtures, read_fixture, rel_l2};
 use segrs::models::sam::model::{Encoder, Sam};
 use segrs::models::sam::tiny_vit::TinyViT;
+use segrs::nn::Weights;
 use segrs::weights::{HostTensor, NamedTensors};
 
 fn uniform(seed: u64, n: usize) -> Vec<f32> {
@@ -54,7 +55,7 @@ fn tiny_vit_matches_mobile_sam() {
             HostTensor::new(shape, data),
         );
     }
-    let enc = TinyViT::load(&w, "image_encoder.").unwrap();
+    let enc = TinyViT::load(&Weights::new(&w).pp("image_encoder")).unwrap();
     assert_eq!(enc.embedding_size(), 64);
     let x: Vec<f32> = uniform(spec["input"]["seed"].as_u64().unwrap(), 3 * 1024 * 1024)
         .into_iter()
@@ -69,7 +70,12 @@ fn tiny_vit_matches_mobile_sam() {
     // a missing key is named
     w.tensors
         .remove("image_encoder.layers.2.blocks.0.attn.qkv.weight");
-    let msg = format!("{:#}", TinyViT::load(&w, "image_encoder.").err().unwrap());
+    let msg = format!(
+        "{:#}",
+        TinyViT::load(&Weights::new(&w).pp("image_encoder"))
+            .err()
+            .unwrap()
+    );
     assert!(msg.contains("layers.2.blocks.0.attn.qkv.weight"), "{msg}");
 }
 

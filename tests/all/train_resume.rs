@@ -2,8 +2,8 @@
 //! and a diverging run stops with a clear error.
 
 use burn::prelude::*;
-use segrs::cli::demo::demo_config;
 use segrs::data::synthetic::dataset;
+use segrs::train::demo_config;
 use segrs::train::{RunOptions, TrainConfig, train};
 use segrs::weights::NamedTensors;
 
@@ -95,10 +95,10 @@ fn resume_after_a_kill_gives_the_same_weights() {
     // outputs: a conv bias followed by BatchNorm has a zero gradient up to rounding, which Adam
     // normalises into lr-sized steps, so its raw value depends on float noise while the output
     // does not; tests running in parallel share rayon's pool, whose splits vary.)
-    let ma = segrs::weights::checkpoint::load(&a.join("last.safetensors"), (None, None), &dev)
+    let ma = segrs::models::unet::checkpoint::load(&a.join("last.safetensors"), (None, None), &dev)
         .unwrap()
         .model;
-    let mb = segrs::weights::checkpoint::load(&b.join("last.safetensors"), (None, None), &dev)
+    let mb = segrs::models::unet::checkpoint::load(&b.join("last.safetensors"), (None, None), &dev)
         .unwrap()
         .model;
     let wa = weights(&a.join("last.safetensors"));

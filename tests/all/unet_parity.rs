@@ -1,12 +1,15 @@
 //! U-Net parity with PyTorch (fixtures from tools/gen_unet_fixtures.py): state_dicts saved by
 //! `torch.save(model.state_dict())` load directly and give the same eval-mode logits within
-//! 1e-4 relative L2 error, plain and with BatchNorm folded.
+//! 1e-4 relative L2 error: burn plain, burn with BatchNorm folded, and the host engine.
 
 use crate::common::{fixtures, read_fixture, rel_l2};
 use burn::prelude::*;
 use segrs::models::tensor_io::{from_host, to_vec};
 use segrs::models::unet::UNetConfig;
-use segrs::weights::checkpoint;
+use segrs::models::unet::checkpoint;
+use segrs::models::unet::host::HostUNet;
+use segrs::models::unet::state_dict;
+use segrs::weights::NamedTensors;
 
 const TOL: f64 = 1e-4;
 
@@ -28,6 +31,26 @@ fn check(name: &str) {
     assert!(
         err < TOL,
         "{name} (BatchNorm folded): relative L2 error {err:e}"
+    );
+    // The host engine, built straight from the file's named tensors.
+    let named = NamedTensors::read(&path).unwrap();
+    let config = state_dict::infer_config(&named).unwrap();
+    let host = HostUNet::from_tensors(&config, &named).unwrap();
+    let (per, h, w) = (x.shape[1] * x.shape[2] * x.shape[3], x.shape[2], x.shape[3]);
+    let batch = |net: &HostUNet| -> Vec<f32> {
+        x.data
+            .chunks(per)
+            .flat_map(|img| net.forward(img, h, w).unwrap())
+            .collect()
+    };
+    let err = rel_l2(&batch(&host), &want.data);
+    assert!(err < TOL, "{name} (host engine): relative L2 error {err:e}");
+    // ... and from the burn network.
+    let got = batch(&HostUNet::from_model(&loaded.model).unwrap());
+    let err = rel_l2(&got, &want.data);
+    assert!(
+        err < TOL,
+        "{name} (host engine from burn): relative L2 error {err:e}"
     );
 }
 

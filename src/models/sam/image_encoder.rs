@@ -4,21 +4,21 @@
 //! sizes (width, depth, heads, patch) are read from the weights. Host buffers, `[H, W, C]` tokens.
 
 use super::neck::{Neck, in_windows};
-use super::prompt_encoder::gelu;
-use super::two_way_transformer::linear;
-use crate::models::host::{Linear, columns, dot, layer_norm, matmul, matmul_nt, softmax_rows_seq};
-use crate::weights::{KeyCheck, NamedTensors};
+use crate::nn::{LayerNorm, Linear, Mlp, Weights};
+use crate::ops::Activation;
+use crate::ops::attention::{HeadView, Hooks, attention};
+use crate::ops::layout::dot;
+use crate::ops::matmul::matmul_nt;
 use anyhow::{Result, bail};
 
 struct Block {
-    norm1: (Vec<f32>, Vec<f32>),
+    norm1: LayerNorm,
     qkv: Linear,
     proj: Linear,
     rel_h: Vec<f32>,
     rel_w: Vec<f32>,
-    norm2: (Vec<f32>, Vec<f32>),
-    lin1: Linear,
-    lin2: Linear,
+    norm2: LayerNorm,
+    mlp: Mlp,
     window: usize,
 }
 
@@ -36,51 +36,55 @@ pub struct ImageEncoder {
 }
 
 impl ImageEncoder {
-    /// Loads a SAM ViT with everything read from the weights: heads from the width of the
-    /// relative-position tables (`[2 * size - 1, head_dim]`), and each block's window from its
-    /// table's length (a table as long as the grid means global attention).
-    pub fn load_auto(src: &NamedTensors, prefix: &str) -> Result<Self> {
-        let Some(pw) = src.get(&format!("{prefix}patch_embed.proj.weight")) else {
-            bail!("{}: no {prefix}patch_embed.proj.weight", src.source);
+    /// Loads a SAM ViT (`w` scoped to `image_encoder`) with everything read from the weights:
+    /// heads from the width of the relative-position tables (`[2 * size - 1, head_dim]`), and
+    /// each block's window from its table's length (a table as long as the grid means global
+    /// attention).
+    pub fn load_auto(w: &Weights) -> Result<Self> {
+        let Some(pw) = w.shape("patch_embed.proj.weight") else {
+            bail!("{}: no {}", w.source(), w.key("patch_embed.proj.weight"));
         };
-        let dim = pw.shape[0];
-        let Some(pos) = src.get(&format!("{prefix}pos_embed")) else {
+        let dim = pw[0];
+        let Some(pos) = w.shape("pos_embed") else {
             bail!(
-                "{}: no {prefix}pos_embed (SAM ViTs use absolute positions)",
-                src.source
+                "{}: no {} (SAM ViTs use absolute positions)",
+                w.source(),
+                w.key("pos_embed")
             );
         };
-        let grid = pos.shape.get(1).copied().unwrap_or(0);
+        let grid = pos.get(1).copied().unwrap_or(0);
         let mut window = 0;
         let mut global = Vec::new();
         let mut heads = 0;
-        let depth = src.count_blocks(&format!("{prefix}blocks."));
+        let depth = w.count_blocks("blocks");
         for i in 0..depth {
-            let Some(rel) = src.get(&format!("{prefix}blocks.{i}.attn.rel_pos_h")) else {
+            let key = format!("blocks.{i}.attn.rel_pos_h");
+            let Some(rel) = w.shape(&key) else {
                 if i == 0 {
                     bail!(
-                        "{}: no {prefix}blocks.0.attn.rel_pos_h (SAM ViTs use relative positions)",
-                        src.source
+                        "{}: no {} (SAM ViTs use relative positions)",
+                        w.source(),
+                        w.key(&key)
                     );
                 }
                 continue; // reported as missing by the key check
             };
-            if rel.shape.len() != 2 || rel.shape[1] == 0 || dim % rel.shape[1] != 0 {
+            if rel.len() != 2 || rel[1] == 0 || dim % rel[1] != 0 {
                 bail!(
-                    "{}: {prefix}blocks.{i}.attn.rel_pos_h has shape {:?}; expected [2 * window - 1, head_dim]",
-                    src.source,
-                    rel.shape
+                    "{}: {} has shape {rel:?}; expected [2 * window - 1, head_dim]",
+                    w.source(),
+                    w.key(&key)
                 );
             }
-            heads = dim / rel.shape[1];
-            let size = rel.shape[0].div_ceil(2);
+            heads = dim / rel[1];
+            let size = rel[0].div_ceil(2);
             if size == grid {
                 global.push(i);
             } else {
                 window = size;
             }
         }
-        Self::load(src, prefix, heads, window.max(1), &global)
+        Self::load(w, heads, window.max(1), &global)
     }
 
     /// Indices of the blocks with global attention.
@@ -101,82 +105,58 @@ impl ImageEncoder {
 
     /// `heads` and `window` are architecture constants not stored in the weights (SAM: 12/16/16
     /// heads for ViT-B/L/H, window 14); `global` lists the blocks with global attention.
-    pub fn load(
-        src: &NamedTensors,
-        prefix: &str,
-        heads: usize,
-        window: usize,
-        global: &[usize],
-    ) -> Result<Self> {
-        let Some(pw) = src.get(&format!("{prefix}patch_embed.proj.weight")) else {
+    pub fn load(w: &Weights, heads: usize, window: usize, global: &[usize]) -> Result<Self> {
+        let Some(pw) = w.shape("patch_embed.proj.weight") else {
             bail!(
-                "{}: no {prefix}patch_embed.proj.weight (not a SAM ViT checkpoint?)",
-                src.source
+                "{}: no {} (not a SAM ViT checkpoint?)",
+                w.source(),
+                w.key("patch_embed.proj.weight")
             );
         };
-        let (dim, patch) = (pw.shape[0], pw.shape[2]);
-        let grid = src
-            .get(&format!("{prefix}pos_embed"))
-            .map(|t| t.shape[1])
-            .unwrap_or(0);
-        let depth = src.count_blocks(&format!("{prefix}blocks."));
-        let mlp = src
-            .get(&format!("{prefix}blocks.0.mlp.lin1.weight"))
-            .map(|t| t.shape[0])
+        let (dim, patch) = (pw[0], pw[2]);
+        let grid = w.shape("pos_embed").map(|s| s[1]).unwrap_or(0);
+        let depth = w.count_blocks("blocks");
+        let mlp = w
+            .shape("blocks.0.mlp.lin1.weight")
+            .map(|s| s[0])
             .unwrap_or(4 * dim);
-        let mut ck = KeyCheck::default();
-        let v = |ck: &mut KeyCheck, key: &str, shape: &[usize]| {
-            ck.take(src, key, shape)
-                .map(|t| t.data.clone())
-                .unwrap_or_else(|| vec![0.0; shape.iter().product()])
-        };
         let hd = dim / heads;
         let blocks = (0..depth)
             .map(|i| {
-                let p = format!("{prefix}blocks.{i}");
+                let b = w.pp("blocks").pp(i);
                 let win = if global.contains(&i) { 0 } else { window };
                 let size = if win == 0 { grid } else { win };
                 Block {
-                    norm1: (
-                        v(&mut ck, &format!("{p}.norm1.weight"), &[dim]),
-                        v(&mut ck, &format!("{p}.norm1.bias"), &[dim]),
+                    norm1: LayerNorm::load(&b.pp("norm1"), dim, 1e-6),
+                    qkv: Linear::load(&b.pp("attn.qkv"), dim, 3 * dim),
+                    proj: Linear::load(&b.pp("attn.proj"), dim, dim),
+                    rel_h: b.get("attn.rel_pos_h", &[2 * size - 1, hd]),
+                    rel_w: b.get("attn.rel_pos_w", &[2 * size - 1, hd]),
+                    norm2: LayerNorm::load(&b.pp("norm2"), dim, 1e-6),
+                    mlp: Mlp::load(
+                        &b.pp("mlp"),
+                        &["lin1", "lin2"],
+                        &[dim, mlp, dim],
+                        Activation::Gelu,
                     ),
-                    qkv: linear(src, &mut ck, &format!("{p}.attn.qkv"), dim, 3 * dim),
-                    proj: linear(src, &mut ck, &format!("{p}.attn.proj"), dim, dim),
-                    rel_h: v(&mut ck, &format!("{p}.attn.rel_pos_h"), &[2 * size - 1, hd]),
-                    rel_w: v(&mut ck, &format!("{p}.attn.rel_pos_w"), &[2 * size - 1, hd]),
-                    norm2: (
-                        v(&mut ck, &format!("{p}.norm2.weight"), &[dim]),
-                        v(&mut ck, &format!("{p}.norm2.bias"), &[dim]),
-                    ),
-                    lin1: linear(src, &mut ck, &format!("{p}.mlp.lin1"), dim, mlp),
-                    lin2: linear(src, &mut ck, &format!("{p}.mlp.lin2"), mlp, dim),
                     window: win,
                 }
             })
             .collect();
-        let neck = Neck::load(src, &mut ck, prefix, dim);
+        let neck = Neck::load(&w.pp("neck"), dim);
         let enc = Self {
             dim,
             heads,
             patch,
             grid,
             out_chans: neck.out_chans,
-            patch_w: v(
-                &mut ck,
-                &format!("{prefix}patch_embed.proj.weight"),
-                &[dim, 3, patch, patch],
-            ),
-            patch_b: v(&mut ck, &format!("{prefix}patch_embed.proj.bias"), &[dim]),
-            pos: v(
-                &mut ck,
-                &format!("{prefix}pos_embed"),
-                &[1, grid, grid, dim],
-            ),
+            patch_w: w.get("patch_embed.proj.weight", &[dim, 3, patch, patch]),
+            patch_b: w.get("patch_embed.proj.bias", &[dim]),
+            pos: w.get("pos_embed", &[1, grid, grid, dim]),
             blocks,
             neck,
         };
-        ck.finish(src, "SAM image encoder")?;
+        w.finish("SAM image encoder")?;
         Ok(enc)
     }
 
@@ -211,7 +191,7 @@ impl ImageEncoder {
         }
         for b in &self.blocks {
             let mut h = x.clone();
-            layer_norm(&mut h, c, &b.norm1.0, &b.norm1.1, 1e-6);
+            b.norm1.forward(&mut h);
             let a = if b.window == 0 {
                 self.attention(b, &h, g, g)
             } else {
@@ -219,8 +199,8 @@ impl ImageEncoder {
             };
             x.iter_mut().zip(&a).for_each(|(v, a)| *v += a);
             let mut h = x.clone();
-            layer_norm(&mut h, c, &b.norm2.0, &b.norm2.1, 1e-6);
-            let m = b.lin2.forward(&gelu(b.lin1.forward(&h, g * g)), g * g);
+            b.norm2.forward(&mut h);
+            let m = b.mlp.forward(&h, g * g);
             x.iter_mut().zip(&m).for_each(|(v, a)| *v += a);
         }
         Ok(self.neck.forward(&x, g, g))
@@ -233,18 +213,21 @@ impl ImageEncoder {
         })
     }
 
-    /// Multi-head self-attention over an `h x w` token grid with decomposed relative positions.
+    /// Multi-head self-attention over an `h x w` token grid with decomposed relative positions:
+    /// `rel_h[q, ky] = q . Rh[qy - ky + h - 1]` and `rel_w` likewise on x, added to the scores.
     fn attention(&self, b: &Block, x: &[f32], h: usize, w: usize) -> Vec<f32> {
         let (c, heads) = (self.dim, self.heads);
         let hd = c / heads;
         let n = h * w;
         let qkv = b.qkv.forward(x, n); // [n, 3c]: q | k | v, each heads x hd
-        let scale = 1.0 / (hd as f32).sqrt();
-        let head = |hh: usize| -> Vec<f32> {
-            let part = |which: usize| columns(&qkv, n, 3 * c, which * c + hh * hd, hd);
-            let (q, k, v) = (part(0), part(1), part(2));
-            let mut attn = matmul_nt(&q, &k, n, hd, n);
-            // rel_h[qy, ky] = q(qy, qx) . Rh[qy - ky + h - 1]; rel_w likewise on x.
+        let view = |which: usize| HeadView {
+            data: &qkv,
+            rows: n,
+            stride: 3 * c,
+            base: which * c,
+            step: hd,
+        };
+        let rel_pos = |_head: usize, q: &[f32], attn: &mut [f32]| {
             let mut rh = vec![0.0f32; h];
             let mut rw = vec![0.0f32; w];
             for qy in 0..h {
@@ -259,29 +242,25 @@ impl ImageEncoder {
                     let row = &mut attn[(qy * w + qx) * n..(qy * w + qx + 1) * n];
                     for ky in 0..h {
                         for kx in 0..w {
-                            let a = &mut row[ky * w + kx];
-                            *a = *a * scale + rh[ky] + rw[kx];
+                            row[ky * w + kx] += rh[ky] + rw[kx];
                         }
                     }
                 }
             }
-            softmax_rows_seq(&mut attn, n);
-            matmul(&attn, &v, n, n, hd)
         };
-        // Heads in parallel for global attention; windows are already spread over threads.
-        let outs: Vec<Vec<f32>> = if n >= 1024 {
-            use rayon::prelude::*;
-            (0..heads).into_par_iter().map(head).collect()
-        } else {
-            (0..heads).map(head).collect()
+        let hooks = Hooks {
+            bias: Some(&rel_pos),
+            ..Hooks::default()
         };
-        let mut out = vec![0.0f32; n * c];
-        for (hh, o) in outs.iter().enumerate() {
-            for r in 0..n {
-                out[r * c + hh * hd..r * c + (hh + 1) * hd]
-                    .copy_from_slice(&o[r * hd..(r + 1) * hd]);
-            }
-        }
+        let out = attention(
+            view(0),
+            view(1),
+            view(2),
+            heads,
+            hd,
+            1.0 / (hd as f32).sqrt(),
+            hooks,
+        );
         b.proj.forward(&out, n)
     }
 }

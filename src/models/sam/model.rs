@@ -5,8 +5,13 @@
 
 use super::image_encoder::ImageEncoder;
 use super::mask_decoder::MaskDecoder;
+use super::prompt_encoder::PointPrompt;
 use super::prompt_encoder::PromptEncoder;
 use super::tiny_vit::TinyViT;
+use super::two_way_transformer::ImageSideCache;
+use crate::nn::Weights;
+use crate::ops::layout::transpose;
+use crate::ops::resize::bilinear_plane;
 use crate::weights::NamedTensors;
 use anyhow::{Context, Result, bail};
 use std::path::Path;
@@ -78,8 +83,9 @@ impl Sam {
                 w.source
             );
         }
+        let root = Weights::new(w);
         let (image_encoder, variant) = if has("image_encoder.patch_embed.proj.weight") {
-            let e = ImageEncoder::load_auto(w, "image_encoder.")?;
+            let e = ImageEncoder::load_auto(&root.pp("image_encoder"))?;
             let v = match (e.dim, e.blocks_len()) {
                 (768, 12) => "vit_b",
                 (1024, 24) => "vit_l",
@@ -89,7 +95,7 @@ impl Sam {
             (Encoder::Vit(e), v.to_string())
         } else if has("image_encoder.patch_embed.seq.0.c.weight") {
             (
-                Encoder::TinyVit(TinyViT::load(w, "image_encoder.")?),
+                Encoder::TinyVit(TinyViT::load(&root.pp("image_encoder"))?),
                 "vit_t".to_string(),
             )
         } else {
@@ -100,8 +106,8 @@ impl Sam {
         };
         let g = image_encoder.embedding_size();
         let s = image_encoder.input_size();
-        let prompt_encoder = PromptEncoder::load(w, "prompt_encoder.", (g, g), (s, s))?;
-        let mask_decoder = MaskDecoder::load(w, "mask_decoder.")?;
+        let prompt_encoder = PromptEncoder::load(&root.pp("prompt_encoder"), (g, g), (s, s))?;
+        let mask_decoder = MaskDecoder::load(&root.pp("mask_decoder"))?;
         let enc_out = match &image_encoder {
             Encoder::Vit(e) => e.out_chans,
             Encoder::TinyVit(e) => e.out_chans,
@@ -129,5 +135,164 @@ impl Sam {
             source: w.source.clone(),
             dense_pe: Default::default(),
         })
+    }
+}
+
+/// The encoder's output for one image, with the geometry needed to map masks back.
+#[derive(Clone, Debug)]
+pub struct ImageEmbedding {
+    /// `[C, G, G]`.
+    pub features: Vec<f32>,
+    pub channels: usize,
+    pub grid: usize,
+    /// `(h, w)` of the image as given.
+    pub original_size: (usize, usize),
+    /// `(h, w)` after ResizeLongestSide, before padding.
+    pub input_size: (usize, usize),
+    /// The features as rows `[G * G, C]`, made on first use by the decoder.
+    rows: std::sync::OnceLock<std::sync::Arc<Vec<f32>>>,
+    /// For prompts without a mask: the rows plus the no-mask embedding, and the decoder's
+    /// prompt-independent projections of them, for the model (by source) that made them.
+    no_mask: NoMaskCache,
+}
+
+type NoMaskCache =
+    std::sync::Arc<std::sync::Mutex<Option<(String, std::sync::Arc<(Vec<f32>, ImageSideCache)>)>>>;
+
+impl ImageEmbedding {
+    pub fn new(
+        features: Vec<f32>,
+        channels: usize,
+        grid: usize,
+        original_size: (usize, usize),
+        input_size: (usize, usize),
+    ) -> Self {
+        Self {
+            features,
+            channels,
+            grid,
+            original_size,
+            input_size,
+            rows: Default::default(),
+            no_mask: Default::default(),
+        }
+    }
+
+    /// The features as rows `[G * G, C]` (computed once).
+    pub fn rows(&self) -> std::sync::Arc<Vec<f32>> {
+        self.rows
+            .get_or_init(|| {
+                std::sync::Arc::new(transpose(
+                    &self.features,
+                    self.channels,
+                    self.grid * self.grid,
+                ))
+            })
+            .clone()
+    }
+}
+
+/// Prompt encoding, mask decoding and mask postprocessing (`Sam.forward` and
+/// `postprocess_masks` of the reference), on an image's embedding.
+impl Sam {
+    /// Single-prompt-set decoding on model-frame points (multimask): the three low-res
+    /// logits and their IoU predictions. For benchmarks and the automatic generator.
+    pub fn decode_points(
+        &self,
+        e: &ImageEmbedding,
+        points: &[PointPrompt],
+    ) -> Result<(Vec<Vec<f32>>, Vec<f32>)> {
+        self.decode(e, points, None, None, true)
+    }
+
+    /// Prompt encoder + mask decoder on model-frame prompts: the selected low-res logits and
+    /// their IoU predictions.
+    pub(crate) fn decode(
+        &self,
+        e: &ImageEmbedding,
+        points: &[PointPrompt],
+        bbox: Option<[f64; 4]>,
+        mask_input: Option<&[f32]>,
+        multimask: bool,
+    ) -> Result<(Vec<Vec<f32>>, Vec<f32>)> {
+        self.check_embedding(e)?;
+        let sparse = self.prompt_encoder.sparse(points, bbox)?;
+        let g = e.grid;
+        let c = e.channels;
+        let rows = e.rows();
+        let pe = self.dense_pe_rows();
+        let out = match mask_input {
+            None => {
+                let prepared = self.no_mask_side(e, &rows, &pe);
+                self.mask_decoder.forward_rows(
+                    &prepared.0,
+                    &pe,
+                    &sparse,
+                    g,
+                    g,
+                    Some(&prepared.1),
+                )?
+            }
+            Some(m) => {
+                let dense = self.prompt_encoder.dense(Some(m)).context("mask input")?;
+                let dense = transpose(&dense, c, g * g);
+                let src: Vec<f32> = rows.iter().zip(&dense).map(|(a, b)| a + b).collect();
+                self.mask_decoder
+                    .forward_rows(&src, &pe, &sparse, g, g, None)?
+            }
+        };
+        let plane = out.height * out.width;
+        let range = if multimask { 1..4 } else { 0..1 };
+        let masks = range
+            .clone()
+            .map(|i| out.masks[i * plane..(i + 1) * plane].to_vec())
+            .collect();
+        Ok((masks, out.iou[range].to_vec()))
+    }
+
+    /// The image rows with the no-mask embedding added and the decoder's projections of them,
+    /// made once per image (and per model).
+    fn no_mask_side(
+        &self,
+        e: &ImageEmbedding,
+        rows: &[f32],
+        pe: &[f32],
+    ) -> std::sync::Arc<(Vec<f32>, ImageSideCache)> {
+        let mut slot = e.no_mask.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((who, c)) = slot.as_ref()
+            && *who == self.source
+        {
+            return c.clone();
+        }
+        let nm = self.prompt_encoder.no_mask_embed();
+        let mut src = rows.to_vec();
+        src.chunks_mut(e.channels)
+            .for_each(|r| r.iter_mut().zip(nm).for_each(|(v, a)| *v += a));
+        let cache = self.mask_decoder.prepare(&src, pe);
+        let c = std::sync::Arc::new((src, cache));
+        *slot = Some((self.source.clone(), c.clone()));
+        c
+    }
+
+    /// The dense positional encoding as rows `[G * G, C]`, computed once per model.
+    pub(crate) fn dense_pe_rows(&self) -> std::sync::Arc<Vec<f32>> {
+        self.dense_pe
+            .get_or_init(|| {
+                let (h, w) = self.prompt_encoder.embedding_size;
+                std::sync::Arc::new(transpose(
+                    &self.prompt_encoder.dense_pe(),
+                    self.prompt_encoder.embed_dim,
+                    h * w,
+                ))
+            })
+            .clone()
+    }
+
+    /// Low-res logits -> model input size -> crop to the resized image -> original size.
+    pub fn postprocess(&self, e: &ImageEmbedding, low: &[f32]) -> Vec<f32> {
+        let s = self.image_encoder.input_size();
+        let l = 4 * e.grid;
+        let up = bilinear_plane(low, l, (l, l), (s, s), false);
+        bilinear_plane(&up, s, e.input_size, e.original_size, false)
     }
 }

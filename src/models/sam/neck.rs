@@ -2,48 +2,40 @@
 //! embedding width, LayerNorm2d, 3x3 convolution, LayerNorm2d (eps 1e-6, no biases on the
 //! convolutions). Keys `{prefix}neck.{0,1,2,3}.*`.
 
-use crate::models::host::{conv2d, layer_norm2d, matmul_nt_par, transpose};
-use crate::weights::{KeyCheck, NamedTensors};
+use crate::nn::{Conv2d, ConvSpec, LayerNorm2d, Weights};
+use crate::ops::Activation;
+use crate::ops::layout::transpose;
 
 pub(crate) struct Neck {
     pub out_chans: usize,
-    cin: usize,
-    w0: Vec<f32>,
-    ln1: (Vec<f32>, Vec<f32>),
-    w2: Vec<f32>,
-    ln3: (Vec<f32>, Vec<f32>),
+    conv0: Conv2d,
+    ln1: LayerNorm2d,
+    conv2: Conv2d,
+    ln3: LayerNorm2d,
 }
 
 impl Neck {
-    /// `cin`: the encoder's last width; the output width is read from `neck.0.weight`.
-    pub(crate) fn load(src: &NamedTensors, ck: &mut KeyCheck, prefix: &str, cin: usize) -> Self {
-        let out = src
-            .get(&format!("{prefix}neck.0.weight"))
-            .map(|t| t.shape[0])
-            .unwrap_or(256);
-        let mut v = |k: &str, shape: &[usize]| {
-            ck.take(src, &format!("{prefix}neck.{k}"), shape)
-                .map(|t| t.data.clone())
-                .unwrap_or_else(|| vec![0.0; shape.iter().product()])
-        };
+    /// `w` scoped to the neck; `cin`: the encoder's last width; the output width is read from
+    /// `0.weight`.
+    pub(crate) fn load(w: &Weights, cin: usize) -> Self {
+        let out = w.shape("0.weight").map(|s| s[0]).unwrap_or(256);
         Self {
             out_chans: out,
-            cin,
-            w0: v("0.weight", &[out, cin, 1, 1]),
-            ln1: (v("1.weight", &[out]), v("1.bias", &[out])),
-            w2: v("2.weight", &[out, out, 3, 3]),
-            ln3: (v("3.weight", &[out]), v("3.bias", &[out])),
+            conv0: Conv2d::load_no_bias(&w.pp(0), ConvSpec::same(cin, out, 1)),
+            ln1: LayerNorm2d::load(&w.pp(1), out, 1e-6),
+            conv2: Conv2d::load_no_bias(&w.pp(2), ConvSpec::same(out, out, 3)),
+            ln3: LayerNorm2d::load(&w.pp(3), out, 1e-6),
         }
     }
 
     /// Tokens `[h * w, cin]` -> embedding `[out, h, w]`.
     pub(crate) fn forward(&self, tokens: &[f32], h: usize, w: usize) -> Vec<f32> {
-        let (hw, out) = (h * w, self.out_chans);
-        let y = matmul_nt_par(tokens, &self.w0, hw, self.cin, out);
-        let mut y = transpose(&y, hw, out);
-        layer_norm2d(&mut y, &self.ln1.0, &self.ln1.1, hw, 1e-6);
-        let (mut z, _, _) = conv2d(&y, out, h, w, &self.w2, None, out, 3, 1, 1, 1);
-        layer_norm2d(&mut z, &self.ln3.0, &self.ln3.1, hw, 1e-6);
+        let hw = h * w;
+        let x = transpose(tokens, hw, self.conv0.cin());
+        let (mut y, _, _) = self.conv0.forward(&x, h, w, Activation::None);
+        self.ln1.forward(&mut y, hw);
+        let (mut z, _, _) = self.conv2.forward(&y, h, w, Activation::None);
+        self.ln3.forward(&mut z, hw);
         z
     }
 }

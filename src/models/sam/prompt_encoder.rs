@@ -6,7 +6,8 @@
 //! `prompt_encoder.point_embeddings.{0..3}.weight`, `prompt_encoder.not_a_point_embed.weight`,
 //! `prompt_encoder.no_mask_embed.weight`, `prompt_encoder.mask_downscaling.{0,1,3,4,6}.*`.
 
-use crate::weights::{HostTensor, KeyCheck, NamedTensors};
+use crate::nn::{Conv2d, ConvSpec, LayerNorm2d, Weights};
+use crate::ops::Activation;
 use anyhow::{Result, bail};
 
 /// A point prompt: pixel coordinates in the model's input frame and its label.
@@ -16,19 +17,6 @@ pub struct PointPrompt {
     pub y: f64,
     /// 1 foreground, 0 background, -1 padding ("not a point").
     pub label: i32,
-}
-
-struct Conv {
-    w: Vec<f32>,
-    b: Vec<f32>,
-    cin: usize,
-    cout: usize,
-    k: usize,
-}
-
-struct LayerNorm2d {
-    w: Vec<f32>,
-    b: Vec<f32>,
 }
 
 pub struct PromptEncoder {
@@ -42,87 +30,57 @@ pub struct PromptEncoder {
     point_embeddings: [Vec<f32>; 4],
     not_a_point: Vec<f32>,
     no_mask: Vec<f32>,
-    down: (Conv, LayerNorm2d, Conv, LayerNorm2d, Conv),
-}
-
-fn take(src: &NamedTensors, check: &mut KeyCheck, key: &str, shape: &[usize]) -> Vec<f32> {
-    check
-        .take(src, key, shape)
-        .map(|t: &HostTensor| t.data.clone())
-        .unwrap_or_default()
+    down: (Conv2d, LayerNorm2d, Conv2d, LayerNorm2d, Conv2d),
 }
 
 impl PromptEncoder {
-    /// Loads the prompt encoder from a checkpoint's tensors (`prefix` is usually
-    /// `"prompt_encoder."`); the sizes come from the weights and the given geometry.
+    /// Loads the prompt encoder from `w` (scoped to `prompt_encoder`); the sizes come from the
+    /// weights and the given geometry.
     pub fn load(
-        src: &NamedTensors,
-        prefix: &str,
+        w: &Weights,
         embedding_size: (usize, usize),
         input_size: (usize, usize),
     ) -> Result<Self> {
-        let g = src.get(&format!(
-            "{prefix}pe_layer.positional_encoding_gaussian_matrix"
-        ));
-        let Some(g) = g else {
-            bail!(
-                "{}: no {prefix}pe_layer.positional_encoding_gaussian_matrix (not a SAM checkpoint?)",
-                src.source
-            )
+        let gkey = "pe_layer.positional_encoding_gaussian_matrix";
+        let Some(gshape) = w.shape(gkey) else {
+            bail!("{}: no {} (not a SAM checkpoint?)", w.source(), w.key(gkey))
         };
-        if g.shape.len() != 2 || g.shape[0] != 2 {
+        if gshape.len() != 2 || gshape[0] != 2 {
             bail!(
-                "{}: positional encoding matrix has shape {:?}, expected [2, C/2]",
-                src.source,
-                g.shape
+                "{}: positional encoding matrix has shape {gshape:?}, expected [2, C/2]",
+                w.source()
             );
         }
-        let c = 2 * g.shape[1];
-        let m = src
-            .get(&format!("{prefix}mask_downscaling.3.weight"))
-            .map(|t| t.shape[0])
-            .ok_or_else(|| {
-                anyhow::anyhow!("{}: no {prefix}mask_downscaling.3.weight", src.source)
-            })?;
-        let mut ck = KeyCheck::default();
-        let k = |n: &str| format!("{prefix}{n}");
-        let conv = |name: &str, cin: usize, cout: usize, ks: usize, ck: &mut KeyCheck| Conv {
-            w: take(src, ck, &k(&format!("{name}.weight")), &[cout, cin, ks, ks]),
-            b: take(src, ck, &k(&format!("{name}.bias")), &[cout]),
-            cin,
-            cout,
-            k: ks,
+        let c = 2 * gshape[1];
+        let Some(m) = w.shape("mask_downscaling.3.weight").map(|s| s[0]) else {
+            bail!("{}: no {}", w.source(), w.key("mask_downscaling.3.weight"));
         };
-        let c0 = conv("mask_downscaling.0", 1, m / 4, 2, &mut ck);
-        let c1 = conv("mask_downscaling.3", m / 4, m, 2, &mut ck);
-        let c2 = conv("mask_downscaling.6", m, c, 1, &mut ck);
-        let ln = |name: &str, n: usize, ck: &mut KeyCheck| LayerNorm2d {
-            w: take(src, ck, &k(&format!("{name}.weight")), &[n]),
-            b: take(src, ck, &k(&format!("{name}.bias")), &[n]),
+        let d = w.pp("mask_downscaling");
+        // kernel = stride (2x2 stride 2, then 1x1), no padding
+        let conv = |i: usize, cin: usize, cout: usize, k: usize| {
+            Conv2d::load(&d.pp(i), ConvSpec::same(cin, cout, k).stride(k).pad(0))
         };
-        let l0 = ln("mask_downscaling.1", m / 4, &mut ck);
-        let l1 = ln("mask_downscaling.4", m, &mut ck);
-        let pe: [Vec<f32>; 4] = std::array::from_fn(|i| {
-            take(
-                src,
-                &mut ck,
-                &k(&format!("point_embeddings.{i}.weight")),
-                &[1, c],
-            )
-        });
-        let not_a_point = take(src, &mut ck, &k("not_a_point_embed.weight"), &[1, c]);
-        let no_mask = take(src, &mut ck, &k("no_mask_embed.weight"), &[1, c]);
-        ck.finish(src, "SAM prompt encoder")?;
-        Ok(Self {
+        let down = (
+            conv(0, 1, m / 4, 2),
+            LayerNorm2d::load(&d.pp(1), m / 4, 1e-6),
+            conv(3, m / 4, m, 2),
+            LayerNorm2d::load(&d.pp(4), m, 1e-6),
+            conv(6, m, c, 1),
+        );
+        let point_embeddings: [Vec<f32>; 4] =
+            std::array::from_fn(|i| w.pp("point_embeddings").pp(i).get("weight", &[1, c]));
+        let enc = Self {
             embed_dim: c,
             embedding_size,
             input_size,
-            gaussian: g.data.clone(),
-            point_embeddings: pe,
-            not_a_point,
-            no_mask,
-            down: (c0, l0, c1, l1, c2),
-        })
+            gaussian: w.get(gkey, &[2, c / 2]),
+            point_embeddings,
+            not_a_point: w.get("not_a_point_embed.weight", &[1, c]),
+            no_mask: w.get("no_mask_embed.weight", &[1, c]),
+            down,
+        };
+        w.finish("SAM prompt encoder")?;
+        Ok(enc)
     }
 
     /// Random-Fourier encoding of normalised coordinates in [0, 1]^2: `[sin(2 pi (2c - 1) G), cos(...)]`.
@@ -230,139 +188,12 @@ impl PromptEncoder {
             );
         }
         let (c0, l0, c1, l1, c2) = &self.down;
-        let x = conv(c0, mask, 4 * h, 4 * w);
-        let x = gelu(layer_norm2d(l0, x, 2 * h * 2 * w));
-        let x = conv(c1, &x, 2 * h, 2 * w);
-        let x = gelu(layer_norm2d(l1, x, h * w));
-        Ok(conv(c2, &x, h, w))
-    }
-}
-
-/// Convolution with kernel = stride (2x2 stride 2, or 1x1), no padding.
-fn conv(c: &Conv, x: &[f32], h: usize, w: usize) -> Vec<f32> {
-    let (y, _, _) =
-        crate::models::host::conv2d(x, c.cin, h, w, &c.w, Some(&c.b), c.cout, c.k, c.k, 0, 1);
-    y
-}
-
-/// LayerNorm over channels at each position (eps 1e-6), as SAM's `LayerNorm2d`.
-fn layer_norm2d(ln: &LayerNorm2d, mut x: Vec<f32>, hw: usize) -> Vec<f32> {
-    crate::models::host::layer_norm2d(&mut x, &ln.w, &ln.b, hw, 1e-6);
-    x
-}
-
-/// Exact GELU, `x * Phi(x)` (PyTorch's default), in parallel chunks for large inputs.
-pub fn gelu(mut x: Vec<f32>) -> Vec<f32> {
-    gelu_inplace(&mut x);
-    x
-}
-
-/// [`gelu`] in place.
-pub fn gelu_inplace(x: &mut [f32]) {
-    use rayon::prelude::*;
-    let f = |v: &mut f32| *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
-    if x.len() >= 1 << 16 {
-        x.par_chunks_mut(1 << 14)
-            .for_each(|c| c.iter_mut().for_each(f));
-    } else {
-        x.iter_mut().for_each(f);
-    }
-}
-
-/// erf in f32 by a rational approximation on [-4, 4] (odd numerator of degree 13, even
-/// denominator of degree 8; the form Eigen and XLA use), within 5e-7 of the true value.
-#[inline]
-pub fn erf(x: f32) -> f32 {
-    let x = x.clamp(-4.0, 4.0);
-    let x2 = x * x;
-    let mut p = x2 * -2.726_142_3e-10 + 2.770_681_4e-8;
-    p = x2 * p + -2.101_024e-6;
-    p = x2 * p + -5.692_506_4e-5;
-    p = x2 * p + -7.349_906_3e-4;
-    p = x2 * p + -2.954_600_1e-3;
-    p = x2 * p + -1.609_603_3e-2;
-    p *= x;
-    let mut q = x2 * -1.456_607_2e-5 + -2.133_740_6e-4;
-    q = x2 * q + -1.682_827e-3;
-    q = x2 * q + -7.373_329_2e-3;
-    q = x2 * q + -1.426_474e-2;
-    p / q
-}
-
-#[cfg(test)]
-fn libm_erf(x: f64) -> f64 {
-    // erf via the complementary error function's continued fraction for large |x| and a Taylor
-    // series for small |x|; both converge to double precision in the ranges used.
-    let ax = x.abs();
-    let r = if ax < 2.5 {
-        // Taylor series: erf(x) = 2/sqrt(pi) * sum (-1)^n x^(2n+1) / (n! (2n+1))
-        let mut sum = ax;
-        let mut term = ax;
-        let x2 = ax * ax;
-        let mut n = 0.0;
-        loop {
-            n += 1.0;
-            term *= -x2 / n;
-            let add = term / (2.0 * n + 1.0);
-            sum += add;
-            if add.abs() <= 1e-17 * sum.abs() || n > 200.0 {
-                break;
-            }
-        }
-        sum * 2.0 / std::f64::consts::PI.sqrt()
-    } else {
-        // Continued fraction for erfc (Lentz), then 1 - erfc.
-        let x2 = ax * ax;
-        let mut f = ax;
-        let tiny = 1e-300;
-        let mut c = f;
-        let mut d = 0.0;
-        for i in 1..200 {
-            let a = i as f64 / 2.0;
-            d = ax + a * d;
-            d = if d.abs() < tiny { tiny } else { d };
-            c = ax + a / c;
-            c = if c.abs() < tiny { tiny } else { c };
-            d = 1.0 / d;
-            let delta = c * d;
-            f *= delta;
-            if (delta - 1.0).abs() < 1e-16 {
-                break;
-            }
-        }
-        1.0 - (-x2).exp() / (f * std::f64::consts::PI.sqrt())
-    };
-    if x < 0.0 { -r } else { r }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn fast_erf_is_accurate() {
-        let mut worst = 0.0f64;
-        for i in -60000..=60000 {
-            let x = i as f32 * 1e-4;
-            let e = (super::erf(x) as f64 - super::libm_erf(x as f64)).abs();
-            worst = worst.max(e);
-        }
-        assert!(worst < 5e-7, "max erf error {worst:e}");
-    }
-
-    #[test]
-    fn erf_values() {
-        for (x, want) in [
-            (0.0, 0.0),
-            (0.5, 0.5204998778130465),
-            (1.0, 0.8427007929497149),
-            (2.0, 0.9953222650189527),
-            (3.0, 0.9999779095030014),
-            (-1.5, -0.9661051464753108),
-        ] {
-            assert!(
-                (super::libm_erf(x) - want).abs() < 1e-12,
-                "erf({x}) = {} vs {want}",
-                super::libm_erf(x)
-            );
-        }
+        let (mut x, _, _) = c0.forward(mask, 4 * h, 4 * w, Activation::None);
+        l0.forward(&mut x, 2 * h * 2 * w);
+        Activation::Gelu.apply(&mut x);
+        let (mut x, _, _) = c1.forward(&x, 2 * h, 2 * w, Activation::None);
+        l1.forward(&mut x, h * w);
+        Activation::Gelu.apply(&mut x);
+        Ok(c2.forward(&x, h, w, Activation::None).0)
     }
 }

@@ -7,84 +7,28 @@
 //! stride rule (stride 1 into 320/448/576 channels) and the 1024 input are the reference's.
 
 use super::neck::{Neck, in_windows};
-use super::prompt_encoder::gelu;
-use super::two_way_transformer::linear;
-use crate::models::host::{
-    Linear, columns, conv2d, layer_norm, matmul, matmul_nt, softmax_rows, transpose,
-};
-use crate::weights::{KeyCheck, NamedTensors};
+use crate::nn::{Conv2d, ConvSpec, LayerNorm, Linear, Mlp, Weights};
+use crate::ops::Activation;
+use crate::ops::attention::{HeadView, Hooks, attention};
+use crate::ops::layout::transpose;
 use anyhow::{Result, bail};
 use rayon::prelude::*;
 
 /// The input side MobileSAM's TinyViT is built for (its reshapes are fixed to it).
 pub const TINY_VIT_INPUT: usize = 1024;
 
-/// Conv2d + BatchNorm (eps 1e-5), folded.
-struct ConvBn {
-    w: Vec<f32>,
-    b: Vec<f32>,
-    cin: usize,
-    cout: usize,
-    k: usize,
-    stride: usize,
-    groups: usize,
-}
+/// TinyViT's `Conv2d_BN` (`{c, bn}`, padding k/2, BatchNorm eps 1e-5), folded.
+struct ConvBn(Conv2d);
 
 impl ConvBn {
-    #[allow(clippy::too_many_arguments)]
-    fn load(
-        src: &NamedTensors,
-        ck: &mut KeyCheck,
-        p: &str,
-        cin: usize,
-        cout: usize,
-        k: usize,
-        stride: usize,
-        groups: usize,
-    ) -> Self {
-        let mut v = |key: &str, shape: &[usize]| {
-            ck.take(src, &format!("{p}.{key}"), shape)
-                .map(|t| t.data.clone())
-                .unwrap_or_else(|| vec![1.0; shape.iter().product()])
-        };
-        let mut w = v("c.weight", &[cout, cin / groups, k, k]);
-        let gamma = v("bn.weight", &[cout]);
-        let beta = v("bn.bias", &[cout]);
-        let mean = v("bn.running_mean", &[cout]);
-        let var = v("bn.running_var", &[cout]);
-        let per = w.len() / cout;
-        let mut b = vec![0.0f32; cout];
-        for c in 0..cout {
-            let s = gamma[c] / (var[c] + 1e-5).sqrt();
-            w[c * per..(c + 1) * per].iter_mut().for_each(|x| *x *= s);
-            b[c] = beta[c] - mean[c] * s;
-        }
-        Self {
-            w,
-            b,
-            cin,
-            cout,
-            k,
-            stride,
-            groups,
-        }
+    fn load(w: &Weights, cin: usize, cout: usize, k: usize, stride: usize, groups: usize) -> Self {
+        let spec = ConvSpec::same(cin, cout, k).stride(stride).groups(groups);
+        Self(Conv2d::load_bn(&w.pp("c"), &w.pp("bn"), spec, 1e-5))
     }
 
-    /// `[Cin, H, W]` -> `([Cout, Ho, Wo], Ho, Wo)`.
-    fn forward(&self, x: &[f32], h: usize, w: usize) -> (Vec<f32>, usize, usize) {
-        conv2d(
-            x,
-            self.cin,
-            h,
-            w,
-            &self.w,
-            Some(&self.b),
-            self.cout,
-            self.k,
-            self.stride,
-            self.k / 2,
-            self.groups,
-        )
+    /// `[Cin, H, W]` -> `([Cout, Ho, Wo], Ho, Wo)`, with `act`.
+    fn forward(&self, x: &[f32], h: usize, w: usize, act: Activation) -> (Vec<f32>, usize, usize) {
+        self.0.forward(x, h, w, act)
     }
 }
 
@@ -103,15 +47,14 @@ struct PatchMerging {
 impl PatchMerging {
     /// `[C, H, W]` -> `[Cout, H', W']`.
     fn forward(&self, x: &[f32], h: usize, w: usize) -> (Vec<f32>, usize, usize) {
-        let (y, h, w) = self.conv1.forward(x, h, w);
-        let (y, h, w) = self.conv2.forward(&gelu(y), h, w);
-        let (y, h, w) = self.conv3.forward(&gelu(y), h, w);
-        (y, h, w)
+        let (y, h, w) = self.conv1.forward(x, h, w, Activation::Gelu);
+        let (y, h, w) = self.conv2.forward(&y, h, w, Activation::Gelu);
+        self.conv3.forward(&y, h, w, Activation::None)
     }
 }
 
 struct Block {
-    norm: (Vec<f32>, Vec<f32>),
+    norm: LayerNorm,
     qkv: Linear,
     proj: Linear,
     /// `[heads, ws * ws]`, indexed by `|dy| * ws + |dx|`.
@@ -119,9 +62,8 @@ struct Block {
     heads: usize,
     ws: usize,
     local: ConvBn,
-    mlp_norm: (Vec<f32>, Vec<f32>),
-    fc1: Linear,
-    fc2: Linear,
+    mlp_norm: LayerNorm,
+    mlp: Mlp,
 }
 
 struct Stage {
@@ -147,153 +89,108 @@ fn merge_stride(out: usize) -> usize {
 }
 
 impl TinyViT {
-    pub fn load(src: &NamedTensors, prefix: &str) -> Result<Self> {
-        let shape = |k: &str| src.get(&format!("{prefix}{k}")).map(|t| t.shape.clone());
-        let Some(s0) = shape("patch_embed.seq.0.c.weight") else {
+    /// Loads the encoder from `w` (scoped to `image_encoder`).
+    pub fn load(w: &Weights) -> Result<Self> {
+        let Some(s0) = w.shape("patch_embed.seq.0.c.weight") else {
             bail!(
-                "{}: no {prefix}patch_embed.seq.0.c.weight (not a TinyViT)",
-                src.source
+                "{}: no {} (not a TinyViT)",
+                w.source(),
+                w.key("patch_embed.seq.0.c.weight")
             );
         };
-        let Some(s2) = shape("patch_embed.seq.2.c.weight") else {
-            bail!("{}: no {prefix}patch_embed.seq.2.c.weight", src.source);
+        let Some(s2) = w.shape("patch_embed.seq.2.c.weight") else {
+            bail!("{}: no {}", w.source(), w.key("patch_embed.seq.2.c.weight"));
         };
         let (half, e0) = (s0[0], s2[0]);
-        let count = |stage: usize| src.count_blocks(&format!("{prefix}layers.{stage}.blocks."));
-        let mut ck = KeyCheck::default();
-        let p = |k: &str| format!("{prefix}{k}");
-        let stem0 = ConvBn::load(src, &mut ck, &p("patch_embed.seq.0"), 3, half, 3, 2, 1);
-        let stem2 = ConvBn::load(src, &mut ck, &p("patch_embed.seq.2"), half, e0, 3, 2, 1);
-        let hidden0 = shape("layers.0.blocks.0.conv1.c.weight")
+        let layers = w.pp("layers");
+        let count = |stage: usize| layers.pp(stage).count_blocks("blocks");
+        let stem0 = ConvBn::load(&w.pp("patch_embed.seq.0"), 3, half, 3, 2, 1);
+        let stem2 = ConvBn::load(&w.pp("patch_embed.seq.2"), half, e0, 3, 2, 1);
+        let hidden0 = w
+            .shape("layers.0.blocks.0.conv1.c.weight")
             .map(|s| s[0])
             .unwrap_or(4 * e0);
         let mbconv = (0..count(0))
             .map(|i| {
-                let b = p(&format!("layers.0.blocks.{i}"));
+                let b = layers.pp(0).pp("blocks").pp(i);
                 MbConv {
-                    conv1: ConvBn::load(src, &mut ck, &format!("{b}.conv1"), e0, hidden0, 1, 1, 1),
-                    conv2: ConvBn::load(
-                        src,
-                        &mut ck,
-                        &format!("{b}.conv2"),
-                        hidden0,
-                        hidden0,
-                        3,
-                        1,
-                        hidden0,
-                    ),
-                    conv3: ConvBn::load(src, &mut ck, &format!("{b}.conv3"), hidden0, e0, 1, 1, 1),
+                    conv1: ConvBn::load(&b.pp("conv1"), e0, hidden0, 1, 1, 1),
+                    conv2: ConvBn::load(&b.pp("conv2"), hidden0, hidden0, 3, 1, hidden0),
+                    conv3: ConvBn::load(&b.pp("conv3"), hidden0, e0, 1, 1, 1),
                 }
             })
             .collect();
-        let merging =
-            |ck: &mut KeyCheck, stage: usize, cin: usize| -> Result<(PatchMerging, usize)> {
-                let Some(s) = shape(&format!("layers.{stage}.downsample.conv1.c.weight")) else {
-                    bail!(
-                        "{}: no {prefix}layers.{stage}.downsample.conv1.c.weight",
-                        src.source
-                    );
-                };
-                let out = s[0];
-                let d = p(&format!("layers.{stage}.downsample"));
-                Ok((
-                    PatchMerging {
-                        conv1: ConvBn::load(src, ck, &format!("{d}.conv1"), cin, out, 1, 1, 1),
-                        conv2: ConvBn::load(
-                            src,
-                            ck,
-                            &format!("{d}.conv2"),
-                            out,
-                            out,
-                            3,
-                            merge_stride(out),
-                            out,
-                        ),
-                        conv3: ConvBn::load(src, ck, &format!("{d}.conv3"), out, out, 1, 1, 1),
-                    },
-                    out,
-                ))
+        let merging = |stage: usize, cin: usize| -> Result<(PatchMerging, usize)> {
+            let d = layers.pp(stage).pp("downsample");
+            let Some(s) = d.shape("conv1.c.weight") else {
+                bail!("{}: no {}", w.source(), d.key("conv1.c.weight"));
             };
-        let (down0, mut dim) = merging(&mut ck, 0, e0)?;
+            let out = s[0];
+            Ok((
+                PatchMerging {
+                    conv1: ConvBn::load(&d.pp("conv1"), cin, out, 1, 1, 1),
+                    conv2: ConvBn::load(&d.pp("conv2"), out, out, 3, merge_stride(out), out),
+                    conv3: ConvBn::load(&d.pp("conv3"), out, out, 1, 1, 1),
+                },
+                out,
+            ))
+        };
+        let (down0, mut dim) = merging(0, e0)?;
         let mut res = TINY_VIT_INPUT / 4 / merge_stride(dim);
         let mut stages = Vec::new();
         for stage in 1..4 {
-            let n = count(stage);
             let mut blocks = Vec::new();
-            for i in 0..n {
-                let b = p(&format!("layers.{stage}.blocks.{i}"));
-                let Some(ab) = shape(&format!("layers.{stage}.blocks.{i}.attn.attention_biases"))
-                else {
-                    bail!("{}: no {b}.attn.attention_biases", src.source);
+            for i in 0..count(stage) {
+                let b = layers.pp(stage).pp("blocks").pp(i);
+                let Some(ab) = b.shape("attn.attention_biases") else {
+                    bail!("{}: no {}", w.source(), b.key("attn.attention_biases"));
                 };
                 let (heads, ws) = (ab[0], (ab[1] as f64).sqrt().round() as usize);
                 if heads == 0 || dim % heads != 0 || ws * ws != ab[1] {
                     bail!(
-                        "{}: {b}.attn.attention_biases has shape {ab:?}; expected [heads, ws^2]",
-                        src.source
+                        "{}: {} has shape {ab:?}; expected [heads, ws^2]",
+                        w.source(),
+                        b.key("attn.attention_biases")
                     );
                 }
-                let hidden = shape(&format!("layers.{stage}.blocks.{i}.mlp.fc1.weight"))
-                    .map(|s| s[0])
-                    .unwrap_or(4 * dim);
-                let lk = shape(&format!("layers.{stage}.blocks.{i}.local_conv.c.weight"))
-                    .map(|s| s[3])
-                    .unwrap_or(3);
-                let mut v = |k: &str, n: usize| {
-                    ck.take(src, &format!("{b}.{k}"), &[n])
-                        .map(|t| t.data.clone())
-                        .unwrap_or_else(|| vec![0.0; n])
-                };
-                let norm = (v("attn.norm.weight", dim), v("attn.norm.bias", dim));
-                let mlp_norm = (v("mlp.norm.weight", dim), v("mlp.norm.bias", dim));
-                let biases = ck
-                    .take(src, &format!("{b}.attn.attention_biases"), &ab)
-                    .map(|t| t.data.clone())
-                    .unwrap_or_default();
+                let hidden = b.shape("mlp.fc1.weight").map(|s| s[0]).unwrap_or(4 * dim);
+                let lk = b.shape("local_conv.c.weight").map(|s| s[3]).unwrap_or(3);
                 blocks.push(Block {
-                    norm,
-                    qkv: linear(src, &mut ck, &format!("{b}.attn.qkv"), dim, 3 * dim),
-                    proj: linear(src, &mut ck, &format!("{b}.attn.proj"), dim, dim),
-                    biases,
+                    norm: LayerNorm::load(&b.pp("attn.norm"), dim, 1e-5),
+                    qkv: Linear::load(&b.pp("attn.qkv"), dim, 3 * dim),
+                    proj: Linear::load(&b.pp("attn.proj"), dim, dim),
+                    biases: b.get("attn.attention_biases", ab),
                     heads,
                     ws,
-                    local: ConvBn::load(
-                        src,
-                        &mut ck,
-                        &format!("{b}.local_conv"),
-                        dim,
-                        dim,
-                        lk,
-                        1,
-                        dim,
+                    local: ConvBn::load(&b.pp("local_conv"), dim, dim, lk, 1, dim),
+                    mlp_norm: LayerNorm::load(&b.pp("mlp.norm"), dim, 1e-5),
+                    mlp: Mlp::load(
+                        &b.pp("mlp"),
+                        &["fc1", "fc2"],
+                        &[dim, hidden, dim],
+                        Activation::Gelu,
                     ),
-                    mlp_norm,
-                    fc1: linear(src, &mut ck, &format!("{b}.mlp.fc1"), dim, hidden),
-                    fc2: linear(src, &mut ck, &format!("{b}.mlp.fc2"), hidden, dim),
                 });
             }
+            let this_dim = dim;
             let downsample = if stage < 3 {
-                let (m, out) = merging(&mut ck, stage, dim)?;
-                Some((m, out))
+                let (m, out) = merging(stage, dim)?;
+                dim = out;
+                res /= merge_stride(out);
+                Some(m)
             } else {
                 None
             };
-            let this_dim = dim;
-            let downsample = downsample.map(|(m, out)| {
-                dim = out;
-                res /= merge_stride(out);
-                m
-            });
             stages.push(Stage {
                 dim: this_dim,
                 blocks,
                 downsample,
             });
         }
-        let neck = Neck::load(src, &mut ck, prefix, dim);
-        ck.finish(src, "MobileSAM TinyViT image encoder")?;
+        let neck = Neck::load(&w.pp("neck"), dim);
+        w.finish("MobileSAM TinyViT image encoder")?;
         if res == 0 {
-            bail!("{}: TinyViT downsamples below one pixel", src.source);
+            bail!("{}: TinyViT downsamples below one pixel", w.source());
         }
         Ok(Self {
             img_size: TINY_VIT_INPUT,
@@ -321,15 +218,15 @@ impl TinyViT {
                 image.len()
             );
         }
-        let (x, h, w) = self.stem0.forward(image, s, s);
-        let (mut x, mut h, mut w) = self.stem2.forward(&gelu(x), h, w);
+        let (x, h, w) = self.stem0.forward(image, s, s, Activation::Gelu);
+        let (mut x, mut h, mut w) = self.stem2.forward(&x, h, w, Activation::None);
         for m in &self.mbconv {
-            let (y, _, _) = m.conv1.forward(&x, h, w);
-            let (y, _, _) = m.conv2.forward(&gelu(y), h, w);
-            let (y, _, _) = m.conv3.forward(&gelu(y), h, w);
-            let mut y = y;
+            let (y, _, _) = m.conv1.forward(&x, h, w, Activation::Gelu);
+            let (y, _, _) = m.conv2.forward(&y, h, w, Activation::Gelu);
+            let (mut y, _, _) = m.conv3.forward(&y, h, w, Activation::None);
             y.par_iter_mut().zip(&x).for_each(|(a, b)| *a += b);
-            x = gelu(y);
+            Activation::Gelu.apply(&mut y);
+            x = y;
         }
         let (y, nh, nw) = self.down0.forward(&x, h, w);
         (h, w) = (nh, nw);
@@ -341,19 +238,18 @@ impl TinyViT {
                 let a = attention_windows(b, &t, h, w, st.dim);
                 t.iter_mut().zip(&a).for_each(|(v, a)| *v += a);
                 let img = transpose(&t, h * w, st.dim);
-                let (img, _, _) = b.local.forward(&img, h, w);
+                let (img, _, _) = b.local.forward(&img, h, w, Activation::None);
                 t = transpose(&img, st.dim, h * w);
                 let mut n = t.clone();
-                layer_norm(&mut n, st.dim, &b.mlp_norm.0, &b.mlp_norm.1, 1e-5);
-                let hid = gelu(b.fc1.forward(&n, h * w));
-                let m = b.fc2.forward(&hid, h * w);
+                b.mlp_norm.forward(&mut n);
+                let m = b.mlp.forward(&n, h * w);
                 t.iter_mut().zip(&m).for_each(|(v, a)| *v += a);
             }
             if let Some(d) = &st.downsample {
                 let img = transpose(&t, h * w, st.dim);
                 let (y, nh, nw) = d.forward(&img, h, w);
                 (h, w) = (nh, nw);
-                c = d.conv3.cout;
+                c = d.conv3.0.cout();
                 t = transpose(&y, c, h * w);
             }
         }
@@ -374,34 +270,43 @@ fn attention_windows(b: &Block, t: &[f32], h: usize, w: usize, c: usize) -> Vec<
 }
 
 /// Attention within one window (`ws * ws` tokens): LayerNorm, per-head interleaved q|k|v,
-/// scaled scores plus the offset bias, softmax, projection.
+/// scaled scores plus the offset bias `biases[head][|dy| * ws + |dx|]`, softmax, projection.
 fn window_attention(b: &Block, win: &mut [f32], c: usize) -> Vec<f32> {
     let ws = b.ws;
     let n = ws * ws;
-    layer_norm(win, c, &b.norm.0, &b.norm.1, 1e-5);
+    b.norm.forward(win);
     let qkv = b.qkv.forward(win, n);
     let kd = c / b.heads;
-    let scale = 1.0 / (kd as f32).sqrt();
-    let mut o = vec![0.0f32; n * c];
-    for hh in 0..b.heads {
-        // per-head interleaved q | k | v
-        let part = |off: usize| columns(&qkv, n, 3 * c, hh * 3 * kd + off * kd, kd);
-        let (q, k, v) = (part(0), part(1), part(2));
-        let mut s = matmul_nt(&q, &k, n, kd, n);
-        let bias = &b.biases[hh * n..(hh + 1) * n];
+    // per-head interleaved q | k | v
+    let view = |which: usize| HeadView {
+        data: &qkv,
+        rows: n,
+        stride: 3 * c,
+        base: which * kd,
+        step: 3 * kd,
+    };
+    let offset_bias = |head: usize, _q: &[f32], s: &mut [f32]| {
+        let bias = &b.biases[head * n..(head + 1) * n];
         for i in 0..n {
             let (iy, ix) = (i / ws, i % ws);
-            let row = &mut s[i * n..(i + 1) * n];
-            for (j, sv) in row.iter_mut().enumerate() {
+            for (j, sv) in s[i * n..(i + 1) * n].iter_mut().enumerate() {
                 let (jy, jx) = (j / ws, j % ws);
-                *sv = *sv * scale + bias[iy.abs_diff(jy) * ws + ix.abs_diff(jx)];
+                *sv += bias[iy.abs_diff(jy) * ws + ix.abs_diff(jx)];
             }
         }
-        softmax_rows(&mut s, n);
-        let oh = matmul(&s, &v, n, n, kd);
-        for r in 0..n {
-            o[r * c + hh * kd..r * c + (hh + 1) * kd].copy_from_slice(&oh[r * kd..(r + 1) * kd]);
-        }
-    }
+    };
+    let hooks = Hooks {
+        bias: Some(&offset_bias),
+        ..Hooks::default()
+    };
+    let o = attention(
+        view(0),
+        view(1),
+        view(2),
+        b.heads,
+        kd,
+        1.0 / (kd as f32).sqrt(),
+        hooks,
+    );
     b.proj.forward(&o, n)
 }

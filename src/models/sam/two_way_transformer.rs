@@ -3,85 +3,52 @@
 //! then a final token-to-image attention. Keys `transformer.layers.{i}.*`,
 //! `transformer.final_attn_token_to_image.*`, `transformer.norm_final_attn.*`.
 
-use crate::models::host::{
-    Linear, add, columns, layer_norm, matmul, relu, softmax_rows, softmax_rows_seq,
-};
-use crate::weights::{KeyCheck, NamedTensors};
+use crate::nn::{Attention, LayerNorm, Mlp, Weights};
+use crate::ops::Activation;
+use crate::ops::attention::Hooks;
+use crate::ops::layout::{add, dot};
+use crate::ops::matmul::{matmul, matmul_nt};
+use crate::ops::softmax::softmax_rows_seq;
+use rayon::prelude::*;
 
-pub(crate) fn linear(
-    src: &NamedTensors,
-    ck: &mut KeyCheck,
-    key: &str,
-    inp: usize,
-    out: usize,
-) -> Linear {
-    let w = ck
-        .take(src, &format!("{key}.weight"), &[out, inp])
-        .map(|t| t.data.clone())
-        .unwrap_or_else(|| vec![0.0; out * inp]);
-    let b = ck
-        .take(src, &format!("{key}.bias"), &[out])
-        .map(|t| t.data.clone())
-        .unwrap_or_else(|| vec![0.0; out]);
-    Linear { w, b, inp, out }
+/// SAM's attention with the image side's projections folded into the token side when one
+/// side is a handful of prompt tokens and the other the image.
+trait TwoWayAttention {
+    fn attend(&self, q: &[f32], nq: usize, k: &[f32], v: &[f32], nk: usize) -> Vec<f32>;
+    fn image_queries_projected(
+        &self,
+        qp: &[f32],
+        nq: usize,
+        k: &[f32],
+        v: &[f32],
+        nk: usize,
+    ) -> Vec<f32>;
+    fn token_outputs(&self, vp: &[f32], nk: usize) -> Vec<f32>;
+    #[allow(clippy::too_many_arguments)]
+    fn image_queries_tail(
+        &self,
+        x: &[f32],
+        xdim: usize,
+        nq: usize,
+        bmat: &[f32],
+        cvec: &[f32],
+        gmat: &[f32],
+        nk: usize,
+    ) -> Vec<f32>;
+    fn image_queries(&self, x: &[f32], nq: usize, k: &[f32], v: &[f32], nk: usize) -> Vec<f32>;
+    fn image_keys(&self, q: &[f32], nq: usize, xk: &[f32], xv: &[f32], nk: usize) -> Vec<f32>;
 }
 
-pub(crate) struct Norm {
-    w: Vec<f32>,
-    b: Vec<f32>,
+fn load_attention(w: &Weights, dim: usize, heads: usize, downsample: usize) -> Attention {
+    Attention::load(w, dim, dim / downsample, heads)
 }
 
-pub(crate) fn norm(src: &NamedTensors, ck: &mut KeyCheck, key: &str, dim: usize) -> Norm {
-    let g = |n: &str, ck: &mut KeyCheck| {
-        ck.take(src, &format!("{key}.{n}"), &[dim])
-            .map(|t| t.data.clone())
-            .unwrap_or_else(|| vec![0.0; dim])
-    };
-    Norm {
-        w: g("weight", ck),
-        b: g("bias", ck),
-    }
-}
-
-impl Norm {
-    fn apply(&self, x: &mut [f32]) {
-        layer_norm(x, self.w.len(), &self.w, &self.b, 1e-5);
-    }
-}
-
-/// Multi-head attention with projections to `dim / downsample` channels.
-pub(crate) struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    out: Linear,
-    heads: usize,
-}
-
-impl Attention {
-    fn load(
-        src: &NamedTensors,
-        ck: &mut KeyCheck,
-        key: &str,
-        dim: usize,
-        heads: usize,
-        downsample: usize,
-    ) -> Self {
-        let inner = dim / downsample;
-        Self {
-            q: linear(src, ck, &format!("{key}.q_proj"), dim, inner),
-            k: linear(src, ck, &format!("{key}.k_proj"), dim, inner),
-            v: linear(src, ck, &format!("{key}.v_proj"), dim, inner),
-            out: linear(src, ck, &format!("{key}.out_proj"), inner, dim),
-            heads,
-        }
-    }
-
+impl TwoWayAttention for Attention {
     /// `q` has `nq` rows, `k` and `v` have `nk` rows (one batch item). When one side is a
     /// handful of prompt tokens and the other the image (4096 positions), the projections of
     /// the image side are folded into the token side instead of computed (see `image_queries`
     /// and `image_keys`): the same function, half the arithmetic.
-    fn forward(&self, q: &[f32], nq: usize, k: &[f32], v: &[f32], nk: usize) -> Vec<f32> {
+    fn attend(&self, q: &[f32], nq: usize, k: &[f32], v: &[f32], nk: usize) -> Vec<f32> {
         let inner = self.q.out;
         if nk * self.heads < inner && nq > 4 * nk {
             return self.image_queries(q, nq, k, v, nk);
@@ -89,41 +56,7 @@ impl Attention {
         if nq * self.heads < inner && nk > 4 * nq {
             return self.image_keys(q, nq, k, v, nk);
         }
-        self.dense(q, nq, k, v, nk)
-    }
-
-    /// Attention as written: project, per-head softmax(q k^T / sqrt(d)) v, project.
-    fn dense(&self, q: &[f32], nq: usize, k: &[f32], v: &[f32], nk: usize) -> Vec<f32> {
-        let (qp, kp, vp) = (
-            self.q.forward(q, nq),
-            self.k.forward(k, nk),
-            self.v.forward(v, nk),
-        );
-        self.dense_projected(&qp, nq, &kp, &vp, nk)
-    }
-
-    /// [`dense`](Self::dense) after the three input projections.
-    fn dense_projected(&self, q: &[f32], nq: usize, k: &[f32], v: &[f32], nk: usize) -> Vec<f32> {
-        let inner = self.q.out;
-        let ch = inner / self.heads;
-        let scale = 1.0 / (ch as f32).sqrt();
-        let mut out = vec![0.0f32; nq * inner];
-        for h in 0..self.heads {
-            let (qh, kh, vh) = (
-                columns(q, nq, inner, h * ch, ch),
-                columns(k, nk, inner, h * ch, ch),
-                columns(v, nk, inner, h * ch, ch),
-            );
-            let mut attn = crate::models::host::matmul_nt(&qh, &kh, nq, ch, nk);
-            attn.iter_mut().for_each(|a| *a *= scale);
-            softmax_rows(&mut attn, nk);
-            let o = matmul(&attn, &vh, nq, nk, ch);
-            for r in 0..nq {
-                out[r * inner + h * ch..r * inner + (h + 1) * ch]
-                    .copy_from_slice(&o[r * ch..(r + 1) * ch]);
-            }
-        }
-        self.out.forward(&out, nq)
+        self.forward(q, nq, k, v, nk, Hooks::default())
     }
 
     /// Image queries already projected (`[nq, inner]`, bias included) against a few token
@@ -165,7 +98,7 @@ impl Attention {
                 let grow = &mut gmat[(h * nk + j) * dim..(h * nk + j + 1) * dim];
                 for (o, g) in grow.iter_mut().enumerate() {
                     let wo = &self.out.w[o * inner + h * ch..o * inner + (h + 1) * ch];
-                    *g = crate::models::host::dot(vr, wo);
+                    *g = dot(vr, wo);
                 }
             }
         }
@@ -188,8 +121,7 @@ impl Attention {
         let ch = self.q.out / heads;
         let scale = 1.0 / (ch as f32).sqrt();
         let (m, dim) = (heads * nk, self.out.out);
-        let mut scores = crate::models::host::matmul_nt_par(x, bmat, nq, xdim, m);
-        use rayon::prelude::*;
+        let mut scores = matmul_nt(x, bmat, nq, xdim, m);
         scores.par_chunks_mut(m).for_each(|row| {
             for h in 0..heads {
                 let seg = &mut row[h * nk..(h + 1) * nk];
@@ -199,7 +131,7 @@ impl Attention {
                 softmax_rows_seq(seg, nk);
             }
         });
-        let mut out = crate::models::host::matmul_par(&scores, gmat, nq, m, dim);
+        let mut out = matmul(&scores, gmat, nq, m, dim);
         out.par_chunks_mut(dim)
             .for_each(|r| r.iter_mut().zip(&self.out.b).for_each(|(v, b)| *v += b));
         out
@@ -254,22 +186,20 @@ impl Attention {
                 }
             }
         }
-        let mut scores = crate::models::host::matmul_nt_par(&cmat, xk, m, dim, nk);
-        use rayon::prelude::*;
+        let mut scores = matmul_nt(&cmat, xk, m, dim, nk);
         scores.par_chunks_mut(nk).enumerate().for_each(|(r, row)| {
             let c = cvec[r];
             row.iter_mut().for_each(|s| *s = (*s + c) * scale);
             softmax_rows_seq(row, nk);
         });
-        let ay = crate::models::host::matmul_par(&scores, xv, m, nk, dim); // [heads * nq, dim]
+        let ay = matmul(&scores, xv, m, nk, dim); // [heads * nq, dim]
         let mut o = vec![0.0f32; nq * inner];
         for h in 0..heads {
             for i in 0..nq {
                 let a = &ay[(h * nq + i) * dim..(h * nq + i + 1) * dim];
                 for t in 0..ch {
                     let wv = &self.v.w[(h * ch + t) * dim..(h * ch + t + 1) * dim];
-                    o[i * inner + h * ch + t] =
-                        crate::models::host::dot(a, wv) + self.v.b[h * ch + t];
+                    o[i * inner + h * ch + t] = dot(a, wv) + self.v.b[h * ch + t];
                 }
             }
         }
@@ -279,13 +209,12 @@ impl Attention {
 
 struct Block {
     self_attn: Attention,
-    norm1: Norm,
+    norm1: LayerNorm,
     cross_t2i: Attention,
-    norm2: Norm,
-    lin1: Linear,
-    lin2: Linear,
-    norm3: Norm,
-    norm4: Norm,
+    norm2: LayerNorm,
+    mlp: Mlp,
+    norm3: LayerNorm,
+    norm4: LayerNorm,
     cross_i2t: Attention,
     skip_first_layer_pe: bool,
 }
@@ -308,62 +237,45 @@ impl std::fmt::Debug for ImageSideCache {
 pub struct TwoWayTransformer {
     layers: Vec<Block>,
     final_attn: Attention,
-    norm_final: Norm,
+    norm_final: LayerNorm,
     pub dim: usize,
 }
 
 impl TwoWayTransformer {
+    /// `w` scoped to the transformer (`mask_decoder.transformer`).
     pub(crate) fn load(
-        src: &NamedTensors,
-        ck: &mut KeyCheck,
-        prefix: &str,
+        w: &Weights,
         dim: usize,
         heads: usize,
         mlp_dim: usize,
         depth: usize,
     ) -> Self {
+        let norm = |w: &Weights| LayerNorm::load(w, dim, 1e-5);
         let layers = (0..depth)
             .map(|i| {
-                let p = format!("{prefix}layers.{i}");
+                let l = w.pp("layers").pp(i);
                 Block {
-                    self_attn: Attention::load(src, ck, &format!("{p}.self_attn"), dim, heads, 1),
-                    norm1: norm(src, ck, &format!("{p}.norm1"), dim),
-                    cross_t2i: Attention::load(
-                        src,
-                        ck,
-                        &format!("{p}.cross_attn_token_to_image"),
-                        dim,
-                        heads,
-                        2,
+                    self_attn: load_attention(&l.pp("self_attn"), dim, heads, 1),
+                    norm1: norm(&l.pp("norm1")),
+                    cross_t2i: load_attention(&l.pp("cross_attn_token_to_image"), dim, heads, 2),
+                    norm2: norm(&l.pp("norm2")),
+                    mlp: Mlp::load(
+                        &l.pp("mlp"),
+                        &["lin1", "lin2"],
+                        &[dim, mlp_dim, dim],
+                        Activation::Relu,
                     ),
-                    norm2: norm(src, ck, &format!("{p}.norm2"), dim),
-                    lin1: linear(src, ck, &format!("{p}.mlp.lin1"), dim, mlp_dim),
-                    lin2: linear(src, ck, &format!("{p}.mlp.lin2"), mlp_dim, dim),
-                    norm3: norm(src, ck, &format!("{p}.norm3"), dim),
-                    norm4: norm(src, ck, &format!("{p}.norm4"), dim),
-                    cross_i2t: Attention::load(
-                        src,
-                        ck,
-                        &format!("{p}.cross_attn_image_to_token"),
-                        dim,
-                        heads,
-                        2,
-                    ),
+                    norm3: norm(&l.pp("norm3")),
+                    norm4: norm(&l.pp("norm4")),
+                    cross_i2t: load_attention(&l.pp("cross_attn_image_to_token"), dim, heads, 2),
                     skip_first_layer_pe: i == 0,
                 }
             })
             .collect();
         Self {
             layers,
-            final_attn: Attention::load(
-                src,
-                ck,
-                &format!("{prefix}final_attn_token_to_image"),
-                dim,
-                heads,
-                2,
-            ),
-            norm_final: norm(src, ck, &format!("{prefix}norm_final_attn"), dim),
+            final_attn: load_attention(&w.pp("final_attn_token_to_image"), dim, heads, 2),
+            norm_final: norm(&w.pp("norm_final_attn")),
             dim,
         }
     }
@@ -408,13 +320,13 @@ impl TwoWayTransformer {
         for (li, l) in self.layers.iter().enumerate() {
             let cache = cache.filter(|_| li == 0);
             if l.skip_first_layer_pe {
-                queries = l.self_attn.forward(&queries, n, &queries, &queries, n);
+                queries = l.self_attn.attend(&queries, n, &queries, &queries, n);
             } else {
                 let q = add(&queries, tokens);
-                let a = l.self_attn.forward(&q, n, &q, &queries, n);
+                let a = l.self_attn.attend(&q, n, &q, &queries, n);
                 queries = add(&queries, &a);
             }
-            l.norm1.apply(&mut queries);
+            l.norm1.forward(&mut queries);
             // keys + positions, used by both cross attentions (keys change only after them)
             let keys_pe = match cache {
                 Some(_) => Vec::new(),
@@ -424,32 +336,31 @@ impl TwoWayTransformer {
             let a = match cache {
                 Some(c) => {
                     let qp = l.cross_t2i.q.forward(&q, n);
-                    l.cross_t2i.dense_projected(&qp, n, &c.k_t2i, &c.v_t2i, hw)
+                    l.cross_t2i
+                        .forward_projected(&qp, n, &c.k_t2i, &c.v_t2i, hw, Hooks::default())
                 }
-                None => l.cross_t2i.forward(&q, n, &keys_pe, &keys, hw),
+                None => l.cross_t2i.attend(&q, n, &keys_pe, &keys, hw),
             };
             queries = add(&queries, &a);
-            l.norm2.apply(&mut queries);
-            let mut h = l.lin1.forward(&queries, n);
-            relu(&mut h);
-            let m = l.lin2.forward(&h, n);
+            l.norm2.forward(&mut queries);
+            let m = l.mlp.forward(&queries, n);
             queries = add(&queries, &m);
-            l.norm3.apply(&mut queries);
+            l.norm3.forward(&mut queries);
             let q = add(&queries, tokens);
             let a = match cache {
                 Some(c) => l
                     .cross_i2t
                     .image_queries_projected(&c.q_i2t, hw, &q, &queries, n),
-                None => l.cross_i2t.forward(&keys_pe, hw, &q, &queries, n),
+                None => l.cross_i2t.attend(&keys_pe, hw, &q, &queries, n),
             };
             keys = add(&keys, &a);
-            l.norm4.apply(&mut keys);
+            l.norm4.forward(&mut keys);
         }
         let q = add(&queries, tokens);
         let k = add(&keys, image_pe);
-        let a = self.final_attn.forward(&q, n, &k, &keys, hw);
+        let a = self.final_attn.attend(&q, n, &k, &keys, hw);
         queries = add(&queries, &a);
-        self.norm_final.apply(&mut queries);
+        self.norm_final.forward(&mut queries);
         (queries, keys)
     }
 }
@@ -457,6 +368,7 @@ impl TwoWayTransformer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::Linear;
 
     fn lin(inp: usize, out: usize, seed: u32) -> Linear {
         let mut s = seed;
@@ -492,8 +404,8 @@ mod tests {
             let d: f32 = b.iter().map(|y| y * y).sum();
             (n / d).sqrt()
         };
-        let fast = a.forward(&x, 300, &t, &t, 3);
-        let plain = a.dense(&x, 300, &t, &t, 3);
+        let fast = a.attend(&x, 300, &t, &t, 3);
+        let plain = a.forward(&x, 300, &t, &t, 3, Hooks::default());
         assert!(
             rel(&fast, &plain) < 1e-5,
             "image queries {}",
@@ -506,8 +418,8 @@ mod tests {
             "projected image queries {}",
             rel(&cached, &plain)
         );
-        let fast = a.forward(&t, 3, &x, &xv, 300);
-        let plain = a.dense(&t, 3, &x, &xv, 300);
+        let fast = a.attend(&t, 3, &x, &xv, 300);
+        let plain = a.forward(&t, 3, &x, &xv, 300, Hooks::default());
         assert!(
             rel(&fast, &plain) < 1e-5,
             "image keys {}",

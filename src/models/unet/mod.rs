@@ -7,13 +7,17 @@
 //! * `up_conv`      the expanding path's 2x up-sampling (transposed conv, or bilinear + 1x1 conv)
 //! * `unet`         the network
 //! * `state_dict`   PyTorch-compatible weights in and out (`enc1.block.0.weight`, ...)
-//! * `fold`         inference form: BatchNorm folded into the convolutions
+//! * `fold`         burn inference form: BatchNorm folded into the convolutions
+//! * `host`         the network on the host engine (folded BatchNorm, Winograd, fused ReLU)
+//! * `checkpoint`   segrs checkpoint files (weights + architecture + preprocessing)
 
+pub mod checkpoint;
 pub mod config;
-pub mod cpu_infer;
 pub mod double_conv;
 pub mod fold;
+pub mod host;
 pub mod state_dict;
+#[allow(clippy::module_inception)]
 pub mod unet;
 pub mod up_conv;
 

@@ -3,9 +3,9 @@
 //! A plain PyTorch `state_dict` (`.pth`) is accepted too; then the architecture is read from
 //! its keys and the preprocessing comes from the command line.
 
-use super::NamedTensors;
 use crate::data::preprocess::Normalize;
 use crate::models::unet::{UNet, UNetConfig, state_dict};
+use crate::weights::NamedTensors;
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -34,7 +34,7 @@ pub fn save(path: &Path, model: &UNet, meta: &CheckpointMeta) -> Result<()> {
     let mut md = BTreeMap::new();
     md.insert("segrs".to_string(), serde_json::to_string(meta)?);
     md.insert("format".to_string(), "pt".to_string());
-    super::safetensors::write(path, &tensors, &md)
+    crate::weights::safetensors::write(path, &tensors, &md)
         .with_context(|| format!("{}: saving checkpoint", path.display()))
 }
 

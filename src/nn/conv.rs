@@ -1,0 +1,145 @@
+//! `nn.Conv2d`, optionally followed by an inference-mode BatchNorm that is folded into it at
+//! load (`ConvBn`: one pass over the activations instead of two), and `nn.ConvTranspose2d`
+//! with kernel 2, stride 2.
+
+use super::loader::Weights;
+use crate::ops::Activation;
+use crate::ops::conv::ConvKernel;
+use crate::ops::conv_transpose::ConvTranspose2x2;
+use crate::ops::norm::{BatchNormParams, fold_batchnorm};
+
+/// The geometry of a square convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvSpec {
+    pub cin: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub groups: usize,
+}
+
+impl ConvSpec {
+    /// Stride 1, "same" padding `k / 2`, dense.
+    pub fn same(cin: usize, cout: usize, k: usize) -> Self {
+        Self {
+            cin,
+            cout,
+            k,
+            stride: 1,
+            pad: k / 2,
+            groups: 1,
+        }
+    }
+
+    pub fn stride(self, stride: usize) -> Self {
+        Self { stride, ..self }
+    }
+
+    pub fn pad(self, pad: usize) -> Self {
+        Self { pad, ..self }
+    }
+
+    pub fn groups(self, groups: usize) -> Self {
+        Self { groups, ..self }
+    }
+
+    fn weight_shape(&self) -> [usize; 4] {
+        [self.cout, self.cin / self.groups, self.k, self.k]
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    pub kernel: ConvKernel,
+}
+
+impl Conv2d {
+    /// `weight` and `bias` under `w`.
+    pub fn load(w: &Weights, spec: ConvSpec) -> Self {
+        let weight = w.get("weight", &spec.weight_shape());
+        let bias = w.get("bias", &[spec.cout]);
+        Self::from_parts(weight, Some(bias), spec)
+    }
+
+    /// A convolution built with `bias=False`.
+    pub fn load_no_bias(w: &Weights, spec: ConvSpec) -> Self {
+        let weight = w.get("weight", &spec.weight_shape());
+        Self::from_parts(weight, None, spec)
+    }
+
+    /// A convolution (`conv`) followed by a BatchNorm (`bn`: `weight`, `bias`, `running_mean`,
+    /// `running_var`), folded. Torchvision's `FrozenBatchNorm2d` has the same keys.
+    pub fn load_bn(conv: &Weights, bn: &Weights, spec: ConvSpec, eps: f32) -> Self {
+        let mut weight = conv.get("weight", &spec.weight_shape());
+        let mut bias = conv
+            .get_opt("bias", &[spec.cout])
+            .unwrap_or_else(|| vec![0.0; spec.cout]);
+        let c = [spec.cout];
+        let (gamma, beta) = (bn.get("weight", &c), bn.get("bias", &c));
+        let (mean, var) = (bn.get("running_mean", &c), bn.get("running_var", &c));
+        fold_batchnorm(
+            &mut weight,
+            &mut bias,
+            &BatchNormParams {
+                gamma: &gamma,
+                beta: &beta,
+                mean: &mean,
+                var: &var,
+                eps,
+            },
+        );
+        Self::from_parts(weight, Some(bias), spec)
+    }
+
+    pub fn from_parts(weight: Vec<f32>, bias: Option<Vec<f32>>, s: ConvSpec) -> Self {
+        Self {
+            kernel: ConvKernel::new(weight, bias, s.cin, s.cout, s.k, s.stride, s.pad, s.groups),
+        }
+    }
+
+    pub fn cin(&self) -> usize {
+        self.kernel.cin
+    }
+
+    pub fn cout(&self) -> usize {
+        self.kernel.cout
+    }
+
+    /// `[cin, h, w]` -> `([cout, ho, wo], ho, wo)`, with `act` applied.
+    pub fn forward(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        act: Activation,
+    ) -> (Vec<f32>, usize, usize) {
+        self.kernel.forward(x, h, w, act)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ConvTranspose2d {
+    pub op: ConvTranspose2x2,
+}
+
+impl ConvTranspose2d {
+    /// Kernel 2, stride 2: `weight [cin, cout, 2, 2]`, `bias [cout]`.
+    pub fn load(w: &Weights, cin: usize, cout: usize) -> Self {
+        let weight = w.get("weight", &[cin, cout, 2, 2]);
+        let bias = Some(w.get("bias", &[cout]));
+        Self {
+            op: ConvTranspose2x2::new(&weight, bias, cin, cout),
+        }
+    }
+
+    /// `[cin, h, w]` -> `[cout, 2h, 2w]`.
+    pub fn forward(&self, x: &[f32], h: usize, w: usize, act: Activation) -> Vec<f32> {
+        self.op.forward(x, h, w, act)
+    }
+
+    /// The same from position rows `[h * w, cin]`.
+    pub fn forward_rows(&self, x: &[f32], h: usize, w: usize, act: Activation) -> Vec<f32> {
+        self.op.forward_rows(x, h, w, act)
+    }
+}

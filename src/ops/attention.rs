@@ -1,0 +1,125 @@
+//! Multi-head scaled dot-product attention on projected rows, with hooks where the models
+//! differ: rotary embeddings on each head's queries and keys (SAM 2's memory attention), and
+//! an additive term on each head's scores (SAM's decomposed relative positions, TinyViT's
+//! per-offset biases).
+
+use super::layout::{columns, put_columns};
+use super::matmul::{matmul, matmul_nt};
+use super::softmax::softmax_rows;
+use rayon::prelude::*;
+
+/// Where each head's vectors sit in a projection's rows: head `h` of row `r` is
+/// `data[r * stride + base + h * step..][..head_dim]`. Packed `[rows, heads * head_dim]`
+/// projections have `step = head_dim`; a fused `qkv` projection is three views of one buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadView<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub stride: usize,
+    pub base: usize,
+    pub step: usize,
+}
+
+impl<'a> HeadView<'a> {
+    /// `[rows, heads * head_dim]`, heads side by side.
+    pub fn packed(data: &'a [f32], rows: usize, head_dim: usize) -> Self {
+        Self {
+            data,
+            rows,
+            stride: data.len() / rows.max(1),
+            base: 0,
+            step: head_dim,
+        }
+    }
+
+    /// Head `h`'s `[rows, head_dim]` values.
+    pub fn head(&self, h: usize, head_dim: usize) -> Vec<f32> {
+        columns(
+            self.data,
+            self.rows,
+            self.stride,
+            self.base + h * self.step,
+            head_dim,
+        )
+    }
+}
+
+/// Per-head queries and keys `(head, q [nq, d], k [nk, d])`, rotated in place before the scores.
+pub type RotateHook<'a> = &'a (dyn Fn(usize, &mut [f32], &mut [f32]) + Sync);
+/// Per-head scaled scores `(head, q [nq, d], scores [nq, nk])`, added to before the softmax.
+pub type BiasHook<'a> = &'a (dyn Fn(usize, &[f32], &mut [f32]) + Sync);
+
+/// What a model adds to plain attention.
+#[derive(Clone, Copy, Default)]
+pub struct Hooks<'a> {
+    pub rotate: Option<RotateHook<'a>>,
+    pub bias: Option<BiasHook<'a>>,
+}
+
+/// `softmax(q k^T * scale + bias) v` for every head; returns `[nq, heads * head_dim]`, heads
+/// side by side (ready for the output projection). Heads run in parallel when the score
+/// matrices are large and the caller is not already on one of rayon's workers.
+pub fn attention(
+    q: HeadView,
+    k: HeadView,
+    v: HeadView,
+    heads: usize,
+    head_dim: usize,
+    scale: f32,
+    hooks: Hooks,
+) -> Vec<f32> {
+    let (nq, nk) = (q.rows, k.rows);
+    assert_eq!(k.rows, v.rows, "as many keys as values");
+    let head = |h: usize| -> Vec<f32> {
+        let (mut qh, mut kh, vh) = (
+            q.head(h, head_dim),
+            k.head(h, head_dim),
+            v.head(h, head_dim),
+        );
+        if let Some(rotate) = hooks.rotate {
+            rotate(h, &mut qh, &mut kh);
+        }
+        let mut s = matmul_nt(&qh, &kh, nq, head_dim, nk);
+        s.iter_mut().for_each(|a| *a *= scale);
+        if let Some(bias) = hooks.bias {
+            bias(h, &qh, &mut s);
+        }
+        softmax_rows(&mut s, nk);
+        matmul(&s, &vh, nq, nk, head_dim)
+    };
+    let outs: Vec<Vec<f32>> =
+        if nq * nk >= 1 << 20 && heads > 1 && rayon::current_thread_index().is_none() {
+            (0..heads).into_par_iter().map(head).collect()
+        } else {
+            (0..heads).map(head).collect()
+        };
+    let width = heads * head_dim;
+    let mut out = vec![0.0f32; nq * width];
+    for (h, o) in outs.iter().enumerate() {
+        put_columns(&mut out, o, nq, width, h * head_dim);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_key_returns_its_value() {
+        // With a single key every query attends to it fully.
+        let q = vec![0.3f32, -1.0, 2.0, 0.5];
+        let k = vec![1.0f32, 1.0];
+        let v = vec![7.0f32, -3.0];
+        let o = attention(
+            HeadView::packed(&q, 2, 1),
+            HeadView::packed(&k, 1, 1),
+            HeadView::packed(&v, 1, 1),
+            2,
+            1,
+            1.0,
+            Hooks::default(),
+        );
+        assert_eq!(o, vec![7.0, -3.0, 7.0, -3.0]);
+    }
+}

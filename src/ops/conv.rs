@@ -1,0 +1,450 @@
+//! 2-D convolution on `[Cin, H, W]` buffers, the algorithm chosen by shape:
+//! - 3x3, stride 1, padding 1, dense: Winograd F(2x2, 3x3) (Lavin & Gray 2016), 2.25x fewer
+//!   multiplications than the direct method;
+//! - 1x1, stride 1: one matrix product per tile of positions;
+//! - other dense kernels: tiled im2col, each tile's product written straight into the output;
+//! - depthwise (`groups == Cin == Cout`): direct, channel-parallel.
+//!
+//! The bias and the activation are applied to each tile while it is still in cache.
+
+use super::activation::Activation;
+use super::matmul::{SendPtr, gemm_rows};
+use rayon::prelude::*;
+
+/// A convolution's prepared weights and geometry (weights `[cout, cin / groups, k, k]`).
+#[derive(Clone, Debug)]
+pub struct ConvKernel {
+    /// `[cout, cin / groups * k * k]`, row-major.
+    pub w: Vec<f32>,
+    pub b: Vec<f32>,
+    pub cin: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub groups: usize,
+    /// 3x3 kernels in the Winograd domain: 16 matrices `[cout, cin]`.
+    wino: Option<Vec<f32>>,
+}
+
+impl ConvKernel {
+    /// `bias` defaults to zeros. Panics on inconsistent sizes (callers check shapes when they
+    /// load weights) and on grouped convolutions other than depthwise.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        w: Vec<f32>,
+        bias: Option<Vec<f32>>,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        groups: usize,
+    ) -> Self {
+        assert_eq!(
+            w.len(),
+            cout * cin / groups * k * k,
+            "convolution weight size"
+        );
+        assert!(
+            groups == 1 || (groups == cin && cin == cout),
+            "only dense and depthwise convolutions"
+        );
+        let b = bias.unwrap_or_else(|| vec![0.0; cout]);
+        assert_eq!(b.len(), cout, "convolution bias size");
+        let wino = (k == 3 && stride == 1 && pad == 1 && groups == 1)
+            .then(|| winograd_weights(&w, cout, cin));
+        Self {
+            w,
+            b,
+            cin,
+            cout,
+            k,
+            stride,
+            pad,
+            groups,
+            wino,
+        }
+    }
+
+    /// Output size for an `h x w` input.
+    pub fn out_size(&self, h: usize, w: usize) -> (usize, usize) {
+        (
+            (h + 2 * self.pad - self.k) / self.stride + 1,
+            (w + 2 * self.pad - self.k) / self.stride + 1,
+        )
+    }
+
+    /// `[Cin, H, W]` -> `([Cout, Ho, Wo], Ho, Wo)`, bias and `act` applied.
+    pub fn forward(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        act: Activation,
+    ) -> (Vec<f32>, usize, usize) {
+        assert_eq!(x.len(), self.cin * h * w, "convolution input size");
+        assert!(
+            h + 2 * self.pad >= self.k && w + 2 * self.pad >= self.k,
+            "input {h}x{w} smaller than the kernel"
+        );
+        let (ho, wo) = self.out_size(h, w);
+        let mut out = vec![0.0f32; self.cout * ho * wo];
+        let fused = match act {
+            Activation::None | Activation::Relu => act,
+            _ => Activation::None,
+        };
+        if self.groups > 1 {
+            self.depthwise(x, h, w, &mut out);
+            let n = ho * wo;
+            out.par_chunks_mut(n).zip(&self.b).for_each(|(o, &b)| {
+                o.iter_mut().for_each(|v| *v += b);
+                fused.apply(o);
+            });
+        } else if self.k == 1 && self.stride == 1 && self.pad == 0 {
+            self.pointwise(x, h * w, &mut out, fused);
+        } else if let Some(u) = self.wino.as_ref().filter(|_| h % 2 == 0 && w % 2 == 0) {
+            winograd(self, u, x, h, w, fused == Activation::Relu, &mut out);
+        } else {
+            self.im2col(x, h, w, &mut out, fused);
+        }
+        if fused != act {
+            act.apply(&mut out);
+        }
+        (out, ho, wo)
+    }
+
+    /// 1x1: tiles of positions, one product each.
+    fn pointwise(&self, x: &[f32], hw: usize, out: &mut [f32], act: Activation) {
+        let threads = rayon::current_num_threads().max(1);
+        let per = (hw / threads).max(1024);
+        let tiles = hw.div_ceil(per);
+        let par_inner = tiles < threads && rayon::current_thread_index().is_none();
+        let ptr = SendPtr(out.as_mut_ptr());
+        (0..tiles).into_par_iter().for_each(|t| {
+            let ptr = ptr;
+            let p0 = t * per;
+            let n = per.min(hw - p0);
+            // SAFETY: tile t writes columns p0..p0 + n of every output row, disjoint from the
+            // other tiles; `x[p0..]` covers `cin` rows of stride hw.
+            unsafe {
+                gemm_rows(
+                    self.cout,
+                    n,
+                    self.cin,
+                    &self.w,
+                    self.cin,
+                    &x[p0..],
+                    hw,
+                    ptr.0.add(p0),
+                    hw,
+                    par_inner,
+                );
+            }
+            finish(ptr, &self.b, hw, p0, n, act);
+        });
+    }
+
+    /// Dense k x k with any stride and padding: tiles of output rows, each unfolded (im2col)
+    /// into a cache-sized buffer and multiplied straight into the output.
+    fn im2col(&self, x: &[f32], h: usize, w: usize, out: &mut [f32], act: Activation) {
+        let (k, s, pad) = (self.k, self.stride, self.pad);
+        let (ho, wo) = self.out_size(h, w);
+        let hw_out = ho * wo;
+        let kk = k * k;
+        let kdim = self.cin * kk;
+        // Rows per tile: about 2048 output pixels, so the im2col tile stays in cache.
+        let tile_rows = (2048 / wo).clamp(1, ho);
+        let tiles = ho.div_ceil(tile_rows);
+        let par_inner =
+            tiles < rayon::current_num_threads() && rayon::current_thread_index().is_none();
+        let ptr = SendPtr(out.as_mut_ptr());
+        (0..tiles)
+            .into_par_iter()
+            .for_each_init(Vec::new, |col: &mut Vec<f32>, t| {
+                let ptr = ptr;
+                let y0 = t * tile_rows;
+                let rows = tile_rows.min(ho - y0);
+                let n = rows * wo;
+                col.clear();
+                col.resize(kdim * n, 0.0);
+                for ci in 0..self.cin {
+                    let plane = &x[ci * h * w..(ci + 1) * h * w];
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let r = (ci * kk + ky * k + kx) * n;
+                            // output columns whose input column `ox * s + kx - pad` is inside
+                            let lo = pad.saturating_sub(kx).div_ceil(s).min(wo);
+                            let hi = (w + pad).saturating_sub(kx).div_ceil(s).clamp(lo, wo);
+                            for yy in 0..rows {
+                                let sy = ((y0 + yy) * s + ky) as isize - pad as isize;
+                                let drow = &mut col[r + yy * wo..r + (yy + 1) * wo];
+                                if sy < 0 || sy >= h as isize || lo == hi {
+                                    drow.fill(0.0);
+                                    continue;
+                                }
+                                let srow = &plane[sy as usize * w..(sy as usize + 1) * w];
+                                drow[..lo].fill(0.0);
+                                drow[hi..].fill(0.0);
+                                let first = lo * s + kx - pad;
+                                if s == 1 {
+                                    drow[lo..hi].copy_from_slice(&srow[first..first + hi - lo]);
+                                } else {
+                                    for (i, d) in drow[lo..hi].iter_mut().enumerate() {
+                                        *d = srow[first + i * s];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                let p0 = y0 * wo;
+                // SAFETY: tile t writes output rows y0..y0 + rows of every channel, disjoint
+                // from the other tiles.
+                unsafe {
+                    gemm_rows(
+                        self.cout,
+                        n,
+                        kdim,
+                        &self.w,
+                        kdim,
+                        col,
+                        n,
+                        ptr.0.add(p0),
+                        hw_out,
+                        par_inner,
+                    );
+                }
+                finish(ptr, &self.b, hw_out, p0, n, act);
+            });
+    }
+
+    /// Depthwise, direct: each channel's kernel slides over its own plane (no bias).
+    fn depthwise(&self, x: &[f32], h: usize, w: usize, out: &mut [f32]) {
+        let (k, stride, pad) = (self.k, self.stride, self.pad);
+        let (ho, wo) = self.out_size(h, w);
+        let n = ho * wo;
+        out.par_chunks_mut(n).enumerate().for_each(|(c, o)| {
+            // Touch the fresh (calloc'd) pages with a write first: reading them first maps the
+            // shared zero page and the first write then pays a copy-on-write fault with a TLB
+            // shootdown to the other threads.
+            o.fill(0.0);
+            let src = &x[c * h * w..(c + 1) * h * w];
+            let kw = &self.w[c * k * k..(c + 1) * k * k];
+            for oy in 0..ho {
+                for ky in 0..k {
+                    let sy = (oy * stride + ky) as isize - pad as isize;
+                    if sy < 0 || sy >= h as isize {
+                        continue;
+                    }
+                    let line = &src[sy as usize * w..(sy as usize + 1) * w];
+                    for kx in 0..k {
+                        let kv = kw[ky * k + kx];
+                        let orow = &mut o[oy * wo..(oy + 1) * wo];
+                        let lo = pad.saturating_sub(kx).div_ceil(stride);
+                        let hi = (w + pad).saturating_sub(kx).div_ceil(stride).min(wo);
+                        if lo >= hi {
+                            continue;
+                        }
+                        let first = lo * stride + kx - pad;
+                        if stride == 1 {
+                            orow[lo..hi]
+                                .iter_mut()
+                                .zip(&line[first..first + (hi - lo)])
+                                .for_each(|(ov, &xv)| *ov += kv * xv);
+                        } else {
+                            for (i, ov) in orow[lo..hi].iter_mut().enumerate() {
+                                *ov += kv * line[first + i * stride];
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Adds the bias (and ReLU) to the columns `p0..p0+n` of every output channel.
+fn finish(out: SendPtr, bias: &[f32], hw: usize, p0: usize, n: usize, act: Activation) {
+    for (co, &b) in bias.iter().enumerate() {
+        // SAFETY: each tile owns columns p0..p0+n of every channel; tiles do not overlap.
+        let row = unsafe { std::slice::from_raw_parts_mut(out.0.add(co * hw + p0), n) };
+        if act == Activation::Relu {
+            row.iter_mut().for_each(|v| *v = (*v + b).max(0.0));
+        } else {
+            row.iter_mut().for_each(|v| *v += b);
+        }
+    }
+}
+
+/// `U = G g G^T` for every 3x3 kernel, laid out as 16 matrices `[cout, cin]`.
+fn winograd_weights(w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+    let mut u = vec![0.0f32; 16 * cout * cin];
+    for co in 0..cout {
+        for ci in 0..cin {
+            let g = &w[(co * cin + ci) * 9..(co * cin + ci) * 9 + 9];
+            // G g: 4x3
+            let mut gg = [[0.0f32; 3]; 4];
+            for j in 0..3 {
+                let (g0, g1, g2) = (g[j], g[3 + j], g[6 + j]);
+                gg[0][j] = g0;
+                gg[1][j] = 0.5 * (g0 + g1 + g2);
+                gg[2][j] = 0.5 * (g0 - g1 + g2);
+                gg[3][j] = g2;
+            }
+            for (i, r) in gg.iter().enumerate() {
+                let row = [
+                    r[0],
+                    0.5 * (r[0] + r[1] + r[2]),
+                    0.5 * (r[0] - r[1] + r[2]),
+                    r[2],
+                ];
+                for (j, v) in row.iter().enumerate() {
+                    u[((i * 4 + j) * cout + co) * cin + ci] = *v;
+                }
+            }
+        }
+    }
+    u
+}
+
+/// 3x3 convolution (padding 1) by Winograd F(2x2, 3x3): input tiles to the transform domain,
+/// 16 matrix products over the channels, 2x2 output tiles back; 2.25x fewer multiplications
+/// than the direct method. Blocks of tile rows run in parallel.
+fn winograd(c: &ConvKernel, u: &[f32], x: &[f32], h: usize, w: usize, relu: bool, out: &mut [f32]) {
+    let (th, tw) = (h / 2, w / 2);
+    let hw = h * w;
+    let (cin, cout) = (c.cin, c.cout);
+    // Tiles per block: the transformed input block (16 x cin x tiles) stays around 2 MB.
+    let target = (32768 / cin.max(1)).clamp(64, 512);
+    let block_rows = (target / tw).clamp(1, th);
+    let blocks = th.div_ceil(block_rows);
+    // Deep levels have few blocks: then the products themselves are spread over the threads.
+    let par_inner =
+        blocks < rayon::current_num_threads() && rayon::current_thread_index().is_none();
+    let ptr = SendPtr(out.as_mut_ptr());
+    (0..blocks).into_par_iter().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(v, m): &mut (Vec<f32>, Vec<f32>), bi| {
+            let ptr = ptr;
+            let ty0 = bi * block_rows;
+            let rows = block_rows.min(th - ty0);
+            let nt = rows * tw;
+            v.clear();
+            v.resize(16 * cin * nt, 0.0);
+            m.clear();
+            m.resize(16 * cout * nt, 0.0);
+            // Input transform, vectorised across the tiles of a row: rows of the zero-padded
+            // input (width w + 2), B^T over the 4 rows, then B over each tile's 4 columns.
+            let pw = w + 2;
+            let mut prow = vec![0.0f32; 4 * pw];
+            let mut trow = vec![0.0f32; 4 * pw];
+            for ci in 0..cin {
+                let plane = &x[ci * hw..(ci + 1) * hw];
+                for r in 0..rows {
+                    let ty = ty0 + r;
+                    for i in 0..4 {
+                        let yy = 2 * ty as isize - 1 + i as isize;
+                        let dst = &mut prow[i * pw..(i + 1) * pw];
+                        if yy < 0 || yy >= h as isize {
+                            dst.fill(0.0);
+                        } else {
+                            dst[0] = 0.0;
+                            dst[pw - 1] = 0.0;
+                            dst[1..pw - 1]
+                                .copy_from_slice(&plane[yy as usize * w..(yy as usize + 1) * w]);
+                        }
+                    }
+                    {
+                        let (p0, rest) = prow.split_at(pw);
+                        let (p1, rest) = rest.split_at(pw);
+                        let (p2, p3) = rest.split_at(pw);
+                        let (t0, rest) = trow.split_at_mut(pw);
+                        let (t1, rest) = rest.split_at_mut(pw);
+                        let (t2, t3) = rest.split_at_mut(pw);
+                        for c in 0..pw {
+                            t0[c] = p0[c] - p2[c];
+                            t1[c] = p1[c] + p2[c];
+                            t2[c] = p2[c] - p1[c];
+                            t3[c] = p1[c] - p3[c];
+                        }
+                    }
+                    let base = r * tw;
+                    for i in 0..4 {
+                        let t = &trow[i * pw..(i + 1) * pw];
+                        let row = |j: usize| ((i * 4 + j) * cin + ci) * nt + base;
+                        let (o0, o1, o2, o3) = (row(0), row(1), row(2), row(3));
+                        for tx in 0..tw {
+                            let c = 2 * tx;
+                            let (a0, a1, a2, a3) = (t[c], t[c + 1], t[c + 2], t[c + 3]);
+                            v[o0 + tx] = a0 - a2;
+                            v[o1 + tx] = a1 + a2;
+                            v[o2 + tx] = a2 - a1;
+                            v[o3 + tx] = a1 - a3;
+                        }
+                    }
+                }
+            }
+            for xi in 0..16 {
+                // SAFETY: `m` holds 16 disjoint `[cout, nt]` matrices.
+                unsafe {
+                    gemm_rows(
+                        cout,
+                        nt,
+                        cin,
+                        &u[xi * cout * cin..(xi + 1) * cout * cin],
+                        cin,
+                        &v[xi * cin * nt..(xi + 1) * cin * nt],
+                        nt,
+                        m[xi * cout * nt..].as_mut_ptr(),
+                        nt,
+                        par_inner,
+                    );
+                }
+            }
+            // Output transform, vectorised across the tiles of a row: A^T over the 4 rows of
+            // each tile, then A over its columns, bias and ReLU, two output rows at a time.
+            let mut srow = vec![0.0f32; 8 * tw];
+            let mut orow = vec![0.0f32; 2 * w];
+            for co in 0..cout {
+                let b = c.b[co];
+                for r in 0..rows {
+                    let ty = ty0 + r;
+                    let seg = |i: usize, j: usize| {
+                        let o = ((i * 4 + j) * cout + co) * nt + r * tw;
+                        &m[o..o + tw]
+                    };
+                    for j in 0..4 {
+                        let (m0, m1, m2, m3) = (seg(0, j), seg(1, j), seg(2, j), seg(3, j));
+                        let (s0, s1) = srow.split_at_mut(4 * tw);
+                        let s0 = &mut s0[j * tw..(j + 1) * tw];
+                        let s1 = &mut s1[j * tw..(j + 1) * tw];
+                        for tx in 0..tw {
+                            s0[tx] = m0[tx] + m1[tx] + m2[tx];
+                            s1[tx] = m1[tx] - m2[tx] - m3[tx];
+                        }
+                    }
+                    for a in 0..2 {
+                        let sj = |j: usize| &srow[(a * 4 + j) * tw..(a * 4 + j + 1) * tw];
+                        let (q0, q1, q2, q3) = (sj(0), sj(1), sj(2), sj(3));
+                        let out_row = &mut orow[a * w..(a + 1) * w];
+                        for tx in 0..tw {
+                            let mut y0 = q0[tx] + q1[tx] + q2[tx] + b;
+                            let mut y1 = q1[tx] - q2[tx] - q3[tx] + b;
+                            if relu {
+                                y0 = y0.max(0.0);
+                                y1 = y1.max(0.0);
+                            }
+                            out_row[2 * tx] = y0;
+                            out_row[2 * tx + 1] = y1;
+                        }
+                    }
+                    let o = co * hw + 2 * ty * w;
+                    // SAFETY: each block writes only its own tile rows (two image rows each) of
+                    // every channel; blocks do not overlap.
+                    unsafe { std::ptr::copy_nonoverlapping(orow.as_ptr(), ptr.0.add(o), 2 * w) };
+                }
+            }
+        },
+    );
+}

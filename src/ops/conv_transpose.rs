@@ -1,0 +1,78 @@
+//! Transposed convolution with kernel 2 and stride 2 (U-Net's up-convolution, SAM's upscaling,
+//! Mask R-CNN's mask head): every input pixel owns its 2x2 output block, so the layer is one
+//! matrix product `[cout * 4, cin] @ [cin, h * w]` and a scatter.
+
+use super::activation::Activation;
+use super::matmul::{matmul, matmul_nt};
+use rayon::prelude::*;
+
+/// Prepared weights of a `ConvTranspose2d(cin, cout, kernel_size=2, stride=2)`.
+#[derive(Clone, Debug)]
+pub struct ConvTranspose2x2 {
+    /// `[cout * 4, cin]`, row `co * 4 + dy * 2 + dx`.
+    wm: Vec<f32>,
+    pub b: Vec<f32>,
+    pub cin: usize,
+    pub cout: usize,
+}
+
+impl ConvTranspose2x2 {
+    /// `w` in PyTorch's layout `[cin, cout, 2, 2]`; `bias` defaults to zeros.
+    pub fn new(w: &[f32], bias: Option<Vec<f32>>, cin: usize, cout: usize) -> Self {
+        assert_eq!(
+            w.len(),
+            cin * cout * 4,
+            "transposed convolution weight size"
+        );
+        let mut wm = vec![0.0f32; cout * 4 * cin];
+        for ci in 0..cin {
+            for co in 0..cout {
+                for t in 0..4 {
+                    wm[(co * 4 + t) * cin + ci] = w[(ci * cout + co) * 4 + t];
+                }
+            }
+        }
+        let b = bias.unwrap_or_else(|| vec![0.0; cout]);
+        Self { wm, b, cin, cout }
+    }
+
+    /// `[cin, h, w]` -> `[cout, 2h, 2w]`.
+    pub fn forward(&self, x: &[f32], h: usize, w: usize, act: Activation) -> Vec<f32> {
+        let y = matmul(&self.wm, x, self.cout * 4, self.cin, h * w);
+        self.scatter(h, w, act, |co, t, p| y[(co * 4 + t) * h * w + p])
+    }
+
+    /// The same from position rows `[h * w, cin]`.
+    pub fn forward_rows(&self, x: &[f32], h: usize, w: usize, act: Activation) -> Vec<f32> {
+        let k4 = self.cout * 4;
+        let y = matmul_nt(x, &self.wm, h * w, self.cin, k4);
+        self.scatter(h, w, act, |co, t, p| y[p * k4 + co * 4 + t])
+    }
+
+    fn scatter(
+        &self,
+        h: usize,
+        w: usize,
+        act: Activation,
+        get: impl Fn(usize, usize, usize) -> f32 + Sync,
+    ) -> Vec<f32> {
+        let (oh, ow) = (2 * h, 2 * w);
+        let mut out = vec![0.0f32; self.cout * oh * ow];
+        out.par_chunks_mut(oh * ow)
+            .enumerate()
+            .for_each(|(co, plane)| {
+                let b = self.b[co];
+                for t in 0..4 {
+                    let (dy, dx) = (t / 2, t % 2);
+                    for yy in 0..h {
+                        let row = &mut plane[(2 * yy + dy) * ow..(2 * yy + dy + 1) * ow];
+                        for xx in 0..w {
+                            row[2 * xx + dx] = get(co, t, yy * w + xx) + b;
+                        }
+                    }
+                }
+                act.apply(plane);
+            });
+        out
+    }
+}

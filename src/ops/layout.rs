@@ -1,0 +1,86 @@
+//! Moving values between layouts: transposes, column slices, and element-wise helpers on plain
+//! row-major buffers.
+
+/// `[rows, cols]` -> `[cols, rows]`, in cache-sized blocks.
+pub fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0f32; rows * cols];
+    const B: usize = 32;
+    for r0 in (0..rows).step_by(B) {
+        for c0 in (0..cols).step_by(B) {
+            for r in r0..(r0 + B).min(rows) {
+                for c in c0..(c0 + B).min(cols) {
+                    t[c * rows + r] = x[r * cols + c];
+                }
+            }
+        }
+    }
+    t
+}
+
+/// Columns `offset..offset + width` of each of `rows` rows of `stride` values, packed: one
+/// attention head's slice of a projection.
+pub fn columns(m: &[f32], rows: usize, stride: usize, offset: usize, width: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(rows * width);
+    for r in 0..rows {
+        v.extend_from_slice(&m[r * stride + offset..r * stride + offset + width]);
+    }
+    v
+}
+
+/// Writes packed `[rows, width]` values into columns `offset..offset + width` of `m`.
+pub fn put_columns(m: &mut [f32], src: &[f32], rows: usize, stride: usize, offset: usize) {
+    let width = src.len() / rows.max(1);
+    for r in 0..rows {
+        m[r * stride + offset..r * stride + offset + width]
+            .copy_from_slice(&src[r * width..(r + 1) * width]);
+    }
+}
+
+/// `a + b`, element-wise.
+pub fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
+    a.iter().zip(b).map(|(x, y)| x + y).collect()
+}
+
+/// `a += b`, element-wise.
+pub fn add_assign(a: &mut [f32], b: &[f32]) {
+    a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+}
+
+/// A dot product with eight independent accumulators (vectorises without fast-math).
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+/// Adds `bias[c]` to every value of channel `c` of a `[C, n]` buffer (channels in parallel).
+pub fn add_channel_bias(x: &mut [f32], bias: &[f32], n: usize) {
+    use rayon::prelude::*;
+    x.par_chunks_mut(n)
+        .zip(bias)
+        .for_each(|(o, &b)| o.iter_mut().for_each(|v| *v += b));
+}
+
+/// Adds `bias` to each of the rows of a `[rows, bias.len()]` buffer.
+pub fn add_row_bias(x: &mut [f32], bias: &[f32]) {
+    use rayon::prelude::*;
+    let n = bias.len();
+    let add = |r: &mut [f32]| r.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+    if x.len() >= 1 << 16 && rayon::current_thread_index().is_none() {
+        x.par_chunks_mut(n * 64)
+            .for_each(|c| c.chunks_mut(n).for_each(add));
+    } else {
+        x.chunks_mut(n).for_each(add);
+    }
+}

@@ -1,0 +1,35 @@
+//! The host engine's kernels, each written once and tested alone against PyTorch (as
+//! `torchvision.ops` is to torchvision). They work on plain row-major `f32` buffers
+//! (`[C, H, W]` maps, `[rows, dim]` token matrices) and know no model and no weight file;
+//! `crate::nn` builds layers on them, and the models in `crate::models` are written on those.
+//! A GPU engine implements this layer.
+//!
+//! * `matmul`          the one matrix-product entry point (gemm), serial or parallel by size
+//! * `conv`            2-D convolution: Winograd, 1x1, im2col or depthwise, fused bias + activation
+//! * `conv_transpose`  2x2 stride-2 transposed convolution as one product
+//! * `norm`            LayerNorm, LayerNorm2d, BatchNorm folding
+//! * `activation`      ReLU, GELU (exact / tanh), erf, sigmoid, the vectorisable exp
+//! * `softmax`         row softmax
+//! * `attention`       multi-head attention with rotary and score-bias hooks
+//! * `rope`            axial 2-D rotary embeddings
+//! * `pool`            max pooling
+//! * `resize`          bilinear (both align_corners modes, antialiased) and nearest resizing
+//! * `roi_align`       RoIAlign
+//! * `boxes`           box IoU, NMS, batched NMS
+//! * `layout`          transposes, head slices, element-wise helpers
+
+pub mod activation;
+pub mod attention;
+pub mod boxes;
+pub mod conv;
+pub mod conv_transpose;
+pub mod layout;
+pub mod matmul;
+pub mod norm;
+pub mod pool;
+pub mod resize;
+pub mod roi_align;
+pub mod rope;
+pub mod softmax;
+
+pub use activation::Activation;

@@ -1,0 +1,93 @@
+//! Normalisations: LayerNorm over the last dimension of rows, LayerNorm2d over the channels of a
+//! `[C, H*W]` map (SAM's `LayerNorm2d`), and BatchNorm in inference form, folded into the
+//! convolution before it.
+
+use rayon::prelude::*;
+
+/// LayerNorm over the last dimension of `rows x dim` values (rows in parallel when many).
+pub fn layer_norm(x: &mut [f32], dim: usize, w: &[f32], b: &[f32], eps: f32) {
+    if x.len() >= 1 << 18 && rayon::current_thread_index().is_none() {
+        x.par_chunks_mut(dim * 64)
+            .for_each(|c| layer_norm_rows(c, dim, w, b, eps));
+    } else {
+        layer_norm_rows(x, dim, w, b, eps);
+    }
+}
+
+fn layer_norm_rows(x: &mut [f32], dim: usize, w: &[f32], b: &[f32], eps: f32) {
+    for row in x.chunks_mut(dim) {
+        let mean = row.iter().sum::<f32>() / dim as f32;
+        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / dim as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for (i, v) in row.iter_mut().enumerate() {
+            *v = (*v - mean) * inv * w[i] + b[i];
+        }
+    }
+}
+
+/// LayerNorm over channels at each position of a `[C, HW]` buffer, as SAM's `LayerNorm2d`
+/// (mean, then the mean squared deviation, as PyTorch's two-pass formula). Positions are
+/// processed in blocks, channel rows streamed contiguously, blocks in parallel.
+pub fn layer_norm2d(x: &mut [f32], w: &[f32], b: &[f32], hw: usize, eps: f32) {
+    let c = w.len();
+    const BLOCK: usize = 256;
+    let blocks = hw.div_ceil(BLOCK);
+    let ptr = x.as_mut_ptr() as usize;
+    (0..blocks).into_par_iter().for_each(|bi| {
+        let p0 = bi * BLOCK;
+        let n = BLOCK.min(hw - p0);
+        // SAFETY: each block touches only positions p0..p0 + n of every channel row; blocks
+        // are disjoint, and `x` outlives the parallel loop.
+        let row = |k: usize| unsafe {
+            std::slice::from_raw_parts_mut((ptr as *mut f32).add(k * hw + p0), n)
+        };
+        let mut mean = [0.0f32; BLOCK];
+        let mut var = [0.0f32; BLOCK];
+        for k in 0..c {
+            row(k)
+                .iter()
+                .zip(mean.iter_mut())
+                .for_each(|(v, m)| *m += v);
+        }
+        mean[..n].iter_mut().for_each(|m| *m /= c as f32);
+        for k in 0..c {
+            row(k)
+                .iter()
+                .zip(mean.iter().zip(var.iter_mut()))
+                .for_each(|(v, (m, s))| *s += (v - m) * (v - m));
+        }
+        var[..n]
+            .iter_mut()
+            .for_each(|s| *s = 1.0 / (*s / c as f32 + eps).sqrt());
+        for k in 0..c {
+            let (wk, bk) = (w[k], b[k]);
+            row(k)
+                .iter_mut()
+                .zip(mean.iter().zip(var.iter()))
+                .for_each(|(v, (m, r))| *v = wk * ((*v - m) * r) + bk);
+        }
+    });
+}
+
+/// BatchNorm statistics and affine parameters of one layer, per output channel.
+pub struct BatchNormParams<'a> {
+    pub gamma: &'a [f32],
+    pub beta: &'a [f32],
+    pub mean: &'a [f32],
+    pub var: &'a [f32],
+    pub eps: f32,
+}
+
+/// Folds an inference-mode BatchNorm into the convolution before it:
+/// `w' = w * g / sqrt(v + eps)`, `b' = (b - m) * g / sqrt(v + eps) + beta`. `w` is
+/// `[cout, ...]`; `b` is the convolution's bias (zeros when it has none). PyTorch eager does
+/// not do this; it saves a full pass over every activation.
+pub fn fold_batchnorm(w: &mut [f32], b: &mut [f32], bn: &BatchNormParams) {
+    let cout = b.len();
+    let per = w.len() / cout.max(1);
+    for c in 0..cout {
+        let s = bn.gamma[c] / (bn.var[c] + bn.eps).sqrt();
+        w[c * per..(c + 1) * per].iter_mut().for_each(|x| *x *= s);
+        b[c] = (b[c] - bn.mean[c]) * s + bn.beta[c];
+    }
+}

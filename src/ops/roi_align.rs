@@ -1,0 +1,101 @@
+//! RoIAlign (He et al. 2017) as `torchvision.ops.roi_align`: each box is divided into
+//! `out_h x out_w` bins, each bin averages `sampling_ratio^2` bilinear samples (or an adaptive
+//! number when `sampling_ratio <= 0`). `aligned=false` is Mask R-CNN's original convention
+//! (no half-pixel shift, boxes at least one pixel).
+
+use rayon::prelude::*;
+
+/// The geometry of one RoIAlign call.
+#[derive(Clone, Copy, Debug)]
+pub struct RoiAlign {
+    pub out_h: usize,
+    pub out_w: usize,
+    pub spatial_scale: f32,
+    pub sampling_ratio: i32,
+    pub aligned: bool,
+}
+
+/// torchvision's bilinear sample with its border rules (0 outside `[-1, size]`).
+fn sample(p: &[f32], h: usize, w: usize, y: f32, x: f32) -> f32 {
+    if y < -1.0 || y > h as f32 || x < -1.0 || x > w as f32 {
+        return 0.0;
+    }
+    let (mut y, mut x) = (y.max(0.0), x.max(0.0));
+    let mut y0 = y as usize;
+    let y1 = if y0 >= h - 1 {
+        y0 = h - 1;
+        y = y0 as f32;
+        h - 1
+    } else {
+        y0 + 1
+    };
+    let mut x0 = x as usize;
+    let x1 = if x0 >= w - 1 {
+        x0 = w - 1;
+        x = x0 as f32;
+        w - 1
+    } else {
+        x0 + 1
+    };
+    let (ly, lx) = (y - y0 as f32, x - x0 as f32);
+    let (hy, hx) = (1.0 - ly, 1.0 - lx);
+    hy * hx * p[y0 * w + x0]
+        + hy * lx * p[y0 * w + x1]
+        + ly * hx * p[y1 * w + x0]
+        + ly * lx * p[y1 * w + x1]
+}
+
+impl RoiAlign {
+    /// Pools `[c, h, w]` features for every box (`[x0, y0, x1, y1]` in input-image
+    /// coordinates); returns `[boxes, c, out_h, out_w]`.
+    pub fn forward(&self, x: &[f32], c: usize, h: usize, w: usize, boxes: &[[f32; 4]]) -> Vec<f32> {
+        assert_eq!(x.len(), c * h * w, "roi_align input size");
+        let (oh, ow) = (self.out_h, self.out_w);
+        let per_box = c * oh * ow;
+        let mut out = vec![0.0f32; boxes.len() * per_box];
+        out.par_chunks_mut(per_box)
+            .zip(boxes)
+            .for_each(|(o, b)| self.one_box(x, c, h, w, b, o));
+        out
+    }
+
+    fn one_box(&self, x: &[f32], c: usize, h: usize, w: usize, b: &[f32; 4], o: &mut [f32]) {
+        let (oh, ow) = (self.out_h, self.out_w);
+        let offset = if self.aligned { 0.5 } else { 0.0 };
+        let s = self.spatial_scale;
+        let (x0, y0) = (b[0] * s - offset, b[1] * s - offset);
+        let (mut rw, mut rh) = (b[2] * s - offset - x0, b[3] * s - offset - y0);
+        if !self.aligned {
+            rw = rw.max(1.0);
+            rh = rh.max(1.0);
+        }
+        let (bh, bw) = (rh / oh as f32, rw / ow as f32);
+        let gh = if self.sampling_ratio > 0 {
+            self.sampling_ratio as usize
+        } else {
+            (rh / oh as f32).ceil() as usize
+        };
+        let gw = if self.sampling_ratio > 0 {
+            self.sampling_ratio as usize
+        } else {
+            (rw / ow as f32).ceil() as usize
+        };
+        let count = (gh * gw).max(1) as f32;
+        for ch in 0..c {
+            let p = &x[ch * h * w..(ch + 1) * h * w];
+            for py in 0..oh {
+                for px in 0..ow {
+                    let mut acc = 0.0f32;
+                    for iy in 0..gh {
+                        let yy = y0 + py as f32 * bh + (iy as f32 + 0.5) * bh / gh as f32;
+                        for ix in 0..gw {
+                            let xx = x0 + px as f32 * bw + (ix as f32 + 0.5) * bw / gw as f32;
+                            acc += sample(p, h, w, yy, xx);
+                        }
+                    }
+                    o[(ch * oh + py) * ow + px] = acc / count;
+                }
+            }
+        }
+    }
+}
