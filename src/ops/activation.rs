@@ -54,7 +54,7 @@ pub fn gelu(x: &mut [f32]) {
 
 /// GELU's tanh approximation, `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`, in place.
 pub fn gelu_tanh(x: &mut [f32]) {
-    const C: f32 = 0.797_884_56; // sqrt(2 / pi)
+    const C: f32 = 0.797_884_6; // sqrt(2 / pi)
     each(x, |v| {
         let u = C * (*v + 0.044_715 * *v * *v * *v);
         *v = 0.5 * *v * (1.0 + u.tanh())

@@ -103,7 +103,11 @@ impl ConvKernel {
             });
         } else if self.k == 1 && self.stride == 1 && self.pad == 0 {
             self.pointwise(x, h * w, &mut out, fused);
-        } else if let Some(u) = self.wino.as_ref().filter(|_| h % 2 == 0 && w % 2 == 0) {
+        } else if let Some(u) = self
+            .wino
+            .as_ref()
+            .filter(|_| h.is_multiple_of(2) && w.is_multiple_of(2))
+        {
             winograd(self, u, x, h, w, fused == Activation::Relu, &mut out);
         } else {
             self.im2col(x, h, w, &mut out, fused);
@@ -122,7 +126,6 @@ impl ConvKernel {
         let par_inner = tiles < threads && rayon::current_thread_index().is_none();
         let ptr = SendPtr(out.as_mut_ptr());
         (0..tiles).into_par_iter().for_each(|t| {
-            let ptr = ptr;
             let p0 = t * per;
             let n = per.min(hw - p0);
             // SAFETY: tile t writes columns p0..p0 + n of every output row, disjoint from the
@@ -136,7 +139,7 @@ impl ConvKernel {
                     self.cin,
                     &x[p0..],
                     hw,
-                    ptr.0.add(p0),
+                    ptr.get().add(p0),
                     hw,
                     par_inner,
                 );
@@ -162,7 +165,6 @@ impl ConvKernel {
         (0..tiles)
             .into_par_iter()
             .for_each_init(Vec::new, |col: &mut Vec<f32>, t| {
-                let ptr = ptr;
                 let y0 = t * tile_rows;
                 let rows = tile_rows.min(ho - y0);
                 let n = rows * wo;
@@ -210,7 +212,7 @@ impl ConvKernel {
                         kdim,
                         col,
                         n,
-                        ptr.0.add(p0),
+                        ptr.get().add(p0),
                         hw_out,
                         par_inner,
                     );
@@ -326,7 +328,6 @@ fn winograd(c: &ConvKernel, u: &[f32], x: &[f32], h: usize, w: usize, relu: bool
     (0..blocks).into_par_iter().for_each_init(
         || (Vec::new(), Vec::new()),
         |(v, m): &mut (Vec<f32>, Vec<f32>), bi| {
-            let ptr = ptr;
             let ty0 = bi * block_rows;
             let rows = block_rows.min(th - ty0);
             let nt = rows * tw;
@@ -442,7 +443,9 @@ fn winograd(c: &ConvKernel, u: &[f32], x: &[f32], h: usize, w: usize, relu: bool
                     let o = co * hw + 2 * ty * w;
                     // SAFETY: each block writes only its own tile rows (two image rows each) of
                     // every channel; blocks do not overlap.
-                    unsafe { std::ptr::copy_nonoverlapping(orow.as_ptr(), ptr.0.add(o), 2 * w) };
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(orow.as_ptr(), ptr.get().add(o), 2 * w)
+                    };
                 }
             }
         },

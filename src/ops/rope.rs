@@ -16,7 +16,7 @@ impl AxialRope {
     /// SAM 2's `compute_axial_cis(dim, end_x, end_y, theta)`.
     pub fn new(head_dim: usize, end_x: usize, end_y: usize, theta: f32) -> Self {
         assert!(
-            head_dim % 4 == 0,
+            head_dim.is_multiple_of(4),
             "axial rotary embeddings need head_dim % 4 == 0"
         );
         let quarter = head_dim / 4;

@@ -3,7 +3,7 @@
 //! then a final token-to-image attention. Keys `transformer.layers.{i}.*`,
 //! `transformer.final_attn_token_to_image.*`, `transformer.norm_final_attn.*`.
 
-use crate::nn::{Attention, LayerNorm, Mlp, Weights};
+use crate::nn::{Attention, LayerNorm, Linear, Mlp, Weights};
 use crate::ops::Activation;
 use crate::ops::attention::Hooks;
 use crate::ops::layout::{add, dot};
@@ -37,6 +37,28 @@ trait TwoWayAttention {
     ) -> Vec<f32>;
     fn image_queries(&self, x: &[f32], nq: usize, k: &[f32], v: &[f32], nk: usize) -> Vec<f32>;
     fn image_keys(&self, q: &[f32], nq: usize, xk: &[f32], xv: &[f32], nk: usize) -> Vec<f32>;
+}
+
+/// For `n` projected rows `p` (`[n, heads * ch]`) and the other side's projection `lin`
+/// (`[heads * ch, dim]` weight): per head h and row j, `p_h[j] . W_h` (`[heads * n, dim]`) and
+/// `p_h[j] . b_h` (`[heads * n]`), so that `(X W_h^T + b_h) p_h[j]^T = X row + c`.
+fn fold_into_projection(p: &[f32], n: usize, lin: &Linear, heads: usize) -> (Vec<f32>, Vec<f32>) {
+    let (inner, dim) = (lin.out, lin.inp);
+    let ch = inner / heads;
+    let mut mat = vec![0.0f32; heads * n * dim];
+    let mut vec = vec![0.0f32; heads * n];
+    for h in 0..heads {
+        for j in 0..n {
+            let pr = &p[j * inner + h * ch..j * inner + (h + 1) * ch];
+            let row = &mut mat[(h * n + j) * dim..(h * n + j + 1) * dim];
+            for (t, &pv) in pr.iter().enumerate() {
+                let wrow = &lin.w[(h * ch + t) * dim..(h * ch + t + 1) * dim];
+                row.iter_mut().zip(wrow).for_each(|(r, w)| *r += pv * w);
+                vec[h * n + j] += pv * lin.b[h * ch + t];
+            }
+        }
+    }
+    (mat, vec)
 }
 
 fn load_attention(w: &Weights, dim: usize, heads: usize, downsample: usize) -> Attention {
@@ -142,24 +164,10 @@ impl TwoWayAttention for Attention {
     /// and the output projection `sum_h A_h V_h Wo_h^T = sum_h A_h G_h`, so both image-sized
     /// products have `heads * nk` (not `inner`) columns.
     fn image_queries(&self, x: &[f32], nq: usize, k: &[f32], v: &[f32], nk: usize) -> Vec<f32> {
-        let (inner, dim, heads) = (self.q.out, self.q.inp, self.heads);
-        let ch = inner / heads;
+        let (dim, heads) = (self.q.inp, self.heads);
         let (kp, vp) = (self.k.forward(k, nk), self.v.forward(v, nk));
-        let m = heads * nk;
         // B [heads * nk, dim]: row (h, j) = K_h[j] . Wq_h ; c[(h, j)] = K_h[j] . bq_h
-        let mut bmat = vec![0.0f32; m * dim];
-        let mut cvec = vec![0.0f32; m];
-        for h in 0..heads {
-            for j in 0..nk {
-                let kr = &kp[j * inner + h * ch..j * inner + (h + 1) * ch];
-                let row = &mut bmat[(h * nk + j) * dim..(h * nk + j + 1) * dim];
-                for (t, &kv) in kr.iter().enumerate() {
-                    let wrow = &self.q.w[(h * ch + t) * dim..(h * ch + t + 1) * dim];
-                    row.iter_mut().zip(wrow).for_each(|(r, w)| *r += kv * w);
-                    cvec[h * nk + j] += kv * self.q.b[h * ch + t];
-                }
-            }
-        }
+        let (bmat, cvec) = fold_into_projection(&kp, nk, &self.q, heads);
         let gmat = self.token_outputs(&vp, nk);
         self.image_queries_tail(x, dim, nq, &bmat, &cvec, &gmat, nk)
     }
@@ -173,19 +181,7 @@ impl TwoWayAttention for Attention {
         let scale = 1.0 / (ch as f32).sqrt();
         let qp = self.q.forward(q, nq);
         let m = heads * nq;
-        let mut cmat = vec![0.0f32; m * dim];
-        let mut cvec = vec![0.0f32; m];
-        for h in 0..heads {
-            for i in 0..nq {
-                let qr = &qp[i * inner + h * ch..i * inner + (h + 1) * ch];
-                let row = &mut cmat[(h * nq + i) * dim..(h * nq + i + 1) * dim];
-                for (t, &qv) in qr.iter().enumerate() {
-                    let wrow = &self.k.w[(h * ch + t) * dim..(h * ch + t + 1) * dim];
-                    row.iter_mut().zip(wrow).for_each(|(r, w)| *r += qv * w);
-                    cvec[h * nq + i] += qv * self.k.b[h * ch + t];
-                }
-            }
-        }
+        let (cmat, cvec) = fold_into_projection(&qp, nq, &self.k, heads);
         let mut scores = matmul_nt(&cmat, xk, m, dim, nk);
         scores.par_chunks_mut(nk).enumerate().for_each(|(r, row)| {
             let c = cvec[r];
@@ -368,7 +364,6 @@ impl TwoWayTransformer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::Linear;
 
     fn lin(inp: usize, out: usize, seed: u32) -> Linear {
         let mut s = seed;

@@ -133,7 +133,7 @@ impl HostUNet {
     /// Logits `[classes, H, W]` for one normalised CHW image whose sides are multiples of the
     /// stride.
     pub fn forward(&self, x: &[f32], h: usize, w: usize) -> Result<Vec<f32>> {
-        if h % self.stride != 0 || w % self.stride != 0 {
+        if !h.is_multiple_of(self.stride) || !w.is_multiple_of(self.stride) {
             bail!("input {h}x{w} is not a multiple of {}", self.stride);
         }
         let cin = self.enc[0].c1.cin();
