@@ -69,6 +69,36 @@ fn train_predict_eval_end_to_end() {
             && pred.join("color/0008.png").exists()
     );
     assert!(!pred.join("0000.png").exists());
+    // The burn engine gives the same labels as the host engine (the default on the CPU).
+    let pred_burn = d.join("pred-burn");
+    let (code, _, err) = segrs(&[
+        "predict",
+        "--checkpoint",
+        run.join("best.safetensors").to_str().unwrap(),
+        "--images",
+        data.join("images").to_str().unwrap(),
+        "--stems",
+        "0008,0009",
+        "--out",
+        pred_burn.to_str().unwrap(),
+        "--engine",
+        "burn",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    for stem in ["0008", "0009"] {
+        let a = image::open(pred.join(format!("{stem}.png")))
+            .unwrap()
+            .to_luma8();
+        let b = image::open(pred_burn.join(format!("{stem}.png")))
+            .unwrap()
+            .to_luma8();
+        let same = a.pixels().zip(b.pixels()).filter(|(x, y)| x == y).count();
+        assert!(
+            same as f64 >= 0.999 * a.len() as f64,
+            "{stem}: host and burn engines agree on {same} of {} pixels",
+            a.len()
+        );
+    }
     let json = d.join("m.json");
     let (code, out, err) = segrs(&[
         "eval",
