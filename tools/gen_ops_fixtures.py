@@ -147,6 +147,27 @@ put("roi.y_s2", tvo.roi_align(feat, rois, (7, 7), spatial_scale=0.25, sampling_r
 put("roi.y_adaptive", tvo.roi_align(feat, rois, (5, 4), spatial_scale=0.25, sampling_ratio=-1, aligned=False))
 put("roi.y_aligned", tvo.roi_align(feat, rois, (6, 6), spatial_scale=0.25, sampling_ratio=2, aligned=True))
 
+# Box coding (Mask R-CNN's box head weights) with some large dw/dh that hit the clamp
+from torchvision.models.detection._utils import BoxCoder
+from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+ref = boxes[:12].clone()
+deltas = torch.randn(12, 4) * 3
+deltas[0, 2] = 80.0
+deltas[1, 3] = 70.0
+put("coder.reference", ref)
+put("coder.deltas", deltas)
+put("coder.boxes", BoxCoder((10.0, 10.0, 5.0, 5.0)).decode_single(deltas, ref))
+
+# Mask paste-back: 28x28 probabilities into a 37x45 image, boxes partly outside
+masks = torch.rand(5, 1, 28, 28)
+pboxes = torch.tensor(
+    [[3.2, 4.7, 20.9, 30.1], [-5.0, -3.5, 12.0, 9.0], [30.5, 20.2, 60.0, 50.0], [10.0, 10.0, 10.4, 10.6], [0.0, 0.0, 45.0, 37.0]]
+)
+put("paste.masks", masks[:, 0])
+put("paste.boxes", pboxes)
+put("paste.out", paste_masks_in_image(masks, pboxes, (37, 45))[:, 0])
+
 path = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "ops", "ops.safetensors")
 save_file(out, path, metadata={"torch": torch.__version__})
 print(f"wrote {len(out)} tensors to {path}")

@@ -55,9 +55,14 @@ impl<'a> Weights<'a> {
         self.shape(name).is_some()
     }
 
-    /// How many numbered blocks `name.{i}.*` there are (one past the highest index).
+    /// How many numbered blocks `name.{i}.*` there are (one past the highest index); an empty
+    /// `name` counts the blocks `{i}.*` right under this scope.
     pub fn count_blocks(&self, name: &str) -> usize {
-        self.src.count_blocks(&format!("{}.", self.key(name)))
+        if name.is_empty() {
+            self.src.count_blocks(&self.prefix)
+        } else {
+            self.src.count_blocks(&format!("{}.", self.key(name)))
+        }
     }
 
     /// The values of `name`, which must have `shape`; when it is missing or misshapen the

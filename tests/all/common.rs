@@ -1,7 +1,7 @@
 //! Shared helpers: fixture paths, relative errors, temporary folders, the shared data folder,
 //! running the `segrs` binary.
 
-use segrs::weights::{NamedTensors, safetensors};
+use segrs::weights::{HostTensor, NamedTensors, safetensors};
 use std::path::PathBuf;
 
 pub fn fixtures() -> PathBuf {
@@ -73,4 +73,52 @@ pub fn segrs(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into(),
         String::from_utf8_lossy(&out.stderr).into(),
     )
+}
+
+/// `u in [-1, 1)` from a counter-based hash of (index, seed), as the fixture scripts' `uniform`
+/// (tools/gen_tinyvit_fixtures.py, tools/gen_maskrcnn_fixtures.py), bit for bit.
+pub fn uniform(seed: u64, n: usize) -> Vec<f32> {
+    let m = 0xFFFF_FFFFu64;
+    (0..n as u64)
+        .map(|i| {
+            let mut x = ((i * 0x9E37_79B1) & m) ^ ((seed * 0x85EB_CA77) & m);
+            x ^= x >> 16;
+            x = (x * 0x7FEB_352D) & m;
+            x ^= x >> 15;
+            x = (x * 0x846C_A68B) & m;
+            x ^= x >> 16;
+            ((x >> 8) as f32 / 16_777_216.0) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Weights made from a key list `[{key, shape, seed, offset, scale}]`: `uniform(seed) * scale +
+/// offset` per key, under `prefix`.
+pub fn hashed_weights(keys: &serde_json::Value, prefix: &str, source: &str) -> NamedTensors {
+    let mut w = NamedTensors {
+        source: source.into(),
+        ..Default::default()
+    };
+    for k in keys.as_array().expect("a key list") {
+        let shape: Vec<usize> = k["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        let n = shape.iter().product();
+        let (off, sc) = (
+            k["offset"].as_f64().unwrap() as f32,
+            k["scale"].as_f64().unwrap() as f32,
+        );
+        let data = uniform(k["seed"].as_u64().unwrap(), n)
+            .into_iter()
+            .map(|u| u * sc + off)
+            .collect();
+        w.insert(
+            format!("{prefix}{}", k["key"].as_str().unwrap()),
+            HostTensor::new(shape, data),
+        );
+    }
+    w
 }

@@ -251,3 +251,28 @@ fn roi_align_matches_torchvision() {
         );
     }
 }
+
+#[test]
+fn box_coding_matches_torchvision() {
+    let f = fx();
+    let reference = boxes(t(&f, "coder.reference"));
+    let deltas = &t(&f, "coder.deltas").data;
+    let coder = segrs::ops::boxes::BoxCoder::new([10.0, 10.0, 5.0, 5.0]);
+    let got: Vec<f32> = reference
+        .iter()
+        .enumerate()
+        .flat_map(|(i, r)| coder.decode(&deltas[i * 4..i * 4 + 4], r))
+        .collect();
+    close("box decode", &got, t(&f, "coder.boxes"));
+}
+
+#[test]
+fn mask_paste_matches_torchvision() {
+    let f = fx();
+    let m = t(&f, "paste.masks");
+    let masks: Vec<Vec<f32>> = m.data.chunks(28 * 28).map(|c| c.to_vec()).collect();
+    let b = boxes(t(&f, "paste.boxes"));
+    let got: Vec<f32> =
+        segrs::models::mask_rcnn::mask_head::paste_masks(&masks, 28, &b, (37, 45)).concat();
+    close("paste", &got, t(&f, "paste.out"));
+}

@@ -3,26 +3,11 @@
 //! sample of the `[256, 64, 64]` embedding must match within 1e-4 relative L2. And the official
 //! key layouts of sam_vit_b and mobile_sam.pt load as `vit_b` / `vit_t` with no key missing.
 
-use crate::common::{fixtures, read_fixture, rel_l2};
+use crate::common::{fixtures, hashed_weights, read_fixture, rel_l2, uniform};
 use segrs::models::sam::model::{Encoder, Sam};
 use segrs::models::sam::tiny_vit::TinyViT;
 use segrs::nn::Weights;
 use segrs::weights::{HostTensor, NamedTensors};
-
-fn uniform(seed: u64, n: usize) -> Vec<f32> {
-    let m = 0xFFFF_FFFFu64;
-    (0..n as u64)
-        .map(|i| {
-            let mut x = ((i * 0x9E37_79B1) & m) ^ ((seed * 0x85EB_CA77) & m);
-            x ^= x >> 16;
-            x = (x * 0x7FEB_352D) & m;
-            x ^= x >> 15;
-            x = (x * 0x846C_A68B) & m;
-            x ^= x >> 16;
-            ((x >> 8) as f32 / 16_777_216.0) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 #[test]
 fn tiny_vit_matches_mobile_sam() {
@@ -30,31 +15,7 @@ fn tiny_vit_matches_mobile_sam() {
         &std::fs::read_to_string(fixtures().join("sam/tinyvit_keys.json")).unwrap(),
     )
     .unwrap();
-    let mut w = NamedTensors {
-        source: "tinyvit fixture".into(),
-        ..Default::default()
-    };
-    for k in spec["keys"].as_array().unwrap() {
-        let shape: Vec<usize> = k["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
-        let n = shape.iter().product();
-        let (off, sc) = (
-            k["offset"].as_f64().unwrap() as f32,
-            k["scale"].as_f64().unwrap() as f32,
-        );
-        let data = uniform(k["seed"].as_u64().unwrap(), n)
-            .into_iter()
-            .map(|u| u * sc + off)
-            .collect();
-        w.insert(
-            format!("image_encoder.{}", k["key"].as_str().unwrap()),
-            HostTensor::new(shape, data),
-        );
-    }
+    let mut w = hashed_weights(&spec["keys"], "image_encoder.", "tinyvit fixture");
     let enc = TinyViT::load(&Weights::new(&w).pp("image_encoder")).unwrap();
     assert_eq!(enc.embedding_size(), 64);
     let x: Vec<f32> = uniform(spec["input"]["seed"].as_u64().unwrap(), 3 * 1024 * 1024)
