@@ -3,6 +3,7 @@
 pub mod convert;
 pub mod demo;
 pub mod eval;
+pub mod maskrcnn;
 pub mod predict;
 pub mod sam;
 pub mod train;
@@ -37,6 +38,11 @@ pub enum Command {
     Viz(viz::VizCommand),
     /// Segment Anything: masks from point / box / mask prompts, or `sam auto` for everything.
     Sam(sam::SamArgs),
+    /// Mask R-CNN (torchvision checkpoints): instance masks for a folder of images.
+    #[command(subcommand)]
+    Maskrcnn(maskrcnn::MaskRcnnCommand),
+    /// Join COCO results files (e.g. the shards of one run) into one.
+    MergeResults(maskrcnn::MergeArgs),
     /// The built-in end-to-end run: synthetic data, training, evaluation, pictures.
     Demo(demo::DemoArgs),
 }
@@ -62,6 +68,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(c) => eval::run(c),
         Command::Demo(a) => demo::run(a),
         Command::Sam(a) => sam::run(a),
+        Command::Maskrcnn(c) => maskrcnn::run(c),
+        Command::MergeResults(a) => maskrcnn::merge(a),
         Command::Convert(c) => convert::run(c),
         Command::Viz(c) => viz::run(c),
     }

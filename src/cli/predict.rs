@@ -47,6 +47,13 @@ pub struct PredictArgs {
     pub normalize: NormalizeArgs,
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
+    /// Process every N-th image starting at I (`I/N`); default from a Slurm job array or a
+    /// Kubernetes Indexed Job (with --shards), as `segrs maskrcnn predict`.
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// The number of shards of a Kubernetes Indexed Job.
+    #[arg(long)]
+    pub shards: Option<usize>,
     /// Inference engine (default: host on the CPU, burn on Vulkan).
     #[arg(long, value_enum)]
     pub engine: Option<super::EngineArg>,
@@ -95,7 +102,8 @@ pub fn run(a: PredictArgs) -> Result<()> {
         normalize,
         super::engine(a.engine, a.device, &dev)?,
     )?;
-    let list = inputs(&a.images, a.stems.as_ref())?;
+    let shard = super::maskrcnn::resolve_shard(a.shard.as_deref(), a.shards)?;
+    let list = shard.select(inputs(&a.images, a.stems.as_ref())?);
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("{}: cannot create", a.out.display()))?;
     let palette = palette_for(predictor.model.config.num_classes);

@@ -5,4 +5,5 @@ pub mod augment;
 pub mod folder;
 pub mod image_io;
 pub mod preprocess;
+pub mod shard;
 pub mod synthetic;

@@ -186,3 +186,151 @@ pub fn decode_rowmajor(rle: &hotcoco::Rle) -> Vec<u8> {
     }
     rm
 }
+
+/// The 91 category names of torchvision's COCO detection models, indexed by label (= COCO
+/// category id; "N/A" for the ids COCO leaves unused, `__background__` for 0).
+pub const COCO_DETECTION_NAMES: [&str; 91] = [
+    "__background__",
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "airplane",
+    "bus",
+    "train",
+    "truck",
+    "boat",
+    "traffic light",
+    "fire hydrant",
+    "N/A",
+    "stop sign",
+    "parking meter",
+    "bench",
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "N/A",
+    "backpack",
+    "umbrella",
+    "N/A",
+    "N/A",
+    "handbag",
+    "tie",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "snowboard",
+    "sports ball",
+    "kite",
+    "baseball bat",
+    "baseball glove",
+    "skateboard",
+    "surfboard",
+    "tennis racket",
+    "bottle",
+    "N/A",
+    "wine glass",
+    "cup",
+    "fork",
+    "knife",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "hot dog",
+    "pizza",
+    "donut",
+    "cake",
+    "chair",
+    "couch",
+    "potted plant",
+    "bed",
+    "N/A",
+    "dining table",
+    "N/A",
+    "N/A",
+    "toilet",
+    "N/A",
+    "tv",
+    "laptop",
+    "mouse",
+    "remote",
+    "keyboard",
+    "cell phone",
+    "microwave",
+    "oven",
+    "toaster",
+    "sink",
+    "refrigerator",
+    "N/A",
+    "book",
+    "clock",
+    "vase",
+    "scissors",
+    "teddy bear",
+    "hair drier",
+    "toothbrush",
+];
+
+/// One detection as a COCO results record: `bbox` `[x, y, w, h]`, `segmentation` as compressed
+/// RLE of a row-major 0/1 mask.
+#[allow(clippy::too_many_arguments)]
+pub fn result_record(
+    image_id: u64,
+    file_name: &str,
+    category_id: u64,
+    bbox: [f32; 4],
+    score: f32,
+    mask: &[u8],
+    h: usize,
+    w: usize,
+) -> Result<serde_json::Value> {
+    let rle = encode_rowmajor(mask, h as u32, w as u32)?;
+    let counts = mask::rle_to_string(&rle);
+    Ok(serde_json::json!({
+        "image_id": image_id,
+        "file_name": file_name,
+        "category_id": category_id,
+        "bbox": [bbox[0], bbox[1], bbox[2] - bbox[0], bbox[3] - bbox[1]],
+        "score": score,
+        "segmentation": {"size": [h, w], "counts": counts},
+    }))
+}
+
+/// Joins COCO results files (JSON arrays, e.g. the shards of one run) into one list ordered by
+/// image id, each image's detections in their original order. Every file is checked to be an
+/// array of objects with an `image_id`.
+pub fn merge_results(paths: &[std::path::PathBuf]) -> Result<Vec<serde_json::Value>> {
+    let mut all: Vec<(u64, usize, serde_json::Value)> = Vec::new();
+    for p in paths {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: malformed JSON: {e}", p.display()))?;
+        let Some(items) = v.as_array() else {
+            bail!(
+                "{}: a results file is a JSON array of detections",
+                p.display()
+            );
+        };
+        for (i, item) in items.iter().enumerate() {
+            let Some(id) = item.get("image_id").and_then(|x| x.as_u64()) else {
+                bail!("{}: detection #{i} has no integer image_id", p.display());
+            };
+            all.push((id, all.len(), item.clone()));
+        }
+    }
+    all.sort_by_key(|(id, k, _)| (*id, *k));
+    Ok(all.into_iter().map(|(_, _, v)| v).collect())
+}

@@ -5,6 +5,7 @@ mod coco_eval;
 mod common;
 mod convert;
 mod losses_parity;
+mod maskrcnn_cli;
 mod maskrcnn_parity;
 mod metrics_parity;
 mod ops_parity;

@@ -1,0 +1,126 @@
+//! `cargo bench --bench maskrcnn`: torchvision's Mask R-CNN (ResNet-50 + FPN, v1) in segrs and
+//! in torchvision on this machine, same thread count, same weights (torchvision saves them with
+//! `torch.save`, segrs loads the `.pth`), one run: the whole predictor (transform, network,
+//! postprocessing, masks pasted at the photo's size) on a photo resized to 1216x800, so the
+//! network sees 800x1216; and whether both find the same detections.
+//!
+//! The PyTorch side is tools/bench_maskrcnn_torch.py, run with $SEGRS_TORCH_PYTHON (default
+//! /tmp/segrs-refenv/bin/python from ../shared/tools/reference-env.sh); without it nothing is
+//! timed. The photo is `../shared/data/sam_demo_images/truck.jpg` (or $SEGRS_BENCH_PHOTO).
+//! Results go to stdout and to the Mask R-CNN section of BENCHMARKS.md. Environment:
+//! SEGRS_BENCH_THREADS (default all cores), SEGRS_BENCH_REPEATS (default 3).
+
+mod common;
+use common::{cpu_name, threads, timed, write_section};
+
+use segrs::models::mask_rcnn::{MaskRcnn, MaskRcnnConfig};
+
+fn main() {
+    segrs::device::tune_allocator();
+    let threads = threads();
+    let repeats: usize = std::env::var("SEGRS_BENCH_REPEATS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .ok();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let photo = std::env::var("SEGRS_BENCH_PHOTO")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| root.join("../shared/data/sam_demo_images/truck.jpg"));
+    if !photo.is_file() {
+        eprintln!(
+            "SKIP: no photo at {} (set SEGRS_BENCH_PHOTO)",
+            photo.display()
+        );
+        return;
+    }
+    let python = std::env::var("SEGRS_TORCH_PYTHON")
+        .unwrap_or_else(|_| "/tmp/segrs-refenv/bin/python".into());
+    let dir = std::env::temp_dir().join(format!("segrs-bench-maskrcnn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    eprintln!("PyTorch side ({python}) ...");
+    let out = std::process::Command::new(&python)
+        .args([
+            root.join("tools/bench_maskrcnn_torch.py")
+                .display()
+                .to_string(),
+            threads.to_string(),
+            repeats.to_string(),
+            dir.display().to_string(),
+            photo.display().to_string(),
+        ])
+        .output();
+    let torch: serde_json::Value = match out {
+        Ok(o) if o.status.success() => {
+            serde_json::from_slice(o.stdout.trim_ascii()).expect("bench_maskrcnn_torch.py JSON")
+        }
+        Ok(o) => {
+            eprintln!(
+                "PyTorch side failed:\n{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            return;
+        }
+        Err(e) => {
+            eprintln!("no PyTorch interpreter at {python}: {e}; set SEGRS_TORCH_PYTHON");
+            return;
+        }
+    };
+    let model = MaskRcnn::load(&dir.join("maskrcnn_v1.pth")).unwrap();
+    let pic = segrs::data::image_io::read_image(&dir.join("photo.png")).unwrap();
+    let rgb = pic.to_rgb8();
+    let cfg = MaskRcnnConfig::default();
+    let mut pred = None;
+    let secs = timed(repeats, || {
+        pred = Some(model.predict(&rgb, pic.height, pic.width, &cfg).unwrap());
+    });
+    let pred = pred.unwrap();
+    let want_labels: Vec<usize> = torch["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    let same_order = want_labels == pred.labels;
+    let max_box = pred
+        .boxes
+        .iter()
+        .zip(torch["boxes"].as_array().unwrap())
+        .flat_map(|(g, w)| (0..4).map(move |k| (g[k] - w[k].as_f64().unwrap() as f32).abs()))
+        .fold(0.0f32, f32::max);
+    let max_score = pred
+        .scores
+        .iter()
+        .zip(torch["scores"].as_array().unwrap())
+        .map(|(g, w)| (g - w.as_f64().unwrap() as f32).abs())
+        .fold(0.0f32, f32::max);
+    let t = torch["seconds"].as_f64().unwrap();
+    let md = format!(
+        "Mask R-CNN (ResNet-50 + FPN, torchvision v1 recipe, random weights), {cpu}, {threads} thread(s), median of {repeats} runs, one run of `cargo bench --bench maskrcnn`; PyTorch {} / torchvision {} eager under `inference_mode`.\n\n\
+| what | segrs | torchvision | segrs / torchvision | parity |\n|---|---|---|---|---|\n\
+| whole predictor, photo 1216x800 (network input 800x1216), {n} detections | {secs:.2} s | {t:.2} s | {ratio:.2}x | {parity} |\n\n",
+        torch["torch"].as_str().unwrap_or("?"),
+        torch["torchvision"].as_str().unwrap_or("?"),
+        cpu = cpu_name(),
+        n = pred.labels.len(),
+        ratio = secs / t,
+        parity = if same_order {
+            format!(
+                "same {} detections in the same order; boxes within {max_box:.1e} px, scores within {max_score:.1e}",
+                pred.labels.len()
+            )
+        } else {
+            format!(
+                "detections differ: {} vs {}",
+                pred.labels.len(),
+                want_labels.len()
+            )
+        },
+    );
+    print!("{md}");
+    write_section("maskrcnn", &md);
+    std::fs::remove_dir_all(&dir).ok();
+}
