@@ -34,8 +34,8 @@ def main():
                 b.copy_(0.5 + torch.rand(b.shape, generator=g))
             elif name.endswith("running_mean"):
                 b.copy_(torch.randn(b.shape, generator=g) * 0.1)
-        model.roi_heads.box_predictor.cls_score.weight.mul_(40.0)
-        model.rpn.head.cls_logits.weight.mul_(20.0)
+        model.roi_heads.box_predictor.cls_score.weight.mul_(0.25)
+        model.rpn.head.cls_logits.weight.mul_(4.0)
     torch.save(model.state_dict(), os.path.join(out, "maskrcnn_v1.pth"))
     img = Image.open(photo).convert("RGB").resize((1216, 800), Image.BILINEAR)
     img.save(os.path.join(out, "photo.png"))

@@ -24,6 +24,8 @@ def put(name, t):
 convs = [
     ("conv3x3_even", 5, 6, 3, 1, 1, 1, 8, 10),  # Winograd
     ("conv3x3_odd", 5, 6, 3, 1, 1, 1, 7, 9),  # im2col
+    ("conv3x3_wide", 40, 6, 3, 1, 1, 1, 9, 11),  # Winograd F(4x4, 3x3), partial tiles
+    ("conv3x3_wide_even", 48, 8, 3, 1, 1, 1, 8, 12),  # Winograd F(4x4, 3x3)
     ("conv3x3_s2", 4, 6, 3, 2, 1, 1, 9, 10),
     ("conv7x7_s2", 3, 4, 7, 2, 3, 1, 13, 16),  # ResNet stem
     ("conv1x1", 7, 5, 1, 1, 0, 1, 6, 5),

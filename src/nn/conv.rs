@@ -106,6 +106,30 @@ impl Conv2d {
         self.kernel.cout
     }
 
+    /// The same stride-1 convolution on `n` small maps at once (`[n, cin, h, w]` ->
+    /// `[n, cout, h, w]`): the maps are laid side by side with `2 * pad` zero columns between
+    /// them, so that one large product replaces `n` small ones (each map still sees only zero
+    /// padding around it).
+    pub fn forward_many(
+        &self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        act: Activation,
+    ) -> Vec<f32> {
+        let k = &self.kernel;
+        assert!(
+            k.stride == 1 && 2 * k.pad + 1 == k.k,
+            "forward_many needs a stride-1 'same' convolution"
+        );
+        let gutter = 2 * k.pad;
+        let packed = pack_maps(x, n, k.cin, h, w, gutter);
+        let wide = n * w + n.saturating_sub(1) * gutter;
+        let (y, _, _) = k.forward(&packed, h, wide, act);
+        unpack_maps(&y, n, k.cout, h, w, gutter, 1)
+    }
+
     /// `[cin, h, w]` -> `([cout, ho, wo], ho, wo)`, with `act` applied.
     pub fn forward(
         &self,
@@ -142,4 +166,46 @@ impl ConvTranspose2d {
     pub fn forward_rows(&self, x: &[f32], h: usize, w: usize, act: Activation) -> Vec<f32> {
         self.op.forward_rows(x, h, w, act)
     }
+}
+
+/// `[n, c, h, w]` maps side by side as one `[c, h, n * w + (n - 1) * gutter]` map, zeros between.
+pub fn pack_maps(x: &[f32], n: usize, c: usize, h: usize, w: usize, gutter: usize) -> Vec<f32> {
+    assert_eq!(x.len(), n * c * h * w, "packed maps size");
+    let wide = n * w + n.saturating_sub(1) * gutter;
+    let mut out = vec![0.0f32; c * h * wide];
+    for i in 0..n {
+        for ch in 0..c {
+            for y in 0..h {
+                let src = &x[((i * c + ch) * h + y) * w..][..w];
+                out[(ch * h + y) * wide + i * (w + gutter)..][..w].copy_from_slice(src);
+            }
+        }
+    }
+    out
+}
+
+/// The inverse of [`pack_maps`] for an output `scale` times larger than the input (a stride-2
+/// transposed convolution has `scale = 2`): `[c, h * scale, wide * scale]` -> `[n, c, h * scale,
+/// w * scale]`.
+pub fn unpack_maps(
+    y: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    gutter: usize,
+    scale: usize,
+) -> Vec<f32> {
+    let wide = (n * w + n.saturating_sub(1) * gutter) * scale;
+    let (oh, ow) = (h * scale, w * scale);
+    let mut out = vec![0.0f32; n * c * oh * ow];
+    for i in 0..n {
+        for ch in 0..c {
+            for yy in 0..oh {
+                let src = &y[(ch * oh + yy) * wide + i * (w + gutter) * scale..][..ow];
+                out[((i * c + ch) * oh + yy) * ow..][..ow].copy_from_slice(src);
+            }
+        }
+    }
+    out
 }

@@ -23,9 +23,21 @@ pub struct ConvKernel {
     pub stride: usize,
     pub pad: usize,
     pub groups: usize,
-    /// 3x3 kernels in the Winograd domain: 16 matrices `[cout, cin]`.
-    wino: Option<Vec<f32>>,
+    /// 3x3 kernels in the Winograd domain: 16 matrices `[cout, cin]` (F(2x2, 3x3)), or 36
+    /// (F(4x4, 3x3)) for wide layers.
+    wino: Option<Winograd>,
 }
+
+/// Which Winograd algorithm a 3x3 convolution uses, with its transformed weights.
+#[derive(Clone, Debug)]
+enum Winograd {
+    F2(Vec<f32>),
+    F4(Vec<f32>),
+}
+
+/// From this many input channels on, F(4x4, 3x3) (4x fewer multiplications, larger
+/// transforms) beats F(2x2, 3x3) (2.25x); narrower layers are dominated by the transforms.
+const F4_MIN_CHANNELS: usize = 32;
 
 impl ConvKernel {
     /// `bias` defaults to zeros. Panics on inconsistent sizes (callers check shapes when they
@@ -52,8 +64,13 @@ impl ConvKernel {
         );
         let b = bias.unwrap_or_else(|| vec![0.0; cout]);
         assert_eq!(b.len(), cout, "convolution bias size");
-        let wino = (k == 3 && stride == 1 && pad == 1 && groups == 1)
-            .then(|| winograd_weights(&w, cout, cin));
+        let wino = (k == 3 && stride == 1 && pad == 1 && groups == 1).then(|| {
+            if cin >= F4_MIN_CHANNELS {
+                Winograd::F4(winograd4_weights(&w, cout, cin))
+            } else {
+                Winograd::F2(winograd_weights(&w, cout, cin))
+            }
+        });
         Self {
             w,
             b,
@@ -103,7 +120,9 @@ impl ConvKernel {
             });
         } else if self.k == 1 && self.stride == 1 && self.pad == 0 {
             self.pointwise(x, h * w, &mut out, fused);
-        } else if let Some(u) = self
+        } else if let Some(Winograd::F4(u)) = &self.wino {
+            winograd4(self, u, x, h, w, fused == Activation::Relu, &mut out);
+        } else if let Some(Winograd::F2(u)) = self
             .wino
             .as_ref()
             .filter(|_| h.is_multiple_of(2) && w.is_multiple_of(2))
@@ -446,6 +465,246 @@ fn winograd(c: &ConvKernel, u: &[f32], x: &[f32], h: usize, w: usize, relu: bool
                     unsafe {
                         std::ptr::copy_nonoverlapping(orow.as_ptr(), ptr.get().add(o), 2 * w)
                     };
+                }
+            }
+        },
+    );
+}
+
+/// `U = G g G^T` for Winograd F(4x4, 3x3): 36 matrices `[cout, cin]`.
+fn winograd4_weights(w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+    // G (6x3), Lavin & Gray 2016
+    const G: [[f32; 3]; 6] = [
+        [0.25, 0.0, 0.0],
+        [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+        [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+        [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+        [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+        [0.0, 0.0, 1.0],
+    ];
+    let mut u = vec![0.0f32; 36 * cout * cin];
+    for co in 0..cout {
+        for ci in 0..cin {
+            let g = &w[(co * cin + ci) * 9..(co * cin + ci) * 9 + 9];
+            // G g: 6x3 (f64 for the fractions, rounded once)
+            let mut gg = [[0.0f64; 3]; 6];
+            for (i, row) in G.iter().enumerate() {
+                for j in 0..3 {
+                    gg[i][j] = (0..3).map(|k| row[k] as f64 * g[k * 3 + j] as f64).sum();
+                }
+            }
+            for i in 0..6 {
+                for (j, grow) in G.iter().enumerate() {
+                    let v: f64 = (0..3).map(|k| gg[i][k] * grow[k] as f64).sum();
+                    u[((i * 6 + j) * cout + co) * cin + ci] = v as f32;
+                }
+            }
+        }
+    }
+    u
+}
+
+/// `B^T d` for the six values `d` (one column or row of a 6x6 input tile).
+#[inline(always)]
+fn bt6(d: [f32; 6]) -> [f32; 6] {
+    [
+        4.0 * d[0] - 5.0 * d[2] + d[4],
+        -4.0 * (d[1] + d[2]) + d[3] + d[4],
+        4.0 * (d[1] - d[2]) - d[3] + d[4],
+        2.0 * (d[3] - d[1]) - d[2] + d[4],
+        2.0 * (d[1] - d[3]) - d[2] + d[4],
+        4.0 * d[1] - 5.0 * d[3] + d[5],
+    ]
+}
+
+/// `A^T m` for the six values `m` (one column or row of a 6x6 product tile).
+#[inline(always)]
+fn at6(m: [f32; 6]) -> [f32; 4] {
+    let (s12, d12) = (m[1] + m[2], m[1] - m[2]);
+    let (s34, d34) = (m[3] + m[4], m[3] - m[4]);
+    [
+        m[0] + s12 + s34,
+        d12 + 2.0 * d34,
+        s12 + 4.0 * s34,
+        d12 + 8.0 * d34 + m[5],
+    ]
+}
+
+/// 3x3 convolution (padding 1, any size) by Winograd F(4x4, 3x3): 6x6 input tiles to the
+/// transform domain, 36 matrix products over the channels, 4x4 output tiles back (partial tiles
+/// at the bottom and right edges are cut); 4x fewer multiplications than the direct method.
+/// Blocks of tile rows run in parallel; transforms are vectorised across the tiles of a row.
+fn winograd4(
+    c: &ConvKernel,
+    u: &[f32],
+    x: &[f32],
+    h: usize,
+    w: usize,
+    relu: bool,
+    out: &mut [f32],
+) {
+    let (th, tw) = (h.div_ceil(4), w.div_ceil(4));
+    let hw = h * w;
+    let (cin, cout) = (c.cin, c.cout);
+    // Tiles per block: the transformed input block (36 x cin x tiles) stays around 2-4 MB.
+    let target = (49152 / cin.max(1)).clamp(64, 512);
+    let block_rows = (target / tw).clamp(1, th);
+    let blocks = th.div_ceil(block_rows);
+    let par_inner =
+        blocks < rayon::current_num_threads() && rayon::current_thread_index().is_none();
+    let ptr = SendPtr(out.as_mut_ptr());
+    // Padded input rows: column j of a row holds input column j - 1 (zeros outside).
+    let pw = 4 * tw + 2;
+    (0..blocks).into_par_iter().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(v, m): &mut (Vec<f32>, Vec<f32>), bi| {
+            let ty0 = bi * block_rows;
+            let rows = block_rows.min(th - ty0);
+            let nt = rows * tw;
+            v.clear();
+            v.resize(36 * cin * nt, 0.0);
+            m.clear();
+            m.resize(36 * cout * nt, 0.0);
+            let mut prow = vec![0.0f32; 6 * pw];
+            let mut trow = vec![0.0f32; 6 * pw];
+            for ci in 0..cin {
+                let plane = &x[ci * hw..(ci + 1) * hw];
+                for r in 0..rows {
+                    let ty = ty0 + r;
+                    for i in 0..6 {
+                        let yy = 4 * ty as isize - 1 + i as isize;
+                        let dst = &mut prow[i * pw..(i + 1) * pw];
+                        if yy >= 0 && yy < h as isize {
+                            dst[0] = 0.0;
+                            dst[1..1 + w]
+                                .copy_from_slice(&plane[yy as usize * w..(yy as usize + 1) * w]);
+                            dst[1 + w..].fill(0.0);
+                        } else {
+                            dst.fill(0.0);
+                        }
+                    }
+                    // B^T over the six rows, vectorised along the row.
+                    {
+                        let p: [&[f32]; 6] = std::array::from_fn(|i| &prow[i * pw..(i + 1) * pw]);
+                        let (t0, rest) = trow.split_at_mut(pw);
+                        let (t1, rest) = rest.split_at_mut(pw);
+                        let (t2, rest) = rest.split_at_mut(pw);
+                        let (t3, rest) = rest.split_at_mut(pw);
+                        let (t4, t5) = rest.split_at_mut(pw);
+                        for col in 0..pw {
+                            let t = bt6([
+                                p[0][col], p[1][col], p[2][col], p[3][col], p[4][col], p[5][col],
+                            ]);
+                            t0[col] = t[0];
+                            t1[col] = t[1];
+                            t2[col] = t[2];
+                            t3[col] = t[3];
+                            t4[col] = t[4];
+                            t5[col] = t[5];
+                        }
+                    }
+                    // then B over each tile's six columns, six output rows at a time.
+                    let base = r * tw;
+                    for i in 0..6 {
+                        let t = &trow[i * pw..(i + 1) * pw];
+                        let o: [usize; 6] =
+                            std::array::from_fn(|j| ((i * 6 + j) * cin + ci) * nt + base);
+                        let mut outs: [&mut [f32]; 6] = {
+                            let vp = v.as_mut_ptr();
+                            // SAFETY: the six destinations are disjoint rows of `v`, each `tw` long.
+                            std::array::from_fn(|j| unsafe {
+                                std::slice::from_raw_parts_mut(vp.add(o[j]), tw)
+                            })
+                        };
+                        for tx in 0..tw {
+                            let a = &t[4 * tx..4 * tx + 6];
+                            let s6 = bt6([a[0], a[1], a[2], a[3], a[4], a[5]]);
+                            for (j, dst) in outs.iter_mut().enumerate() {
+                                dst[tx] = s6[j];
+                            }
+                        }
+                    }
+                }
+            }
+            for xi in 0..36 {
+                // SAFETY: `m` holds 36 disjoint `[cout, nt]` matrices.
+                unsafe {
+                    gemm_rows(
+                        cout,
+                        nt,
+                        cin,
+                        &u[xi * cout * cin..(xi + 1) * cout * cin],
+                        cin,
+                        &v[xi * cin * nt..(xi + 1) * cin * nt],
+                        nt,
+                        m[xi * cout * nt..].as_mut_ptr(),
+                        nt,
+                        par_inner,
+                    );
+                }
+            }
+            // Output transform: A^T over each tile's six rows (vectorised across the tiles),
+            // then A over its columns, bias and ReLU.
+            let mut srow = vec![0.0f32; 24 * tw];
+            let mut orow = vec![0.0f32; 4 * 4 * tw];
+            for co in 0..cout {
+                let b = c.b[co];
+                for r in 0..rows {
+                    let ty = ty0 + r;
+                    for j in 0..6 {
+                        let seg: [&[f32]; 6] = std::array::from_fn(|i| {
+                            let o = ((i * 6 + j) * cout + co) * nt + r * tw;
+                            &m[o..o + tw]
+                        });
+                        let (s0, rest) = srow.split_at_mut(6 * tw);
+                        let (s1, rest) = rest.split_at_mut(6 * tw);
+                        let (s2, s3) = rest.split_at_mut(6 * tw);
+                        let (d0, d1, d2, d3) = (
+                            &mut s0[j * tw..(j + 1) * tw],
+                            &mut s1[j * tw..(j + 1) * tw],
+                            &mut s2[j * tw..(j + 1) * tw],
+                            &mut s3[j * tw..(j + 1) * tw],
+                        );
+                        for tx in 0..tw {
+                            let a = at6([
+                                seg[0][tx], seg[1][tx], seg[2][tx], seg[3][tx], seg[4][tx],
+                                seg[5][tx],
+                            ]);
+                            d0[tx] = a[0];
+                            d1[tx] = a[1];
+                            d2[tx] = a[2];
+                            d3[tx] = a[3];
+                        }
+                    }
+                    for k in 0..4 {
+                        let sk: [&[f32]; 6] =
+                            std::array::from_fn(|j| &srow[(k * 6 + j) * tw..(k * 6 + j + 1) * tw]);
+                        let dst = &mut orow[k * 4 * tw..(k + 1) * 4 * tw];
+                        for tx in 0..tw {
+                            let y = at6([
+                                sk[0][tx], sk[1][tx], sk[2][tx], sk[3][tx], sk[4][tx], sk[5][tx],
+                            ]);
+                            let d = &mut dst[4 * tx..4 * tx + 4];
+                            for l in 0..4 {
+                                let v = y[l] + b;
+                                d[l] = if relu { v.max(0.0) } else { v };
+                            }
+                        }
+                    }
+                    for k in 0..4 {
+                        let oy = 4 * ty + k;
+                        if oy >= h {
+                            break;
+                        }
+                        // SAFETY: each block writes only its own tile rows of every channel.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                orow[k * 4 * tw..].as_ptr(),
+                                ptr.get().add(co * hw + oy * w),
+                                w,
+                            )
+                        };
+                    }
                 }
             }
         },

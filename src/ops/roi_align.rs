@@ -15,10 +15,18 @@ pub struct RoiAlign {
     pub aligned: bool,
 }
 
-/// torchvision's bilinear sample with its border rules (0 outside `[-1, size]`).
-fn sample(p: &[f32], h: usize, w: usize, y: f32, x: f32) -> f32 {
+/// One bilinear sample: the four neighbours' flat indices and weights (all zero outside
+/// `[-1, size]`, torchvision's border rule).
+#[derive(Clone, Copy, Default)]
+struct Tap {
+    idx: [u32; 4],
+    w: [f32; 4],
+}
+
+/// torchvision's bilinear sample position at `(y, x)` of an `h x w` map.
+fn tap(h: usize, w: usize, y: f32, x: f32) -> Tap {
     if y < -1.0 || y > h as f32 || x < -1.0 || x > w as f32 {
-        return 0.0;
+        return Tap::default();
     }
     let (mut y, mut x) = (y.max(0.0), x.max(0.0));
     let mut y0 = y as usize;
@@ -39,10 +47,10 @@ fn sample(p: &[f32], h: usize, w: usize, y: f32, x: f32) -> f32 {
     };
     let (ly, lx) = (y - y0 as f32, x - x0 as f32);
     let (hy, hx) = (1.0 - ly, 1.0 - lx);
-    hy * hx * p[y0 * w + x0]
-        + hy * lx * p[y0 * w + x1]
-        + ly * hx * p[y1 * w + x0]
-        + ly * lx * p[y1 * w + x1]
+    Tap {
+        idx: [y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1].map(|i| i as u32),
+        w: [hy * hx, hy * lx, ly * hx, ly * lx],
+    }
 }
 
 impl RoiAlign {
@@ -70,31 +78,42 @@ impl RoiAlign {
             rh = rh.max(1.0);
         }
         let (bh, bw) = (rh / oh as f32, rw / ow as f32);
-        let gh = if self.sampling_ratio > 0 {
-            self.sampling_ratio as usize
-        } else {
-            (rh / oh as f32).ceil() as usize
+        let grid = |extent: f32, bins: usize| {
+            if self.sampling_ratio > 0 {
+                self.sampling_ratio as usize
+            } else {
+                (extent / bins as f32).ceil() as usize
+            }
         };
-        let gw = if self.sampling_ratio > 0 {
-            self.sampling_ratio as usize
-        } else {
-            (rw / ow as f32).ceil() as usize
-        };
+        let (gh, gw) = (grid(rh, oh), grid(rw, ow));
         let count = (gh * gw).max(1) as f32;
+        // The sample positions are the same for every channel: computed once per box
+        // (torchvision's `pre_calc`), in bin order, `gh * gw` per bin.
+        let mut taps = Vec::with_capacity(oh * ow * gh * gw);
+        for py in 0..oh {
+            for px in 0..ow {
+                for iy in 0..gh {
+                    let yy = y0 + py as f32 * bh + (iy as f32 + 0.5) * bh / gh as f32;
+                    for ix in 0..gw {
+                        let xx = x0 + px as f32 * bw + (ix as f32 + 0.5) * bw / gw as f32;
+                        taps.push(tap(h, w, yy, xx));
+                    }
+                }
+            }
+        }
+        let per_bin = gh * gw;
         for ch in 0..c {
             let p = &x[ch * h * w..(ch + 1) * h * w];
-            for py in 0..oh {
-                for px in 0..ow {
-                    let mut acc = 0.0f32;
-                    for iy in 0..gh {
-                        let yy = y0 + py as f32 * bh + (iy as f32 + 0.5) * bh / gh as f32;
-                        for ix in 0..gw {
-                            let xx = x0 + px as f32 * bw + (ix as f32 + 0.5) * bw / gw as f32;
-                            acc += sample(p, h, w, yy, xx);
-                        }
-                    }
-                    o[(ch * oh + py) * ow + px] = acc / count;
+            let out = &mut o[ch * oh * ow..(ch + 1) * oh * ow];
+            for (bin, v) in out.iter_mut().enumerate() {
+                let mut acc = 0.0f32;
+                for t in &taps[bin * per_bin..(bin + 1) * per_bin] {
+                    acc += t.w[0] * p[t.idx[0] as usize]
+                        + t.w[1] * p[t.idx[1] as usize]
+                        + t.w[2] * p[t.idx[2] as usize]
+                        + t.w[3] * p[t.idx[3] as usize];
                 }
+                *v = acc / count;
             }
         }
     }

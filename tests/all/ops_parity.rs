@@ -38,6 +38,8 @@ fn convolutions_match_f_conv2d() {
     for (name, k, stride, pad, groups) in [
         ("conv3x3_even", 3, 1, 1, 1),
         ("conv3x3_odd", 3, 1, 1, 1),
+        ("conv3x3_wide", 3, 1, 1, 1),
+        ("conv3x3_wide_even", 3, 1, 1, 1),
         ("conv3x3_s2", 3, 2, 1, 1),
         ("conv7x7_s2", 7, 2, 3, 1),
         ("conv1x1", 1, 1, 0, 1),

@@ -8,6 +8,7 @@
 use super::backbone::FeatureMap;
 use super::fpn::conv_norm;
 use super::roi_heads::multiscale_roi_align;
+use crate::nn::conv::{pack_maps, unpack_maps};
 use crate::nn::{Conv2d, ConvSpec, ConvTranspose2d, Weights};
 use crate::ops::Activation;
 use crate::ops::resize::bilinear_plane;
@@ -20,7 +21,6 @@ pub struct MaskBranch {
     convs: Vec<Conv2d>,
     upsample: ConvTranspose2d,
     logits: Conv2d,
-    channels: usize,
 }
 
 impl MaskBranch {
@@ -49,7 +49,6 @@ impl MaskBranch {
                 &mp.pp("mask_fcn_logits"),
                 ConvSpec::same(up, num_classes, 1),
             ),
-            channels,
         }
     }
 
@@ -61,22 +60,44 @@ impl MaskBranch {
         labels: &[usize],
         image_size: (usize, usize),
     ) -> Vec<Vec<f32>> {
-        let pooled = multiscale_roi_align(levels, boxes, image_size, MASK_POOL);
-        let per = self.channels * MASK_POOL * MASK_POOL;
-        let one = |(roi, &label): (&[f32], &usize)| -> Vec<f32> {
-            let mut t = roi.to_vec();
-            let s = MASK_POOL;
-            for c in &self.convs {
-                t = c.forward(&t, s, s, Activation::Relu).0;
+        let n = boxes.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let s = MASK_POOL;
+        let mut x = multiscale_roi_align(levels, boxes, image_size, s);
+            eprintln!("  roi {:?}", t0.elapsed());
+        }
+        for c in &self.convs {
+            x = c.forward_many(&x, n, s, s, Activation::Relu);
+                eprintln!("  conv {:?}", t0.elapsed());
             }
-            let up = self.upsample.forward(&t, s, s, Activation::Relu);
-            let (logits, _, _) = self.logits.forward(&up, 2 * s, 2 * s, Activation::None);
-            let plane = 4 * s * s;
-            let mut m = logits[label * plane..(label + 1) * plane].to_vec();
-            Activation::Sigmoid.apply(&mut m);
-            m
-        };
-        pooled.par_chunks(per).zip(labels).map(one).collect()
+        }
+        // The transposed convolution keeps pixels apart: one product over the packed maps.
+        let cin = self.upsample.op.cin;
+        let packed = pack_maps(&x, n, cin, s, s, 2);
+        let wide = n * s + (n - 1) * 2;
+        let up = self.upsample.forward(&packed, s, wide, Activation::Relu);
+        let up = unpack_maps(&up, n, self.upsample.op.cout, s, s, 2, 2);
+            eprintln!("  up {:?}", t0.elapsed());
+        }
+        // Only the detected class's logit map is needed: one dot product per pixel.
+        let uc = self.upsample.op.cout;
+        let plane = 4 * s * s;
+        let k = &self.logits.kernel;
+        up.par_chunks(uc * plane)
+            .zip(labels)
+            .map(|(roi, &label)| {
+                let wrow = &k.w[label * uc..(label + 1) * uc];
+                let mut m = vec![k.b[label]; plane];
+                for (ch, &wv) in wrow.iter().enumerate() {
+                    let src = &roi[ch * plane..(ch + 1) * plane];
+                    m.iter_mut().zip(src).for_each(|(o, &v)| *o += wv * v);
+                }
+                Activation::Sigmoid.apply(&mut m);
+                m
+            })
+            .collect()
     }
 }
 

@@ -13,7 +13,6 @@ use crate::ops::Activation;
 use crate::ops::boxes::{BoxCoder, batched_nms, box_area, clip_boxes, keep_min_size};
 use crate::ops::roi_align::RoiAlign;
 use crate::ops::softmax::softmax_rows;
-use rayon::prelude::*;
 
 /// Test-time settings (torchvision's defaults).
 #[derive(Clone, Copy, Debug)]
@@ -92,7 +91,6 @@ pub struct BoxBranch {
     cls_score: Linear,
     bbox_pred: Linear,
     pub num_classes: usize,
-    channels: usize,
 }
 
 /// The pooled size of the box branch.
@@ -136,13 +134,11 @@ impl BoxBranch {
             cls_score: Linear::load(&w.pp("box_predictor.cls_score"), rep, nc),
             bbox_pred: Linear::load(&w.pp("box_predictor.bbox_pred"), rep, 4 * nc),
             num_classes: nc,
-            channels,
         }
     }
 
     /// Class logits `[n, classes]` and deltas `[n, classes * 4]` of pooled features.
     fn forward(&self, pooled: &[f32], n: usize) -> (Vec<f32>, Vec<f32>) {
-        let flat = self.channels * BOX_POOL * BOX_POOL;
         let x = match &self.head {
             BoxHead::TwoMlp(fc6, fc7) => {
                 let mut x = fc6.forward(pooled, n);
@@ -153,13 +149,9 @@ impl BoxBranch {
             }
             BoxHead::ConvFc(convs, fc) => {
                 let mut feats = pooled.to_vec();
-                feats.par_chunks_mut(flat).for_each(|roi| {
-                    let mut t = roi.to_vec();
-                    for c in convs {
-                        t = c.forward(&t, BOX_POOL, BOX_POOL, Activation::Relu).0;
-                    }
-                    roi.copy_from_slice(&t);
-                });
+                for c in convs {
+                    feats = c.forward_many(&feats, n, BOX_POOL, BOX_POOL, Activation::Relu);
+                }
                 let mut x = fc.forward(&feats, n);
                 Activation::Relu.apply(&mut x);
                 x
