@@ -66,12 +66,8 @@ impl MaskBranch {
         }
         let s = MASK_POOL;
         let mut x = multiscale_roi_align(levels, boxes, image_size, s);
-            eprintln!("  roi {:?}", t0.elapsed());
-        }
         for c in &self.convs {
             x = c.forward_many(&x, n, s, s, Activation::Relu);
-                eprintln!("  conv {:?}", t0.elapsed());
-            }
         }
         // The transposed convolution keeps pixels apart: one product over the packed maps.
         let cin = self.upsample.op.cin;
@@ -79,8 +75,6 @@ impl MaskBranch {
         let wide = n * s + (n - 1) * 2;
         let up = self.upsample.forward(&packed, s, wide, Activation::Relu);
         let up = unpack_maps(&up, n, self.upsample.op.cout, s, s, 2, 2);
-            eprintln!("  up {:?}", t0.elapsed());
-        }
         // Only the detected class's logit map is needed: one dot product per pixel.
         let uc = self.upsample.op.cout;
         let plane = 4 * s * s;

@@ -184,7 +184,13 @@ impl MaskRcnn {
         let input = cfg.transform.apply(rgb, h, w);
         let levels = self.features(&input);
         let proposals = propose(&self.rpn, &levels, input.resized, input.padded, &cfg.rpn);
-        let det = detect(&self.box_branch, &levels, &proposals.boxes, input.resized, &cfg.boxes);
+        let det = detect(
+            &self.box_branch,
+            &levels,
+            &proposals.boxes,
+            input.resized,
+            &cfg.boxes,
+        );
         let masks = self
             .mask_branch
             .forward(&levels, &det.boxes, &det.labels, input.resized);
