@@ -116,6 +116,11 @@ fn main() {
         }
     }
     let t = torch["seconds"].as_f64().unwrap();
+    let parity = format!(
+        "{paired} of torchvision's {} detections found by segrs (segrs has {}; same class, IoU > 0.99), {same_rank} at the same rank; boxes within {max_box:.1e} px, scores within {max_score:.1e}",
+        tb.len(),
+        pred.labels.len()
+    );
     let md = format!(
         "Mask R-CNN (ResNet-50 + FPN, torchvision v1 recipe, random weights), {cpu}, {threads} thread(s), median of {repeats} runs, one run of `cargo bench --bench maskrcnn`; PyTorch {} / torchvision {} eager under `inference_mode`.\n\n\
 | what | segrs | torchvision | segrs / torchvision | parity |\n|---|---|---|---|---|\n\
@@ -125,11 +130,6 @@ fn main() {
         cpu = cpu_name(),
         n = pred.labels.len(),
         ratio = secs / t,
-        parity = format!(
-            "{paired} of torchvision's {} detections found by segrs (segrs has {}; same class, IoU > 0.99), {same_rank} at the same rank; boxes within {max_box:.1e} px, scores within {max_score:.1e}",
-            tb.len(),
-            pred.labels.len()
-        ),
     );
     print!("{md}");
     write_section("maskrcnn", &md);

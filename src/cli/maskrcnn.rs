@@ -102,6 +102,13 @@ fn class_names(a: &PredictArgs, num_classes: usize) -> Result<Vec<String>> {
     })
 }
 
+/// The category ids of the `--gt` file, when given.
+fn gt_categories(a: &PredictArgs) -> Result<Option<std::collections::HashSet<u64>>> {
+    let Some(p) = &a.gt else { return Ok(None) };
+    let gt = load_gt(p)?;
+    Ok(Some(gt.dataset.categories.iter().map(|c| c.id).collect()))
+}
+
 /// `(image_id, file name, path)` of every image: ids from `--gt`, else 1.. in name order.
 fn numbered_images(a: &PredictArgs) -> Result<Vec<(u64, String, PathBuf)>> {
     let files: Vec<PathBuf> = if a.images.is_file() {
@@ -175,6 +182,8 @@ fn predict(a: PredictArgs) -> Result<()> {
         )
         .unwrap(),
     );
+    let categories = gt_categories(&a)?;
+    let mut skipped: std::collections::BTreeMap<usize, usize> = Default::default();
     let mut records = Vec::new();
     for (id, file_name, path) in &images {
         bar.set_message(file_name.clone());
@@ -184,6 +193,14 @@ fn predict(a: PredictArgs) -> Result<()> {
             .predict(&rgb, pic.height, pic.width, &cfg)
             .with_context(|| format!("{}", path.display()))?;
         for i in 0..pred.boxes.len() {
+            // Scored against --gt: a class the ground truth does not have cannot be scored.
+            if categories
+                .as_ref()
+                .is_some_and(|c| !c.contains(&(pred.labels[i] as u64)))
+            {
+                *skipped.entry(pred.labels[i]).or_default() += 1;
+                continue;
+            }
             records.push(result_record(
                 *id,
                 file_name,
@@ -202,6 +219,14 @@ fn predict(a: PredictArgs) -> Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
+    if !skipped.is_empty() {
+        eprintln!(
+            "note: {} detection(s) left out of the results: their classes are not categories of {} (label: count {:?})",
+            skipped.values().sum::<usize>(),
+            a.gt.as_ref().unwrap().display(),
+            skipped
+        );
+    }
     let results = a.out.join(format!("results{}.json", shard.suffix()));
     segrs::io::write_json(&results, &records)?;
     println!(
