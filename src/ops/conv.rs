@@ -405,23 +405,7 @@ fn winograd(c: &ConvKernel, u: &[f32], x: &[f32], h: usize, w: usize, relu: bool
                     }
                 }
             }
-            for xi in 0..16 {
-                // SAFETY: `m` holds 16 disjoint `[cout, nt]` matrices.
-                unsafe {
-                    gemm_rows(
-                        cout,
-                        nt,
-                        cin,
-                        &u[xi * cout * cin..(xi + 1) * cout * cin],
-                        cin,
-                        &v[xi * cin * nt..(xi + 1) * cin * nt],
-                        nt,
-                        m[xi * cout * nt..].as_mut_ptr(),
-                        nt,
-                        par_inner,
-                    );
-                }
-            }
+            transform_products(u, v, m, 16, cout, cin, nt, par_inner);
             // Output transform, vectorised across the tiles of a row: A^T over the 4 rows of
             // each tile, then A over its columns, bias and ReLU, two output rows at a time.
             let mut srow = vec![0.0f32; 8 * tw];
@@ -469,6 +453,40 @@ fn winograd(c: &ConvKernel, u: &[f32], x: &[f32], h: usize, w: usize, relu: bool
             }
         },
     );
+}
+
+/// The Winograd-domain products of one block: `m[i] = u[i] @ v[i]` for each of the `count`
+/// (16 or 36) points, `u[i]` `[cout, cin]`, `v[i]` `[cin, nt]`, `m[i]` `[cout, nt]`.
+#[allow(clippy::too_many_arguments)]
+fn transform_products(
+    u: &[f32],
+    v: &[f32],
+    m: &mut [f32],
+    count: usize,
+    cout: usize,
+    cin: usize,
+    nt: usize,
+    par: bool,
+) {
+    assert!(u.len() >= count * cout * cin && v.len() >= count * cin * nt);
+    assert!(m.len() >= count * cout * nt);
+    for xi in 0..count {
+        // SAFETY: the asserts above bound every matrix; the `m[xi]` are disjoint.
+        unsafe {
+            gemm_rows(
+                cout,
+                nt,
+                cin,
+                &u[xi * cout * cin..(xi + 1) * cout * cin],
+                cin,
+                &v[xi * cin * nt..(xi + 1) * cin * nt],
+                nt,
+                m[xi * cout * nt..].as_mut_ptr(),
+                nt,
+                par,
+            );
+        }
+    }
 }
 
 /// `U = G g G^T` for Winograd F(4x4, 3x3): 36 matrices `[cout, cin]`.
@@ -626,23 +644,7 @@ fn winograd4(
                     }
                 }
             }
-            for xi in 0..36 {
-                // SAFETY: `m` holds 36 disjoint `[cout, nt]` matrices.
-                unsafe {
-                    gemm_rows(
-                        cout,
-                        nt,
-                        cin,
-                        &u[xi * cout * cin..(xi + 1) * cout * cin],
-                        cin,
-                        &v[xi * cin * nt..(xi + 1) * cin * nt],
-                        nt,
-                        m[xi * cout * nt..].as_mut_ptr(),
-                        nt,
-                        par_inner,
-                    );
-                }
-            }
+            transform_products(u, v, m, 36, cout, cin, nt, par_inner);
             // Output transform: A^T over each tile's six rows (vectorised across the tiles),
             // then A over its columns, bias and ReLU.
             let mut srow = vec![0.0f32; 24 * tw];
