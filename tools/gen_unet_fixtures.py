@@ -10,7 +10,7 @@ Writes into tests/fixtures/:
   unet/io.safetensors      inputs and eval-mode logits for each of them
   losses.safetensors       logits, targets, weights and the loss values
   metrics/{pred,gt}/*.png  label maps; metrics/expected.json the reference numbers
-The U-Net class below is the issue's classic architecture with the base width, depth, upsampling
+The U-Net class below is the classic architecture with the base width, depth, upsampling
 and BatchNorm made configurable; key names are identical to the classic class at the defaults.
 """
 import json
@@ -47,7 +47,7 @@ class DoubleConv(nn.Module):
 class UNet(nn.Module):
     """Classic U-Net (Ronneberger et al. 2015) with same-padding convolutions.
 
-    base=64, depth=4, up='transpose', bn=True is exactly the issue's class."""
+    base=64, depth=4, up='transpose', bn=True is exactly the classic class."""
 
     def __init__(self, in_channels=3, num_classes=21, base=64, depth=4, up="transpose", bn=True):
         super().__init__()

@@ -1,6 +1,6 @@
 //! COCO instance and panoptic evaluation against pycocotools' COCOeval and panopticapi's
 //! pq_compute (tools/gen_coco_fixtures.py) on the shared COCO128 and panoptic samples: equal to
-//! 1e-6 (the bar; they agree to the last bit). RLE round trips and polygon rasterisation
+//! 1e-6 (they agree to the last bit). RLE round trips and polygon rasterisation
 //! against pycocotools. Bad input: clear errors naming the file and the item.
 
 use crate::common::{fixtures, shared_data, tmp};

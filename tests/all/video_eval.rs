@@ -1,5 +1,5 @@
 //! `segrs eval video` against the DAVIS 2017 toolkit's definitions (tools/gen_video_fixtures.py):
-//! J and F mean / recall / decay to 1e-9 (the issue asks 1e-4), on a synthetic multi-object
+//! J and F mean / recall / decay to 1e-9 (1e-4 would do), on a synthetic multi-object
 //! palette sequence with void pixels and on the shared DAVIS 2016 blackswan sequence.
 
 use crate::common::{fixtures, shared_data};
