@@ -8,7 +8,9 @@
 //! /tmp/segrs-refenv/bin/python from ../shared/tools/reference-env.sh); without it nothing is
 //! timed. The photo is `../shared/data/sam_demo_images/truck.jpg` (or $SEGRS_BENCH_PHOTO).
 //! Results go to stdout and to the Mask R-CNN section of BENCHMARKS.md. Environment:
-//! SEGRS_BENCH_THREADS (default all cores), SEGRS_BENCH_REPEATS (default 3).
+//! SEGRS_BENCH_THREADS (default all cores), SEGRS_BENCH_REPEATS (default 3). With
+//! SEGRS_BENCH_ONNX=1, tools/bench_maskrcnn_onnx.py also exports the same model to ONNX and times
+//! ONNX Runtime and OpenVINO on the same photo.
 
 mod common;
 use common::{cpu_name, threads, timed, write_section};
@@ -131,7 +133,77 @@ fn main() {
         n = pred.labels.len(),
         ratio = secs / t,
     );
+    let mut md = md;
+    if std::env::var("SEGRS_BENCH_ONNX").is_ok() {
+        md.push_str(&onnx_rows(
+            &python, root, threads, repeats, &dir, &photo, secs,
+        ));
+    }
     print!("{md}");
     write_section("maskrcnn", &md);
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The same model and photo in ONNX Runtime and OpenVINO (tools/bench_maskrcnn_onnx.py).
+fn onnx_rows(
+    python: &str,
+    root: &std::path::Path,
+    threads: usize,
+    repeats: usize,
+    dir: &std::path::Path,
+    photo: &std::path::Path,
+    segrs_secs: f64,
+) -> String {
+    eprintln!("ONNX Runtime / OpenVINO side ...");
+    let out = std::process::Command::new(python)
+        .args([
+            root.join("tools/bench_maskrcnn_onnx.py")
+                .display()
+                .to_string(),
+            threads.to_string(),
+            repeats.to_string(),
+            dir.display().to_string(),
+            photo.display().to_string(),
+        ])
+        .output();
+    let v: serde_json::Value = match out {
+        Ok(o) if o.status.success() => match serde_json::from_slice(o.stdout.trim_ascii()) {
+            Ok(v) => v,
+            Err(e) => return format!("ONNX side: unreadable output ({e})\n\n"),
+        },
+        Ok(o) => {
+            return format!(
+                "ONNX side failed: {}\n\n",
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            );
+        }
+        Err(e) => return format!("ONNX side not run: {e}\n\n"),
+    };
+    let mut md = String::from(
+        "| runtime (same model exported to ONNX, opset 11) | time | segrs / runtime |\n|---|---|---|\n",
+    );
+    if let Some(t) = v["onnxruntime"].as_f64() {
+        md.push_str(&format!(
+            "| ONNX Runtime {} | {t:.2} s | {:.2}x |\n",
+            v["ort_version"].as_str().unwrap_or("?"),
+            segrs_secs / t
+        ));
+    }
+    match v["openvino_f32"].as_f64() {
+        Some(t) => md.push_str(&format!(
+            "| OpenVINO {} f32 | {t:.2} s | {:.2}x |\n",
+            v["openvino_version"].as_str().unwrap_or("?"),
+            segrs_secs / t
+        )),
+        None => md.push_str(&format!(
+            "| OpenVINO {} f32 | does not convert the export ({}) | |\n",
+            v["openvino_version"].as_str().unwrap_or("?"),
+            v["openvino_error"].as_str().unwrap_or("?")
+        )),
+    }
+    md.push('\n');
+    md
 }
