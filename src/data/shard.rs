@@ -34,7 +34,8 @@ impl Shard {
     }
 
     /// The shard of an array job, from `env` (a lookup such as `std::env::var`): Slurm's
-    /// `SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN` of `SLURM_ARRAY_TASK_COUNT`, or Kubernetes'
+    /// `(SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN) / SLURM_ARRAY_TASK_STEP` of
+    /// `SLURM_ARRAY_TASK_COUNT`, or Kubernetes'
     /// `JOB_COMPLETION_INDEX` of `count` (which the Indexed Job's `completions` sets and the
     /// pod does not see). `None` when neither is set.
     pub fn from_env(
@@ -52,10 +53,12 @@ impl Shard {
         };
         if let (Some(id), Some(n)) = (num("SLURM_ARRAY_TASK_ID")?, num("SLURM_ARRAY_TASK_COUNT")?) {
             let min = num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
-            let Some(index) = id.checked_sub(min) else {
+            let step = num("SLURM_ARRAY_TASK_STEP")?.unwrap_or(1).max(1);
+            let Some(offset) = id.checked_sub(min) else {
                 bail!("SLURM_ARRAY_TASK_ID {id} is below SLURM_ARRAY_TASK_MIN {min}");
             };
-            return Ok(Some(Self::new(index, n)?));
+            // `--array=0-6:2` runs ids 0, 2, 4, 6: shards 0-3 of 4.
+            return Ok(Some(Self::new(offset / step, n)?));
         }
         if let Some(index) = num("JOB_COMPLETION_INDEX")? {
             let Some(n) = count else {

@@ -123,6 +123,9 @@ impl Conv2d {
             k.stride == 1 && 2 * k.pad + 1 == k.k,
             "forward_many needs a stride-1 'same' convolution"
         );
+        if n == 0 {
+            return Vec::new();
+        }
         let gutter = 2 * k.pad;
         let packed = pack_maps(x, n, k.cin, h, w, gutter);
         let wide = n * w + n.saturating_sub(1) * gutter;

@@ -51,6 +51,11 @@ impl<'a> Weights<'a> {
         self.src.get(&self.key(name)).map(|t| t.shape.as_slice())
     }
 
+    /// Size `i` of `name`'s shape, when the tensor exists and has that many dimensions.
+    pub fn dim(&self, name: &str, i: usize) -> Option<usize> {
+        self.shape(name).and_then(|s| s.get(i).copied())
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.shape(name).is_some()
     }

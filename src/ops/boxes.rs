@@ -27,11 +27,7 @@ pub fn box_iou(a: &[[f32; 4]], b: &[[f32; 4]]) -> Vec<f32> {
 pub fn nms(boxes: &[[f32; 4]], scores: &[f32], thresh: f32) -> Vec<usize> {
     assert_eq!(boxes.len(), scores.len(), "one score per box");
     let mut order: Vec<usize> = (0..boxes.len()).collect();
-    order.sort_by(|&a, &b| {
-        scores[b]
-            .partial_cmp(&scores[a])
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
     let areas: Vec<f32> = boxes.iter().map(box_area).collect();
     let mut suppressed = vec![false; boxes.len()];
     let mut keep = Vec::new();
@@ -92,12 +88,7 @@ pub fn batched_nms(boxes: &[[f32; 4]], scores: &[f32], idxs: &[i64], thresh: f32
         let s: Vec<f32> = members.iter().map(|&i| scores[i]).collect();
         keep.extend(nms(&b, &s, thresh).into_iter().map(|k| members[k]));
     }
-    keep.sort_by(|&a, &b| {
-        scores[b]
-            .partial_cmp(&scores[a])
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then(a.cmp(&b))
-    });
+    keep.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
     keep
 }
 
@@ -125,11 +116,7 @@ pub fn keep_min_size(boxes: &[[f32; 4]], min_size: f32) -> Vec<usize> {
 /// Indices of the `k` largest values, largest first (ties in index order), as `topk`.
 pub fn top_k(values: &[f32], k: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..values.len()).collect();
-    idx.sort_by(|&a, &b| {
-        values[b]
-            .partial_cmp(&values[a])
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
+    idx.sort_by(|&a, &b| values[b].total_cmp(&values[a]));
     idx.truncate(k);
     idx
 }

@@ -153,4 +153,19 @@ fn legacy_keys_load_and_wrong_files_are_named() {
         msg.contains("cut.pth") && msg.contains("roi_heads.box_head.fc7.weight"),
         "{msg}"
     );
+    // A fine-tuned RPN with another anchor generator (5 anchors per position) is refused by name.
+    let mut named = hashed_weights(&json("maskrcnn/keys_v1.json"), "", "anchors.pth");
+    let zeros = |shape: Vec<usize>| {
+        let n = shape.iter().product();
+        segrs::weights::HostTensor::new(shape, vec![0.0; n])
+    };
+    named.insert("rpn.head.cls_logits.weight", zeros(vec![5, 256, 1, 1]));
+    named.insert("rpn.head.cls_logits.bias", zeros(vec![5]));
+    named.insert("rpn.head.bbox_pred.weight", zeros(vec![20, 256, 1, 1]));
+    named.insert("rpn.head.bbox_pred.bias", zeros(vec![20]));
+    let msg = format!("{:#}", MaskRcnn::from_tensors(named).err().unwrap());
+    assert!(
+        msg.contains("anchors.pth") && msg.contains("5 anchors per position"),
+        "{msg}"
+    );
 }

@@ -31,17 +31,14 @@ impl MaskBranch {
         let mut cin = channels;
         let convs = (0..n)
             .map(|i| {
-                let out = mh
-                    .shape(&format!("{i}.0.weight"))
-                    .map(|s| s[0])
-                    .unwrap_or(256);
+                let out = mh.dim(&format!("{i}.0.weight"), 0).unwrap_or(256);
                 let c = conv_norm(&mh.pp(i), ConvSpec::same(cin, out, 3), batch_norm);
                 cin = out;
                 c
             })
             .collect();
         let mp = w.pp("mask_predictor");
-        let up = mp.shape("conv5_mask.weight").map(|s| s[1]).unwrap_or(256);
+        let up = mp.dim("conv5_mask.weight", 1).unwrap_or(256);
         Self {
             convs,
             upsample: ConvTranspose2d::load(&mp.pp("conv5_mask"), cin, up),

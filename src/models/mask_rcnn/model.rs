@@ -136,12 +136,19 @@ impl MaskRcnn {
         };
         let bn = variant == Variant::V2;
         let channels = w
-            .shape("backbone.fpn.layer_blocks.0.0.weight")
-            .map(|s| s[0])
+            .dim("backbone.fpn.layer_blocks.0.0.weight", 0)
             .unwrap_or(256);
         let body = ResNet::load(&w.pp("backbone.body"));
         let fpn = Fpn::load(&w.pp("backbone.fpn"), &[256, 512, 1024, 2048], channels, bn);
         let rpn = RpnHead::load(&w.pp("rpn.head"), channels);
+        if rpn.anchors_per_position != super::anchors::ASPECT_RATIOS.len() {
+            bail!(
+                "{}: the RPN predicts {} anchors per position; segrs supports torchvision's default anchor generator ({} aspect ratios, one size per level)",
+                named.source,
+                rpn.anchors_per_position,
+                super::anchors::ASPECT_RATIOS.len()
+            );
+        }
         let box_branch = BoxBranch::load(&w.pp("roi_heads"), channels);
         let num_classes = box_branch.num_classes;
         let mask_branch = MaskBranch::load(&w.pp("roi_heads"), channels, num_classes, bn);

@@ -101,7 +101,7 @@ impl BoxBranch {
     pub fn load(w: &Weights, channels: usize) -> Self {
         let flat = channels * BOX_POOL * BOX_POOL;
         let head = if w.contains("box_head.fc6.weight") {
-            let rep = w.shape("box_head.fc6.weight").map(|s| s[0]).unwrap_or(1024);
+            let rep = w.dim("box_head.fc6.weight", 0).unwrap_or(1024);
             BoxHead::TwoMlp(
                 Linear::load(&w.pp("box_head.fc6"), flat, rep),
                 Linear::load(&w.pp("box_head.fc7"), rep, rep),
@@ -115,20 +115,14 @@ impl BoxBranch {
                 .map(|i| conv_norm(&bh.pp(i), ConvSpec::same(channels, channels, 3), true))
                 .collect();
             let fc = format!("{}", n_conv + 1);
-            let rep = bh
-                .shape(&format!("{fc}.weight"))
-                .map(|s| s[0])
-                .unwrap_or(1024);
+            let rep = bh.dim(&format!("{fc}.weight"), 0).unwrap_or(1024);
             BoxHead::ConvFc(convs, Linear::load(&bh.pp(fc), flat, rep))
         };
         let rep = match &head {
             BoxHead::TwoMlp(_, fc7) => fc7.out,
             BoxHead::ConvFc(_, fc) => fc.out,
         };
-        let nc = w
-            .shape("box_predictor.cls_score.weight")
-            .map(|s| s[0])
-            .unwrap_or(91);
+        let nc = w.dim("box_predictor.cls_score.weight", 0).unwrap_or(91);
         Self {
             head,
             cls_score: Linear::load(&w.pp("box_predictor.cls_score"), rep, nc),
@@ -178,6 +172,13 @@ pub fn detect(
 ) -> Detections {
     let n = proposals.len();
     let nc = branch.num_classes;
+    if n == 0 {
+        return Detections {
+            boxes: Vec::new(),
+            scores: Vec::new(),
+            labels: Vec::new(),
+        };
+    }
     let pooled = multiscale_roi_align(levels, proposals, image_size, BOX_POOL);
     let (mut logits, deltas) = branch.forward(&pooled, n);
     softmax_rows(&mut logits, nc);

@@ -36,7 +36,7 @@ pub struct RpnHead {
     convs: Vec<Conv2d>,
     cls_logits: Conv2d,
     bbox_pred: Conv2d,
-    anchors_per_position: usize,
+    pub anchors_per_position: usize,
 }
 
 impl RpnHead {
@@ -44,7 +44,7 @@ impl RpnHead {
     /// `bbox_pred`; the anchors per position are read from `cls_logits`.
     pub fn load(w: &Weights, channels: usize) -> Self {
         let depth = w.count_blocks("conv").max(1);
-        let a = w.shape("cls_logits.weight").map(|s| s[0]).unwrap_or(3);
+        let a = w.dim("cls_logits.weight", 0).unwrap_or(3);
         Self {
             convs: (0..depth)
                 .map(|i| {

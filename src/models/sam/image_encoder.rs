@@ -114,12 +114,9 @@ impl ImageEncoder {
             );
         };
         let (dim, patch) = (pw[0], pw[2]);
-        let grid = w.shape("pos_embed").map(|s| s[1]).unwrap_or(0);
+        let grid = w.dim("pos_embed", 1).unwrap_or(0);
         let depth = w.count_blocks("blocks");
-        let mlp = w
-            .shape("blocks.0.mlp.lin1.weight")
-            .map(|s| s[0])
-            .unwrap_or(4 * dim);
+        let mlp = w.dim("blocks.0.mlp.lin1.weight", 0).unwrap_or(4 * dim);
         let hd = dim / heads;
         let blocks = (0..depth)
             .map(|i| {

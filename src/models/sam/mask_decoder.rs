@@ -46,12 +46,10 @@ impl MaskDecoder {
             );
         };
         let mlp_dim = w
-            .shape("transformer.layers.0.mlp.lin1.weight")
-            .map(|s| s[0])
+            .dim("transformer.layers.0.mlp.lin1.weight", 0)
             .unwrap_or(2048);
         let iou_hidden = w
-            .shape("iou_prediction_head.layers.0.weight")
-            .map(|s| s[0])
+            .dim("iou_prediction_head.layers.0.weight", 0)
             .unwrap_or(256);
         let transformer = TwoWayTransformer::load(&w.pp("transformer"), dim, 8, mlp_dim, 2);
         let (c4, c8) = (dim / 4, dim / 8);

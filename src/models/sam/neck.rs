@@ -18,7 +18,7 @@ impl Neck {
     /// `w` scoped to the neck; `cin`: the encoder's last width; the output width is read from
     /// `0.weight`.
     pub(crate) fn load(w: &Weights, cin: usize) -> Self {
-        let out = w.shape("0.weight").map(|s| s[0]).unwrap_or(256);
+        let out = w.dim("0.weight", 0).unwrap_or(256);
         Self {
             out_chans: out,
             conv0: Conv2d::load_no_bias(&w.pp(0), ConvSpec::same(cin, out, 1)),

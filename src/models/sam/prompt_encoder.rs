@@ -52,7 +52,7 @@ impl PromptEncoder {
             );
         }
         let c = 2 * gshape[1];
-        let Some(m) = w.shape("mask_downscaling.3.weight").map(|s| s[0]) else {
+        let Some(m) = w.dim("mask_downscaling.3.weight", 0) else {
             bail!("{}: no {}", w.source(), w.key("mask_downscaling.3.weight"));
         };
         let d = w.pp("mask_downscaling");

@@ -107,8 +107,7 @@ impl TinyViT {
         let stem0 = ConvBn::load(&w.pp("patch_embed.seq.0"), 3, half, 3, 2, 1);
         let stem2 = ConvBn::load(&w.pp("patch_embed.seq.2"), half, e0, 3, 2, 1);
         let hidden0 = w
-            .shape("layers.0.blocks.0.conv1.c.weight")
-            .map(|s| s[0])
+            .dim("layers.0.blocks.0.conv1.c.weight", 0)
             .unwrap_or(4 * e0);
         let mbconv = (0..count(0))
             .map(|i| {
@@ -153,8 +152,8 @@ impl TinyViT {
                         b.key("attn.attention_biases")
                     );
                 }
-                let hidden = b.shape("mlp.fc1.weight").map(|s| s[0]).unwrap_or(4 * dim);
-                let lk = b.shape("local_conv.c.weight").map(|s| s[3]).unwrap_or(3);
+                let hidden = b.dim("mlp.fc1.weight", 0).unwrap_or(4 * dim);
+                let lk = b.dim("local_conv.c.weight", 3).unwrap_or(3);
                 blocks.push(Block {
                     norm: LayerNorm::load(&b.pp("attn.norm"), dim, 1e-5),
                     qkv: Linear::load(&b.pp("attn.qkv"), dim, 3 * dim),
