@@ -44,30 +44,11 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("segrs-bench-maskrcnn-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     eprintln!("PyTorch side ({python}) ...");
-    let out = std::process::Command::new(&python)
-        .args([
-            root.join("tools/bench_maskrcnn_torch.py")
-                .display()
-                .to_string(),
-            threads.to_string(),
-            repeats.to_string(),
-            dir.display().to_string(),
-            photo.display().to_string(),
-        ])
-        .output();
-    let torch: serde_json::Value = match out {
-        Ok(o) if o.status.success() => {
-            serde_json::from_slice(o.stdout.trim_ascii()).expect("bench_maskrcnn_torch.py JSON")
-        }
-        Ok(o) => {
-            eprintln!(
-                "PyTorch side failed:\n{}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            return;
-        }
+    let script = |name: &str| run_script(&python, &root.join(name), threads, repeats, &dir, &photo);
+    let torch = match script("tools/bench_maskrcnn_torch.py") {
+        Ok(v) => v,
         Err(e) => {
-            eprintln!("no PyTorch interpreter at {python}: {e}; set SEGRS_TORCH_PYTHON");
+            eprintln!("PyTorch side: {e}; set SEGRS_TORCH_PYTHON");
             return;
         }
     };
@@ -135,53 +116,48 @@ fn main() {
     );
     let mut md = md;
     if std::env::var("SEGRS_BENCH_ONNX").is_ok() {
-        md.push_str(&onnx_rows(
-            &python, root, threads, repeats, &dir, &photo, secs,
-        ));
+        eprintln!("ONNX Runtime / OpenVINO side ...");
+        md.push_str(&match script("tools/bench_maskrcnn_onnx.py") {
+            Ok(v) => onnx_rows(&v, secs),
+            Err(e) => format!("ONNX side: {e}\n\n"),
+        });
     }
     print!("{md}");
     write_section("maskrcnn", &md);
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// The same model and photo in ONNX Runtime and OpenVINO (tools/bench_maskrcnn_onnx.py).
-fn onnx_rows(
+/// Runs a `tools/` script with (threads, repeats, dir, photo) and reads the JSON line it prints.
+fn run_script(
     python: &str,
-    root: &std::path::Path,
+    script: &std::path::Path,
     threads: usize,
     repeats: usize,
     dir: &std::path::Path,
     photo: &std::path::Path,
-    segrs_secs: f64,
-) -> String {
-    eprintln!("ONNX Runtime / OpenVINO side ...");
-    let out = std::process::Command::new(python)
-        .args([
-            root.join("tools/bench_maskrcnn_onnx.py")
-                .display()
-                .to_string(),
-            threads.to_string(),
-            repeats.to_string(),
-            dir.display().to_string(),
-            photo.display().to_string(),
-        ])
-        .output();
-    let v: serde_json::Value = match out {
-        Ok(o) if o.status.success() => match serde_json::from_slice(o.stdout.trim_ascii()) {
-            Ok(v) => v,
-            Err(e) => return format!("ONNX side: unreadable output ({e})\n\n"),
-        },
-        Ok(o) => {
-            return format!(
-                "ONNX side failed: {}\n\n",
-                String::from_utf8_lossy(&o.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-            );
-        }
-        Err(e) => return format!("ONNX side not run: {e}\n\n"),
-    };
+) -> Result<serde_json::Value, String> {
+    let o = std::process::Command::new(python)
+        .arg(script)
+        .args([threads.to_string(), repeats.to_string()])
+        .args([dir, photo])
+        .output()
+        .map_err(|e| format!("cannot run {python}: {e}"))?;
+    if !o.status.success() {
+        return Err(format!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ));
+    }
+    serde_json::from_slice(o.stdout.trim_ascii())
+        .map_err(|e| format!("{}: unreadable output ({e})", script.display()))
+}
+
+/// Rows for the same model and photo in ONNX Runtime and OpenVINO (tools/bench_maskrcnn_onnx.py).
+fn onnx_rows(v: &serde_json::Value, segrs_secs: f64) -> String {
     let mut md = String::from(
         "| runtime (same model exported to ONNX, opset 11) | time | segrs / runtime |\n|---|---|---|\n",
     );

@@ -33,15 +33,6 @@ impl Linear {
         }
     }
 
-    /// Like [`load`](Self::load) with the sizes read from the weight (`[out, in]`).
-    pub fn load_auto(w: &Weights) -> Self {
-        let (out, inp) = match w.shape("weight") {
-            Some([o, i]) => (*o, *i),
-            _ => (0, 0),
-        };
-        Self::load(w, inp, out)
-    }
-
     /// `x` holds `rows` vectors of `inp` values; returns `rows` vectors of `out`.
     pub fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
         let mut y = matmul_nt(x, &self.w, rows, self.inp, self.out);

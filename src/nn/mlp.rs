@@ -1,5 +1,4 @@
-//! A stack of Linear layers with an activation between them (and optionally a sigmoid at the
-//! end): SAM's `MLPBlock` (`lin1`, `lin2`, GELU) and its decoder `MLP` (`layers.{i}`, ReLU).
+//! A stack of Linear layers with an activation between them: SAM's `MLPBlock` (`lin1`, `lin2`, GELU) and its decoder `MLP` (`layers.{i}`, ReLU).
 
 use super::linear::Linear;
 use super::loader::Weights;
@@ -9,7 +8,6 @@ use crate::ops::Activation;
 pub struct Mlp {
     pub layers: Vec<Linear>,
     pub act: Activation,
-    pub sigmoid_output: bool,
 }
 
 impl Mlp {
@@ -21,11 +19,7 @@ impl Mlp {
             .enumerate()
             .map(|(i, n)| Linear::load(&w.pp(n), dims[i], dims[i + 1]))
             .collect();
-        Self {
-            layers,
-            act,
-            sigmoid_output: false,
-        }
+        Self { layers, act }
     }
 
     /// Layers `layers.0 ... layers.{n-1}` (the decoder MLPs' keys).
@@ -43,9 +37,6 @@ impl Mlp {
             if i + 1 < self.layers.len() {
                 self.act.apply(&mut x);
             }
-        }
-        if self.sigmoid_output {
-            Activation::Sigmoid.apply(&mut x);
         }
         x
     }

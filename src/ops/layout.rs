@@ -64,14 +64,6 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-/// Adds `bias[c]` to every value of channel `c` of a `[C, n]` buffer (channels in parallel).
-pub fn add_channel_bias(x: &mut [f32], bias: &[f32], n: usize) {
-    use rayon::prelude::*;
-    x.par_chunks_mut(n)
-        .zip(bias)
-        .for_each(|(o, &b)| o.iter_mut().for_each(|v| *v += b));
-}
-
 /// Adds `bias` to each of the rows of a `[rows, bias.len()]` buffer.
 pub fn add_row_bias(x: &mut [f32], bias: &[f32]) {
     use rayon::prelude::*;
