@@ -1,12 +1,14 @@
-//! `segrs sam`: Segment Anything from the command line. Prompted masks (points, boxes, a mask
-//! from an earlier run) or `segrs sam auto` for the automatic mask generator.
+//! `segrs sam`: Segment Anything (SAM or SAM 2, by the checkpoint) from the command line.
+//! Prompted masks (points, boxes, a mask from an earlier run) or `segrs sam auto` for the
+//! automatic mask generator.
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use segrs::data::image_io::{read_image, write_png};
-use segrs::models::sam::model::Sam;
+use segrs::sam::any_model::AnySam;
 use segrs::sam::automatic::{AmgConfig, generate};
-use segrs::sam::predictor::{ImageEmbedding, Prompt, load_embedding, save_embedding};
+use segrs::sam::predictor::{ImageEmbedding, Prompt, save_embedding};
+use segrs::sam::sam2_predictor::Postprocess;
 use segrs::viz::canvas::Canvas;
 use segrs::viz::prompts::{automatic_picture, batched_boxes_picture, prompt_picture};
 use segrs::weights::{HostTensor, NamedTensors};
@@ -63,7 +65,8 @@ fn parse_xyxy(s: &str) -> Result<Xyxy, String> {
 
 #[derive(Args, Debug)]
 pub struct PromptArgs {
-    /// SAM checkpoint: sam_vit_{b,l,h}_*.pth, mobile_sam.pt, or safetensors with the same keys.
+    /// SAM or SAM 2 checkpoint: sam_vit_{b,l,h}_*.pth, mobile_sam.pt, sam2{,.1}_hiera_*.pt, or
+    /// safetensors with the same keys.
     #[arg(long, required = true)]
     pub checkpoint: Option<PathBuf>,
     /// The image (PNG, JPEG, TIFF, BMP; gray is replicated to RGB, alpha dropped).
@@ -85,6 +88,15 @@ pub struct PromptArgs {
     /// Return SAM's three masks (for ambiguous single clicks) instead of one.
     #[arg(long)]
     pub multimask: bool,
+    /// SAM 2: fill background holes of at most this many low-resolution (256x256) pixels.
+    #[arg(long, default_value_t = 0)]
+    pub max_hole_area: usize,
+    /// SAM 2: remove mask specks of at most this many low-resolution pixels.
+    #[arg(long, default_value_t = 0)]
+    pub max_sprinkle_area: usize,
+    /// SAM 2: logits above this are the mask.
+    #[arg(long, default_value_t = 0.0)]
+    pub mask_threshold: f32,
     /// Write the image embedding here, for later runs with --embedding.
     #[arg(long)]
     pub save_embedding: Option<PathBuf>,
@@ -98,7 +110,7 @@ pub struct PromptArgs {
 
 #[derive(Args, Debug)]
 pub struct AutoArgs {
-    /// SAM checkpoint (as for `segrs sam`).
+    /// SAM or SAM 2 checkpoint (as for `segrs sam`).
     #[arg(long)]
     pub checkpoint: PathBuf,
     #[arg(long)]
@@ -110,8 +122,9 @@ pub struct AutoArgs {
     pub points_per_side: usize,
     #[arg(long, default_value_t = 64)]
     pub points_per_batch: usize,
-    #[arg(long, default_value_t = 0.88)]
-    pub pred_iou_thresh: f32,
+    /// Keep masks with a predicted IoU above this [default: 0.88 for SAM, 0.8 for SAM 2].
+    #[arg(long)]
+    pub pred_iou_thresh: Option<f32>,
     #[arg(long, default_value_t = 0.95)]
     pub stability_score_thresh: f32,
     #[arg(long, default_value_t = 1.0)]
@@ -129,6 +142,15 @@ pub struct AutoArgs {
     /// Remove holes and islands smaller than this many pixels (0 = off).
     #[arg(long, default_value_t = 0)]
     pub min_mask_region_area: usize,
+    /// SAM 2: refine each mask once with its own logits as a mask prompt.
+    #[arg(long)]
+    pub use_m2m: bool,
+    /// SAM 2: one mask per point instead of three.
+    #[arg(long)]
+    pub single_mask: bool,
+    /// SAM 2: logits above this are the mask.
+    #[arg(long, default_value_t = 0.0)]
+    pub mask_threshold: f32,
 }
 
 pub fn run(a: SamArgs) -> Result<()> {
@@ -138,12 +160,12 @@ pub fn run(a: SamArgs) -> Result<()> {
     }
 }
 
-fn load_model(path: &Path) -> Result<Sam> {
+fn load_model(path: &Path) -> Result<AnySam> {
     let t = std::time::Instant::now();
-    let sam = Sam::load(path)?;
+    let sam = AnySam::load(path)?;
     eprintln!(
-        "loaded SAM {} from {} in {:.1} s",
-        sam.variant,
+        "loaded {} from {} in {:.1} s",
+        sam.variant(),
         path.display(),
         t.elapsed().as_secs_f64()
     );
@@ -163,11 +185,11 @@ fn spinner(msg: &str) -> indicatif::ProgressBar {
     s
 }
 
-fn embed(sam: &Sam, rgb: &[u8], h: usize, w: usize, image: &Path) -> Result<ImageEmbedding> {
+fn embed(sam: &AnySam, rgb: &[u8], h: usize, w: usize, image: &Path) -> Result<ImageEmbedding> {
     let s = spinner(&format!(
         "encoding {} with {}",
         image.display(),
-        sam.variant
+        sam.variant()
     ));
     let e = sam.set_image(rgb, h, w);
     s.finish_and_clear();
@@ -175,7 +197,7 @@ fn embed(sam: &Sam, rgb: &[u8], h: usize, w: usize, image: &Path) -> Result<Imag
     Ok(e)
 }
 
-fn read_mask_input(path: &Path, sam: &Sam) -> Result<Vec<f32>> {
+fn read_mask_input(path: &Path, sam: &AnySam) -> Result<Vec<f32>> {
     let nt = NamedTensors::read(path)?;
     let Some(t) = nt.get("low_res_logits") else {
         bail!(
@@ -183,7 +205,7 @@ fn read_mask_input(path: &Path, sam: &Sam) -> Result<Vec<f32>> {
             path.display()
         );
     };
-    let l = 4 * sam.image_encoder.embedding_size();
+    let l = sam.low_res_size();
     if t.shape.len() != 3 || t.shape[1] != l || t.shape[2] != l || t.shape[0] == 0 {
         bail!(
             "{}: low_res_logits has shape {:?}; this model needs [k, {l}, {l}]",
@@ -243,11 +265,11 @@ fn run_prompt(a: PromptArgs) -> Result<()> {
         .map(|p| read_mask_input(p, &sam))
         .transpose()?;
     let emb = match &a.embedding {
-        Some(p) => load_embedding(p, &sam, (h, w))?,
+        Some(p) => sam.load_embedding(p, (h, w))?,
         None => embed(&sam, &rgb, h, w, &image)?,
     };
     if let Some(p) = &a.save_embedding {
-        save_embedding(p, &emb, &sam)?;
+        save_embedding(p, &emb, sam.variant())?;
         eprintln!("wrote embedding {}", p.display());
     }
     let prompts: Vec<Prompt> = if a.boxes.len() > 1 {
@@ -265,11 +287,16 @@ fn run_prompt(a: PromptArgs) -> Result<()> {
             mask_input,
         }]
     };
+    let post = Postprocess {
+        mask_threshold: a.mask_threshold,
+        max_hole_area: a.max_hole_area,
+        max_sprinkle_area: a.max_sprinkle_area,
+    };
     use rayon::prelude::*;
     let t = std::time::Instant::now();
     let preds = prompts
         .par_iter()
-        .map(|p| sam.predict(&emb, p, a.multimask))
+        .map(|p| sam.predict(&emb, p, a.multimask, &post))
         .collect::<Result<Vec<_>>>()?;
     let dt = t.elapsed().as_secs_f64();
     std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create", out.display()))?;
@@ -323,7 +350,8 @@ fn run_prompt(a: PromptArgs) -> Result<()> {
         "masks": names,
         "image_size": [h, w],
         "low_res_logits": "low_res_logits.safetensors",
-        "model": sam.variant,
+        "model": sam.variant(),
+        "object_scores": preds.iter().filter_map(|p| p.object_score).collect::<Vec<_>>(),
         "prompts": prompts.iter().map(|p| serde_json::json!({
             "points": p.points.iter().map(|q| [q.0, q.1]).collect::<Vec<_>>(),
             "labels": p.points.iter().map(|q| q.2).collect::<Vec<_>>(),
@@ -346,10 +374,15 @@ fn run_prompt(a: PromptArgs) -> Result<()> {
 }
 
 fn run_auto(a: AutoArgs) -> Result<()> {
+    let sam = load_model(&a.checkpoint)?;
+    let defaults = match &sam {
+        AnySam::Sam(_) => AmgConfig::default(),
+        AnySam::Sam2(_) => AmgConfig::sam2(),
+    };
     let cfg = AmgConfig {
         points_per_side: a.points_per_side,
         points_per_batch: a.points_per_batch,
-        pred_iou_thresh: a.pred_iou_thresh,
+        pred_iou_thresh: a.pred_iou_thresh.unwrap_or(defaults.pred_iou_thresh),
         stability_score_thresh: a.stability_score_thresh,
         stability_score_offset: a.stability_score_offset,
         box_nms_thresh: a.box_nms_thresh,
@@ -358,6 +391,9 @@ fn run_auto(a: AutoArgs) -> Result<()> {
         crop_overlap_ratio: a.crop_overlap_ratio,
         crop_n_points_downscale_factor: a.crop_n_points_downscale_factor,
         min_mask_region_area: a.min_mask_region_area,
+        mask_threshold: a.mask_threshold,
+        use_m2m: a.use_m2m,
+        multimask_output: !a.single_mask,
     };
     if cfg.points_per_side > 1024 {
         bail!(
@@ -365,7 +401,6 @@ fn run_auto(a: AutoArgs) -> Result<()> {
             cfg.points_per_side
         );
     }
-    let sam = load_model(&a.checkpoint)?;
     let (rgb, h, w) = read_photo(&a.image)?;
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(

@@ -2,5 +2,6 @@
 
 pub mod mask_rcnn;
 pub mod sam;
+pub mod sam2;
 pub mod tensor_io;
 pub mod unet;

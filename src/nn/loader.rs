@@ -87,9 +87,28 @@ impl<'a> Weights<'a> {
         self.contains(name).then(|| self.get(name, shape))
     }
 
-    /// Fails with every missing and misshapen key seen by this loader and its scopes.
+    /// Fails with every missing and misshapen key seen by this loader and its scopes (the
+    /// record of keys used is kept, for [`unused`](Self::unused)).
     pub fn finish(&self, model: &str) -> Result<()> {
-        std::mem::take(&mut *self.check.borrow_mut()).finish(self.src, model)
+        let mut c = self.check.borrow_mut();
+        let problems = KeyCheck {
+            missing: std::mem::take(&mut c.missing),
+            misshapen: std::mem::take(&mut c.misshapen),
+            used: Default::default(),
+        };
+        problems.finish(self.src, model)
+    }
+
+    /// The checkpoint's keys that no scope of this loader has taken, leaving out those under
+    /// `known` prefixes (parts a model holds but does not run).
+    pub fn unused(&self, known: &[&str]) -> Vec<String> {
+        let c = self.check.borrow();
+        self.src
+            .tensors
+            .keys()
+            .filter(|k| !c.used.contains(*k) && !known.iter().any(|p| k.starts_with(p)))
+            .cloned()
+            .collect()
     }
 }
 

@@ -1,6 +1,7 @@
 //! Resizing `[C, H, W]` maps as `F.interpolate`: bilinear (both `align_corners` modes),
 //! antialiased bilinear for downscaling (`antialias=True`, the filter PIL and torchvision use),
-//! and nearest. Channels run in parallel; each output row blends two horizontally blended
+//! bicubic (`mode="bicubic"`, `align_corners=False`, as position embeddings are resized) and
+//! nearest. Channels run in parallel; each output row blends two horizontally blended
 //! source rows computed once.
 
 use rayon::prelude::*;
@@ -148,6 +149,53 @@ fn antialias_taps(inp: usize, out: usize) -> Vec<(usize, Vec<f32>)> {
             (xmin, ws)
         })
         .collect()
+}
+
+/// PyTorch's cubic convolution weights (A = -0.75) of the four taps around fraction `t`.
+fn cubic_weights(t: f32) -> [f32; 4] {
+    const A: f32 = -0.75;
+    let near = |x: f32| ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
+    let far = |x: f32| ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
+    [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)]
+}
+
+/// One output coordinate's four source indices (clamped to the edge) and weights, from the
+/// unclamped source coordinate `scale * (dst + 0.5) - 0.5`.
+fn cubic_taps(inp: usize, out: usize) -> Vec<([usize; 4], [f32; 4])> {
+    let scale = inp as f32 / out as f32;
+    (0..out)
+        .map(|d| {
+            let src = scale * (d as f32 + 0.5) - 0.5;
+            let f = src.floor();
+            let idx = std::array::from_fn(|j| {
+                (f as isize - 1 + j as isize).clamp(0, inp as isize - 1) as usize
+            });
+            (idx, cubic_weights(src - f))
+        })
+        .collect()
+}
+
+/// Bicubic resize of `[c, h, w]` to `[c, oh, ow]` (`F.interpolate(mode="bicubic",
+/// align_corners=False)`): each output blends 4x4 source values, rows first, then columns.
+pub fn bicubic(x: &[f32], c: usize, (h, w): (usize, usize), (oh, ow): (usize, usize)) -> Vec<f32> {
+    assert_eq!(x.len(), c * h * w, "resize input size");
+    let (tx, ty) = (cubic_taps(w, ow), cubic_taps(h, oh));
+    let mut out = vec![0.0f32; c * oh * ow];
+    out.par_chunks_mut(oh * ow).enumerate().for_each(|(ch, o)| {
+        let p = &x[ch * h * w..(ch + 1) * h * w];
+        for (oy, (iy, wy)) in ty.iter().enumerate() {
+            for (ox, (ix, wx)) in tx.iter().enumerate() {
+                let mut acc = 0.0f32;
+                for (r, &yv) in iy.iter().zip(wy) {
+                    let row = &p[r * w..(r + 1) * w];
+                    let v: f32 = ix.iter().zip(wx).map(|(&i, &k)| row[i] * k).sum();
+                    acc += v * yv;
+                }
+                o[oy * ow + ox] = acc;
+            }
+        }
+    });
+    out
 }
 
 /// Antialiased bilinear resize of `[c, h, w]` to `[c, oh, ow]`

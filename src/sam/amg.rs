@@ -135,7 +135,7 @@ pub fn uncrop_mask(m: &[u8], crop: &[usize; 4], h: usize, w: usize) -> Vec<u8> {
 }
 
 /// 8-connected components of the nonzero pixels, labels 1.. in raster order; with sizes.
-fn components(m: &[u8], h: usize, w: usize) -> (Vec<u32>, Vec<usize>) {
+pub fn components(m: &[u8], h: usize, w: usize) -> (Vec<u32>, Vec<usize>) {
     let mut labels = vec![0u32; h * w];
     let mut sizes = vec![0usize]; // label 0: background
     let mut stack = Vec::new();

@@ -1,5 +1,7 @@
-//! SAM's automatic mask generator: a grid of single-point prompts over the image (and over
-//! crops of it), each giving three masks; masks are kept by predicted IoU and stability score,
+//! The automatic mask generator of SAM and SAM 2: a grid of single-point prompts over the
+//! image (and over crops of it), each giving three masks (SAM 2: optionally one, and optionally
+//! refined once more with its own logits as a mask prompt, `use_m2m`); masks are kept by
+//! predicted IoU and stability score,
 //! dropped when they touch a crop edge that is not an image edge, deduplicated by box NMS within
 //! and across crops, optionally cleaned of small holes and islands, and returned as COCO-RLE
 //! records with the reference's fields and order.
@@ -8,10 +10,12 @@ use super::amg::{
     box_near_crop_edge, crop_boxes, encode, mask_to_box, pick, point_grid, remove_small_regions,
     stability_score, uncrop_mask, xywh_to_xyxy,
 };
+use super::any_model::AnySam;
+use super::predictor::Prompt;
+use super::sam2_predictor::Postprocess;
 use super::transforms::apply_coords;
 use crate::formats::coco::decode_rowmajor;
 use crate::models::sam::model::ImageEmbedding;
-use crate::models::sam::model::Sam;
 use crate::models::sam::prompt_encoder::PointPrompt;
 use crate::ops::boxes::nms;
 use anyhow::{Result, bail};
@@ -31,6 +35,22 @@ pub struct AmgConfig {
     pub crop_overlap_ratio: f64,
     pub crop_n_points_downscale_factor: usize,
     pub min_mask_region_area: usize,
+    /// SAM 2: logits above this are the mask (SAM: 0).
+    pub mask_threshold: f32,
+    /// SAM 2: refine each mask once with its own low-resolution logits as a mask prompt.
+    pub use_m2m: bool,
+    /// Three masks per point (SAM always; SAM 2 by default).
+    pub multimask_output: bool,
+}
+
+impl AmgConfig {
+    /// `SAM2AutomaticMaskGenerator`'s defaults (`pred_iou_thresh` 0.8).
+    pub fn sam2() -> Self {
+        Self {
+            pred_iou_thresh: 0.8,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for AmgConfig {
@@ -47,6 +67,9 @@ impl Default for AmgConfig {
             crop_overlap_ratio: 512.0 / 1500.0,
             crop_n_points_downscale_factor: 1,
             min_mask_region_area: 0,
+            mask_threshold: 0.0,
+            use_m2m: false,
+            multimask_output: true,
         }
     }
 }
@@ -96,7 +119,7 @@ struct Candidate {
 /// Generates the masks of an 8-bit RGB `h x w` image. `progress` is called with
 /// (points done, points in all) as work finishes.
 pub fn generate(
-    sam: &Sam,
+    sam: &AnySam,
     rgb: &[u8],
     h: usize,
     w: usize,
@@ -114,6 +137,14 @@ pub fn generate(
     }
     if rgb.len() != h * w * 3 {
         bail!("image must be {h}x{w}x3 bytes, got {}", rgb.len());
+    }
+    if let AnySam::Sam(m) = sam
+        && (cfg.use_m2m || !cfg.multimask_output || cfg.mask_threshold != 0.0)
+    {
+        bail!(
+            "use_m2m, single-mask output and mask_threshold are SAM 2 generator settings; {} is a SAM model",
+            m.variant
+        );
     }
     let crops = crop_boxes(h, w, cfg.crop_n_layers, cfg.crop_overlap_ratio);
     let grids: Vec<Vec<[f64; 2]>> = (0..=cfg.crop_n_layers)
@@ -163,7 +194,7 @@ pub fn generate(
 /// One crop: its embedding, the grid's points in batches, NMS within the crop, and the
 /// survivors as records in image coordinates (`_process_crop`).
 fn process_crop(
-    sam: &Sam,
+    sam: &AnySam,
     rgb: &[u8],
     (h, w): (usize, usize),
     crop: &[usize; 4],
@@ -228,20 +259,21 @@ struct CropFrame {
     size: (usize, usize),
 }
 
-/// One batch of points (crop-frame pixels), each on its own, in parallel: three masks per
-/// point, kept by predicted IoU, stability and the crop-edge test (`_process_batch`).
-fn process_batch(
-    sam: &Sam,
+/// Each mask's logits and predicted IoU, and the point as the record keeps it.
+type PointMasks = (Vec<(Vec<f32>, f32)>, [f64; 2]);
+
+/// The masks of one point (crop-frame pixels) as logits at the crop's size, with their
+/// predicted IoU and the point as the record keeps it.
+fn point_masks(
+    sam: &AnySam,
     emb: &ImageEmbedding,
-    batch: &[[f64; 2]],
-    frame: &CropFrame,
+    [px, py]: [f64; 2],
+    (ch, cw): (usize, usize),
     cfg: &AmgConfig,
-) -> Result<Vec<Candidate>> {
-    let s = sam.image_encoder.input_size();
-    let (ch, cw) = frame.size;
-    let got: Vec<Result<Vec<Candidate>>> = batch
-        .par_iter()
-        .map(|&[px, py]| {
+) -> Result<PointMasks> {
+    match sam {
+        AnySam::Sam(sam) => {
+            let s = sam.image_encoder.input_size();
             let (tx, ty) = apply_coords(px, py, (ch, cw), s);
             let pt = PointPrompt {
                 x: tx,
@@ -249,12 +281,70 @@ fn process_batch(
                 label: 1,
             };
             let (low, iou) = sam.decode(emb, &[pt], None, None, true)?;
+            let masks = low
+                .iter()
+                .zip(iou)
+                .map(|(m, q)| (sam.postprocess(emb, m), q))
+                .collect();
+            Ok((masks, [px, py]))
+        }
+        AnySam::Sam2(sam) => {
+            // The reference holds the points in f32 from here on.
+            let (px, py) = (px as f32 as f64, py as f32 as f64);
+            let prompt = Prompt {
+                points: vec![(px, py, 1)],
+                ..Default::default()
+            };
+            // The generator's predictor removes holes and sprinkles up to the region area.
+            let post = Postprocess {
+                max_hole_area: cfg.min_mask_region_area,
+                max_sprinkle_area: cfg.min_mask_region_area,
+                ..Default::default()
+            };
+            let (low, _) = sam.predict_low_res(emb, &prompt, cfg.multimask_output)?;
+            let first = sam.finish(emb, low, &post);
+            let mut masks = Vec::with_capacity(first.logits.len());
+            for (i, logits) in first.logits.into_iter().enumerate() {
+                if !cfg.use_m2m {
+                    masks.push((logits, first.scores[i]));
+                    continue;
+                }
+                let again = Prompt {
+                    mask_input: Some(first.low_res[i].clone()),
+                    ..prompt.clone()
+                };
+                let (low, _) = sam.predict_low_res(emb, &again, false)?;
+                let mut refined = sam.finish(emb, low, &post);
+                masks.push((refined.logits.swap_remove(0), refined.scores[0]));
+            }
+            Ok((masks, [px, py]))
+        }
+    }
+}
+
+/// One batch of points (crop-frame pixels), each on its own, in parallel: the masks of each
+/// point, kept by predicted IoU, stability and the crop-edge test (`_process_batch`).
+fn process_batch(
+    sam: &AnySam,
+    emb: &ImageEmbedding,
+    batch: &[[f64; 2]],
+    frame: &CropFrame,
+    cfg: &AmgConfig,
+) -> Result<Vec<Candidate>> {
+    let (ch, cw) = frame.size;
+    let t = cfg.mask_threshold;
+    let got: Vec<Result<Vec<Candidate>>> = batch
+        .par_iter()
+        .map(|&p| {
+            let (masks, point) = point_masks(sam, emb, p, (ch, cw), cfg)?;
             let mut out = Vec::new();
-            for (m, &q) in low.iter().zip(&iou) {
+            for (mut logits, q) in masks {
                 if cfg.pred_iou_thresh > 0.0 && q <= cfg.pred_iou_thresh {
                     continue;
                 }
-                let logits = sam.postprocess(emb, m);
+                if t != 0.0 {
+                    logits.iter_mut().for_each(|v| *v -= t);
+                }
                 let stability = stability_score(&logits, cfg.stability_score_offset);
                 if cfg.stability_score_thresh > 0.0
                     && stability.partial_cmp(&cfg.stability_score_thresh)
@@ -272,7 +362,7 @@ fn process_batch(
                     mask,
                     iou: q,
                     stability,
-                    point: [px, py],
+                    point,
                     bbox,
                 });
             }

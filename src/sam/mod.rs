@@ -7,7 +7,9 @@
 //! * `amg`         the generator's data helpers (grids, crop boxes, stability, regions, RLE)
 
 pub mod amg;
+pub mod any_model;
 pub mod automatic;
 pub mod predictor;
 pub mod resize;
+pub mod sam2_predictor;
 pub mod transforms;

@@ -35,6 +35,8 @@ pub struct Prediction {
     pub height: usize,
     pub width: usize,
     pub low_res_size: usize,
+    /// SAM 2: the object score logit (is there an object at all?).
+    pub object_score: Option<f32>,
 }
 
 impl Prediction {
@@ -115,6 +117,7 @@ impl Sam {
             height: e.original_size.0,
             width: e.original_size.1,
             low_res_size: 4 * e.grid,
+            object_score: None,
         })
     }
 
@@ -169,21 +172,33 @@ impl Sam {
     }
 }
 
-/// Embedding files: safetensors with `image_embedding` `[1, C, G, G]` and the sizes and the
-/// model in the metadata, so a second run can skip the encoder.
-pub fn save_embedding(path: &Path, e: &ImageEmbedding, model: &Sam) -> Result<()> {
+/// Embedding files: safetensors with `image_embedding` `[1, C, G, G]` (and for SAM 2 the
+/// high-resolution features `high_res_feats.0` / `.1`), the sizes and the model in the
+/// metadata, so a second run can skip the encoder.
+pub fn save_embedding(path: &Path, e: &ImageEmbedding, variant: &str) -> Result<()> {
     let mut t = BTreeMap::new();
     t.insert(
         "image_embedding".to_string(),
         HostTensor::new(vec![1, e.channels, e.grid, e.grid], e.features.clone()),
     );
+    if let Some((s0, s1)) = e.high_res.as_deref() {
+        let (g, c) = (e.grid, e.channels);
+        t.insert(
+            "high_res_feats.0".to_string(),
+            HostTensor::new(vec![1, c / 8, 4 * g, 4 * g], s0.clone()),
+        );
+        t.insert(
+            "high_res_feats.1".to_string(),
+            HostTensor::new(vec![1, c / 4, 2 * g, 2 * g], s1.clone()),
+        );
+    }
     let mut m = BTreeMap::new();
     m.insert(
         "segrs_sam_embedding".to_string(),
         serde_json::json!({
             "original_size": [e.original_size.0, e.original_size.1],
             "input_size": [e.input_size.0, e.input_size.1],
-            "variant": model.variant,
+            "variant": variant,
         })
         .to_string(),
     );
@@ -191,12 +206,9 @@ pub fn save_embedding(path: &Path, e: &ImageEmbedding, model: &Sam) -> Result<()
         .with_context(|| format!("writing embedding {}", path.display()))
 }
 
-/// Reads an embedding written by [`save_embedding`] and checks it against the image size.
-pub fn load_embedding(
-    path: &Path,
-    model: &Sam,
-    image_size: (usize, usize),
-) -> Result<ImageEmbedding> {
+/// Reads an embedding written by [`save_embedding`] and checks it against the image size
+/// (the caller checks it against the model).
+pub fn read_embedding(path: &Path, image_size: (usize, usize)) -> Result<ImageEmbedding> {
     let nt = NamedTensors::read(path)?;
     let Some(t) = nt.get("image_embedding") else {
         bail!(
@@ -239,16 +251,34 @@ pub fn load_embedding(
             t.shape
         );
     }
-    let e = ImageEmbedding::new(t.data.clone(), t.shape[1], t.shape[2], orig, inp);
+    let mut e = ImageEmbedding::new(t.data.clone(), t.shape[1], t.shape[2], orig, inp);
+    if let (Some(s0), Some(s1)) = (nt.get("high_res_feats.0"), nt.get("high_res_feats.1")) {
+        e.high_res = Some(std::sync::Arc::new((s0.data.clone(), s1.data.clone())));
+    }
+    Ok(e)
+}
+
+/// Reads an embedding written by [`save_embedding`] and checks it against the image size
+/// and the model.
+pub fn load_embedding(
+    path: &Path,
+    model: &Sam,
+    image_size: (usize, usize),
+) -> Result<ImageEmbedding> {
+    let e = read_embedding(path, image_size)?;
     model
         .check_embedding(&e)
         .with_context(|| format!("{}: embedding does not fit the model", path.display()))?;
-    let want = preprocess_shape(orig.0, orig.1, model.image_encoder.input_size());
-    if want != inp {
+    let want = preprocess_shape(
+        e.original_size.0,
+        e.original_size.1,
+        model.image_encoder.input_size(),
+    );
+    if want != e.input_size {
         bail!(
             "{}: embedding input size {:?} does not match this model's resize {:?}",
             path.display(),
-            inp,
+            e.input_size,
             want
         );
     }

@@ -187,7 +187,9 @@ fn automatic_masks_match_segment_anything() {
         crop_overlap_ratio: g("crop_overlap_ratio"),
         crop_n_points_downscale_factor: g("crop_n_points_downscale_factor") as usize,
         min_mask_region_area: g("min_mask_region_area") as usize,
+        ..AmgConfig::default()
     };
+    let sam = segrs::sam::any_model::AnySam::Sam(sam);
     let recs = generate(&sam, &rgb, h, w, &cfg, &|_, _| {}).unwrap();
     let want = v["records"].as_array().unwrap();
     assert!(want.len() >= 5, "fixture has too few records");

@@ -4,7 +4,7 @@
 //! key names.
 
 use super::image_encoder::ImageEncoder;
-use super::mask_decoder::MaskDecoder;
+use super::mask_decoder::{DecoderOutput, HighRes, MaskDecoder};
 use super::prompt_encoder::PointPrompt;
 use super::prompt_encoder::PromptEncoder;
 use super::tiny_vit::TinyViT;
@@ -149,6 +149,9 @@ pub struct ImageEmbedding {
     pub original_size: (usize, usize),
     /// `(h, w)` after ResizeLongestSide, before padding.
     pub input_size: (usize, usize),
+    /// SAM 2: the stride-4 `[C / 8, 4G, 4G]` and stride-8 `[C / 4, 2G, 2G]` backbone features,
+    /// through the decoder's `conv_s0` / `conv_s1`.
+    pub high_res: Option<std::sync::Arc<(Vec<f32>, Vec<f32>)>>,
     /// The features as rows `[G * G, C]`, made on first use by the decoder.
     rows: std::sync::OnceLock<std::sync::Arc<Vec<f32>>>,
     /// For prompts without a mask: the rows plus the no-mask embedding, and the decoder's
@@ -173,6 +176,7 @@ impl ImageEmbedding {
             grid,
             original_size,
             input_size,
+            high_res: None,
             rows: Default::default(),
             no_mask: Default::default(),
         }
@@ -189,6 +193,78 @@ impl ImageEmbedding {
                 ))
             })
             .clone()
+    }
+}
+
+/// A prompt encoder and mask decoder with the model's dense positional encoding (rows): the
+/// part SAM and SAM 2 share.
+pub(crate) struct Heads<'a> {
+    pub prompt_encoder: &'a PromptEncoder,
+    pub mask_decoder: &'a MaskDecoder,
+    pub dense_pe: &'a [f32],
+    /// The model's identity, for the per-image cache.
+    pub source: &'a str,
+}
+
+impl Heads<'_> {
+    /// The mask decoder on an embedding and sparse prompt embeddings, with a mask prompt or
+    /// without one (then from the image side prepared once per image), with the embedding's
+    /// high-resolution features when the model has them.
+    pub fn decode(
+        &self,
+        e: &ImageEmbedding,
+        sparse: &[Vec<f32>],
+        mask_input: Option<&[f32]>,
+    ) -> Result<DecoderOutput> {
+        let g = e.grid;
+        let c = e.channels;
+        let rows = e.rows();
+        let pe = self.dense_pe;
+        let high_res = e.high_res.as_deref().map(|(s0, s1)| HighRes { s0, s1 });
+        match mask_input {
+            None => {
+                let prepared = self.no_mask_side(e, &rows);
+                self.mask_decoder.forward_rows(
+                    &prepared.0,
+                    pe,
+                    sparse,
+                    g,
+                    g,
+                    Some(&prepared.1),
+                    high_res,
+                )
+            }
+            Some(m) => {
+                let dense = self.prompt_encoder.dense(Some(m)).context("mask input")?;
+                let dense = transpose(&dense, c, g * g);
+                let src: Vec<f32> = rows.iter().zip(&dense).map(|(a, b)| a + b).collect();
+                self.mask_decoder
+                    .forward_rows(&src, pe, sparse, g, g, None, high_res)
+            }
+        }
+    }
+
+    /// The image rows with the no-mask embedding added and the decoder's projections of them,
+    /// made once per image (and per model).
+    fn no_mask_side(
+        &self,
+        e: &ImageEmbedding,
+        rows: &[f32],
+    ) -> std::sync::Arc<(Vec<f32>, ImageSideCache)> {
+        let mut slot = e.no_mask.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((who, c)) = slot.as_ref()
+            && who == self.source
+        {
+            return c.clone();
+        }
+        let nm = self.prompt_encoder.no_mask_embed();
+        let mut src = rows.to_vec();
+        src.chunks_mut(e.channels)
+            .for_each(|r| r.iter_mut().zip(nm).for_each(|(v, a)| *v += a));
+        let cache = self.mask_decoder.prepare(&src, self.dense_pe);
+        let c = std::sync::Arc::new((src, cache));
+        *slot = Some((self.source.to_string(), c.clone()));
+        c
     }
 }
 
@@ -217,61 +293,15 @@ impl Sam {
     ) -> Result<(Vec<Vec<f32>>, Vec<f32>)> {
         self.check_embedding(e)?;
         let sparse = self.prompt_encoder.sparse(points, bbox)?;
-        let g = e.grid;
-        let c = e.channels;
-        let rows = e.rows();
-        let pe = self.dense_pe_rows();
-        let out = match mask_input {
-            None => {
-                let prepared = self.no_mask_side(e, &rows, &pe);
-                self.mask_decoder.forward_rows(
-                    &prepared.0,
-                    &pe,
-                    &sparse,
-                    g,
-                    g,
-                    Some(&prepared.1),
-                )?
-            }
-            Some(m) => {
-                let dense = self.prompt_encoder.dense(Some(m)).context("mask input")?;
-                let dense = transpose(&dense, c, g * g);
-                let src: Vec<f32> = rows.iter().zip(&dense).map(|(a, b)| a + b).collect();
-                self.mask_decoder
-                    .forward_rows(&src, &pe, &sparse, g, g, None)?
-            }
+        let heads = Heads {
+            prompt_encoder: &self.prompt_encoder,
+            mask_decoder: &self.mask_decoder,
+            dense_pe: &self.dense_pe_rows(),
+            source: &self.source,
         };
-        let plane = out.height * out.width;
-        let range = if multimask { 1..4 } else { 0..1 };
-        let masks = range
-            .clone()
-            .map(|i| out.masks[i * plane..(i + 1) * plane].to_vec())
-            .collect();
-        Ok((masks, out.iou[range].to_vec()))
-    }
-
-    /// The image rows with the no-mask embedding added and the decoder's projections of them,
-    /// made once per image (and per model).
-    fn no_mask_side(
-        &self,
-        e: &ImageEmbedding,
-        rows: &[f32],
-        pe: &[f32],
-    ) -> std::sync::Arc<(Vec<f32>, ImageSideCache)> {
-        let mut slot = e.no_mask.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((who, c)) = slot.as_ref()
-            && *who == self.source
-        {
-            return c.clone();
-        }
-        let nm = self.prompt_encoder.no_mask_embed();
-        let mut src = rows.to_vec();
-        src.chunks_mut(e.channels)
-            .for_each(|r| r.iter_mut().zip(nm).for_each(|(v, a)| *v += a));
-        let cache = self.mask_decoder.prepare(&src, pe);
-        let c = std::sync::Arc::new((src, cache));
-        *slot = Some((self.source.clone(), c.clone()));
-        c
+        let out = heads.decode(e, &sparse, mask_input)?;
+        let (_, masks, scores) = out.select(multimask, false);
+        Ok((masks, scores))
     }
 
     /// The dense positional encoding as rows `[G * G, C]`, computed once per model.

@@ -131,38 +131,50 @@ impl PromptEncoder {
     /// Sparse embeddings `[N, C]` of one prompt set: the points (with a padding point when there
     /// is no box, as the reference does), then the two corners of the box.
     pub fn sparse(&self, points: &[PointPrompt], bbox: Option<[f64; 4]>) -> Result<Vec<Vec<f32>>> {
-        let mut out = Vec::new();
+        if let Some(l) = points.iter().map(|p| p.label).find(|&l| l != 0 && l != 1) {
+            bail!("point label {l}: labels are 1 (foreground) or 0 (background)");
+        }
         let mut pts: Vec<PointPrompt> = points.to_vec();
-        if !pts.is_empty() && bbox.is_none() {
-            // The padding point sits at (0, 0) before the +0.5 shift; its encoding is replaced.
+        if let Some([x0, y0, x1, y1]) = bbox {
             pts.push(PointPrompt {
-                x: -0.5,
-                y: -0.5,
-                label: -1,
+                x: x0,
+                y: y0,
+                label: 2,
+            });
+            pts.push(PointPrompt {
+                x: x1,
+                y: y1,
+                label: 3,
             });
         }
-        for p in &pts {
+        self.sparse_labelled(&pts, !points.is_empty() && bbox.is_none())
+    }
+
+    /// Sparse embeddings of labelled points, as `_embed_points`: labels 0 / 1 background /
+    /// foreground, 2 / 3 the top-left / bottom-right box corners, -1 padding; `pad` appends the
+    /// padding point (SAM 2's predictor always does, with its box corners placed first).
+    pub fn sparse_labelled(&self, points: &[PointPrompt], pad: bool) -> Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(points.len() + pad as usize);
+        let padding = PointPrompt {
+            // (0, 0) before the +0.5 shift; its encoding is replaced.
+            x: -0.5,
+            y: -0.5,
+            label: -1,
+        };
+        for p in points.iter().chain(pad.then_some(&padding)) {
             let mut e = self.coords_pe(p.x, p.y);
             let add: &[f32] = match p.label {
                 -1 => {
                     e.iter_mut().for_each(|v| *v = 0.0);
                     &self.not_a_point
                 }
-                0 => &self.point_embeddings[0],
-                1 => &self.point_embeddings[1],
-                l => bail!("point label {l}: labels are 1 (foreground) or 0 (background)"),
+                l @ 0..=3 => &self.point_embeddings[l as usize],
+                l => bail!(
+                    "point label {l}: labels are 1 (foreground), 0 (background), 2 / 3 (box corners)"
+                ),
             };
             e.iter_mut().zip(add).for_each(|(v, a)| *v += a);
             out.push(e);
-        }
-        if let Some([x0, y0, x1, y1]) = bbox {
-            for (i, (x, y)) in [(x0, y0), (x1, y1)].into_iter().enumerate() {
-                let mut e = self.coords_pe(x, y);
-                e.iter_mut()
-                    .zip(&self.point_embeddings[2 + i])
-                    .for_each(|(v, a)| *v += a);
-                out.push(e);
-            }
         }
         Ok(out)
     }

@@ -255,12 +255,17 @@ impl TwoWayTransformer {
                     norm1: norm(&l.pp("norm1")),
                     cross_t2i: load_attention(&l.pp("cross_attn_token_to_image"), dim, heads, 2),
                     norm2: norm(&l.pp("norm2")),
-                    mlp: Mlp::load(
-                        &l.pp("mlp"),
-                        &["lin1", "lin2"],
-                        &[dim, mlp_dim, dim],
-                        Activation::Relu,
-                    ),
+                    // SAM's MLPBlock names its layers lin1 / lin2, SAM 2's MLP layers.0 / layers.1.
+                    mlp: if l.contains("mlp.layers.0.weight") {
+                        Mlp::load_numbered(&l.pp("mlp"), &[dim, mlp_dim, dim], Activation::Relu)
+                    } else {
+                        Mlp::load(
+                            &l.pp("mlp"),
+                            &["lin1", "lin2"],
+                            &[dim, mlp_dim, dim],
+                            Activation::Relu,
+                        )
+                    },
                     norm3: norm(&l.pp("norm3")),
                     norm4: norm(&l.pp("norm4")),
                     cross_i2t: load_attention(&l.pp("cross_attn_image_to_token"), dim, heads, 2),

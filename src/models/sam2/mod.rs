@@ -1,0 +1,15 @@
+//! SAM 2 (Ravi et al. 2024) on images: the networks, on the host engine, checked against the
+//! official `sam2` package. The predictor lives in `crate::sam::sam2_predictor`; the prompt
+//! encoder and mask decoder are SAM's (`models::sam`), which load SAM 2's extensions from
+//! their keys.
+//!
+//! * `hiera`              the trunk: patch embedding, windowed position embeddings, multi-scale
+//!   blocks with query pooling, windowed and global attention
+//! * `fpn_neck`           lateral 1x1 convolutions and the top-down path
+//! * `position_encoding`  the sine position encoding of feature maps
+//! * `model`              a whole checkpoint: strict loading, variant detection, the image path
+
+pub mod fpn_neck;
+pub mod hiera;
+pub mod model;
+pub mod position_encoding;

@@ -1,0 +1,231 @@
+//! A whole SAM 2 checkpoint's image path, as `SAM2Base.forward_image` and
+//! `SAM2ImagePredictor` run it: the Hiera trunk, the FPN neck (the lowest level dropped after
+//! feeding the top-down path, `scalp: 1`), the stride-4 / stride-8 levels through the
+//! decoder's `conv_s0` / `conv_s1`, `no_mem_embed` added to the stride-16 image embedding, and
+//! SAM's prompt encoder and (extended) mask decoder. Reads the official
+//! `sam2{,.1}_hiera_{tiny,small,base_plus,large}.pt` (`{"model": state_dict}`) and safetensors
+//! with the same keys, strictly: a missing, misshapen or unknown key is an error naming it.
+//! The video parts' keys (memory attention and encoder, object pointers) are recognised and
+//! left to the video model.
+
+use super::fpn_neck::{FpnNeck, pointwise};
+use super::hiera::Hiera;
+use crate::models::sam::mask_decoder::MaskDecoder;
+use crate::models::sam::model::{Heads, ImageEmbedding};
+use crate::models::sam::prompt_encoder::{PointPrompt, PromptEncoder};
+use crate::nn::{Linear, Weights};
+use crate::ops::layout::transpose;
+use crate::weights::NamedTensors;
+use anyhow::{Context, Result, bail};
+use std::path::Path;
+
+/// Keys of the video model (memory attention, memory encoder, object pointers, temporal
+/// encodings), which the image path does not run.
+pub const VIDEO_KEYS: [&str; 9] = [
+    "memory_attention.",
+    "memory_encoder.",
+    "maskmem_tpos_enc",
+    "no_mem_pos_enc",
+    "no_obj_ptr",
+    "obj_ptr_proj.",
+    "obj_ptr_tpos_proj.",
+    "mask_downsample.",
+    "no_obj_embed_spatial",
+];
+
+/// ImageNet statistics on the 0-1 scale (`SAM2Transforms`).
+pub const PIXEL_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const PIXEL_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+pub struct Sam2 {
+    /// `sam2.1_hiera_tiny`, `sam2_hiera_large`, ...
+    pub variant: String,
+    pub trunk: Hiera,
+    pub neck: FpnNeck,
+    /// `conv_s0` / `conv_s1` on rows (folded into the neck's lateral convolutions).
+    conv_s: (Linear, Linear),
+    no_mem_embed: Vec<f32>,
+    pub prompt_encoder: PromptEncoder,
+    pub mask_decoder: MaskDecoder,
+    /// Side of the square model input (1024).
+    pub image_size: usize,
+    pub source: String,
+    dense_pe: std::sync::OnceLock<std::sync::Arc<Vec<f32>>>,
+}
+
+/// The decoder's output for one prompt set, before upsampling.
+#[derive(Clone, Debug)]
+pub struct LowRes {
+    /// `[4G, 4G]` logits per returned mask.
+    pub masks: Vec<Vec<f32>>,
+    pub scores: Vec<f32>,
+    pub object_score: f32,
+}
+
+impl Sam2 {
+    pub fn load(path: &Path) -> Result<Self> {
+        let w = NamedTensors::read(path)?;
+        Self::from_tensors(&w).with_context(|| format!("loading SAM 2 from {}", path.display()))
+    }
+
+    /// Whether the tensors look like a SAM 2 checkpoint (a Hiera trunk and SAM 2's heads).
+    pub fn recognises(w: &NamedTensors) -> bool {
+        w.tensors
+            .contains_key("image_encoder.trunk.patch_embed.proj.weight")
+            || w.tensors.contains_key("sam_mask_decoder.iou_token.weight")
+    }
+
+    pub fn from_tensors(w: &NamedTensors) -> Result<Self> {
+        let root = Weights::new(w);
+        let trunk = Hiera::load(&root.pp("image_encoder.trunk"))?;
+        let dims = trunk.config.stage_dims();
+        let neck = FpnNeck::load(&root.pp("image_encoder.neck"), &dims)?;
+        let d = neck.d_model;
+        let image_size = 1024;
+        let g = image_size / 16;
+        let prompt_encoder = PromptEncoder::load(
+            &root.pp("sam_prompt_encoder"),
+            (g, g),
+            (image_size, image_size),
+        )?;
+        let mask_decoder = MaskDecoder::load(&root.pp("sam_mask_decoder"))?;
+        if prompt_encoder.embed_dim != d || mask_decoder.dim != d {
+            bail!(
+                "{}: the neck gives {d} channels, the prompt encoder and mask decoder expect {} and {}",
+                w.source,
+                prompt_encoder.embed_dim,
+                mask_decoder.dim
+            );
+        }
+        if mask_decoder.high_res_convs.is_none() {
+            bail!(
+                "{}: the SAM 2 mask decoder has no conv_s0 / conv_s1 (use_high_res_features_in_sam)",
+                w.source
+            );
+        }
+        let dec = root.pp("sam_mask_decoder");
+        let conv_s = (
+            pointwise(&dec.pp("conv_s0"), d, d / 8),
+            pointwise(&dec.pp("conv_s1"), d, d / 4),
+        );
+        let no_mem_embed = root.get("no_mem_embed", &[1, 1, d]);
+        root.finish("SAM 2")?;
+        let unknown = root.unused(&VIDEO_KEYS);
+        if !unknown.is_empty() {
+            let n = unknown.len();
+            let shown: Vec<&String> = unknown.iter().take(8).collect();
+            bail!("{}: {n} key(s) that no SAM 2 part has: {shown:?}", w.source);
+        }
+        let version = if w.tensors.contains_key("no_obj_embed_spatial") {
+            "sam2.1"
+        } else {
+            "sam2"
+        };
+        Ok(Self {
+            variant: format!("{version}_hiera_{}", trunk.config.size),
+            trunk,
+            neck,
+            conv_s,
+            no_mem_embed,
+            prompt_encoder,
+            mask_decoder,
+            image_size,
+            source: w.source.clone(),
+            dense_pe: Default::default(),
+        })
+    }
+
+    /// Side of the square image embedding (64).
+    pub fn embedding_size(&self) -> usize {
+        self.image_size / 16
+    }
+
+    /// The image path on a normalised `[3, S, S]` input: the image embedding `[C, G, G]` (with
+    /// `no_mem_embed`) and the high-resolution features, for an image of `original_size`.
+    pub fn encode(&self, input: &[f32], original_size: (usize, usize)) -> Result<ImageEmbedding> {
+        let s = self.image_size;
+        let stages = self.trunk.forward(input, s)?;
+        let post = [Some(&self.conv_s.0), Some(&self.conv_s.1)];
+        let levels = self.neck.forward(&stages, &post)?;
+        let d = self.neck.d_model;
+        let at = |i: usize| (stages[i].h, stages[i].w);
+        let ((h0, w0), (h1, w1), (h2, w2)) = (at(0), at(1), at(2));
+        if (h2, w2) != (s / 16, s / 16) {
+            bail!("the trunk gave a {h2}x{w2} stride-16 level for a {s} input");
+        }
+        let mut emb = levels[2].clone();
+        emb.chunks_mut(d).for_each(|r| {
+            r.iter_mut()
+                .zip(&self.no_mem_embed)
+                .for_each(|(v, a)| *v += a)
+        });
+        let features = transpose(&emb, h2 * w2, d);
+        let s0 = transpose(&levels[0], h0 * w0, d / 8);
+        let s1 = transpose(&levels[1], h1 * w1, d / 4);
+        let mut e = ImageEmbedding::new(features, d, h2, original_size, (s, s));
+        e.high_res = Some(std::sync::Arc::new((s0, s1)));
+        Ok(e)
+    }
+
+    /// Checks that an embedding (e.g. read from disk) fits this model.
+    pub fn check_embedding(&self, e: &ImageEmbedding) -> Result<()> {
+        let g = self.embedding_size();
+        let c = self.prompt_encoder.embed_dim;
+        let hr_ok = e.high_res.as_deref().is_some_and(|(s0, s1)| {
+            s0.len() == c / 8 * 16 * g * g && s1.len() == c / 4 * 4 * g * g
+        });
+        if e.grid != g || e.channels != c || e.features.len() != c * g * g || !hr_ok {
+            bail!(
+                "the embedding is {}x{}x{} (with{} high-resolution features of this model's size); this {} model makes {c}x{g}x{g} with them",
+                e.channels,
+                e.grid,
+                e.grid,
+                if hr_ok { "" } else { "out" },
+                self.variant
+            );
+        }
+        Ok(())
+    }
+
+    /// The dense positional encoding as rows, computed once.
+    fn dense_pe_rows(&self) -> std::sync::Arc<Vec<f32>> {
+        self.dense_pe
+            .get_or_init(|| {
+                let g = self.embedding_size();
+                std::sync::Arc::new(transpose(
+                    &self.prompt_encoder.dense_pe(),
+                    self.prompt_encoder.embed_dim,
+                    g * g,
+                ))
+            })
+            .clone()
+    }
+
+    /// Prompt encoder + mask decoder on model-frame labelled points (box corners as labels 2 /
+    /// 3, placed first; a padding point is always appended, as `SAM2ImagePredictor._predict`
+    /// passes no separate boxes), an optional `[4G, 4G]` mask prompt; the masks as the
+    /// decoder returns them (three, or one chosen by stability).
+    pub fn decode(
+        &self,
+        e: &ImageEmbedding,
+        points: &[PointPrompt],
+        mask_input: Option<&[f32]>,
+        multimask: bool,
+    ) -> Result<LowRes> {
+        self.check_embedding(e)?;
+        let sparse = self.prompt_encoder.sparse_labelled(points, true)?;
+        let heads = Heads {
+            prompt_encoder: &self.prompt_encoder,
+            mask_decoder: &self.mask_decoder,
+            dense_pe: &self.dense_pe_rows(),
+            source: &self.source,
+        };
+        let out = heads.decode(e, &sparse, mask_input)?;
+        let (_, masks, scores) = out.select(multimask, true);
+        Ok(LowRes {
+            masks,
+            scores,
+            object_score: out.object_score,
+        })
+    }
+}
