@@ -2,6 +2,7 @@
 //! approximation), sigmoid, and the branch-free `exp` that softmax uses. Large buffers are
 //! processed in parallel chunks.
 
+use super::simd::vectorized;
 use rayon::prelude::*;
 
 /// The non-linearity fused after a layer.
@@ -32,12 +33,17 @@ impl Activation {
 
 /// Runs `f` on every value, in parallel chunks when the buffer is large and the caller is not
 /// already on one of rayon's workers.
-fn each(x: &mut [f32], f: impl Fn(&mut f32) + Sync + Send) {
+fn each(x: &mut [f32], f: impl Fn(&mut f32) + Sync + Send + Copy) {
+    let run = |c: &mut [f32]| {
+        vectorized(
+            #[inline(always)]
+            || c.iter_mut().for_each(f),
+        )
+    };
     if x.len() >= 1 << 16 && rayon::current_thread_index().is_none() {
-        x.par_chunks_mut(1 << 14)
-            .for_each(|c| c.iter_mut().for_each(&f));
+        x.par_chunks_mut(1 << 14).for_each(run);
     } else {
-        x.iter_mut().for_each(f);
+        run(x);
     }
 }
 
@@ -74,7 +80,8 @@ pub fn exp_nonpositive(x: f32) -> f32 {
     let x = x.max(-87.0);
     let t = x * std::f32::consts::LOG2_E;
     // round to nearest with the 1.5 * 2^23 trick (vectorises without SSE4.1's roundps)
-    let n = (t + 12_582_912.0) - 12_582_912.0;
+    let z = t + 12_582_912.0;
+    let n = z - 12_582_912.0;
     let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
     let mut p = 1.987_569_1e-4 * r + 1.398_199_9e-3;
     p = p * r + 8.333_452e-3;
@@ -82,12 +89,15 @@ pub fn exp_nonpositive(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
-    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // `n` as an integer: the low mantissa bits of `z` (exact for |n| < 2^22), without the
+    // saturating float-to-int conversion that keeps the loop scalar.
+    let ni = (z.to_bits() as i32).wrapping_sub(0x4B40_0000);
+    y * f32::from_bits(((ni + 127) as u32) << 23)
 }
 
 /// erf in f32 by a rational approximation on [-4, 4] (odd numerator of degree 13, even
 /// denominator of degree 8; the form Eigen and XLA use), within 5e-7 of the true value.
-#[inline]
+#[inline(always)]
 pub fn erf(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;

@@ -30,6 +30,7 @@ pub mod pool;
 pub mod resize;
 pub mod roi_align;
 pub mod rope;
+pub mod simd;
 pub mod softmax;
 
 pub use activation::Activation;

@@ -2,6 +2,7 @@
 //! `[C, H*W]` map (SAM's `LayerNorm2d`), and BatchNorm in inference form, folded into the
 //! convolution before it.
 
+use super::simd::{sum, vectorized};
 use rayon::prelude::*;
 
 /// LayerNorm over the last dimension of `rows x dim` values (rows in parallel when many).
@@ -15,14 +16,23 @@ pub fn layer_norm(x: &mut [f32], dim: usize, w: &[f32], b: &[f32], eps: f32) {
 }
 
 fn layer_norm_rows(x: &mut [f32], dim: usize, w: &[f32], b: &[f32], eps: f32) {
-    for row in x.chunks_mut(dim) {
-        let mean = row.iter().sum::<f32>() / dim as f32;
-        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / dim as f32;
-        let inv = 1.0 / (var + eps).sqrt();
-        for (i, v) in row.iter_mut().enumerate() {
-            *v = (*v - mean) * inv * w[i] + b[i];
-        }
-    }
+    vectorized(
+        #[inline(always)]
+        || {
+            let mut dev = vec![0.0f32; dim];
+            for row in x.chunks_mut(dim) {
+                let mean = sum(row) / dim as f32;
+                dev.iter_mut()
+                    .zip(row.iter())
+                    .for_each(|(d, v)| *d = (v - mean) * (v - mean));
+                let var = sum(&dev) / dim as f32;
+                let inv = 1.0 / (var + eps).sqrt();
+                for ((v, wi), bi) in row.iter_mut().zip(w).zip(b) {
+                    *v = (*v - mean) * inv * wi + bi;
+                }
+            }
+        },
+    )
 }
 
 /// LayerNorm over channels at each position of a `[C, HW]` buffer, as SAM's `LayerNorm2d`

@@ -1,6 +1,7 @@
 //! Softmax over rows, with the vectorisable `exp` of [`super::activation::exp_nonpositive`].
 
 use super::activation::exp_nonpositive;
+use super::simd::{max, sum, vectorized};
 use rayon::prelude::*;
 
 /// Softmax over each row of `rows x dim` values (rows in parallel when many and the caller is
@@ -16,18 +17,28 @@ pub fn softmax_rows(x: &mut [f32], dim: usize) {
 
 /// [`softmax_rows`] on the current thread.
 pub fn softmax_rows_seq(x: &mut [f32], dim: usize) {
-    for row in x.chunks_mut(dim) {
-        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        row.iter_mut().for_each(|v| *v = exp_nonpositive(*v - m));
-        let mut acc = [0.0f32; 8];
-        let chunks = row.chunks_exact(8);
-        let rest: f32 = chunks.remainder().iter().sum();
-        for c in chunks {
-            for k in 0..8 {
-                acc[k] += c[k];
+    vectorized(
+        #[inline(always)]
+        || {
+            for row in x.chunks_mut(dim) {
+                let m = max(row);
+                // exp and the partial sums in one pass, 16 lanes at a time
+                let mut acc = [0.0f32; 16];
+                let mut chunks = row.chunks_exact_mut(16);
+                for c in &mut chunks {
+                    for k in 0..16 {
+                        c[k] = exp_nonpositive(c[k] - m);
+                        acc[k] += c[k];
+                    }
+                }
+                let mut rest = 0.0f32;
+                for v in chunks.into_remainder() {
+                    *v = exp_nonpositive(*v - m);
+                    rest += *v;
+                }
+                let inv = 1.0 / (sum(&acc) + rest);
+                row.iter_mut().for_each(|v| *v *= inv);
             }
-        }
-        let inv = 1.0 / (acc.iter().sum::<f32>() + rest);
-        row.iter_mut().for_each(|v| *v *= inv);
-    }
+        },
+    )
 }

@@ -251,48 +251,51 @@ impl Block {
             (wh, ww)
         };
         let bias = &self.qkv.b;
-        let per_window: Vec<Vec<f32>> = (0..ny * nx)
-            .into_par_iter()
-            .map(|win| {
-                let (wy, wx) = (win / nx, win % nx);
-                let mut buf = vec![0.0f32; wh * ww * 3 * c];
-                for iy in 0..wh {
-                    for ix in 0..ww {
-                        let (y, xx) = (wy * wh + iy, wx * ww + ix);
-                        let dst = &mut buf[(iy * ww + ix) * 3 * c..][..3 * c];
-                        if y < h && xx < w {
-                            dst.copy_from_slice(&qkv[(y * w + xx) * 3 * c..][..3 * c]);
-                        } else {
-                            dst.copy_from_slice(bias);
-                        }
+        let one_window = |win: usize| {
+            let (wy, wx) = (win / nx, win % nx);
+            let mut buf = vec![0.0f32; wh * ww * 3 * c];
+            for iy in 0..wh {
+                for ix in 0..ww {
+                    let (y, xx) = (wy * wh + iy, wx * ww + ix);
+                    let dst = &mut buf[(iy * ww + ix) * 3 * c..][..3 * c];
+                    if y < h && xx < w {
+                        dst.copy_from_slice(&qkv[(y * w + xx) * 3 * c..][..3 * c]);
+                    } else {
+                        dst.copy_from_slice(bias);
                     }
                 }
-                let kv = |base: usize| HeadView {
-                    data: &buf,
-                    rows: wh * ww,
-                    stride: 3 * c,
-                    base,
-                    step: hd,
-                };
-                let pooled;
-                let q = if self.q_pool {
-                    let qs: Vec<f32> = buf.chunks(3 * c).flat_map(|r| &r[..c]).copied().collect();
-                    pooled = pool_rows(&qs, wh, ww, c);
-                    HeadView::packed(&pooled, owh * oww, hd)
-                } else {
-                    kv(0)
-                };
-                attention(
-                    q,
-                    kv(c),
-                    kv(2 * c),
-                    self.heads,
-                    hd,
-                    1.0 / (hd as f32).sqrt(),
-                    Hooks::default(),
-                )
-            })
-            .collect();
+            }
+            let kv = |base: usize| HeadView {
+                data: &buf,
+                rows: wh * ww,
+                stride: 3 * c,
+                base,
+                step: hd,
+            };
+            let pooled;
+            let q = if self.q_pool {
+                let qs: Vec<f32> = buf.chunks(3 * c).flat_map(|r| &r[..c]).copied().collect();
+                pooled = pool_rows(&qs, wh, ww, c);
+                HeadView::packed(&pooled, owh * oww, hd)
+            } else {
+                kv(0)
+            };
+            attention(
+                q,
+                kv(c),
+                kv(2 * c),
+                self.heads,
+                hd,
+                1.0 / (hd as f32).sqrt(),
+                Hooks::default(),
+            )
+        };
+        // Many windows: one per task; a few large ones: one at a time, threads inside.
+        let per_window: Vec<Vec<f32>> = if ny * nx >= rayon::current_num_threads() * 4 {
+            (0..ny * nx).into_par_iter().map(one_window).collect()
+        } else {
+            (0..ny * nx).map(one_window).collect()
+        };
         let mut out = vec![0.0f32; oh * ow * c];
         for (win, o) in per_window.iter().enumerate() {
             let (wy, wx) = (win / nx, win % nx);
