@@ -169,6 +169,30 @@ impl ConvTranspose2d {
     pub fn forward_rows(&self, x: &[f32], h: usize, w: usize, act: Activation) -> Vec<f32> {
         self.op.forward_rows(x, h, w, act)
     }
+
+    /// `act(convt(x) + skip)` (a skip connection added before the activation).
+    pub fn forward_add(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        skip: Option<&[f32]>,
+        act: Activation,
+    ) -> Vec<f32> {
+        self.op.forward_add(x, h, w, skip, act)
+    }
+
+    /// [`forward_add`](Self::forward_add) from position rows `[h * w, cin]`.
+    pub fn forward_rows_add(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        skip: Option<&[f32]>,
+        act: Activation,
+    ) -> Vec<f32> {
+        self.op.forward_rows_add(x, h, w, skip, act)
+    }
 }
 
 /// `[n, c, h, w]` maps side by side as one `[c, h, n * w + (n - 1) * gutter]` map, zeros between.

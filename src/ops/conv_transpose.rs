@@ -38,24 +38,52 @@ impl ConvTranspose2x2 {
 
     /// `[cin, h, w]` -> `[cout, 2h, 2w]`.
     pub fn forward(&self, x: &[f32], h: usize, w: usize, act: Activation) -> Vec<f32> {
+        self.forward_add(x, h, w, None, act)
+    }
+
+    /// `act(convt(x) + skip)`, `skip` `[cout, 2h, 2w]` added before the activation (SAM 2's
+    /// high-resolution features).
+    pub fn forward_add(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        skip: Option<&[f32]>,
+        act: Activation,
+    ) -> Vec<f32> {
         let y = matmul(&self.wm, x, self.cout * 4, self.cin, h * w);
-        self.scatter(h, w, act, |co, t, p| y[(co * 4 + t) * h * w + p])
+        self.scatter(h, w, skip, act, &y)
     }
 
     /// The same from position rows `[h * w, cin]`.
     pub fn forward_rows(&self, x: &[f32], h: usize, w: usize, act: Activation) -> Vec<f32> {
-        let k4 = self.cout * 4;
-        let y = matmul_nt(x, &self.wm, h * w, self.cin, k4);
-        self.scatter(h, w, act, |co, t, p| y[p * k4 + co * 4 + t])
+        self.forward_rows_add(x, h, w, None, act)
     }
 
+    /// [`forward_add`](Self::forward_add) from position rows `[h * w, cin]`.
+    pub fn forward_rows_add(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        skip: Option<&[f32]>,
+        act: Activation,
+    ) -> Vec<f32> {
+        // `W x^T`: the products come out per output channel and tap, positions contiguous.
+        let y = matmul_nt(&self.wm, x, self.cout * 4, self.cin, h * w);
+        self.scatter(h, w, skip, act, &y)
+    }
+
+    /// `y` `[cout * 4, h * w]` -> `[cout, 2h, 2w]` with the bias, `skip` and `act`.
     fn scatter(
         &self,
         h: usize,
         w: usize,
+        skip: Option<&[f32]>,
         act: Activation,
-        get: impl Fn(usize, usize, usize) -> f32 + Sync,
+        y: &[f32],
     ) -> Vec<f32> {
+        let get = |co: usize, t: usize, p: usize| y[(co * 4 + t) * h * w + p];
         let (oh, ow) = (2 * h, 2 * w);
         let mut out = vec![0.0f32; self.cout * oh * ow];
         out.par_chunks_mut(oh * ow)
@@ -70,6 +98,12 @@ impl ConvTranspose2x2 {
                             row[2 * xx + dx] = get(co, t, yy * w + xx) + b;
                         }
                     }
+                }
+                if let Some(s) = skip {
+                    plane
+                        .iter_mut()
+                        .zip(&s[co * oh * ow..(co + 1) * oh * ow])
+                        .for_each(|(a, b)| *a += b);
                 }
                 act.apply(plane);
             });

@@ -199,27 +199,22 @@ impl MaskDecoder {
         }
         let n = tokens.len() / c;
         let (hs, keys) = self.transformer.forward_cached(src, pe, &tokens, n, cache);
-        let mut up = self.up1.forward_rows(&keys, h, w, Activation::None);
         let (h2, w2) = (2 * h, 2 * w);
         let (h4, w4) = (4 * h, 4 * w);
         let c8 = self.up2.op.cout;
-        if let Some(hr) = high_res {
-            if hr.s1.len() != up.len() || hr.s0.len() != c8 * h4 * w4 {
-                bail!("mask decoder: high-resolution features of the wrong size");
-            }
-            up.iter_mut().zip(hr.s1).for_each(|(a, b)| *a += b);
+        if let Some(hr) = high_res
+            && (hr.s1.len() != c8 * 2 * h2 * w2 || hr.s0.len() != c8 * h4 * w4)
+        {
+            bail!("mask decoder: high-resolution features of the wrong size");
         }
+        let mut up =
+            self.up1
+                .forward_rows_add(&keys, h, w, high_res.map(|hr| hr.s1), Activation::None);
         self.ln.forward(&mut up, h2 * w2);
         Activation::Gelu.apply(&mut up);
-        let up = match high_res {
-            None => self.up2.forward(&up, h2, w2, Activation::Gelu),
-            Some(hr) => {
-                let mut u = self.up2.forward(&up, h2, w2, Activation::None);
-                u.iter_mut().zip(hr.s0).for_each(|(a, b)| *a += b);
-                Activation::Gelu.apply(&mut u);
-                u
-            }
-        };
+        let up = self
+            .up2
+            .forward_add(&up, h2, w2, high_res.map(|hr| hr.s0), Activation::Gelu);
         let hyper: Vec<f32> = (0..NUM_MASK_TOKENS)
             .flat_map(|i| self.hyper[i].forward(&hs[(s + 1 + i) * c..(s + 2 + i) * c], 1))
             .collect();

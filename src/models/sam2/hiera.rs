@@ -129,6 +129,9 @@ impl HieraConfig {
     }
 }
 
+/// Rows per block of the MLP.
+const MLP_ROWS: usize = 1024;
+
 /// One multi-scale block: pre-norm windowed attention (pooling its queries at a stage change)
 /// and a GELU MLP, both residual.
 struct Block {
@@ -219,10 +222,14 @@ impl Block {
         drop(qkv);
         let mut y = self.attn_proj.forward(&attn, oh * ow);
         y.iter_mut().zip(&shortcut).for_each(|(a, b)| *a += b);
-        let mut t = y.clone();
-        self.norm2.forward(&mut t);
-        let m = self.mlp.forward(&t, oh * ow);
-        y.iter_mut().zip(&m).for_each(|(a, b)| *a += b);
+        // The MLP in blocks of rows, each block's hidden activations staying in cache.
+        y.par_chunks_mut(MLP_ROWS * c).for_each(|blk| {
+            let rows = blk.len() / c;
+            let mut t = blk.to_vec();
+            self.norm2.forward(&mut t);
+            let m = self.mlp.forward(&t, rows);
+            blk.iter_mut().zip(&m).for_each(|(a, b)| *a += b);
+        });
         (y, oh, ow)
     }
 
