@@ -171,5 +171,21 @@ put("paste.boxes", pboxes)
 put("paste.out", paste_masks_in_image(masks, pboxes, (37, 45))[:, 0])
 
 path = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "ops", "ops.safetensors")
+# Bicubic resizing (Hiera's background position embedding) and attention over many positions
+# (taken in query blocks); a generator of their own keeps the values above unchanged.
+g = torch.Generator().manual_seed(7)
+pe = torch.randn(1, 4, 7, 7, generator=g)
+put("bicubic.x", pe[0])
+put("bicubic.up", F.interpolate(pe, size=(32, 24), mode="bicubic")[0])
+put("bicubic.down", F.interpolate(pe, size=(5, 3), mode="bicubic")[0])
+heads, d, nq, nk = 2, 16, 700, 600
+q = torch.randn(nq, heads * d, generator=g)
+k = torch.randn(nk, heads * d, generator=g)
+v = torch.randn(nk, heads * d, generator=g)
+put("attn_large.q", q)
+put("attn_large.k", k)
+put("attn_large.v", v)
+put("attn_large.y", F.scaled_dot_product_attention(split(q), split(k), split(v)).transpose(0, 1).reshape(nq, heads * d))
+
 save_file(out, path, metadata={"torch": torch.__version__})
 print(f"wrote {len(out)} tensors to {path}")

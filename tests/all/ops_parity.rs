@@ -10,7 +10,7 @@ use segrs::ops::conv::ConvKernel;
 use segrs::ops::conv_transpose::ConvTranspose2x2;
 use segrs::ops::norm::{BatchNormParams, fold_batchnorm, layer_norm, layer_norm2d};
 use segrs::ops::pool::max_pool2d;
-use segrs::ops::resize::{bilinear, bilinear_antialias, nearest};
+use segrs::ops::resize::{bicubic, bilinear, bilinear_antialias, nearest};
 use segrs::ops::roi_align::RoiAlign;
 use segrs::ops::rope::AxialRope;
 use segrs::ops::softmax::softmax_rows;
@@ -150,6 +150,9 @@ fn resizing_matches_f_interpolate() {
         &bilinear_antialias(&a.data, 2, (23, 31), (7, 10)),
         t(&f, "resize.aa_down"),
     );
+    let p = t(&f, "bicubic.x");
+    close("bicubic up", &bicubic(&p.data, 4, (7, 7), (32, 24)), t(&f, "bicubic.up"));
+    close("bicubic down", &bicubic(&p.data, 4, (7, 7), (5, 3)), t(&f, "bicubic.down"));
 }
 
 #[test]
@@ -197,6 +200,18 @@ fn attention_and_rotary_embeddings_match() {
         Hooks::default(),
     );
     close("attention", &y, t(&f, "attn.y"));
+    // 700 queries x 600 keys: the blocked path
+    let (q, k, v) = (t(&f, "attn_large.q"), t(&f, "attn_large.k"), t(&f, "attn_large.v"));
+    let y = attention(
+        HeadView::packed(&q.data, 700, 16),
+        HeadView::packed(&k.data, 600, 16),
+        HeadView::packed(&v.data, 600, 16),
+        2,
+        16,
+        0.25,
+        Hooks::default(),
+    );
+    close("attention over many positions", &y, t(&f, "attn_large.y"));
 
     let rope = AxialRope::new(16, 4, 3, 10000.0);
     let mut rq = t(&f, "rope.q").data.clone();
