@@ -151,8 +151,16 @@ fn resizing_matches_f_interpolate() {
         t(&f, "resize.aa_down"),
     );
     let p = t(&f, "bicubic.x");
-    close("bicubic up", &bicubic(&p.data, 4, (7, 7), (32, 24)), t(&f, "bicubic.up"));
-    close("bicubic down", &bicubic(&p.data, 4, (7, 7), (5, 3)), t(&f, "bicubic.down"));
+    close(
+        "bicubic up",
+        &bicubic(&p.data, 4, (7, 7), (32, 24)),
+        t(&f, "bicubic.up"),
+    );
+    close(
+        "bicubic down",
+        &bicubic(&p.data, 4, (7, 7), (5, 3)),
+        t(&f, "bicubic.down"),
+    );
 }
 
 #[test]
@@ -201,7 +209,11 @@ fn attention_and_rotary_embeddings_match() {
     );
     close("attention", &y, t(&f, "attn.y"));
     // 700 queries x 600 keys: the blocked path
-    let (q, k, v) = (t(&f, "attn_large.q"), t(&f, "attn_large.k"), t(&f, "attn_large.v"));
+    let (q, k, v) = (
+        t(&f, "attn_large.q"),
+        t(&f, "attn_large.k"),
+        t(&f, "attn_large.v"),
+    );
     let y = attention(
         HeadView::packed(&q.data, 700, 16),
         HeadView::packed(&k.data, 600, 16),

@@ -301,3 +301,167 @@ fn sam2_checkpoints_are_read_strictly() {
     w.tensors.remove("no_obj_embed_spatial");
     assert_eq!(Sam2::from_tensors(&w).unwrap().variant, "sam2_hiera_tiny");
 }
+
+/// `segrs sam` / `segrs sam auto` with a SAM 2 checkpoint (the hashed Hiera-T written as
+/// safetensors with the official keys): the model is recognised, the embedding round trip
+/// (with the high-resolution features) gives the same masks as a direct run, a mask input
+/// refines, the generator writes records, and SAM 2's settings are refused for SAM.
+#[test]
+fn sam2_from_the_command_line() {
+    use crate::common::{segrs, tmp};
+    let d = tmp("sam2-cli");
+    let ck = d.join("sam2.1_hiera_t.safetensors");
+    segrs::weights::safetensors::write(&ck, &tiny_weights().tensors, &Default::default()).unwrap();
+    let img = fixtures().join("sam2/dog_small.png");
+    let (ck, img) = (ck.to_str().unwrap(), img.to_str().unwrap());
+    let emb = d.join("emb.safetensors");
+    let run = |out: &str, extra: &[&str]| {
+        let o = d.join(out);
+        let mut args = vec![
+            "sam",
+            "--checkpoint",
+            ck,
+            "--image",
+            img,
+            "--out",
+            o.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let (code, so, se) = segrs(&args);
+        assert_eq!(code, 0, "{so}{se}");
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(o.join("result.json")).unwrap()).unwrap();
+        (o, r)
+    };
+    let e = emb.to_str().unwrap();
+    let (o1, r1) = run(
+        "one",
+        &[
+            "--point",
+            "120,90",
+            "--multimask",
+            "--max-hole-area",
+            "8",
+            "--save-embedding",
+            e,
+        ],
+    );
+    assert_eq!(r1["model"], "sam2.1_hiera_tiny");
+    assert_eq!(r1["masks"].as_array().unwrap().len(), 3);
+    assert_eq!(r1["object_scores"].as_array().unwrap().len(), 1);
+    let (o2, r2) = run(
+        "two",
+        &[
+            "--point",
+            "120,90",
+            "--multimask",
+            "--max-hole-area",
+            "8",
+            "--embedding",
+            e,
+        ],
+    );
+    assert_eq!(r1["scores"], r2["scores"]);
+    for i in 0..3 {
+        let f = format!("mask_{i}.png");
+        assert_eq!(
+            std::fs::read(o1.join(&f)).unwrap(),
+            std::fs::read(o2.join(&f)).unwrap(),
+            "{f}"
+        );
+    }
+    let low = o1.join("low_res_logits.safetensors");
+    let (_, r3) = run(
+        "three",
+        &[
+            "--box",
+            "20,20,200,150",
+            "--box",
+            "60,40,120,100",
+            "--embedding",
+            e,
+        ],
+    );
+    assert_eq!(r3["masks"].as_array().unwrap().len(), 2);
+    let (_, r4) = run(
+        "four",
+        &[
+            "--point",
+            "120,90",
+            "--mask-input",
+            low.to_str().unwrap(),
+            "--embedding",
+            e,
+        ],
+    );
+    assert_eq!(r4["masks"].as_array().unwrap().len(), 1);
+    let auto = d.join("auto");
+    let (code, so, se) = segrs(&[
+        "sam",
+        "auto",
+        "--checkpoint",
+        ck,
+        "--image",
+        img,
+        "--out",
+        auto.to_str().unwrap(),
+        "--points-per-side",
+        "2",
+        "--stability-score-thresh",
+        "0.5",
+        "--box-nms-thresh",
+        "1.0",
+        "--use-m2m",
+    ]);
+    assert_eq!(code, 0, "{so}{se}");
+    let recs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(auto.join("masks.json")).unwrap()).unwrap();
+    assert!(!recs.as_array().unwrap().is_empty(), "records");
+    // SAM 2 settings with a SAM checkpoint, and a SAM embedding for SAM 2, are errors.
+    let sam = fixtures().join("sam/tiny_sam.pth");
+    let (code, _, se) = segrs(&[
+        "sam",
+        "--checkpoint",
+        sam.to_str().unwrap(),
+        "--image",
+        img,
+        "--point",
+        "10,10",
+        "--max-hole-area",
+        "8",
+        "--out",
+        d.join("x").to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(se.contains("SAM 2 predictor settings"), "{se}");
+    let sam_emb = d.join("sam-emb.safetensors");
+    let (code, so, se) = segrs(&[
+        "sam",
+        "--checkpoint",
+        sam.to_str().unwrap(),
+        "--image",
+        img,
+        "--point",
+        "10,10",
+        "--save-embedding",
+        sam_emb.to_str().unwrap(),
+        "--out",
+        d.join("y").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{so}{se}");
+    let (code, _, se) = segrs(&[
+        "sam",
+        "--checkpoint",
+        ck,
+        "--image",
+        img,
+        "--point",
+        "10,10",
+        "--embedding",
+        sam_emb.to_str().unwrap(),
+        "--out",
+        d.join("z").to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(se.contains("does not fit the model"), "{se}");
+}
