@@ -135,6 +135,7 @@ const MLP_ROWS: usize = 1024;
 /// One multi-scale block: pre-norm windowed attention (pooling its queries at a stage change)
 /// and a GELU MLP, both residual.
 struct Block {
+    dim: usize,
     dim_out: usize,
     heads: usize,
     norm1: LayerNorm,
@@ -179,6 +180,7 @@ impl Block {
         window: usize,
     ) -> Self {
         Self {
+            dim,
             dim_out,
             heads,
             norm1: LayerNorm::load(&w.pp("norm1"), dim, 1e-6),
@@ -198,30 +200,57 @@ impl Block {
 
     /// Rows `[h * w, dim]` -> rows `[h' * w', dim_out]` (`h' = h / 2` after a query pool):
     /// `x + attn(norm1(x))` (the residual projected and pooled at a stage change), then
-    /// `x + mlp(norm2(x))`.
+    /// `x + mlp(norm2(x))`. Windowed blocks run in bands one window high, each band from the
+    /// norm to the residual on one thread with its values in cache (windows never cross a
+    /// band); global blocks run whole, the threads inside the attention.
     fn forward(&self, x: Vec<f32>, h: usize, w: usize) -> (Vec<f32>, usize, usize) {
-        let c = self.dim_out;
-        let n = h * w;
-        let mut xn = x.clone();
-        self.norm1.forward(&mut xn);
-        let shortcut = match &self.proj {
-            Some(p) => {
-                let s = p.forward(&xn, n);
-                if self.q_pool {
-                    pool_rows(&s, h, w, c)
-                } else {
-                    s
-                }
-            }
-            None => x,
-        };
-        let qkv = self.qkv.forward(&xn, n);
-        drop(xn);
+        let (cin, c) = (self.dim, self.dim_out);
         let (oh, ow) = if self.q_pool { (h / 2, w / 2) } else { (h, w) };
-        let attn = self.windowed_attention(&qkv, h, w, oh, ow);
-        drop(qkv);
-        let mut y = self.attn_proj.forward(&attn, oh * ow);
-        y.iter_mut().zip(&shortcut).for_each(|(a, b)| *a += b);
+        // Bands when there are enough to keep every thread busy; else the whole grid at once,
+        // its windows (or the global attention) spread over the threads.
+        let band = if self.window > 0 && h.div_ceil(self.window) >= 4 * rayon::current_num_threads()
+        {
+            self.window
+        } else {
+            h
+        };
+        let oband = if self.q_pool { band / 2 } else { band };
+        let mut y = vec![0.0f32; oh * ow * c];
+        let step = |b: usize, yb: &mut [f32]| {
+            let (y0, y1) = (b * band, ((b + 1) * band).min(h));
+            let rows = y1 - y0;
+            let xb = &x[y0 * w * cin..y1 * w * cin];
+            let mut xn = xb.to_vec();
+            self.norm1.forward(&mut xn);
+            let shortcut = match &self.proj {
+                Some(p) => {
+                    let s = p.forward(&xn, rows * w);
+                    if self.q_pool {
+                        pool_rows(&s, rows, w, c)
+                    } else {
+                        s
+                    }
+                }
+                None => xb.to_vec(),
+            };
+            let qkv = self.qkv.forward(&xn, rows * w);
+            drop(xn);
+            let orows = yb.len() / (ow * c);
+            let attn = self.windowed_attention(&qkv, rows, w, orows, ow);
+            drop(qkv);
+            let o = self.attn_proj.forward(&attn, orows * ow);
+            yb.iter_mut()
+                .zip(o.iter().zip(&shortcut))
+                .for_each(|(d, (a, s))| *d = a + s);
+        };
+        if band < h && oband > 0 {
+            y.par_chunks_mut(oband * ow * c)
+                .enumerate()
+                .for_each(|(b, yb)| step(b, yb));
+        } else {
+            step(0, &mut y);
+        }
+        drop(x);
         // The MLP in blocks of rows, each block's hidden activations staying in cache.
         y.par_chunks_mut(MLP_ROWS * c).for_each(|blk| {
             let rows = blk.len() / c;
