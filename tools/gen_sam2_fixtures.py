@@ -98,8 +98,23 @@ def rle(mask):
     return {"size": [int(v) for v in r["size"]], "counts": r["counts"].decode()}
 
 
+def variant_keys():
+    """The trunk keys and shapes of every official config (2.1 and 2.0), for variant detection."""
+    out = {}
+    for version, prefix in [("sam2.1", "configs/sam2.1/sam2.1_hiera_"), ("sam2", "configs/sam2/sam2_hiera_")]:
+        for size in ["t", "s", "b+", "l"]:
+            m = build_sam2(f"{prefix}{size}.yaml", ckpt_path=None, device="cpu")
+            out[f"{version}_{size}"] = {k: list(v.shape) for k, v in m.state_dict().items()
+                                        if k.startswith("image_encoder.trunk.") or k == "no_obj_embed_spatial"}
+            del m
+    with open(os.path.join(OUT, "variant_keys.json"), "w") as f:
+        json.dump(out, f)
+
+
 def main():
     torch.set_num_threads(2)
+    os.makedirs(OUT, exist_ok=True)
+    variant_keys()
     model = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device="cpu")
     sd = model.state_dict()
     keys = []

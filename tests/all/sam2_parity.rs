@@ -465,3 +465,47 @@ fn sam2_from_the_command_line() {
     assert_ne!(code, 0);
     assert!(se.contains("does not fit the model"), "{se}");
 }
+
+/// Every official trunk (2.0 and 2.1; tiny, small, base_plus, large) is told from its keys and
+/// shapes alone (tools/gen_sam2_fixtures.py lists them from `build_sam2`), and 2.1 from
+/// `no_obj_embed_spatial`.
+#[test]
+fn sam2_variants_are_read_from_the_keys() {
+    use segrs::models::sam2::hiera::HieraConfig;
+    use segrs::nn::Weights;
+    let v = json("sam2/variant_keys.json");
+    let want = [
+        ("t", "tiny", 96),
+        ("s", "small", 96),
+        ("b+", "base_plus", 112),
+        ("l", "large", 144),
+    ];
+    for version in ["sam2", "sam2.1"] {
+        for (short, size, dim) in want {
+            let keys = v[format!("{version}_{short}")].as_object().unwrap();
+            let mut nt = NamedTensors::default();
+            for (k, shape) in keys {
+                let shape = shape
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.as_u64().unwrap() as usize)
+                    .collect();
+                // shapes only: detection reads no values
+                nt.insert(
+                    k.clone(),
+                    segrs::weights::HostTensor {
+                        shape,
+                        data: Vec::new(),
+                    },
+                );
+            }
+            let c = HieraConfig::detect(&Weights::new(&nt).pp("image_encoder.trunk")).unwrap();
+            assert_eq!((c.size, c.embed_dim), (size, dim), "{version}_{short}");
+            assert_eq!(
+                nt.tensors.contains_key("no_obj_embed_spatial"),
+                version == "sam2.1"
+            );
+        }
+    }
+}
