@@ -144,14 +144,14 @@ impl TwoWayAttention for Attention {
         let scale = 1.0 / (ch as f32).sqrt();
         let (m, dim) = (heads * nk, self.out.out);
         let mut scores = matmul_nt(x, bmat, nq, xdim, m);
-        scores.par_chunks_mut(m).for_each(|row| {
-            for h in 0..heads {
-                let seg = &mut row[h * nk..(h + 1) * nk];
-                seg.iter_mut()
-                    .zip(&cvec[h * nk..(h + 1) * nk])
+        // each row is `heads` segments of `nk` scores: one softmax call per block of rows
+        scores.par_chunks_mut(m * 64).for_each(|rows| {
+            for row in rows.chunks_mut(m) {
+                row.iter_mut()
+                    .zip(cvec)
                     .for_each(|(s, c)| *s = (*s + c) * scale);
-                softmax_rows_seq(seg, nk);
             }
+            softmax_rows_seq(rows, nk);
         });
         let mut out = matmul(&scores, gmat, nq, m, dim);
         out.par_chunks_mut(dim)
