@@ -12,7 +12,7 @@
 //! (default 3).
 
 mod common;
-use common::{cpu_name, threads, timed, write_section};
+use common::{cpu_name, reference_json, threads, timed, write_section};
 
 use segrs::models::sam::model::Sam;
 use segrs::models::sam::prompt_encoder::PointPrompt;
@@ -58,47 +58,16 @@ fn main() {
             "SKIP: no sam_demo_images/truck.jpg under ../shared/data; the end-to-end photo check is left out"
         );
     }
-    let cached = keep
-        .as_ref()
-        .and_then(|d| std::fs::read(d.join("torch.json")).ok());
-    let out = match cached {
-        Some(bytes) => Ok(std::process::Output {
-            status: std::process::ExitStatus::default(),
-            stdout: bytes,
-            stderr: Vec::new(),
-        }),
-        None => {
-            eprintln!("PyTorch side ({python}) ...");
-            let mut args = vec![
-                script.to_string(),
-                threads.to_string(),
-                repeats.to_string(),
-                dir.display().to_string(),
-            ];
-            if let Some(p) = &photo {
-                args.push(p.display().to_string());
-            }
-            std::process::Command::new(&python).args(&args).output()
-        }
-    };
-    if let (Some(d), Ok(o)) = (&keep, &out) {
-        std::fs::write(d.join("torch.json"), &o.stdout).ok();
+    let mut args = vec![
+        threads.to_string(),
+        repeats.to_string(),
+        dir.display().to_string(),
+    ];
+    if let Some(p) = &photo {
+        args.push(p.display().to_string());
     }
-    let torch: serde_json::Value = match out {
-        Ok(o) if o.status.success() => {
-            serde_json::from_slice(o.stdout.trim_ascii()).expect("bench_sam_torch.py JSON")
-        }
-        Ok(o) => {
-            eprintln!(
-                "PyTorch side failed:\n{}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            return;
-        }
-        Err(e) => {
-            eprintln!("no PyTorch interpreter at {python}: {e}; set SEGRS_TORCH_PYTHON");
-            return;
-        }
+    let Some(torch) = reference_json(&python, script, &args, keep.as_deref()) else {
+        return;
     };
     let io = segrs::weights::safetensors::read(&dir.join("io.safetensors")).unwrap();
     let x = &io.get("input").unwrap().data;

@@ -14,7 +14,7 @@
 //! side, for iterating; BENCHMARKS.md is then left alone).
 
 mod common;
-use common::{cpu_name, threads, timed, write_section};
+use common::{cpu_name, reference_json, threads, timed, write_section};
 
 use segrs::models::sam::model::ImageEmbedding;
 use segrs::models::sam2::model::Sam2;
@@ -55,46 +55,13 @@ fn main() {
         eprintln!("SKIP: no sam_demo_images/truck.jpg under ../shared/data");
         return;
     }
-    let cached = keep
-        .as_ref()
-        .and_then(|d| std::fs::read(d.join("torch.json")).ok());
-    let out = match cached {
-        Some(bytes) => Ok(std::process::Output {
-            status: std::process::ExitStatus::default(),
-            stdout: bytes,
-            stderr: Vec::new(),
-        }),
-        None => {
-            eprintln!("PyTorch side ({python}) ...");
-            std::process::Command::new(&python)
-                .args([
-                    script.to_string(),
-                    threads.to_string(),
-                    repeats.to_string(),
-                    dir.display().to_string(),
-                    photo.display().to_string(),
-                ])
-                .output()
-        }
-    };
-    if let (Some(d), Ok(o)) = (&keep, &out) {
-        std::fs::write(d.join("torch.json"), &o.stdout).ok();
-    }
-    let torch: serde_json::Value = match out {
-        Ok(o) if o.status.success() => {
-            serde_json::from_slice(o.stdout.trim_ascii()).expect("bench_sam2_torch.py JSON")
-        }
-        Ok(o) => {
-            eprintln!(
-                "PyTorch side failed:\n{}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            return;
-        }
-        Err(e) => {
-            eprintln!("no PyTorch interpreter at {python}: {e}; set SEGRS_TORCH_PYTHON");
-            return;
-        }
+    let args = [threads, repeats]
+        .map(|v| v.to_string())
+        .into_iter()
+        .chain([dir.display().to_string(), photo.display().to_string()]);
+    let Some(torch) = reference_json(&python, script, &args.collect::<Vec<_>>(), keep.as_deref())
+    else {
+        return;
     };
     let io = segrs::weights::safetensors::read(&dir.join("io.safetensors")).unwrap();
     let x = &io.get("input").unwrap().data;

@@ -98,6 +98,46 @@ def rle(mask):
     return {"size": [int(v) for v in r["size"]], "counts": r["counts"].decode()}
 
 
+def hashed_model():
+    """The official SAM 2.1 Hiera-T with every tensor from the hash (and the key list)."""
+    model = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device="cpu")
+    sd = model.state_dict()
+    keys = []
+    with torch.no_grad():
+        for seed, (k, t) in enumerate(sd.items(), start=1):
+            off, sc = value_range(k, list(t.shape))
+            v = uniform(seed, t.numel()) * np.float32(sc) + np.float32(off)
+            t.copy_(torch.from_numpy(v).reshape(t.shape))
+            keys.append({"key": k, "shape": list(t.shape), "seed": seed, "offset": off, "scale": sc})
+    model.load_state_dict(sd)
+    return model, keys
+
+
+def video_parts(model):
+    """The memory encoder and the memory attention on inputs from the hash (seeds 9001-9005):
+    image features [256, 64, 64], a mask for memory [1024, 1024] (uniform * 20, as the scaled
+    logits), the current frame [4096, 256], two memory frames plus 16 object-pointer tokens
+    [8208, 64] and their positions (uniform * 0.5). Strided samples of the outputs."""
+    g = lambda seed, shape, scale=1.0: torch.from_numpy(uniform(seed, int(np.prod(shape))) * np.float32(scale)).reshape(shape)
+    pix = g(9001, (1, 256, 64, 64))
+    mask = g(9002, (1, 1, 1024, 1024), 20.0)
+    curr = g(9003, (4096, 1, 256))
+    memory = g(9004, (2 * 4096 + 16, 1, 64))
+    memory_pos = g(9005, (2 * 4096 + 16, 1, 64), 0.5)
+    with torch.no_grad():
+        enc = model.memory_encoder(pix, mask, skip_mask_sigmoid=True)
+        curr_pos = model.image_encoder.neck.position_encoding(pix)  # [1, 256, 64, 64]
+        curr_pos = curr_pos.flatten(2).permute(2, 0, 1)
+        out = model.memory_attention(curr=[curr], curr_pos=[curr_pos], memory=memory, memory_pos=memory_pos,
+                                     num_obj_ptr_tokens=16)
+    t = {
+        "memory_encoder.features": enc["vision_features"][0].flatten()[::13].contiguous(),
+        "memory_encoder.pos": enc["vision_pos_enc"][0][0].flatten()[::13].contiguous(),
+        "memory_attention.out": out[:, 0].flatten()[::29].contiguous(),
+    }
+    save_file(t, os.path.join(OUT, "video_parts.safetensors"))
+
+
 def variant_keys():
     """The trunk keys and shapes of every official config (2.1 and 2.0), for variant detection."""
     out = {}
@@ -115,16 +155,7 @@ def main():
     torch.set_num_threads(2)
     os.makedirs(OUT, exist_ok=True)
     variant_keys()
-    model = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device="cpu")
-    sd = model.state_dict()
-    keys = []
-    with torch.no_grad():
-        for seed, (k, t) in enumerate(sd.items(), start=1):
-            off, sc = value_range(k, list(t.shape))
-            v = uniform(seed, t.numel()) * np.float32(sc) + np.float32(off)
-            t.copy_(torch.from_numpy(v).reshape(t.shape))
-            keys.append({"key": k, "shape": list(t.shape), "seed": seed, "offset": off, "scale": sc})
-    model.load_state_dict(sd)
+    model, keys = hashed_model()
     torch.save({"model": model.state_dict()}, "/tmp/segrs-sam2-tiny.pt")
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "keys_t.json"), "w") as f:
@@ -216,6 +247,7 @@ def main():
     print("amg", len(recs), "records")
     expected["strides"] = STRIDE
     save_file(tensors, os.path.join(OUT, "expected.safetensors"))
+    video_parts(model)
     with open(os.path.join(OUT, "expected.json"), "w") as f:
         json.dump(expected, f)
 

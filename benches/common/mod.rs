@@ -55,3 +55,50 @@ pub fn write_section(name: &str, md: &str) {
         eprintln!("updated {path}");
     }
 }
+
+/// The reference side of a benchmark: runs `python script args...` and parses the JSON line it
+/// prints; with `keep` (SEGRS_BENCH_KEEP) the line is kept in `keep/torch.json` and reused on the
+/// next run. None, with the reason on stderr, when it cannot run.
+#[allow(dead_code)] // each bench compiles this module; not all of them call this
+pub fn reference_json(
+    python: &str,
+    script: &str,
+    args: &[String],
+    keep: Option<&std::path::Path>,
+) -> Option<serde_json::Value> {
+    let cached = keep.and_then(|d| std::fs::read(d.join("torch.json")).ok());
+    let stdout = match cached {
+        Some(bytes) => bytes,
+        None => {
+            eprintln!("PyTorch side ({python}) ...");
+            match std::process::Command::new(python)
+                .arg(script)
+                .args(args)
+                .output()
+            {
+                Ok(o) if o.status.success() => o.stdout,
+                Ok(o) => {
+                    eprintln!(
+                        "PyTorch side failed:\n{}",
+                        String::from_utf8_lossy(&o.stderr)
+                    );
+                    return None;
+                }
+                Err(e) => {
+                    eprintln!("no PyTorch interpreter at {python}: {e}; set SEGRS_TORCH_PYTHON");
+                    return None;
+                }
+            }
+        }
+    };
+    if let Some(d) = keep {
+        std::fs::write(d.join("torch.json"), &stdout).ok();
+    }
+    match serde_json::from_slice(stdout.trim_ascii()) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            eprintln!("{script}: no JSON line on stdout: {e}");
+            None
+        }
+    }
+}

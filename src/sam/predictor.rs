@@ -39,6 +39,37 @@ pub struct Prediction {
     pub object_score: Option<f32>,
 }
 
+impl Prompt {
+    /// Checks a prompt set against an image of `(h, w)`: not empty, points inside with labels
+    /// 0 / 1, the box inside and not flipped.
+    pub fn check(&self, (h, w): (usize, usize)) -> Result<()> {
+        if self.points.is_empty() && self.bbox.is_none() && self.mask_input.is_none() {
+            bail!("empty prompt: give at least one point, a box or a mask input");
+        }
+        let inside = |x: f64, y: f64| {
+            x.is_finite() && y.is_finite() && x >= 0.0 && y >= 0.0 && x <= w as f64 && y <= h as f64
+        };
+        for &(x, y, l) in &self.points {
+            if !inside(x, y) {
+                bail!("point ({x}, {y}) lies outside the {w}x{h} image");
+            }
+            if l != 0 && l != 1 {
+                bail!(
+                    "point ({x}, {y}) has label {l}; labels are 1 (foreground) or 0 (background)"
+                );
+            }
+        }
+        if let Some([x0, y0, x1, y1]) = self.bbox
+            && (!inside(x0, y0) || !inside(x1, y1) || x1 < x0 || y1 < y0)
+        {
+            bail!(
+                "box ({x0}, {y0}, {x1}, {y1}) is not an x0,y0,x1,y1 box inside the {w}x{h} image"
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Prediction {
     /// Mask `i` as 0/1 bytes (logit > 0.0).
     pub fn mask(&self, i: usize) -> Vec<u8> {
@@ -124,32 +155,7 @@ impl Sam {
     /// Validates a prompt set and maps its points to the model frame (f64 transform, then f32
     /// as `torch.as_tensor(..., dtype=torch.float)` in the reference predictor).
     fn model_points(&self, e: &ImageEmbedding, p: &Prompt) -> Result<Vec<PointPrompt>> {
-        let (h, w) = e.original_size;
-        if p.points.is_empty() && p.bbox.is_none() && p.mask_input.is_none() {
-            bail!("empty prompt: give at least one point, a box or a mask input");
-        }
-        let inside = |x: f64, y: f64| {
-            x.is_finite() && y.is_finite() && x >= 0.0 && y >= 0.0 && x <= w as f64 && y <= h as f64
-        };
-        for &(x, y, l) in &p.points {
-            if !inside(x, y) {
-                bail!("point ({x}, {y}) lies outside the {w}x{h} image");
-            }
-            if l != 0 && l != 1 {
-                bail!(
-                    "point ({x}, {y}) has label {l}; labels are 1 (foreground) or 0 (background)"
-                );
-            }
-        }
-        if let Some([x0, y0, x1, y1]) = p.bbox
-            && (!inside(x0, y0) || !inside(x1, y1) || x1 < x0 || y1 < y0)
-        {
-            {
-                bail!(
-                    "box ({x0}, {y0}, {x1}, {y1}) is not an x0,y0,x1,y1 box inside the {w}x{h} image"
-                );
-            }
-        }
+        p.check(e.original_size)?;
         let s = self.image_encoder.input_size();
         Ok(p.points
             .iter()

@@ -92,12 +92,7 @@ impl Sam2 {
         multimask: bool,
     ) -> Result<(LowRes, Vec<PointPrompt>)> {
         let (h, w) = e.original_size;
-        if p.points.is_empty() && p.bbox.is_none() && p.mask_input.is_none() {
-            bail!("empty prompt: give at least one point, a box or a mask input");
-        }
-        let inside = |x: f64, y: f64| {
-            x.is_finite() && y.is_finite() && x >= 0.0 && y >= 0.0 && x <= w as f64 && y <= h as f64
-        };
+        p.check((h, w))?;
         let s = self.image_size as f32;
         // As `transform_coords`: f32 coordinates over the image size, times the input size.
         let map = |x: f64, y: f64, label: i32| PointPrompt {
@@ -107,23 +102,10 @@ impl Sam2 {
         };
         let mut pts = Vec::with_capacity(p.points.len() + 2);
         if let Some([x0, y0, x1, y1]) = p.bbox {
-            if !inside(x0, y0) || !inside(x1, y1) || x1 < x0 || y1 < y0 {
-                bail!(
-                    "box ({x0}, {y0}, {x1}, {y1}) is not an x0,y0,x1,y1 box inside the {w}x{h} image"
-                );
-            }
             pts.push(map(x0, y0, 2));
             pts.push(map(x1, y1, 3));
         }
         for &(x, y, l) in &p.points {
-            if !inside(x, y) {
-                bail!("point ({x}, {y}) lies outside the {w}x{h} image");
-            }
-            if l != 0 && l != 1 {
-                bail!(
-                    "point ({x}, {y}) has label {l}; labels are 1 (foreground) or 0 (background)"
-                );
-            }
             pts.push(map(x, y, l));
         }
         let low = self.decode(e, &pts, p.mask_input.as_deref(), multimask)?;

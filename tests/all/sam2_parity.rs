@@ -509,3 +509,55 @@ fn sam2_variants_are_read_from_the_keys() {
         }
     }
 }
+
+/// The video model's memory encoder and memory attention (four layers, rotary embeddings
+/// repeated over two memory frames, 16 object-pointer tokens left unrotated) against the
+/// official modules on inputs both sides make from the hash: within 1e-4 relative L2.
+#[test]
+fn sam2_memory_encoder_and_attention_match_the_reference() {
+    use crate::common::uniform;
+    use segrs::models::sam2::memory_attention::{MemoryAttention, MemoryBank};
+    use segrs::models::sam2::memory_encoder::MemoryEncoder;
+    use segrs::nn::Weights;
+    let w = tiny_weights();
+    let root = Weights::new(&w);
+    let enc = MemoryEncoder::load(&root.pp("memory_encoder")).unwrap();
+    let att = MemoryAttention::load(&root.pp("memory_attention")).unwrap();
+    root.finish("SAM 2 video parts").unwrap();
+    let t = NamedTensors::read(&fixtures().join("sam2/video_parts.safetensors")).unwrap();
+    let want = |k: &str| t.get(k).unwrap().data.clone();
+    let scaled = |seed: u64, n: usize, s: f32| -> Vec<f32> {
+        uniform(seed, n).into_iter().map(|v| v * s).collect()
+    };
+    let pix = uniform(9001, 256 * 64 * 64);
+    let mask = scaled(9002, 1024 * 1024, 20.0);
+    let m = enc.forward(&pix, &mask, 64, 64).unwrap();
+    close(
+        "memory features",
+        &strided(&m.features, 13),
+        &want("memory_encoder.features"),
+        1e-4,
+    );
+    close(
+        "memory position encoding",
+        &strided(&m.pos, 13),
+        &want("memory_encoder.pos"),
+        1e-5,
+    );
+    let curr = uniform(9003, 4096 * 256);
+    let curr_pos = segrs::ops::layout::transpose(&sine(256, 64, 64), 256, 4096);
+    let memory = uniform(9004, (2 * 4096 + 16) * 64);
+    let memory_pos = scaled(9005, (2 * 4096 + 16) * 64, 0.5);
+    let bank = MemoryBank {
+        features: &memory,
+        pos: &memory_pos,
+        obj_ptr_tokens: 16,
+    };
+    let out = att.forward(&curr, &curr_pos, 64, &bank).unwrap();
+    close(
+        "memory attention",
+        &strided(&out, 29),
+        &want("memory_attention.out"),
+        1e-4,
+    );
+}
