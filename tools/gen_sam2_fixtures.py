@@ -117,7 +117,9 @@ def video_parts(model):
     """The memory encoder and the memory attention on inputs from the hash (seeds 9001-9005):
     image features [256, 64, 64], a mask for memory [1024, 1024] (uniform * 20, as the scaled
     logits), the current frame [4096, 256], two memory frames plus 16 object-pointer tokens
-    [8208, 64] and their positions (uniform * 0.5). Strided samples of the outputs."""
+    [8208, 64] and their positions (uniform * 0.5); three decoder tokens (seed 9006) through the
+    pointer MLP and the temporal encodings of distances 1, 2, -3 (of at most 15). Strided samples
+    of the large outputs."""
     g = lambda seed, shape, scale=1.0: torch.from_numpy(uniform(seed, int(np.prod(shape))) * np.float32(scale)).reshape(shape)
     pix = g(9001, (1, 256, 64, 64))
     mask = g(9002, (1, 1, 1024, 1024), 20.0)
@@ -130,7 +132,14 @@ def video_parts(model):
         curr_pos = curr_pos.flatten(2).permute(2, 0, 1)
         out = model.memory_attention(curr=[curr], curr_pos=[curr_pos], memory=memory, memory_pos=memory_pos,
                                      num_obj_ptr_tokens=16)
+    from sam2.modeling.sam2_utils import get_1d_sine_pe
+    with torch.no_grad():
+        tokens = g(9006, (3, 256))
+        ptrs = model.obj_ptr_proj(tokens)
+        tpos = model.obj_ptr_tpos_proj(get_1d_sine_pe(torch.tensor([1, 2, -3]) / 15, dim=256))
     t = {
+        "object_pointers.ptrs": ptrs.contiguous(),
+        "object_pointers.tpos": tpos.contiguous(),
         "memory_encoder.features": enc["vision_features"][0].flatten()[::13].contiguous(),
         "memory_encoder.pos": enc["vision_pos_enc"][0][0].flatten()[::13].contiguous(),
         "memory_attention.out": out[:, 0].flatten()[::29].contiguous(),

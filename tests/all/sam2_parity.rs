@@ -561,3 +561,45 @@ fn sam2_memory_encoder_and_attention_match_the_reference() {
         1e-4,
     );
 }
+
+/// Object pointers: decoder tokens through the pointer MLP, the "no object" pointer for absent
+/// objects, four 64-d tokens per pointer, and the projected temporal sine encoding.
+#[test]
+fn sam2_object_pointers_match_the_reference() {
+    use crate::common::uniform;
+    use segrs::models::sam2::object_pointers::ObjectPointers;
+    use segrs::nn::Weights;
+    let w = tiny_weights();
+    let op = ObjectPointers::load(&Weights::new(&w), 64).unwrap();
+    let t = NamedTensors::read(&fixtures().join("sam2/video_parts.safetensors")).unwrap();
+    let tokens = uniform(9006, 3 * 256);
+    let ptrs: Vec<Vec<f32>> = tokens.chunks(256).map(|tk| op.pointer(tk, 1.0)).collect();
+    close(
+        "pointers",
+        &ptrs.concat(),
+        &t.get("object_pointers.ptrs").unwrap().data,
+        1e-5,
+    );
+    assert_eq!(
+        op.pointer(&tokens[..256], -0.5),
+        w.get("no_obj_ptr").unwrap().data
+    );
+    let refs: Vec<(i64, &[f32])> = [1i64, 2, -3]
+        .iter()
+        .zip(&ptrs)
+        .map(|(d, p)| (*d, p.as_slice()))
+        .collect();
+    let (rows, pos) = op.tokens(&refs, 15);
+    assert_eq!(
+        rows,
+        ptrs.concat(),
+        "each pointer as four consecutive 64-d tokens"
+    );
+    let want = &t.get("object_pointers.tpos").unwrap().data;
+    let firsts: Vec<f32> = pos.chunks(64).step_by(4).flatten().copied().collect();
+    close("temporal encodings", &firsts, want, 1e-5);
+    assert!(
+        pos.chunks(64 * 4).all(|p| p[..64] == p[192..]),
+        "repeated for the four tokens"
+    );
+}

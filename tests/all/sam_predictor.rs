@@ -163,7 +163,10 @@ fn bad_prompts_are_clear_errors() {
         .find(|p| p.extension().is_some_and(|x| x == "pth"))
     {
         let msg = format!("{:#}", Sam::load(&f).err().unwrap());
-        assert!(msg.contains("not a SAM checkpoint"), "{msg}");
+        assert!(
+            msg.contains("neither a SAM nor a SAM 2 checkpoint"),
+            "{msg}"
+        );
     }
 }
 

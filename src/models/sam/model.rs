@@ -78,8 +78,8 @@ impl Sam {
         {
             let sample: Vec<&String> = w.tensors.keys().take(5).collect();
             bail!(
-                "{}: not a SAM checkpoint (no prompt_encoder.* / mask_decoder.* keys; first keys {sample:?}). \
-                 SAM 2 checkpoints (sam2_*.pt) are a different model.",
+                "{}: neither a SAM nor a SAM 2 checkpoint (no prompt_encoder.* / mask_decoder.* nor \
+                 sam_prompt_encoder.* / sam_mask_decoder.* keys; first keys {sample:?})",
                 w.source
             );
         }

@@ -9,6 +9,7 @@
 //! * `position_encoding`  the sine position encoding of feature maps
 //! * `memory_encoder`     (video) a frame's mask and features -> its 64-d memory
 //! * `memory_attention`   (video) the current frame attends to the memory bank
+//! * `object_pointers`    (video) output tokens -> pointers, their tokens and temporal encoding
 //! * `model`              a whole checkpoint: strict loading, variant detection, the image path
 
 pub mod fpn_neck;
@@ -16,4 +17,5 @@ pub mod hiera;
 pub mod memory_attention;
 pub mod memory_encoder;
 pub mod model;
+pub mod object_pointers;
 pub mod position_encoding;
