@@ -147,6 +147,17 @@ def video_parts(model):
     save_file(t, os.path.join(OUT, "video_parts.safetensors"))
 
 
+def pillow_bicubic():
+    """Pillow's default `Image.resize` filter (BICUBIC), with which the video predictor loads
+    frames: the reduced photo up, down, and to a shape where Pillow 13 runs the vertical pass
+    first. Stored as uint8."""
+    img = Image.open(os.path.join(OUT, "dog_small.png")).convert("RGB")
+    t = {}
+    for name, size in [("up", (256, 180)), ("down", (97, 61)), ("vertical_first", (230, 40))]:
+        t[f"bicubic.{name}"] = torch.from_numpy(np.array(img.resize(size))).contiguous()
+    save_file(t, os.path.join(OUT, "pillow_bicubic.safetensors"))
+
+
 def variant_keys():
     """The trunk keys and shapes of every official config (2.1 and 2.0), for variant detection."""
     out = {}
@@ -164,6 +175,7 @@ def main():
     torch.set_num_threads(2)
     os.makedirs(OUT, exist_ok=True)
     variant_keys()
+    pillow_bicubic()
     model, keys = hashed_model()
     torch.save({"model": model.state_dict()}, "/tmp/segrs-sam2-tiny.pt")
     os.makedirs(OUT, exist_ok=True)

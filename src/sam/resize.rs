@@ -1,8 +1,9 @@
-//! Pillow's bilinear resize of 8-bit images, bit for bit. SAM's reference preprocessing resizes
-//! with `torchvision.transforms.functional.resize` on a PIL image, i.e. Pillow's
-//! `Image.resize(BILINEAR)`: a separable convolution whose triangle filter widens with the
-//! downscale factor (antialiasing), with fixed-point coefficients (22 fractional bits), a
-//! horizontal pass over the rows the vertical pass needs, then a vertical pass.
+//! Pillow's bilinear and bicubic resizes of 8-bit images, bit for bit. SAM's reference
+//! preprocessing resizes with `torchvision.transforms.functional.resize` on a PIL image, i.e.
+//! Pillow's `Image.resize(BILINEAR)`; SAM 2's video predictor loads frames with
+//! `Image.resize((1024, 1024))`, whose default filter is BICUBIC. Both are a separable
+//! convolution whose filter widens with the downscale factor (antialiasing), with fixed-point
+//! coefficients (22 fractional bits), one pass per direction through an 8-bit intermediate.
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
@@ -12,10 +13,41 @@ struct Taps {
     weights: Vec<Vec<i32>>,
 }
 
-fn precompute(in_size: usize, out_size: usize) -> Taps {
+/// A resampling filter: its support at scale 1 and its kernel.
+#[derive(Clone, Copy)]
+struct Filter {
+    support: f64,
+    kernel: fn(f64) -> f64,
+}
+
+const BILINEAR: Filter = Filter {
+    support: 1.0,
+    kernel: |t| {
+        let t = t.abs();
+        if t < 1.0 { 1.0 - t } else { 0.0 }
+    },
+};
+
+/// Pillow's bicubic kernel (a = -0.5).
+const BICUBIC: Filter = Filter {
+    support: 2.0,
+    kernel: |t| {
+        const A: f64 = -0.5;
+        let t = t.abs();
+        if t < 1.0 {
+            ((A + 2.0) * t - (A + 3.0)) * t * t + 1.0
+        } else if t < 2.0 {
+            (((t - 5.0) * t + 8.0) * t - 4.0) * A
+        } else {
+            0.0
+        }
+    },
+};
+
+fn precompute(in_size: usize, out_size: usize, filter: Filter) -> Taps {
     let scale = in_size as f64 / out_size as f64;
     let filterscale = scale.max(1.0);
-    let support = filterscale; // bilinear support 1.0
+    let support = filter.support * filterscale;
     let ss = 1.0 / filterscale;
     let mut start = Vec::with_capacity(out_size);
     let mut weights = Vec::with_capacity(out_size);
@@ -25,11 +57,7 @@ fn precompute(in_size: usize, out_size: usize) -> Taps {
         let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
         let n = xmax.saturating_sub(xmin);
         let mut k: Vec<f64> = (0..n)
-            .map(|x| {
-                let t = ((x + xmin) as f64 - center + 0.5) * ss;
-                let t = t.abs();
-                if t < 1.0 { 1.0 - t } else { 0.0 }
-            })
+            .map(|x| (filter.kernel)(((x + xmin) as f64 - center + 0.5) * ss))
             .collect();
         let ww: f64 = k.iter().sum();
         if ww != 0.0 {
@@ -70,6 +98,29 @@ pub fn pil_resize_bilinear(
     ow: usize,
     oh: usize,
 ) -> Vec<u8> {
+    pil_resize(src, (w, h), channels, (ow, oh), BILINEAR)
+}
+
+/// The same as [`pil_resize_bilinear`] with Pillow's `Image.BICUBIC` (its default for
+/// `Image.resize`).
+pub fn pil_resize_bicubic(
+    src: &[u8],
+    w: usize,
+    h: usize,
+    channels: usize,
+    ow: usize,
+    oh: usize,
+) -> Vec<u8> {
+    pil_resize(src, (w, h), channels, (ow, oh), BICUBIC)
+}
+
+fn pil_resize(
+    src: &[u8],
+    (w, h): (usize, usize),
+    channels: usize,
+    (ow, oh): (usize, usize),
+    filter: Filter,
+) -> Vec<u8> {
     assert_eq!(src.len(), w * h * channels);
     let vertical_first = oh < h && (h as i64 - oh as i64) > 2 * (w as i64 - ow as i64);
     let mut img = src.to_vec();
@@ -77,19 +128,26 @@ pub fn pil_resize_bilinear(
     for pass in 0..2 {
         let vertical = (pass == 0) == vertical_first;
         if vertical && oh != chh {
-            img = pass_vertical(&img, cw, chh, channels, oh);
+            img = pass_vertical(&img, cw, chh, channels, oh, filter);
             chh = oh;
         } else if !vertical && ow != cw {
-            img = pass_horizontal(&img, cw, chh, channels, ow);
+            img = pass_horizontal(&img, cw, chh, channels, ow, filter);
             cw = ow;
         }
     }
     img
 }
 
-fn pass_horizontal(src: &[u8], w: usize, h: usize, channels: usize, ow: usize) -> Vec<u8> {
+fn pass_horizontal(
+    src: &[u8],
+    w: usize,
+    h: usize,
+    channels: usize,
+    ow: usize,
+    filter: Filter,
+) -> Vec<u8> {
     let half = 1i32 << (PRECISION_BITS - 1);
-    let t = precompute(w, ow);
+    let t = precompute(w, ow, filter);
     let mut out = vec![0u8; h * ow * channels];
     for y in 0..h {
         let line = &src[y * w * channels..(y + 1) * w * channels];
@@ -108,9 +166,16 @@ fn pass_horizontal(src: &[u8], w: usize, h: usize, channels: usize, ow: usize) -
     out
 }
 
-fn pass_vertical(src: &[u8], w: usize, h: usize, channels: usize, oh: usize) -> Vec<u8> {
+fn pass_vertical(
+    src: &[u8],
+    w: usize,
+    h: usize,
+    channels: usize,
+    oh: usize,
+    filter: Filter,
+) -> Vec<u8> {
     let half = 1i32 << (PRECISION_BITS - 1);
-    let t = precompute(h, oh);
+    let t = precompute(h, oh, filter);
     let stride = w * channels;
     let mut out = vec![0u8; oh * stride];
     for yy in 0..oh {
