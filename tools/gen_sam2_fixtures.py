@@ -137,7 +137,35 @@ def video_parts(model):
         tokens = g(9006, (3, 256))
         ptrs = model.obj_ptr_proj(tokens)
         tpos = model.obj_ptr_tpos_proj(get_1d_sine_pe(torch.tensor([1, 2, -3]) / 15, dim=256))
+    # The heads on a frame (one click where the object score is positive, one where it is not),
+    # a disc mask as the output, and memories.
+    bf, s0, s1 = g(9101, (1, 256, 64, 64)), g(9102, (1, 32, 256, 256)), g(9103, (1, 64, 128, 128))
+    pts = {"point_coords": torch.tensor([[[700.0, 100.0]]]), "point_labels": torch.tensor([[1]], dtype=torch.int32)}
+    absent = {"point_coords": torch.tensor([[[512.0, 512.0]]]), "point_labels": torch.tensor([[1]], dtype=torch.int32)}
+    yy, xx = torch.meshgrid(torch.arange(1024), torch.arange(1024), indexing="ij")
+    disc = (((yy - 500) ** 2 + (xx - 420) ** 2) < 200 ** 2).float()[None, None]
+    with torch.no_grad():
+        heads = model._forward_sam_heads(bf, point_inputs=pts, high_res_features=[s0, s1], multimask_output=True)
+        heads_absent = model._forward_sam_heads(bf, point_inputs=absent, high_res_features=[s0, s1],
+                                                multimask_output=True)
+        as_out = model._use_mask_as_output(bf, [s0, s1], disc)
+        model.binarize_mask_from_pts_for_mem_enc = True
+        rows = bf.flatten(2).permute(2, 0, 1)
+        mem1, _ = model._encode_new_memory([rows], [(64, 64)], heads[4], heads[6], is_mask_from_pts=True)
+        mem2, _ = model._encode_new_memory([rows], [(64, 64)], heads[4], torch.tensor([[-1.0]]), is_mask_from_pts=False)
+        model.binarize_mask_from_pts_for_mem_enc = False
     t = {
+        "heads.low_res": heads[0][0].flatten()[::7].contiguous(),
+        "heads.ious": heads[2][0].contiguous(),
+        "heads.high_res": heads[4][0, 0].flatten()[::101].contiguous(),
+        "heads.obj_ptr": heads[5][0].contiguous(),
+        "heads.score": heads[6][0].contiguous(),
+        "heads_absent.score": heads_absent[6][0].contiguous(),
+        "mask_out.low_res": as_out[0][0, 0].flatten()[::7].contiguous(),
+        "mask_out.obj_ptr": as_out[5][0].contiguous(),
+        "mask_out.score": as_out[6][0].contiguous(),
+        "memory.from_points": mem1[0].flatten()[::13].contiguous(),
+        "memory.absent": mem2[0].flatten()[::13].contiguous(),
         "object_pointers.ptrs": ptrs.contiguous(),
         "object_pointers.tpos": tpos.contiguous(),
         "memory_encoder.features": enc["vision_features"][0].flatten()[::13].contiguous(),

@@ -635,3 +635,106 @@ fn pillow_bicubic_resize_is_exact() {
         );
     }
 }
+
+/// The heads on a video frame (`_forward_sam_heads`: multimask, best by IoU, the object
+/// pointer of the chosen token, masks of absent objects at -1024), a mask used as the output
+/// (`_use_mask_as_output`) and frame memories (`_encode_new_memory`, binarised from points,
+/// and with the "no object" embedding) against the official model.
+#[test]
+fn sam2_tracking_heads_match_the_reference() {
+    use crate::common::uniform;
+    use segrs::models::sam::model::ImageEmbedding;
+    use segrs::models::sam::prompt_encoder::PointPrompt;
+    use segrs::models::sam2::tracking_heads::{NO_OBJ_SCORE, TrackingParts};
+    use segrs::nn::Weights;
+    let w = tiny_weights();
+    let parts = TrackingParts::load(&Weights::new(&w)).unwrap();
+    let m = model();
+    let t = NamedTensors::read(&fixtures().join("sam2/video_parts.safetensors")).unwrap();
+    let want = |k: &str| t.get(k).unwrap().data.clone();
+    let bf = uniform(9101, 256 * 64 * 64);
+    let mut e = ImageEmbedding::new(bf.clone(), 256, 64, (1024, 1024), (1024, 1024));
+    e.high_res = Some(std::sync::Arc::new((
+        uniform(9102, 32 * 256 * 256),
+        uniform(9103, 64 * 128 * 128),
+    )));
+    let click = |x: f64, y: f64| [PointPrompt { x, y, label: 1 }];
+    let out = parts
+        .forward_heads(m, &e, &click(700.0, 100.0), None, true)
+        .unwrap();
+    let score = want("heads.score")[0];
+    assert!(
+        (out.object_score - score).abs() < 1e-4,
+        "object score {} vs {score}",
+        out.object_score
+    );
+    close(
+        "heads low-res masks",
+        &strided(&out.low_res_multimasks.concat(), 7),
+        &want("heads.low_res"),
+        1e-4,
+    );
+    close("heads IoU", &out.ious, &want("heads.ious"), 1e-4);
+    close(
+        "heads high-res mask",
+        &strided(&out.high_res_mask, 101),
+        &want("heads.high_res"),
+        1e-4,
+    );
+    close(
+        "heads object pointer",
+        &out.obj_ptr,
+        &want("heads.obj_ptr"),
+        1e-4,
+    );
+    let absent = parts
+        .forward_heads(m, &e, &click(512.0, 512.0), None, true)
+        .unwrap();
+    assert!((absent.object_score - want("heads_absent.score")[0]).abs() < 1e-4);
+    assert!(
+        absent
+            .low_res_multimasks
+            .concat()
+            .iter()
+            .all(|&v| v == NO_OBJ_SCORE)
+    );
+    assert_eq!(absent.obj_ptr, w.get("no_obj_ptr").unwrap().data);
+    let disc: Vec<f32> = (0..1024 * 1024)
+        .map(|i| {
+            let (y, x) = ((i / 1024) as i64, (i % 1024) as i64);
+            (((y - 500).pow(2) + (x - 420).pow(2)) < 200 * 200) as u8 as f32
+        })
+        .collect();
+    let mo = parts.mask_as_output(m, &e, &disc).unwrap();
+    assert_eq!(mo.object_score, want("mask_out.score")[0]);
+    close(
+        "mask as output, low-res",
+        &strided(mo.low_res_mask(), 7),
+        &want("mask_out.low_res"),
+        1e-5,
+    );
+    close(
+        "mask as output, pointer",
+        &mo.obj_ptr,
+        &want("mask_out.obj_ptr"),
+        1e-4,
+    );
+    let mem = parts
+        .encode_memory(&bf, 64, &out.high_res_mask, out.object_score, true)
+        .unwrap();
+    close(
+        "memory from points",
+        &strided(&mem.features, 13),
+        &want("memory.from_points"),
+        1e-4,
+    );
+    let mem = parts
+        .encode_memory(&bf, 64, &out.high_res_mask, -1.0, false)
+        .unwrap();
+    close(
+        "memory of an absent object",
+        &strided(&mem.features, 13),
+        &want("memory.absent"),
+        1e-4,
+    );
+}

@@ -45,6 +45,9 @@ pub struct DecoderOutput {
     pub masks: Vec<f32>,
     pub iou: Vec<f32>,
     pub object_score: f32,
+    /// The transformer's outputs for the four mask tokens `[4, C]` (SAM 2's object pointers
+    /// come from them).
+    pub mask_tokens: Vec<f32>,
     pub height: usize,
     pub width: usize,
 }
@@ -232,6 +235,7 @@ impl MaskDecoder {
             masks,
             iou,
             object_score,
+            mask_tokens: hs[(s + 1) * c..(s + 1 + NUM_MASK_TOKENS) * c].to_vec(),
             height: h4,
             width: w4,
         })

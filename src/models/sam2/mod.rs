@@ -10,6 +10,7 @@
 //! * `memory_encoder`     (video) a frame's mask and features -> its 64-d memory
 //! * `memory_attention`   (video) the current frame attends to the memory bank
 //! * `object_pointers`    (video) output tokens -> pointers, their tokens and temporal encoding
+//! * `tracking_heads`     (video) the heads on a frame, a mask as output, a frame's memory
 //! * `model`              a whole checkpoint: strict loading, variant detection, the image path
 
 pub mod fpn_neck;
@@ -19,3 +20,4 @@ pub mod memory_encoder;
 pub mod model;
 pub mod object_pointers;
 pub mod position_encoding;
+pub mod tracking_heads;

@@ -188,7 +188,7 @@ impl Sam2 {
     }
 
     /// The dense positional encoding as rows, computed once.
-    fn dense_pe_rows(&self) -> std::sync::Arc<Vec<f32>> {
+    pub(crate) fn dense_pe_rows(&self) -> std::sync::Arc<Vec<f32>> {
         self.dense_pe
             .get_or_init(|| {
                 let g = self.embedding_size();
