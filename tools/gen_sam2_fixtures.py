@@ -172,6 +172,26 @@ def video_parts(model):
         "memory_encoder.pos": enc["vision_pos_enc"][0][0].flatten()[::13].contiguous(),
         "memory_attention.out": out[:, 0].flatten()[::29].contiguous(),
     }
+    # Memory selection and conditioning (`_prepare_memory_conditioned_features`): stored frames
+    # from the hash (memory features in bfloat16 as the video predictor keeps them), forward from
+    # frame 6 (conditioning frame 0, tracked frames 3-5) and in reverse from frame 2
+    # (conditioning frame 6, tracked frames 3-4), 10 frames.
+    def stored(f):
+        return {"maskmem_features": g(9200 + f, (1, 64, 64, 64)).to(torch.bfloat16),
+                "maskmem_pos_enc": [g(9220 + f, (1, 64, 64, 64), 0.5)],
+                "obj_ptr": g(9240 + f, (1, 256))}
+    curr = g(9260, (4096, 1, 256))
+    with torch.no_grad():
+        pos = model.image_encoder.neck.position_encoding(bf).flatten(2).permute(2, 0, 1)
+        for name, frame, cond, non_cond, rev in [("forward", 6, [0], [3, 4, 5], False),
+                                                 ("reverse", 2, [6], [3, 4], True)]:
+            od = {"cond_frame_outputs": {f: stored(f) for f in cond},
+                  "non_cond_frame_outputs": {f: stored(f) for f in non_cond}}
+            out = model._prepare_memory_conditioned_features(
+                frame_idx=frame, is_init_cond_frame=False, current_vision_feats=[curr],
+                current_vision_pos_embeds=[pos], feat_sizes=[(64, 64)], output_dict=od, num_frames=10,
+                track_in_reverse=rev)
+            t[f"condition.{name}"] = out[0].flatten()[::29].contiguous()
     save_file(t, os.path.join(OUT, "video_parts.safetensors"))
 
 

@@ -738,3 +738,53 @@ fn sam2_tracking_heads_match_the_reference() {
         1e-4,
     );
 }
+
+/// Memory selection and conditioning (`_prepare_memory_conditioned_features`) against the
+/// official model: stored frames from the hash (memories rounded to bfloat16), forward from
+/// frame 6 of 10 and in reverse from frame 2.
+#[test]
+fn sam2_memory_conditioning_matches_the_reference() {
+    use crate::common::uniform;
+    use segrs::models::sam2::tracking_heads::{StoredFrame, TrackingParts, round_bf16};
+    use segrs::nn::Weights;
+    use std::collections::BTreeMap;
+    let w = tiny_weights();
+    let parts = TrackingParts::load(&Weights::new(&w)).unwrap();
+    let t = NamedTensors::read(&fixtures().join("sam2/video_parts.safetensors")).unwrap();
+    let stored = |f: u64| {
+        let mut memory = uniform(9200 + f, 64 * 4096);
+        round_bf16(&mut memory);
+        StoredFrame {
+            memory,
+            pos: uniform(9220 + f, 64 * 4096)
+                .into_iter()
+                .map(|v| v * 0.5)
+                .collect(),
+            obj_ptr: uniform(9240 + f, 256),
+        }
+    };
+    let curr = uniform(9260, 4096 * 256);
+    let pos = segrs::ops::layout::transpose(&sine(256, 64, 64), 256, 4096);
+    for (name, frame, cond, tracked, reverse) in [
+        ("forward", 6, vec![0u64], vec![3u64, 4, 5], false),
+        ("reverse", 2, vec![6], vec![3, 4], true),
+    ] {
+        let cond_frames: Vec<(usize, StoredFrame)> =
+            cond.iter().map(|&f| (f as usize, stored(f))).collect();
+        let cond_refs: Vec<(usize, &StoredFrame)> =
+            cond_frames.iter().map(|(f, s)| (*f, s)).collect();
+        let tracked: BTreeMap<usize, StoredFrame> =
+            tracked.iter().map(|&f| (f as usize, stored(f))).collect();
+        let out = parts
+            .condition(frame, &curr, &pos, 64, &cond_refs, &tracked, 10, reverse)
+            .unwrap();
+        // the reference returns [C, H, W]
+        let out = segrs::ops::layout::transpose(&out, 4096, 256);
+        close(
+            name,
+            &strided(&out, 29),
+            &t.get(&format!("condition.{name}")).unwrap().data,
+            1e-4,
+        );
+    }
+}

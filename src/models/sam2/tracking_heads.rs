@@ -5,8 +5,12 @@
 //! the object pointer of the chosen output token; a given mask used as the output directly
 //! (logits +-10, the pointer from the decoder on that mask); and a frame's memory from its
 //! mask (binarised for prompted frames, else through the sigmoid, scaled to +-10) with the
-//! "no object" embedding added where the object is absent.
+//! "no object" embedding added where the object is absent; and the memory a frame attends to
+//! (`_prepare_memory_conditioned_features`): every conditioning frame, the six frames before it
+//! (after it in reverse), each with its temporal encoding, then up to 16 object pointers from
+//! the past, through the memory attention.
 
+use super::memory_attention::{MemoryAttention, MemoryBank};
 use super::memory_encoder::{Memory, MemoryEncoder};
 use super::model::Sam2;
 use super::object_pointers::ObjectPointers;
@@ -14,8 +18,31 @@ use crate::models::sam::model::{Heads, ImageEmbedding};
 use crate::models::sam::prompt_encoder::PointPrompt;
 use crate::nn::{Conv2d, ConvSpec, Weights};
 use crate::ops::Activation;
+use crate::ops::layout::transpose;
 use crate::ops::resize::{bilinear_antialias, bilinear_plane};
 use anyhow::{Result, bail};
+use std::collections::BTreeMap;
+
+/// Memories per object: the conditioning frames plus this many minus one recent frames.
+pub const NUM_MASKMEM: usize = 7;
+/// Object pointers the memory attention sees at most.
+pub const MAX_OBJ_PTRS: usize = 16;
+
+/// What a processed frame leaves for later frames.
+#[derive(Clone, Debug)]
+pub struct StoredFrame {
+    /// `[mem_dim, G, G]`, rounded to bfloat16 as the reference stores it.
+    pub memory: Vec<f32>,
+    /// `[mem_dim, G, G]`.
+    pub pos: Vec<f32>,
+    pub obj_ptr: Vec<f32>,
+}
+
+/// Rounds to the nearest bfloat16 (ties to even), as `tensor.to(torch.bfloat16)`.
+pub fn round_bf16(x: &mut [f32]) {
+    x.iter_mut()
+        .for_each(|v| *v = half::bf16::from_f32(*v).to_f32());
+}
 
 /// The mask logit of frames where the object is absent.
 pub const NO_OBJ_SCORE: f32 = -1024.0;
@@ -29,6 +56,9 @@ pub struct TrackingParts {
     mask_downsample: Conv2d,
     /// `[mem_dim]`, added to memories of frames without the object (SAM 2.1).
     no_obj_embed_spatial: Option<Vec<f32>>,
+    pub memory_attention: MemoryAttention,
+    /// `[NUM_MASKMEM, mem_dim]`: temporal encodings of the memory slots.
+    maskmem_tpos_enc: Vec<f32>,
 }
 
 /// One frame's output of the heads.
@@ -59,7 +89,10 @@ impl TrackingParts {
         let no_obj_embed_spatial = w
             .contains("no_obj_embed_spatial")
             .then(|| w.get("no_obj_embed_spatial", &[1, memory_encoder.out_dim]));
+        let mem_dim = memory_encoder.out_dim;
         Ok(Self {
+            memory_attention: MemoryAttention::load(&w.pp("memory_attention"))?,
+            maskmem_tpos_enc: w.get("maskmem_tpos_enc", &[NUM_MASKMEM, 1, 1, mem_dim]),
             pointers,
             mask_downsample: Conv2d::load(
                 &w.pp("mask_downsample"),
@@ -199,5 +232,89 @@ impl TrackingParts {
             }
         }
         Ok(mem)
+    }
+
+    /// The current frame's stride-16 features and position encoding (rows `[G * G, C]`)
+    /// conditioned on the stored frames of one object: `cond` the conditioning frames (in the
+    /// order they were added), `tracked` the others, by frame index. Returns rows `[G * G, C]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn condition(
+        &self,
+        frame: usize,
+        curr: &[f32],
+        curr_pos: &[f32],
+        grid: usize,
+        cond: &[(usize, &StoredFrame)],
+        tracked: &BTreeMap<usize, StoredFrame>,
+        num_frames: usize,
+        reverse: bool,
+    ) -> Result<Vec<f32>> {
+        if cond.is_empty() {
+            bail!("frame {frame}: no conditioning frame to track from (add a prompt first)");
+        }
+        let mem_dim = self.memory_encoder.out_dim;
+        let hw = grid * grid;
+        // (slot, frame): every conditioning frame at slot 0, then slots 1..7 for the frames
+        // 6..1 before the current one (after it in reverse).
+        let mut slots: Vec<(usize, &StoredFrame)> = cond.iter().map(|&(_, s)| (0, s)).collect();
+        for t_pos in 1..NUM_MASKMEM {
+            let t_rel = NUM_MASKMEM - t_pos;
+            let prev = if reverse {
+                frame.checked_add(t_rel)
+            } else {
+                frame.checked_sub(t_rel)
+            };
+            if let Some(p) = prev
+                && let Some(s) = tracked.get(&p)
+            {
+                slots.push((t_pos, s));
+            }
+        }
+        let mut memory = Vec::new();
+        let mut pos = Vec::new();
+        for (t_pos, s) in &slots {
+            if s.memory.len() != mem_dim * hw || s.pos.len() != mem_dim * hw {
+                bail!("a stored memory is not {mem_dim}x{grid}x{grid}");
+            }
+            memory.extend(transpose(&s.memory, mem_dim, hw));
+            let enc = &self.maskmem_tpos_enc[(NUM_MASKMEM - t_pos - 1) * mem_dim..][..mem_dim];
+            let mut p = transpose(&s.pos, mem_dim, hw);
+            p.chunks_mut(mem_dim)
+                .for_each(|r| r.iter_mut().zip(enc).for_each(|(a, b)| *a += b));
+            pos.extend(p);
+        }
+        // Object pointers: past conditioning frames with signed distances, then up to 15
+        // frames back (forward in reverse) with plain distances.
+        let max_ptrs = num_frames.min(MAX_OBJ_PTRS);
+        let sign = if reverse { -1 } else { 1 };
+        let mut ptrs: Vec<(i64, &[f32])> = cond
+            .iter()
+            .filter(|(t, _)| if reverse { *t >= frame } else { *t <= frame })
+            .map(|(t, s)| ((frame as i64 - *t as i64) * sign, s.obj_ptr.as_slice()))
+            .collect();
+        for t_diff in 1..max_ptrs {
+            let t = if reverse {
+                frame as i64 + t_diff as i64
+            } else {
+                frame as i64 - t_diff as i64
+            };
+            if t < 0 || t >= num_frames as i64 {
+                break;
+            }
+            let t = t as usize;
+            // a tracked frame (every conditioning frame is already selected above)
+            if let Some(s) = tracked.get(&t) {
+                ptrs.push((t_diff as i64, s.obj_ptr.as_slice()));
+            }
+        }
+        let (ptr_rows, ptr_pos) = self.pointers.tokens(&ptrs, max_ptrs - 1);
+        memory.extend(ptr_rows);
+        pos.extend(ptr_pos);
+        let bank = MemoryBank {
+            features: &memory,
+            pos: &pos,
+            obj_ptr_tokens: ptrs.len() * (self.pointers.dim / mem_dim),
+        };
+        self.memory_attention.forward(curr, curr_pos, grid, &bank)
     }
 }
