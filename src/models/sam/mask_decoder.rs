@@ -9,7 +9,7 @@
 //! `mask_decoder.*` as in the official checkpoints.
 
 use super::two_way_transformer::{ImageSideCache, TwoWayTransformer};
-use crate::nn::{Conv2d, ConvSpec, ConvTranspose2d, LayerNorm2d, Linear, Mlp, Weights};
+use crate::nn::{ConvTranspose2d, LayerNorm2d, Linear, Mlp, Weights};
 use crate::ops::Activation;
 use crate::ops::layout::transpose;
 use crate::ops::matmul::matmul;
@@ -29,9 +29,9 @@ pub struct MaskDecoder {
     pub iou_sigmoid: bool,
     /// SAM 2: the object-score token and its head (an MLP or one linear layer).
     obj_score: Option<(Vec<f32>, ObjScoreHead)>,
-    /// SAM 2: the 1x1 convolutions that project the backbone's stride-4 / stride-8 features
-    /// to `dim / 8` and `dim / 4` channels for the upscaling skips.
-    pub high_res_convs: Option<(Conv2d, Conv2d)>,
+    /// SAM 2: the upscaling adds the backbone's stride-4 / stride-8 features, projected by the
+    /// decoder's `conv_s0` / `conv_s1` (whose weights the model folds into its neck).
+    pub high_res: bool,
 }
 
 enum ObjScoreHead {
@@ -106,19 +106,14 @@ impl MaskDecoder {
             };
             (w.get("obj_score_token.weight", &[1, dim]), head)
         });
-        let high_res_convs = w.contains("conv_s0.weight").then(|| {
-            (
-                Conv2d::load(&w.pp("conv_s0"), ConvSpec::same(dim, c8, 1)),
-                Conv2d::load(&w.pp("conv_s1"), ConvSpec::same(dim, c4, 1)),
-            )
-        });
+        let high_res = w.contains("conv_s0.weight");
         // SAM 2 checkpoints are recognised by their object-score token; their IoU head ends in
         // a sigmoid (`iou_prediction_use_sigmoid: true` in every official config).
         let iou_sigmoid = obj_score.is_some();
         let dec = Self {
             iou_sigmoid,
             obj_score,
-            high_res_convs,
+            high_res,
             dim,
             transformer,
             iou_token: w.get("iou_token.weight", &[1, dim]),
@@ -182,7 +177,7 @@ impl MaskDecoder {
         if src.len() != c * h * w || pe.len() != c * h * w {
             bail!("mask decoder: embeddings must be {c}x{h}x{w}");
         }
-        if self.high_res_convs.is_some() != high_res.is_some() {
+        if self.high_res != high_res.is_some() {
             bail!(
                 "mask decoder: high-resolution features are needed exactly when the decoder has conv_s0 / conv_s1"
             );

@@ -97,7 +97,7 @@ impl Sam2 {
                 mask_decoder.dim
             );
         }
-        if mask_decoder.high_res_convs.is_none() {
+        if !mask_decoder.high_res {
             bail!(
                 "{}: the SAM 2 mask decoder has no conv_s0 / conv_s1 (use_high_res_features_in_sam)",
                 w.source
