@@ -13,17 +13,14 @@
 //! ONNX Runtime and OpenVINO on the same photo.
 
 mod common;
-use common::{cpu_name, threads, timed, write_section};
+use common::{cpu_name, repeats, threads, timed, torch_python, write_section};
 
 use segrs::models::mask_rcnn::{MaskRcnn, MaskRcnnConfig};
 
 fn main() {
     segrs::device::tune_allocator();
     let threads = threads();
-    let repeats: usize = std::env::var("SEGRS_BENCH_REPEATS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let repeats = repeats(3);
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()
@@ -39,8 +36,7 @@ fn main() {
         );
         return;
     }
-    let python = std::env::var("SEGRS_TORCH_PYTHON")
-        .unwrap_or_else(|_| "/tmp/segrs-refenv/bin/python".into());
+    let python = torch_python();
     let dir = std::env::temp_dir().join(format!("segrs-bench-maskrcnn-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     eprintln!("PyTorch side ({python}) ...");

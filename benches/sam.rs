@@ -12,30 +12,22 @@
 //! (default 3).
 
 mod common;
-use common::{cpu_name, reference_json, threads, timed, write_section};
+use common::{
+    cpu_name, reference_json, rel_l2, repeats, threads, timed, torch_python, write_section,
+};
 
 use segrs::models::sam::model::Sam;
 use segrs::models::sam::prompt_encoder::PointPrompt;
 use std::time::Instant;
 
-fn rel(a: &[f32], b: &[f32]) -> f64 {
-    let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
-    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    (num / den).sqrt()
-}
-
 fn main() {
     let threads = threads();
-    let repeats: usize = std::env::var("SEGRS_BENCH_REPEATS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let repeats = repeats(3);
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()
         .ok();
-    let python = std::env::var("SEGRS_TORCH_PYTHON")
-        .unwrap_or_else(|_| "/tmp/segrs-refenv/bin/python".into());
+    let python = torch_python();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/bench_sam_torch.py");
     // SEGRS_BENCH_KEEP=DIR keeps PyTorch's weights, outputs and timings in DIR and reuses them
     // on the next run (for iterating on the segrs side).
@@ -101,7 +93,7 @@ fn main() {
             enc,
             t_enc,
             enc / t_enc,
-            rel(&emb, want)
+            rel_l2(&emb, want)
         ));
         // decoder with PyTorch's embedding, so that only the decoder is compared
         let e = segrs::sam::predictor::ImageEmbedding::new(
@@ -190,7 +182,7 @@ fn main() {
             dec * 1e3,
             t_dec * 1e3,
             dec / t_dec,
-            rel(&low, want_low),
+            rel_l2(&low, want_low),
             iou_err
         ));
     }

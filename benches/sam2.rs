@@ -14,30 +14,22 @@
 //! side, for iterating; BENCHMARKS.md is then left alone).
 
 mod common;
-use common::{cpu_name, reference_json, threads, timed, write_section};
+use common::{
+    cpu_name, reference_json, rel_l2, repeats, threads, timed, torch_python, write_section,
+};
 
 use segrs::models::sam::model::ImageEmbedding;
 use segrs::models::sam2::model::Sam2;
 use segrs::sam::predictor::Prompt;
 
-fn rel(a: &[f32], b: &[f32]) -> f64 {
-    let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
-    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    (num / den).sqrt()
-}
-
 fn main() {
     let threads = threads();
-    let repeats: usize = std::env::var("SEGRS_BENCH_REPEATS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let repeats = repeats(3);
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()
         .ok();
-    let python = std::env::var("SEGRS_TORCH_PYTHON")
-        .unwrap_or_else(|_| "/tmp/segrs-refenv/bin/python".into());
+    let python = torch_python();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/bench_sam2_torch.py");
     let keep = std::env::var("SEGRS_BENCH_KEEP")
         .ok()
@@ -86,7 +78,7 @@ fn main() {
         let t_enc = torch[format!("{name}_encoder_s")].as_f64().unwrap();
         md.push_str(&format!(
             "| {} image path (trunk, neck, high-res convs), 1x3x1024x1024 | {:.2} s | {:.2} s | {:.2}x | embedding {:.1e} |\n",
-            m.variant, enc, t_enc, enc / t_enc, rel(&e.features, &want("image_embed"))
+            m.variant, enc, t_enc, enc / t_enc, rel_l2(&e.features, &want("image_embed"))
         ));
         let set = timed(repeats.div_ceil(2), || {
             m.set_image(&rgb, h, w).unwrap();
@@ -133,7 +125,7 @@ fn main() {
             dec * 1e3,
             t_dec * 1e3,
             dec / t_dec,
-            rel(&low, &want("low_res")),
+            rel_l2(&low, &want("low_res")),
             iou_err
         ));
     }

@@ -11,7 +11,7 @@
 //! Environment: SEGRS_BENCH_THREADS (default: all cores), SEGRS_BENCH_REPEATS (default 5).
 
 mod common;
-use common::{cpu_name, threads, timed, write_section};
+use common::{cpu_name, repeats, threads, timed, torch_python, write_section};
 
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
@@ -33,10 +33,7 @@ fn noise(n: usize, seed: u32) -> Vec<f32> {
 
 fn main() {
     let threads = threads();
-    let repeats: usize = std::env::var("SEGRS_BENCH_REPEATS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+    let repeats = repeats(5);
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()
@@ -87,8 +84,7 @@ fn main() {
         timed((repeats / 2).max(2), &mut step)
     };
 
-    let python = std::env::var("SEGRS_TORCH_PYTHON")
-        .unwrap_or_else(|_| "/tmp/segrs-refenv/bin/python".into());
+    let python = torch_python();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/bench_unet_torch.py");
     let parity_dir = std::env::temp_dir().join(format!("segrs-unet-parity-{}", std::process::id()));
     let torch: Option<serde_json::Value> = std::process::Command::new(&python)

@@ -28,6 +28,28 @@ pub fn threads() -> usize {
         })
 }
 
+/// SEGRS_BENCH_REPEATS, else `default`.
+pub fn repeats(default: usize) -> usize {
+    std::env::var("SEGRS_BENCH_REPEATS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The reference interpreter: SEGRS_TORCH_PYTHON, else the venv of
+/// ../shared/tools/reference-env.sh.
+pub fn torch_python() -> String {
+    std::env::var("SEGRS_TORCH_PYTHON").unwrap_or_else(|_| "/tmp/segrs-refenv/bin/python".into())
+}
+
+/// Relative L2 error of `a` against `b`.
+#[allow(dead_code)] // each bench compiles this module; not all of them call this
+pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (num / den).sqrt()
+}
+
 /// The CPU model from /proc/cpuinfo.
 pub fn cpu_name() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
