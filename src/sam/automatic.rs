@@ -12,7 +12,7 @@ use super::amg::{
 };
 use super::any_model::AnySam;
 use super::predictor::Prompt;
-use super::sam2_predictor::Postprocess;
+use super::sam2_predictor::{Postprocess, clamp_low_res};
 use super::transforms::apply_coords;
 use crate::formats::coco::decode_rowmajor;
 use crate::models::sam::model::ImageEmbedding;
@@ -302,15 +302,17 @@ fn point_masks(
                 ..Default::default()
             };
             let (low, _) = sam.predict_low_res(emb, &prompt, cfg.multimask_output)?;
-            let first = sam.finish(emb, low, &post);
-            let mut masks = Vec::with_capacity(first.logits.len());
-            for (i, logits) in first.logits.into_iter().enumerate() {
-                if !cfg.use_m2m {
-                    masks.push((logits, first.scores[i]));
-                    continue;
-                }
+            if !cfg.use_m2m {
+                let first = sam.finish(emb, low, &post);
+                let masks = first.logits.into_iter().zip(first.scores).collect();
+                return Ok((masks, [px, py]));
+            }
+            // Each mask refined once with its own low-res logits as the mask prompt; the first
+            // pass's full-size masks are not needed.
+            let mut masks = Vec::with_capacity(low.masks.len());
+            for m in &low.masks {
                 let again = Prompt {
-                    mask_input: Some(first.low_res[i].clone()),
+                    mask_input: Some(clamp_low_res(m)),
                     ..prompt.clone()
                 };
                 let (low, _) = sam.predict_low_res(emb, &again, false)?;

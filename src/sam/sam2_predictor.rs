@@ -46,6 +46,12 @@ pub fn fill_holes_and_sprinkles(logits: &mut [f32], h: usize, w: usize, p: &Post
     pass(p.max_sprinkle_area, false);
 }
 
+/// Low-resolution logits as the predictor returns them (and takes them back as a mask
+/// prompt): clamped to +-32.
+pub fn clamp_low_res(m: &[f32]) -> Vec<f32> {
+    m.iter().map(|v| v.clamp(-32.0, 32.0)).collect()
+}
+
 impl Sam2 {
     /// Runs the image encoder on an 8-bit RGB image (`h x w x 3`).
     pub fn set_image(&self, rgb: &[u8], h: usize, w: usize) -> Result<ImageEmbedding> {
@@ -130,11 +136,7 @@ impl Sam2 {
                 up
             })
             .collect();
-        let low_res = low
-            .masks
-            .into_iter()
-            .map(|m| m.into_iter().map(|v| v.clamp(-32.0, 32.0)).collect())
-            .collect();
+        let low_res = low.masks.iter().map(|m| clamp_low_res(m)).collect();
         Prediction {
             logits,
             scores: low.scores,
