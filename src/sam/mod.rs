@@ -5,6 +5,8 @@
 //! * `predictor`   set_image / predict, embedding files
 //! * `automatic`   the automatic mask generator (point grid, filtering, NMS, crops, RLE records)
 //! * `amg`         the generator's data helpers (grids, crop boxes, stability, regions, RLE)
+//! * `sam2_predictor`  SAM 2's image predictor
+//! * `video`       SAM 2 on videos: frames, the tracker, prompts, VOS output
 
 pub mod amg;
 pub mod any_model;
@@ -13,3 +15,4 @@ pub mod predictor;
 pub mod resize;
 pub mod sam2_predictor;
 pub mod transforms;
+pub mod video;

@@ -756,10 +756,12 @@ fn sam2_memory_conditioning_matches_the_reference() {
         round_bf16(&mut memory);
         StoredFrame {
             memory,
-            pos: uniform(9220 + f, 64 * 4096)
-                .into_iter()
-                .map(|v| v * 0.5)
-                .collect(),
+            pos: std::sync::Arc::new(
+                uniform(9220 + f, 64 * 4096)
+                    .into_iter()
+                    .map(|v| v * 0.5)
+                    .collect(),
+            ),
             obj_ptr: uniform(9240 + f, 256),
         }
     };
@@ -776,7 +778,7 @@ fn sam2_memory_conditioning_matches_the_reference() {
         let tracked: BTreeMap<usize, StoredFrame> =
             tracked.iter().map(|&f| (f as usize, stored(f))).collect();
         let out = parts
-            .condition(frame, &curr, &pos, 64, &cond_refs, &tracked, 10, reverse)
+            .condition(frame, &curr, &pos, 64, &cond_refs, &|t| tracked.get(&t), 10, reverse)
             .unwrap();
         // the reference returns [C, H, W]
         let out = segrs::ops::layout::transpose(&out, 4096, 256);

@@ -33,6 +33,9 @@ pub const VIDEO_KEYS: [&str; 9] = [
     "no_obj_embed_spatial",
 ];
 
+/// The input side of the released models.
+pub const DEFAULT_IMAGE_SIZE: usize = 1024;
+
 /// ImageNet statistics on the 0-1 scale (`SAM2Transforms`).
 pub const PIXEL_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const PIXEL_STD: [f32; 3] = [0.229, 0.224, 0.225];
@@ -53,6 +56,16 @@ pub struct Sam2 {
     dense_pe: std::sync::OnceLock<std::sync::Arc<Vec<f32>>>,
 }
 
+/// The backbone's output on one image, as the video model keeps it.
+#[derive(Clone)]
+pub struct FrameFeatures {
+    /// The stride-16 level `[G * G, C]`, without `no_mem_embed`.
+    pub rows: Vec<f32>,
+    /// The stride-4 `[C / 8, 4G, 4G]` and stride-8 `[C / 4, 2G, 2G]` levels through
+    /// `conv_s0` / `conv_s1`.
+    pub high_res: std::sync::Arc<(Vec<f32>, Vec<f32>)>,
+}
+
 /// The decoder's output for one prompt set, before upsampling.
 #[derive(Clone, Debug)]
 pub struct LowRes {
@@ -64,8 +77,15 @@ pub struct LowRes {
 
 impl Sam2 {
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_sized(path, DEFAULT_IMAGE_SIZE)
+    }
+
+    /// Loads a checkpoint to run at another square input size (a multiple of 32, as the
+    /// official configs' `image_size`; the released models are trained at 1024).
+    pub fn load_sized(path: &Path, image_size: usize) -> Result<Self> {
         let w = NamedTensors::read(path)?;
-        Self::from_tensors(&w).with_context(|| format!("loading SAM 2 from {}", path.display()))
+        Self::from_tensors_sized(&w, image_size)
+            .with_context(|| format!("loading SAM 2 from {}", path.display()))
     }
 
     /// Whether the tensors look like a SAM 2 checkpoint (a Hiera trunk and SAM 2's heads).
@@ -76,12 +96,18 @@ impl Sam2 {
     }
 
     pub fn from_tensors(w: &NamedTensors) -> Result<Self> {
+        Self::from_tensors_sized(w, DEFAULT_IMAGE_SIZE)
+    }
+
+    pub fn from_tensors_sized(w: &NamedTensors, image_size: usize) -> Result<Self> {
+        if image_size < 64 || image_size > 4096 || !image_size.is_multiple_of(32) {
+            bail!("a SAM 2 input size must be a multiple of 32 from 64 to 4096, not {image_size}");
+        }
         let root = Weights::new(w);
         let trunk = Hiera::load(&root.pp("image_encoder.trunk"))?;
         let dims = trunk.config.stage_dims();
         let neck = FpnNeck::load(&root.pp("image_encoder.neck"), &dims)?;
         let d = neck.d_model;
-        let image_size = 1024;
         let g = image_size / 16;
         let prompt_encoder = PromptEncoder::load(
             &root.pp("sam_prompt_encoder"),
@@ -143,6 +169,39 @@ impl Sam2 {
     /// The image path on a normalised `[3, S, S]` input: the image embedding `[C, G, G]` (with
     /// `no_mem_embed`) and the high-resolution features, for an image of `original_size`.
     pub fn encode(&self, input: &[f32], original_size: (usize, usize)) -> Result<ImageEmbedding> {
+        let f = self.encode_features(input)?;
+        Ok(self.embedding(&f.rows, f.high_res, original_size, true))
+    }
+
+    /// An embedding for the decoder from stride-16 rows `[G * G, C]` (the backbone's, with
+    /// `no_mem_embed` added when `no_memory`, or memory-conditioned ones).
+    pub fn embedding(
+        &self,
+        rows: &[f32],
+        high_res: std::sync::Arc<(Vec<f32>, Vec<f32>)>,
+        original_size: (usize, usize),
+        no_memory: bool,
+    ) -> ImageEmbedding {
+        let (d, g, s) = (self.neck.d_model, self.embedding_size(), self.image_size);
+        let features = if no_memory {
+            let mut emb = rows.to_vec();
+            emb.chunks_mut(d).for_each(|r| {
+                r.iter_mut()
+                    .zip(&self.no_mem_embed)
+                    .for_each(|(v, a)| *v += a)
+            });
+            transpose(&emb, g * g, d)
+        } else {
+            transpose(rows, g * g, d)
+        };
+        let mut e = ImageEmbedding::new(features, d, g, original_size, (s, s));
+        e.high_res = Some(high_res);
+        e
+    }
+
+    /// The backbone on a normalised `[3, S, S]` input: the stride-16 level as rows and the
+    /// stride-4 / stride-8 levels through `conv_s0` / `conv_s1` (`forward_image`).
+    pub fn encode_features(&self, input: &[f32]) -> Result<FrameFeatures> {
         let s = self.image_size;
         let stages = self.trunk.forward(input, s)?;
         let post = [Some(&self.conv_s.0), Some(&self.conv_s.1)];
@@ -153,18 +212,13 @@ impl Sam2 {
         if (h2, w2) != (s / 16, s / 16) {
             bail!("the trunk gave a {h2}x{w2} stride-16 level for a {s} input");
         }
-        let mut emb = levels[2].clone();
-        emb.chunks_mut(d).for_each(|r| {
-            r.iter_mut()
-                .zip(&self.no_mem_embed)
-                .for_each(|(v, a)| *v += a)
-        });
-        let features = transpose(&emb, h2 * w2, d);
         let s0 = transpose(&levels[0], h0 * w0, d / 8);
         let s1 = transpose(&levels[1], h1 * w1, d / 4);
-        let mut e = ImageEmbedding::new(features, d, h2, original_size, (s, s));
-        e.high_res = Some(std::sync::Arc::new((s0, s1)));
-        Ok(e)
+        let mut levels = levels;
+        Ok(FrameFeatures {
+            rows: levels.swap_remove(2),
+            high_res: std::sync::Arc::new((s0, s1)),
+        })
     }
 
     /// Checks that an embedding (e.g. read from disk) fits this model.

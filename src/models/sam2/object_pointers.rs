@@ -78,7 +78,8 @@ impl ObjectPointers {
 
     /// Pointers with their signed temporal distances to the current frame as memory tokens:
     /// rows `[4n, mem_dim]` (each pointer's four pieces in order) and their positions
-    /// (`sine_1d(t / t_diff_max)` projected, repeated per piece; zeros without a projection).
+    /// (`sine_1d(t / t_diff_max)` projected, or at the memory width without a projection, repeated
+    /// per piece).
     pub fn tokens(&self, ptrs: &[(i64, &[f32])], t_diff_max: usize) -> (Vec<f32>, Vec<f32>) {
         let split = self.dim / self.mem_dim;
         let mut rows = Vec::with_capacity(ptrs.len() * self.dim);
@@ -87,7 +88,8 @@ impl ObjectPointers {
             rows.extend_from_slice(p);
             let enc = match &self.tpos_proj {
                 Some(l) => l.forward(&sine_1d(*t as f32 / t_diff_max.max(1) as f32, self.dim), 1),
-                None => vec![0.0; self.mem_dim],
+                // SAM 2.0: the sine encoding at the memory width, unprojected.
+                None => sine_1d(*t as f32 / t_diff_max.max(1) as f32, self.mem_dim),
             };
             for _ in 0..split {
                 pos.extend_from_slice(&enc);

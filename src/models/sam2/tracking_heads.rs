@@ -21,7 +21,6 @@ use crate::ops::Activation;
 use crate::ops::layout::transpose;
 use crate::ops::resize::{bilinear_antialias, bilinear_plane};
 use anyhow::{Result, bail};
-use std::collections::BTreeMap;
 
 /// Memories per object: the conditioning frames plus this many minus one recent frames.
 pub const NUM_MASKMEM: usize = 7;
@@ -33,8 +32,8 @@ pub const MAX_OBJ_PTRS: usize = 16;
 pub struct StoredFrame {
     /// `[mem_dim, G, G]`, rounded to bfloat16 as the reference stores it.
     pub memory: Vec<f32>,
-    /// `[mem_dim, G, G]`.
-    pub pos: Vec<f32>,
+    /// `[mem_dim, G, G]` (the same for every frame: shared).
+    pub pos: std::sync::Arc<Vec<f32>>,
     pub obj_ptr: Vec<f32>,
 }
 
@@ -238,14 +237,14 @@ impl TrackingParts {
     /// conditioned on the stored frames of one object: `cond` the conditioning frames (in the
     /// order they were added), `tracked` the others, by frame index. Returns rows `[G * G, C]`.
     #[allow(clippy::too_many_arguments)]
-    pub fn condition(
+    pub fn condition<'a>(
         &self,
         frame: usize,
         curr: &[f32],
         curr_pos: &[f32],
         grid: usize,
         cond: &[(usize, &StoredFrame)],
-        tracked: &BTreeMap<usize, StoredFrame>,
+        tracked: &dyn Fn(usize) -> Option<&'a StoredFrame>,
         num_frames: usize,
         reverse: bool,
     ) -> Result<Vec<f32>> {
@@ -265,7 +264,7 @@ impl TrackingParts {
                 frame.checked_sub(t_rel)
             };
             if let Some(p) = prev
-                && let Some(s) = tracked.get(&p)
+                && let Some(s) = tracked(p)
             {
                 slots.push((t_pos, s));
             }
@@ -303,7 +302,7 @@ impl TrackingParts {
             }
             let t = t as usize;
             // a tracked frame (every conditioning frame is already selected above)
-            if let Some(s) = tracked.get(&t) {
+            if let Some(s) = tracked(t) {
                 ptrs.push((t_diff as i64, s.obj_ptr.as_slice()));
             }
         }
