@@ -6,6 +6,7 @@ pub mod eval;
 pub mod maskrcnn;
 pub mod predict;
 pub mod sam;
+pub mod sam_video;
 pub mod train;
 pub mod viz;
 

@@ -28,6 +28,8 @@ pub struct SamArgs {
 pub enum SamCommand {
     /// Masks for everything in the image (SAM's automatic mask generator).
     Auto(AutoArgs),
+    /// Track objects through a video with SAM 2 (from a first-frame mask, clicks or boxes).
+    Video(super::sam_video::VideoArgs),
 }
 
 /// An `X,Y` point in image pixels.
@@ -156,6 +158,7 @@ pub struct AutoArgs {
 pub fn run(a: SamArgs) -> Result<()> {
     match a.command {
         Some(SamCommand::Auto(x)) => run_auto(x),
+        Some(SamCommand::Video(x)) => super::sam_video::run(x),
         None => run_prompt(a.prompt),
     }
 }

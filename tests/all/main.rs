@@ -10,6 +10,7 @@ mod maskrcnn_parity;
 mod metrics_parity;
 mod ops_parity;
 mod sam2_parity;
+mod sam2_video;
 mod sam_cli;
 mod sam_parity;
 mod sam_predictor;

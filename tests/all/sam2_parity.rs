@@ -778,7 +778,16 @@ fn sam2_memory_conditioning_matches_the_reference() {
         let tracked: BTreeMap<usize, StoredFrame> =
             tracked.iter().map(|&f| (f as usize, stored(f))).collect();
         let out = parts
-            .condition(frame, &curr, &pos, 64, &cond_refs, &|t| tracked.get(&t), 10, reverse)
+            .condition(
+                frame,
+                &curr,
+                &pos,
+                64,
+                &cond_refs,
+                &|t| tracked.get(&t),
+                10,
+                reverse,
+            )
             .unwrap();
         // the reference returns [C, H, W]
         let out = segrs::ops::layout::transpose(&out, 4096, 256);

@@ -179,7 +179,10 @@ impl Frames {
     /// Decodes frame `i`.
     pub fn read(&mut self, i: usize) -> Result<Frame> {
         if i >= self.len() {
-            bail!("frame {i} does not exist (the video has {} frames)", self.len());
+            bail!(
+                "frame {i} does not exist (the video has {} frames)",
+                self.len()
+            );
         }
         let (w, h) = (self.width, self.height);
         match &mut self.source {
@@ -238,7 +241,15 @@ fn video_size(path: &Path) -> Result<(usize, usize)> {
         .args(["-v", "error", "-nostdin", "-i"])
         .arg(path)
         .args([
-            "-map", "0:v:0", "-frames:v", "1", "-f", "image2pipe", "-c:v", "ppm", "-",
+            "-map",
+            "0:v:0",
+            "-frames:v",
+            "1",
+            "-f",
+            "image2pipe",
+            "-c:v",
+            "ppm",
+            "-",
         ])
         .output()
         .with_context(|| format!("{}: cannot run ffmpeg", path.display()))?;

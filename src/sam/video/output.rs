@@ -75,7 +75,10 @@ impl VosWriter {
     ) -> Result<()> {
         let (h, w) = size;
         if let Some(o) = r.objects.iter().find(|o| o.obj_id == 0 || o.obj_id > 255) {
-            bail!("object id {} cannot be written to an indexed PNG (1 to 255)", o.obj_id);
+            bail!(
+                "object id {} cannot be written to an indexed PNG (1 to 255)",
+                o.obj_id
+            );
         }
         let labels = label_map(r, h, w);
         let palette = voc_palette(256);
@@ -84,7 +87,11 @@ impl VosWriter {
             for o in &r.objects {
                 let d = self.dir.join(o.obj_id.to_string());
                 std::fs::create_dir_all(&d)?;
-                let px: Vec<u8> = o.mask.iter().map(|&m| if m != 0 { 255 } else { 0 }).collect();
+                let px: Vec<u8> = o
+                    .mask
+                    .iter()
+                    .map(|&m| if m != 0 { 255 } else { 0 })
+                    .collect();
                 write_png(&d.join(format!("{stem}.png")), w, h, 1, &px)?;
             }
         }
@@ -93,7 +100,8 @@ impl VosWriter {
         {
             let d = self.dir.join("overlay");
             std::fs::create_dir_all(&d)?;
-            overlay(&f.rgb, &labels, &palette, 0.5, None).save_png(&d.join(format!("{stem}.png")))?;
+            overlay(&f.rgb, &labels, &palette, 0.5, None)
+                .save_png(&d.join(format!("{stem}.png")))?;
         }
         self.records.push(FrameRecord {
             frame: r.frame,

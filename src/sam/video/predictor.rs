@@ -484,38 +484,44 @@ impl<'m> VideoPredictor<'m> {
         }
         let s = self.model.sam.image_size;
         let l = 4 * self.model.sam.embedding_size();
-        for oi in 0..self.objects.len() {
-            for is_cond in [false, true] {
-                let o = &mut self.objects[oi];
-                let temp = std::mem::take(if is_cond {
-                    &mut o.temp_cond
-                } else {
-                    &mut o.temp_non_cond
-                });
-                for (frame, mut out) in temp {
-                    if out.stored.memory.is_empty() {
-                        let high = bilinear_plane(&out.pred_masks, l, (l, l), (s, s), false);
-                        self.features(frame)?;
-                        let cached = self.cache.as_ref().expect("filled above");
-                        let mut mem = self.model.parts.encode_memory(
-                            &cached.channel_major,
-                            l / 4,
-                            &high,
-                            out.object_score,
-                            true,
-                        )?;
-                        round_bf16(&mut mem.features);
-                        out.stored.memory = mem.features;
-                        out.stored.pos = self.shared_pos(mem.pos);
-                    }
-                    let o = &mut self.objects[oi];
-                    if is_cond {
-                        o.cond.insert(frame, out);
-                    } else {
-                        o.non_cond.insert(frame, out);
-                    }
-                }
+        // Every object's new outputs, frame by frame (the cached frame first), so that each
+        // frame is encoded once.
+        let mut pending = Vec::new();
+        for (oi, o) in self.objects.iter_mut().enumerate() {
+            for (is_cond, temp) in [(false, &mut o.temp_non_cond), (true, &mut o.temp_cond)] {
+                pending.extend(
+                    std::mem::take(temp)
+                        .into_iter()
+                        .map(|(f, out)| (f, oi, is_cond, out)),
+                );
             }
+        }
+        let cached = self.cache.as_ref().map(|c| c.frame);
+        pending.sort_by_key(|&(f, oi, is_cond, _)| (Some(f) != cached, f, oi, is_cond));
+        for (frame, oi, is_cond, mut out) in pending {
+            if out.stored.memory.is_empty() {
+                let high = bilinear_plane(&out.pred_masks, l, (l, l), (s, s), false);
+                self.features(frame)?;
+                let cached = self.cache.as_ref().expect("filled above");
+                let mut mem = self.model.parts.encode_memory(
+                    &cached.channel_major,
+                    l / 4,
+                    &high,
+                    out.object_score,
+                    true,
+                )?;
+                round_bf16(&mut mem.features);
+                out.stored.memory = mem.features;
+                out.stored.pos = self.shared_pos(mem.pos);
+            }
+            let o = &mut self.objects[oi];
+            if is_cond {
+                o.cond.insert(frame, out);
+            } else {
+                o.non_cond.insert(frame, out);
+            }
+        }
+        for oi in 0..self.objects.len() {
             let o = &mut self.objects[oi];
             if o.cond.is_empty() {
                 bail!(
@@ -601,7 +607,8 @@ impl<'m> VideoPredictor<'m> {
         let near = |a: usize, b: usize, k: usize| a.abs_diff(b) <= k;
         for o in &mut self.objects {
             let cond: Vec<usize> = o.cond.keys().copied().collect();
-            let keep = |t: usize, k: usize| near(t, current, k) || cond.iter().any(|&c| near(t, c, k));
+            let keep =
+                |t: usize, k: usize| near(t, current, k) || cond.iter().any(|&c| near(t, c, k));
             o.non_cond.retain(|&t, _| keep(t, MAX_OBJ_PTRS - 1));
             for (&t, out) in o.non_cond.iter_mut() {
                 if !keep(t, NUM_MASKMEM - 1) {

@@ -131,16 +131,10 @@ pub fn read_json(path: &Path) -> Result<Vec<VideoPrompt>> {
                 return mask_prompt(&m, &base, frame, obj_id, &what);
             }
             let points = match (j.points, j.labels) {
-                (Some(p), Some(l)) if p.len() == l.len() => p
-                    .iter()
-                    .zip(&l)
-                    .map(|(xy, &l)| (xy[0], xy[1], l))
-                    .collect(),
-                (Some(p), Some(l)) => bail!(
-                    "{what}: {} points but {} labels",
-                    p.len(),
-                    l.len()
-                ),
+                (Some(p), Some(l)) if p.len() == l.len() => {
+                    p.iter().zip(&l).map(|(xy, &l)| (xy[0], xy[1], l)).collect()
+                }
+                (Some(p), Some(l)) => bail!("{what}: {} points but {} labels", p.len(), l.len()),
                 (None, None) => Vec::new(),
                 _ => bail!("{what}: points and labels go together"),
             };
@@ -182,7 +176,11 @@ fn mask_prompt(
                 .iter()
                 .map(|r| {
                     r.as_array()
-                        .map(|r| r.iter().map(|v| (v.as_f64().unwrap_or(0.0) != 0.0) as u8).collect())
+                        .map(|r| {
+                            r.iter()
+                                .map(|v| (v.as_f64().unwrap_or(0.0) != 0.0) as u8)
+                                .collect()
+                        })
                         .ok_or_else(|| anyhow::anyhow!("{what}: mask rows must be lists of 0 / 1"))
                 })
                 .collect::<Result<_>>()?;
@@ -238,7 +236,10 @@ fn numbers(s: &str, n: usize, what: &str) -> Result<Vec<f64>> {
 pub fn from_flags(boxes: &[String], points: &[String]) -> Result<Vec<VideoPrompt>> {
     let mut calls: Vec<VideoPrompt> = Vec::new();
     let slot = |frame: usize, obj_id: u32, calls: &mut Vec<VideoPrompt>| -> usize {
-        match calls.iter().position(|c| c.frame() == frame && c.obj_id() == obj_id) {
+        match calls
+            .iter()
+            .position(|c| c.frame() == frame && c.obj_id() == obj_id)
+        {
             Some(i) => i,
             None => {
                 calls.push(VideoPrompt::Points {
@@ -296,7 +297,10 @@ pub fn from_indexed_mask(path: &PathBuf, frame: usize) -> Result<Vec<VideoPrompt
     ids.sort_unstable();
     ids.dedup();
     if ids.is_empty() {
-        bail!("{}: the mask has no object (every pixel is 0)", path.display());
+        bail!(
+            "{}: the mask has no object (every pixel is 0)",
+            path.display()
+        );
     }
     let binary = ids == [255];
     Ok(ids
