@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 /// Median of `n` timed runs of `f` (seconds), after one warm-up run.
+#[allow(dead_code)] // each bench compiles this module; not all of them call this
 pub fn timed(n: usize, mut f: impl FnMut()) -> f64 {
     f();
     let mut v: Vec<f64> = (0..n.max(1))
@@ -29,6 +30,7 @@ pub fn threads() -> usize {
 }
 
 /// SEGRS_BENCH_REPEATS, else `default`.
+#[allow(dead_code)]
 pub fn repeats(default: usize) -> usize {
     std::env::var("SEGRS_BENCH_REPEATS")
         .ok()

@@ -100,7 +100,7 @@ impl Sam2 {
     }
 
     pub fn from_tensors_sized(w: &NamedTensors, image_size: usize) -> Result<Self> {
-        if image_size < 64 || image_size > 4096 || !image_size.is_multiple_of(32) {
+        if !(64..=4096).contains(&image_size) || !image_size.is_multiple_of(32) {
             bail!("a SAM 2 input size must be a multiple of 32 from 64 to 4096, not {image_size}");
         }
         let root = Weights::new(w);

@@ -7,7 +7,7 @@ use super::predictor::{FrameResult, PointsOrBox, VideoPredictor};
 use crate::data::image_io::read_mask;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// One call on the predictor.
 #[derive(Clone, Debug, PartialEq)]
@@ -291,7 +291,7 @@ pub fn from_flags(boxes: &[String], points: &[String]) -> Result<Vec<VideoPrompt
 
 /// An indexed mask on `frame`: one mask prompt per non-zero value, by increasing id. A mask
 /// holding only 0 and 255 (DAVIS 2016's single objects) is object 1.
-pub fn from_indexed_mask(path: &PathBuf, frame: usize) -> Result<Vec<VideoPrompt>> {
+pub fn from_indexed_mask(path: &Path, frame: usize) -> Result<Vec<VideoPrompt>> {
     let l = read_mask(path)?;
     let mut ids: Vec<u32> = l.data.iter().copied().filter(|&v| v != 0).collect();
     ids.sort_unstable();
