@@ -6,8 +6,8 @@
 //! * per-frame tracking time at 1024 for one object and for three objects (the prompted first
 //!   frame left out), and the largest object-score difference between the two;
 //! * peak resident memory of a whole run over 50 and over 200 frames at input size 256, the
-//!   reference against the `segrs sam video` binary (both measured by the PyTorch script with
-//!   wait4 on the child process).
+//!   reference against the `segrs sam video` binary (each a child process of the PyTorch script,
+//!   its peak VmHWM polled from /proc).
 //!
 //! The PyTorch side is tools/bench_sam2_video_torch.py, run with $SEGRS_TORCH_PYTHON (default
 //! /tmp/segrs-refenv/bin/python). Environment: SEGRS_BENCH_THREADS (default all cores),

@@ -7,7 +7,7 @@ so that segrs loads the very same weights), on the first frames of the SAM 2 bed
   clicks, a box), the first frame (prompts) left out;
 * peak resident memory of a whole tracking run over 50 and over 200 frames, for the reference
   (a child process running `init_state` + `propagate_in_video`) and for segrs (the `segrs sam
-  video` binary given as SEGRS_BIN), each measured by wait4 on the child; input size 256 so that
+  video` binary given as SEGRS_BIN), each its peak VmHWM polled from /proc; input size 256 so that
   200 frames finish in minutes on a CPU.
 
 usage: bench_sam2_video_torch.py THREADS OUTDIR FRAMES_DIR NFRAMES SEGRS_BIN   (prints one JSON line)
@@ -69,12 +69,23 @@ def track(pred, frames, objects):
 
 
 def peak_rss_mb(cmd):
+    """The child's VmHWM (peak resident set of its own program, after exec), polled until it
+    exits (wait4's ru_maxrss would include the forked copy of this interpreter)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, ru = os.wait4(proc.pid, 0)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            with open(f"/proc/{proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]))
+        except OSError:
+            pass
+        time.sleep(0.05)
     err = proc.stderr.read().decode(errors="replace")
-    if status != 0:
+    if proc.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed: {err[-2000:]}")
-    return ru.ru_maxrss / 1024.0
+    return peak / 1024.0
 
 
 def main():

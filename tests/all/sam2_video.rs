@@ -389,3 +389,72 @@ fn sam2_video_from_the_command_line() {
     let e = run(&["--init-mask", small.to_str().unwrap()]);
     assert!(e.contains("small.png") && e.contains("4x3"), "{e}");
 }
+
+/// A video file through `ffmpeg` (the DAVIS frames encoded losslessly): the same frame count and
+/// size, frames as the folder's up to ffmpeg's own JPEG decoding, and the tracker's masks on them
+/// close to the folder's. Without `ffmpeg` on the PATH, the error says what is missing.
+#[test]
+fn sam2_video_reads_video_files_through_ffmpeg() {
+    let Some(d) = data() else { return };
+    let dir = tmp("sam2-video-mp4");
+    let mp4 = dir.join("davis.mkv");
+    let have_ffmpeg = std::process::Command::new("ffmpeg")
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_ffmpeg {
+        std::fs::write(&mp4, b"not decoded").unwrap();
+        let e = Frames::open(&mp4).err().unwrap().to_string();
+        assert!(e.contains("ffmpeg") && e.contains("PATH"), "{e}");
+        return;
+    }
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-framerate", "24", "-i"])
+        .arg(d.davis_frames.join("%05d.jpg"))
+        .args(["-c:v", "ffv1", "-pix_fmt", "bgr0"])
+        .arg(&mp4)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut video = Frames::open(&mp4).unwrap();
+    let mut folder = Frames::folder(&d.davis_frames).unwrap();
+    assert_eq!(video.len(), folder.len());
+    assert_eq!((video.width, video.height), (folder.width, folder.height));
+    // out of order: going back restarts the decoder. ffmpeg's JPEG decoder upsamples chroma
+    // its own way, so frames agree on average, and each is closest to its own folder frame.
+    let mean_diff = |a: &[u8], b: &[u8]| {
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| x.abs_diff(y) as f64)
+            .sum::<f64>()
+            / a.len() as f64
+    };
+    for i in [3, 7, 2] {
+        let a = video.read(i).unwrap();
+        let same = mean_diff(&a.rgb, &folder.read(i).unwrap().rgb);
+        let next = mean_diff(&a.rgb, &folder.read(i + 1).unwrap().rgb);
+        assert!(
+            same < 2.0 && same < next,
+            "frame {i}: mean difference {same} (next frame {next})"
+        );
+    }
+    let e = video.read(10).err().unwrap().to_string();
+    assert!(e.contains("frame 10 does not exist"), "{e}");
+    let mut p = VideoPredictor::new(model(), video, VideoConfig::default()).unwrap();
+    p.add_mask(0, 1, &annotation(d, 0)).unwrap();
+    let got = propagate(&mut p, None, Some(4), false);
+    assert_eq!(got.len(), 5);
+    let want = &expected()["scenarios"]["davis_mask"]["records"];
+    for (g, w) in got.iter().zip(want.as_array().unwrap()) {
+        let r = &w["objects"][0]["mask"];
+        let rle = hotcoco::mask::rle_from_string(r["counts"].as_str().unwrap(), 480, 854).unwrap();
+        let m = segrs::formats::coco::decode_rowmajor(&rle);
+        let same = g.objects[0]
+            .mask
+            .iter()
+            .zip(&m)
+            .filter(|(a, b)| a == b)
+            .count();
+        assert!(same as f64 / m.len() as f64 > 0.99, "frame {}", g.frame);
+    }
+}
