@@ -126,15 +126,7 @@ fn blocked(
     scale: f32,
 ) -> Vec<f32> {
     let (nq, nk) = (q.rows, k.rows);
-    let qs: Vec<Vec<f32>> = (0..heads)
-        .map(|h| {
-            let mut x = q.head(h, head_dim);
-            x.iter_mut().for_each(|a| *a *= scale);
-            x
-        })
-        .collect();
-    let ks: Vec<Vec<f32>> = (0..heads).map(|h| k.head(h, head_dim)).collect();
-    let vs: Vec<Vec<f32>> = (0..heads).map(|h| v.head(h, head_dim)).collect();
+    let (qs, ks, vs) = split_heads(q, k, v, heads, head_dim, scale);
     let rows = query_block(nk);
     let blocks = nq.div_ceil(rows);
     let task = |t: usize| -> Vec<f32> {
@@ -146,6 +138,42 @@ fn blocked(
         softmax_rows_seq(&mut s, nk);
         matmul(&s, &vs[h], r, nk, head_dim)
     };
+    run_blocks(task, nq, heads, head_dim, rows)
+}
+
+/// Each head's queries (scaled), keys and values, packed.
+#[allow(clippy::type_complexity)]
+fn split_heads(
+    q: HeadView,
+    k: HeadView,
+    v: HeadView,
+    heads: usize,
+    head_dim: usize,
+    scale: f32,
+) -> (Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let qs = (0..heads)
+        .map(|h| {
+            let mut x = q.head(h, head_dim);
+            x.iter_mut().for_each(|a| *a *= scale);
+            x
+        })
+        .collect();
+    let ks = (0..heads).map(|h| k.head(h, head_dim)).collect();
+    let vs = (0..heads).map(|h| v.head(h, head_dim)).collect();
+    (qs, ks, vs)
+}
+
+/// Runs `task(head * blocks + block)` for every head and block of `rows` queries (over the
+/// threads unless the caller is on one of rayon's workers) and places each block's output
+/// rows `[rows, head_dim]` in `[nq, heads * head_dim]`.
+fn run_blocks(
+    task: impl Fn(usize) -> Vec<f32> + Sync + Send,
+    nq: usize,
+    heads: usize,
+    head_dim: usize,
+    rows: usize,
+) -> Vec<f32> {
+    let blocks = nq.div_ceil(rows);
     let outs: Vec<Vec<f32>> = if rayon::current_thread_index().is_none() {
         (0..heads * blocks).into_par_iter().map(task).collect()
     } else {
@@ -184,15 +212,7 @@ fn streamed(
     scale: f32,
 ) -> Vec<f32> {
     let (nq, nk, d) = (q.rows, k.rows, head_dim);
-    let qs: Vec<Vec<f32>> = (0..heads)
-        .map(|h| {
-            let mut x = q.head(h, d);
-            x.iter_mut().for_each(|a| *a *= scale);
-            x
-        })
-        .collect();
-    let ks: Vec<Vec<f32>> = (0..heads).map(|h| k.head(h, d)).collect();
-    let vs: Vec<Vec<f32>> = (0..heads).map(|h| v.head(h, d)).collect();
+    let (qs, ks, vs) = split_heads(q, k, v, heads, d, scale);
     let blocks = nq.div_ceil(TILE_QUERIES);
     let task = |t: usize| -> Vec<f32> {
         let (h, b) = (t / blocks, t % blocks);
@@ -233,21 +253,7 @@ fn streamed(
         }
         o
     };
-    let outs: Vec<Vec<f32>> = if rayon::current_thread_index().is_none() {
-        (0..heads * blocks).into_par_iter().map(task).collect()
-    } else {
-        (0..heads * blocks).map(task).collect()
-    };
-    let width = heads * d;
-    let mut out = vec![0.0f32; nq * width];
-    for (t, o) in outs.iter().enumerate() {
-        let (h, b) = (t / blocks, t % blocks);
-        let r0 = b * TILE_QUERIES;
-        for (i, row) in o.chunks(d).enumerate() {
-            out[(r0 + i) * width + h * d..][..d].copy_from_slice(row);
-        }
-    }
-    out
+    run_blocks(task, nq, heads, d, TILE_QUERIES)
 }
 
 #[cfg(test)]

@@ -308,21 +308,27 @@ fn sam2_video_from_the_command_line() {
     let size = expected()["image_size"].as_u64().unwrap().to_string();
     let ann = d.davis_ann.join("00000.png");
     let out = dir.join("out");
-    let (code, so, se) = segrs(&[
-        "sam",
-        "video",
-        "--checkpoint",
-        ck.to_str().unwrap(),
-        "--frames",
-        d.davis_frames.to_str().unwrap(),
+    let run = |extra: &[&str]| {
+        let mut a = vec![
+            "sam",
+            "video",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--frames",
+            d.davis_frames.to_str().unwrap(),
+            "--image-size",
+            &size,
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        a.extend_from_slice(extra);
+        segrs(&a)
+    };
+    let (code, so, se) = run(&[
         "--init-mask",
         ann.to_str().unwrap(),
-        "--image-size",
-        &size,
         "--per-object",
         "--overlay",
-        "--out",
-        out.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{so}{se}");
     // the indexed PNGs hold the reference's masks (object 1 for DAVIS 2016's 0/255 masks)
@@ -362,31 +368,18 @@ fn sam2_video_from_the_command_line() {
     let ws = want[3]["objects"][0]["object_score"].as_f64().unwrap();
     assert!((s - ws).abs() <= 1e-3, "{s} vs {ws}");
     // bad input: object id 0, a prompt past the end, a mask of the wrong size
-    let run = |extra: &[&str]| {
-        let mut a = vec![
-            "sam",
-            "video",
-            "--checkpoint",
-            ck.to_str().unwrap(),
-            "--frames",
-            d.davis_frames.to_str().unwrap(),
-            "--image-size",
-            &size,
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        a.extend_from_slice(extra);
-        let (code, so, se) = segrs(&a);
+    let fails = |extra: &[&str]| {
+        let (code, so, se) = run(extra);
         assert_ne!(code, 0, "{so}");
         se
     };
-    let e = run(&["--point", "0:0:100,100"]);
+    let e = fails(&["--point", "0:0:100,100"]);
     assert!(e.contains("object id 0"), "{e}");
-    let e = run(&["--point", "12:1:100,100"]);
+    let e = fails(&["--point", "12:1:100,100"]);
     assert!(e.contains("frame 12") && e.contains("10 frames"), "{e}");
     let small = dir.join("small.png");
     segrs::data::image_io::write_png(&small, 4, 3, 1, &[255; 12]).unwrap();
-    let e = run(&["--init-mask", small.to_str().unwrap()]);
+    let e = fails(&["--init-mask", small.to_str().unwrap()]);
     assert!(e.contains("small.png") && e.contains("4x3"), "{e}");
 }
 

@@ -271,28 +271,7 @@ impl<'m> VideoPredictor<'m> {
         };
         points.extend(new);
         o.points.insert(frame, points.clone());
-        let is_init = !o.tracked.contains_key(&frame);
-        let reverse = o.tracked.get(&frame).copied().unwrap_or(false);
-        let is_cond = is_init;
-        let prev = o
-            .latest(frame, is_cond)
-            .filter(|p| !p.pred_masks.is_empty())
-            .map(|p| p.pred_masks.iter().map(|v| v.clamp(-32.0, 32.0)).collect());
-        let out = self.run_frame(
-            oi,
-            frame,
-            is_init,
-            Step::Points(&points, prev),
-            reverse,
-            false,
-        )?;
-        let o = &mut self.objects[oi];
-        if is_cond {
-            o.temp_cond.insert(frame, out);
-        } else {
-            o.temp_non_cond.insert(frame, out);
-        }
-        Ok(self.frame_result(frame, is_cond))
+        self.prompt_frame(oi, frame, |prev| Step::Points(&points, prev))
     }
 
     /// `add_new_mask`: an object's mask (`height x width` of the video, non-zero = object) on a
@@ -317,12 +296,28 @@ impl<'m> VideoPredictor<'m> {
             m
         };
         let oi = self.obj_idx(obj_id);
-        let o = &mut self.objects[oi];
-        o.points.remove(&frame);
+        self.objects[oi].points.remove(&frame);
+        self.prompt_frame(oi, frame, |_| Step::Mask(&m))
+    }
+
+    /// Runs a prompt on a frame: a conditioning frame if the object was not tracked there (else
+    /// a correction, in the direction it was tracked), the output kept until propagation.
+    /// `step` gets the frame's latest logits (clamped to +-32) to feed back with points.
+    fn prompt_frame<'s>(
+        &mut self,
+        oi: usize,
+        frame: usize,
+        step: impl FnOnce(Option<Vec<f32>>) -> Step<'s>,
+    ) -> Result<FrameResult> {
+        let o = &self.objects[oi];
         let is_init = !o.tracked.contains_key(&frame);
         let reverse = o.tracked.get(&frame).copied().unwrap_or(false);
         let is_cond = is_init;
-        let out = self.run_frame(oi, frame, is_init, Step::Mask(&m), reverse, false)?;
+        let prev = o
+            .latest(frame, is_cond)
+            .filter(|p| !p.pred_masks.is_empty())
+            .map(|p| p.pred_masks.iter().map(|v| v.clamp(-32.0, 32.0)).collect());
+        let out = self.run_frame(oi, frame, is_init, step(prev), reverse, false)?;
         let o = &mut self.objects[oi];
         if is_cond {
             o.temp_cond.insert(frame, out);
