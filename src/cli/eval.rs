@@ -35,9 +35,8 @@ pub struct SemanticArgs {
     /// Ground-truth value that counts in no metric (`none` to disable).
     #[arg(long, default_value = "255", value_parser = parse_ignore)]
     pub ignore_index: IgnoreIndex,
-    /// Ground-truth masks hold {0, 255}: map 255 to class 1.
-    #[arg(long)]
-    pub binary: bool,
+    #[command(flatten)]
+    pub labels: super::labels::LabelArgs,
     /// Only these stems (e.g. `25-29` or `a,b`).
     #[arg(long)]
     pub stems: Option<StemFilter>,
@@ -69,14 +68,20 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
 }
 
 fn semantic(a: SemanticArgs) -> Result<()> {
-    let (report, n, unmatched) = evaluate_dirs(
+    let names = a.labels.names(a.classes)?;
+    let conv = a.labels.convention(a.ignore_index.0)?;
+    let (mut report, n, unmatched) = evaluate_dirs(
         &a.pred,
         &a.gt,
         a.classes,
         a.ignore_index.0,
-        a.binary,
+        &conv,
         a.stems.as_ref(),
     )?;
+    a.labels.report_lossy();
+    if let Some(names) = &names {
+        report.name_classes(names)?;
+    }
     println!("evaluated {n} image(s)");
     if unmatched > 0 {
         eprintln!(

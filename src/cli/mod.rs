@@ -3,6 +3,7 @@
 pub mod convert;
 pub mod demo;
 pub mod eval;
+pub mod labels;
 pub mod maskrcnn;
 pub mod predict;
 pub mod sam;

@@ -42,9 +42,8 @@ pub struct TrainArgs {
     /// Image channels the network takes (images are converted: RGB <-> gray).
     #[arg(long, default_value_t = 3)]
     pub in_channels: usize,
-    /// Masks hold {0,255}: map 255 to class 1.
-    #[arg(long)]
-    pub binary: bool,
+    #[command(flatten)]
+    pub labels: super::labels::LabelArgs,
     /// Mask value that counts in no loss and no metric (`none` to disable).
     #[arg(long, default_value = "255", value_parser = parse_ignore)]
     pub ignore_index: IgnoreIndex,
@@ -189,9 +188,13 @@ pub fn run(a: TrainArgs) -> Result<()> {
         (_, _, Some(d)) => dataset_dirs(d)?,
         _ => bail!("give --data DIR (or --images and --masks)"),
     };
+    let mut labels = cfg.labels.clone();
+    if cfg.binary && labels.binary_threshold.is_none() {
+        labels.binary_threshold = Some(128); // configs written before the threshold existed
+    }
     let mopts = MaskOptions {
         num_classes: cfg.unet.num_classes,
-        binary: cfg.binary,
+        labels,
         ignore_index: cfg.loss.ignore_index,
     };
     let paths = pair_folder(&images, &masks, a.stems.as_ref())?;
@@ -201,6 +204,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         images.display()
     );
     let samples = load_all(&paths, cfg.unet.in_channels, &mopts)?;
+    a.labels.report_lossy();
     let val_extra = match &a.val_data {
         Some(v) => {
             let (vi, vm) = dataset_dirs(v)?;
@@ -250,7 +254,7 @@ fn config_from_args(a: &TrainArgs) -> Result<TrainConfig> {
         batch_norm: !a.no_batchnorm,
     };
     unet.validate()?;
-    if a.binary && classes != 2 {
+    if a.labels.binary && classes != 2 {
         bail!("--binary masks give 2 classes; pass --classes 2");
     }
     if a.batch_size == 0 || a.epochs == 0 {
@@ -263,7 +267,11 @@ fn config_from_args(a: &TrainArgs) -> Result<TrainConfig> {
         &a.loss,
         a.loss_weights.as_ref().map(|f| f.0.as_slice()),
         classes,
-        if a.binary { None } else { a.ignore_index.0 },
+        if a.labels.binary {
+            None
+        } else {
+            a.ignore_index.0
+        },
     )?;
     for (name, w) in [
         ("--class-weights", &a.class_weights),
@@ -282,7 +290,7 @@ fn config_from_args(a: &TrainArgs) -> Result<TrainConfig> {
         unet,
         loss,
         normalize: a.normalize.resolve()?,
-        binary: a.binary,
+        binary: a.labels.binary,
         epochs: a.epochs,
         batch_size: a.batch_size,
         lr: a.lr,
@@ -294,6 +302,11 @@ fn config_from_args(a: &TrainArgs) -> Result<TrainConfig> {
         flips: !a.no_flip,
         seed: a.seed,
         grad_clip: a.grad_clip,
-        class_names: Vec::new(),
+        class_names: a.labels.names(classes)?.unwrap_or_default(),
+        labels: a.labels.convention(if a.labels.binary {
+            None
+        } else {
+            a.ignore_index.0
+        })?,
     })
 }

@@ -1,6 +1,7 @@
 //! A folder dataset: `images/` and `masks/` with matching file stems.
 
 use super::image_io::{LabelMap, Picture, read_image, read_mask};
+use super::labels::LabelConvention;
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -10,11 +11,11 @@ const IMAGE_DIR_NAMES: &[&str] = &["images", "image", "imgs", "img"];
 const MASK_DIR_NAMES: &[&str] = &["masks", "mask", "labels", "label", "annotations", "annot"];
 
 /// How stored mask values become class indices.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct MaskOptions {
     pub num_classes: usize,
-    /// Masks hold {0, 255}: map 255 to class 1.
-    pub binary: bool,
+    /// Binary thresholding, zero-label reduction, a label-id map.
+    pub labels: LabelConvention,
     /// Pixels with this (mapped) value count in no loss and no metric.
     pub ignore_index: Option<u32>,
 }
@@ -22,25 +23,7 @@ pub struct MaskOptions {
 impl MaskOptions {
     /// Maps stored values to classes, checking the range; the error lists a few bad values.
     pub fn apply(&self, path: &Path, mask: &mut LabelMap) -> Result<()> {
-        if self.binary {
-            let mut bad = None;
-            for v in mask.data.iter_mut() {
-                *v = match *v {
-                    0 => 0,
-                    255 | 1 => 1,
-                    other => {
-                        bad.get_or_insert(other);
-                        other
-                    }
-                };
-            }
-            if let Some(b) = bad {
-                bail!(
-                    "{}: --binary expects mask values 0 and 255, found {b}",
-                    path.display()
-                );
-            }
-        }
+        self.labels.apply(path, mask)?;
         let mut bad: Vec<u32> = mask
             .data
             .iter()
@@ -297,7 +280,10 @@ mod tests {
     fn binary_and_range_checks() {
         let opts = MaskOptions {
             num_classes: 2,
-            binary: true,
+            labels: LabelConvention {
+                binary_threshold: Some(128),
+                ..Default::default()
+            },
             ignore_index: Some(255),
         };
         let mut m = LabelMap {
@@ -307,15 +293,31 @@ mod tests {
         };
         opts.apply(Path::new("m.png"), &mut m).unwrap();
         assert_eq!(m.data, vec![0, 1]);
+        // JPEG's ringing is thresholded at 128
         let mut m = LabelMap {
-            width: 2,
+            width: 40,
             height: 1,
-            data: vec![0, 128],
+            data: (0..40).map(|i| [0, 3, 250, 255][i % 4]).collect(),
         };
-        assert!(format!("{}", opts.apply(Path::new("m.png"), &mut m).unwrap_err()).contains("128"));
+        opts.apply(Path::new("m.png"), &mut m).unwrap();
+        assert_eq!(
+            m.data,
+            (0..40).map(|i| (i % 4 >= 2) as u32).collect::<Vec<_>>()
+        );
+        // class indices given as binary
+        let mut m = LabelMap {
+            width: 4,
+            height: 1,
+            data: vec![0, 1, 2, 3],
+        };
+        let err = format!("{}", opts.apply(Path::new("c.png"), &mut m).unwrap_err());
+        assert!(
+            err.contains("c.png") && err.contains("drop --binary"),
+            "{err}"
+        );
         let opts = MaskOptions {
             num_classes: 3,
-            binary: false,
+            labels: LabelConvention::default(),
             ignore_index: Some(255),
         };
         let mut m = LabelMap {

@@ -4,6 +4,7 @@
 pub mod augment;
 pub mod folder;
 pub mod image_io;
+pub mod labels;
 pub mod preprocess;
 pub mod shard;
 pub mod synthetic;

@@ -5,6 +5,7 @@ use super::boundary::{BinMask, boundary_f1, boundary_iou};
 use super::confusion::{ConfusionMatrix, OutOfRange, nan_mean};
 use crate::data::folder::{StemFilter, list_images};
 use crate::data::image_io::read_mask;
+use crate::data::labels::LabelConvention;
 use anyhow::{Result, bail};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -71,6 +72,9 @@ pub fn image_stats(
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct ClassMetrics {
     pub class: usize,
+    /// The class's name, when names were given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub iou: Option<f64>,
     pub accuracy: Option<f64>,
     pub dice: Option<f64>,
@@ -155,6 +159,7 @@ impl SemanticAccumulator {
                 let present = !cm.iou(c).is_nan() || self.bf_sum[c].1 > 0;
                 ClassMetrics {
                     class: c,
+                    name: None,
                     iou: opt(cm.iou(c)),
                     accuracy: if present {
                         opt(cm.class_accuracy(c))
@@ -216,6 +221,21 @@ pub fn evaluate(
 }
 
 impl SemanticReport {
+    /// Names the classes (in the table and the JSON); fails when the counts differ.
+    pub fn name_classes(&mut self, names: &[String]) -> Result<()> {
+        if names.len() != self.per_class.len() {
+            bail!(
+                "{} class names for {} classes",
+                names.len(),
+                self.per_class.len()
+            );
+        }
+        for (c, n) in self.per_class.iter_mut().zip(names) {
+            c.name = Some(n.clone());
+        }
+        Ok(())
+    }
+
     /// A readable table for the terminal.
     pub fn table(&self, class_names: Option<&[String]>) -> String {
         let f = |v: Option<f64>| {
@@ -230,6 +250,7 @@ impl SemanticReport {
         for c in &self.per_class {
             let name = class_names
                 .and_then(|n| n.get(c.class).cloned())
+                .or_else(|| c.name.clone())
                 .unwrap_or_else(|| c.class.to_string());
             s.push_str(&format!(
                 "{:<14}{}{}{}{}{}\n",
@@ -260,7 +281,7 @@ impl SemanticReport {
 pub fn load_pairs(
     pred_dir: &Path,
     gt_dir: &Path,
-    binary: bool,
+    labels: &LabelConvention,
     stems: Option<&StemFilter>,
 ) -> Result<(Vec<String>, Vec<LabelPair>, usize)> {
     let preds = list_images(pred_dir)?;
@@ -299,18 +320,7 @@ pub fn load_pairs(
         .map(|(_, p, g)| {
             let pred = read_mask(p)?;
             let mut gt = read_mask(g)?;
-            if binary {
-                for v in gt.data.iter_mut() {
-                    *v = match *v {
-                        255 => 1,
-                        0 => 0,
-                        other => bail!(
-                            "{}: --binary expects values 0 and 255, found {other}",
-                            g.display()
-                        ),
-                    };
-                }
-            }
+            labels.apply(g, &mut gt)?;
             if (pred.width, pred.height) != (gt.width, gt.height) {
                 bail!(
                     "{}: prediction is {}x{} but ground truth {} is {}x{}",
@@ -352,13 +362,13 @@ pub fn evaluate_dirs(
     gt_dir: &Path,
     classes: usize,
     ignore_index: Option<u32>,
-    binary: bool,
+    labels: &LabelConvention,
     stems: Option<&StemFilter>,
 ) -> Result<(SemanticReport, usize, usize)> {
     if classes == 0 {
         bail!("--classes must be at least 1");
     }
-    let (_, pairs, unmatched) = load_pairs(pred_dir, gt_dir, binary, stems)?;
+    let (_, pairs, unmatched) = load_pairs(pred_dir, gt_dir, labels, stems)?;
     let acc = evaluate(&pairs, classes, ignore_index);
     if acc.out_of_range.gt > 0 {
         bail!(

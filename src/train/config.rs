@@ -38,6 +38,9 @@ pub struct TrainConfig {
     pub grad_clip: Option<f32>,
     #[serde(default)]
     pub class_names: Vec<String>,
+    /// How mask values become classes (binary threshold, zero-label reduction, label map).
+    #[serde(default)]
+    pub labels: crate::data::labels::LabelConvention,
 }
 
 impl TrainConfig {
@@ -91,5 +94,6 @@ pub fn demo_config(epochs: usize, seed: u64) -> TrainConfig {
         seed,
         grad_clip: None,
         class_names: CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
+        labels: Default::default(),
     }
 }

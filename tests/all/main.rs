@@ -4,6 +4,7 @@ mod cli;
 mod coco_eval;
 mod common;
 mod convert;
+mod datasets;
 mod losses_parity;
 mod maskrcnn_cli;
 mod maskrcnn_parity;

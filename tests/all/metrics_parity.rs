@@ -18,8 +18,15 @@ fn semantic_metrics_match_reference() {
     let d = fixtures().join("metrics");
     let want: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("expected.json")).unwrap()).unwrap();
-    let (r, n, _) =
-        evaluate_dirs(&d.join("pred"), &d.join("gt"), 4, Some(255), false, None).unwrap();
+    let (r, n, _) = evaluate_dirs(
+        &d.join("pred"),
+        &d.join("gt"),
+        4,
+        Some(255),
+        &Default::default(),
+        None,
+    )
+    .unwrap();
     assert_eq!(n, 3);
     for k in [
         "pixel_accuracy",
@@ -65,7 +72,15 @@ fn label_out_of_range_is_an_error() {
     // 3 classes: the GT holds class 3 pixels nowhere, but predictions do.
     let err = format!(
         "{:#}",
-        evaluate_dirs(&d.join("pred"), &d.join("gt"), 3, Some(255), false, None).unwrap_err()
+        evaluate_dirs(
+            &d.join("pred"),
+            &d.join("gt"),
+            3,
+            Some(255),
+            &Default::default(),
+            None
+        )
+        .unwrap_err()
     );
     assert!(err.contains("predicted pixels have labels >= 3"), "{err}");
 }

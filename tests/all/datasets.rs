@@ -1,0 +1,268 @@
+//! Masks in the conventions datasets ship with: binary masks saved as JPEG (Kvasir-SEG style,
+//! thresholded at 128 with one note), ADE20K's zero label ("other", ignored; mmseg's
+//! reduce_zero_label) with its 150 class names, and a Cityscapes-style label-id map.
+
+use crate::common::{segrs, shared_data, tmp};
+use segrs::data::image_io::{read_mask, write_label_png, write_png};
+use segrs::data::labels::{LabelConvention, read_class_names, read_label_map};
+use std::path::Path;
+
+fn save_jpeg(path: &Path, w: usize, h: usize, gray: &[u8], quality: u8) {
+    let f = std::fs::File::create(path).unwrap();
+    let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(f, quality);
+    enc.encode(gray, w as u32, h as u32, image::ExtendedColorType::L8)
+        .unwrap();
+}
+
+#[test]
+fn lossy_jpeg_masks_train_and_evaluate_with_binary() {
+    let Some(isbi) = shared_data("isbi2012_membrane") else {
+        return;
+    };
+    let d = tmp("lossy-masks");
+    let (images, masks, pred) = (d.join("images"), d.join("masks"), d.join("pred"));
+    for p in [&images, &masks, &pred] {
+        std::fs::create_dir_all(p).unwrap();
+    }
+    let conv = LabelConvention {
+        binary_threshold: Some(128),
+        ..Default::default()
+    };
+    for (i, q) in [(0, 60u8), (1, 80), (2, 95), (3, 75)] {
+        let src = isbi.join(format!("train/label/{i}.png"));
+        let m = read_mask(&src).unwrap();
+        let gray: Vec<u8> = m.data.iter().map(|&v| v as u8).collect();
+        let jpg = masks.join(format!("{i}.jpg"));
+        save_jpeg(&jpg, m.width, m.height, &gray, q);
+        std::fs::copy(
+            isbi.join(format!("train/image/{i}.png")),
+            images.join(format!("{i}.png")),
+        )
+        .unwrap();
+        // thresholded, the JPEG mask equals the original wherever JPEG kept the value, and
+        // nearly everywhere else
+        let mut lossy = read_mask(&jpg).unwrap();
+        let stored = lossy.data.clone();
+        assert!(
+            stored.iter().any(|&v| v != 0 && v != 255),
+            "quality {q} is lossy"
+        );
+        conv.apply(&jpg, &mut lossy).unwrap();
+        let orig: Vec<u32> = m.data.iter().map(|&v| (v >= 128) as u32).collect();
+        for ((&s, &t), &o) in stored.iter().zip(&lossy.data).zip(&orig) {
+            if s == 0 || s == 255 {
+                assert_eq!(t, o);
+            }
+        }
+        let same = lossy.data.iter().zip(&orig).filter(|(a, b)| a == b).count();
+        assert!(same as f64 / orig.len() as f64 > 0.99, "quality {q}");
+        // the original mask as a prediction (class indices)
+        let labels = segrs::data::image_io::LabelMap {
+            width: m.width,
+            height: m.height,
+            data: orig,
+        };
+        write_label_png(&pred.join(format!("{i}.png")), &labels).unwrap();
+    }
+    let json = d.join("eval.json");
+    let (code, so, se) = segrs(&[
+        "eval",
+        "semantic",
+        "--pred",
+        pred.to_str().unwrap(),
+        "--gt",
+        masks.to_str().unwrap(),
+        "--classes",
+        "2",
+        "--binary",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{so}{se}");
+    assert!(
+        se.contains("4 binary mask(s) hold values other than 0 and 255") && se.contains("128"),
+        "{se}"
+    );
+    assert_eq!(se.matches("note:").count(), 1, "one note: {se}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(r["pixel_accuracy"].as_f64().unwrap() > 0.99);
+    // training reads them too
+    let run = d.join("run");
+    let (code, so, se) = segrs(&[
+        "train",
+        "--images",
+        images.to_str().unwrap(),
+        "--masks",
+        masks.to_str().unwrap(),
+        "--classes",
+        "2",
+        "--binary",
+        "--in-channels",
+        "1",
+        "--base-width",
+        "4",
+        "--depth",
+        "2",
+        "--crop",
+        "64",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--val-split",
+        "0.25",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{so}{se}");
+    assert!(
+        se.contains("binary mask(s) hold values other than 0 and 255"),
+        "{se}"
+    );
+    // class-index masks given as binary are an error that says so
+    let classes = d.join("classes");
+    std::fs::create_dir_all(&classes).unwrap();
+    let idx: Vec<u8> = (0..64 * 64).map(|i| ((i / 64) % 4) as u8).collect();
+    write_png(&classes.join("0.png"), 64, 64, 1, &idx).unwrap();
+    write_png(&pred.join("0.png"), 64, 64, 1, &idx).unwrap();
+    let (code, _, se) = segrs(&[
+        "eval",
+        "semantic",
+        "--pred",
+        pred.to_str().unwrap(),
+        "--gt",
+        classes.to_str().unwrap(),
+        "--classes",
+        "2",
+        "--binary",
+        "--stems",
+        "0",
+    ]);
+    assert_ne!(code, 0);
+    assert!(se.contains("0.png") && se.contains("drop --binary"), "{se}");
+}
+
+#[test]
+fn ade20k_reduce_zero_label_with_class_names() {
+    let Some(ade) = shared_data("ade20k_sceneparsing_sample") else {
+        return;
+    };
+    let names = read_class_names(&ade.join("objectInfo150.csv")).unwrap();
+    assert_eq!(names.len(), 150);
+    assert_eq!((names[0].as_str(), names[2].as_str()), ("wall", "sky"));
+    let d = tmp("ade-reduce");
+    let pred = d.join("pred");
+    std::fs::create_dir_all(&pred).unwrap();
+    let gt = ade.join("sampleData/annotations");
+    let mut present = std::collections::BTreeSet::new();
+    for e in std::fs::read_dir(&gt).unwrap() {
+        let p = e.unwrap().path();
+        let mut m = read_mask(&p).unwrap();
+        // predictions: class k - 1 for stored value k, and class 5 where the label is "other"
+        // (ignored, so it cannot cost anything)
+        for v in m.data.iter_mut() {
+            *v = if *v == 0 { 5 } else { *v - 1 };
+        }
+        let raw = read_mask(&p).unwrap();
+        present.extend(raw.data.iter().filter(|&&v| v > 0).map(|&v| v - 1));
+        write_label_png(&pred.join(p.file_name().unwrap()), &m).unwrap();
+    }
+    let json = d.join("eval.json");
+    let (code, so, se) = segrs(&[
+        "eval",
+        "semantic",
+        "--pred",
+        pred.to_str().unwrap(),
+        "--gt",
+        gt.to_str().unwrap(),
+        "--classes",
+        "150",
+        "--reduce-zero-label",
+        "--class-names",
+        ade.join("objectInfo150.csv").to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{so}{se}");
+    assert!(so.contains("wall"), "{so}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["pixel_accuracy"].as_f64(), Some(1.0));
+    let per = r["per_class"].as_array().unwrap();
+    assert_eq!(per[0]["name"], "wall");
+    for c in &present {
+        assert_eq!(per[*c as usize]["iou"].as_f64(), Some(1.0), "class {c}");
+    }
+    // without the reduction the same files disagree everywhere
+    let (code, so, _) = segrs(&[
+        "eval",
+        "semantic",
+        "--pred",
+        pred.to_str().unwrap(),
+        "--gt",
+        gt.to_str().unwrap(),
+        "--classes",
+        "151",
+    ]);
+    assert_eq!(code, 0);
+    assert!(so.contains("pixel accuracy   0.0000"), "{so}");
+}
+
+#[test]
+fn a_label_id_map_gives_train_ids_and_ignores_the_rest() {
+    let d = tmp("label-map");
+    let (gt, pred) = (d.join("gt"), d.join("pred"));
+    std::fs::create_dir_all(&gt).unwrap();
+    std::fs::create_dir_all(&pred).unwrap();
+    // Cityscapes ids: 7 road, 8 sidewalk, 26 car; 0 unlabeled and 4 static are not trained on
+    let ids = [7u8, 8, 26, 0, 4];
+    let stored: Vec<u8> = (0..40 * 30).map(|i| ids[(i / 7) % 5]).collect();
+    write_png(&gt.join("a.png"), 40, 30, 1, &stored).unwrap();
+    let csv = d.join("ids.csv");
+    std::fs::write(&csv, "id,trainId\n7,0\n8,1\n26,13\n").unwrap();
+    let map = read_label_map(&csv).unwrap();
+    assert_eq!(map.get(&26), Some(&13));
+    let json_map = d.join("ids.json");
+    std::fs::write(&json_map, r#"{"7": 0, "8": 1, "26": 13}"#).unwrap();
+    assert_eq!(read_label_map(&json_map).unwrap(), map);
+    // predictions: the train ids, and class 2 where the label is ignored
+    let want: Vec<u8> = stored
+        .iter()
+        .map(|v| match v {
+            7 => 0,
+            8 => 1,
+            26 => 13,
+            _ => 2,
+        })
+        .collect();
+    write_png(&pred.join("a.png"), 40, 30, 1, &want).unwrap();
+    let json = d.join("eval.json");
+    let (code, so, se) = segrs(&[
+        "eval",
+        "semantic",
+        "--pred",
+        pred.to_str().unwrap(),
+        "--gt",
+        gt.to_str().unwrap(),
+        "--classes",
+        "19",
+        "--label-map",
+        csv.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{so}{se}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["pixel_accuracy"].as_f64(), Some(1.0));
+    assert_eq!(r["per_class"][13]["iou"].as_f64(), Some(1.0));
+    assert!(
+        r["per_class"][2]["iou"].is_null(),
+        "class 2 appears only where ignored"
+    );
+    let bad = d.join("bad.csv");
+    std::fs::write(&bad, "7,0\nroad,1\n").unwrap();
+    let e = read_label_map(&bad).unwrap_err().to_string();
+    assert!(e.contains("bad.csv") && e.contains("line 2"), "{e}");
+}
