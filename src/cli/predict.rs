@@ -42,6 +42,10 @@ pub struct PredictArgs {
     /// Write label maps with 255 for class 1 (binary models), for viewing.
     #[arg(long)]
     pub binary_255: bool,
+    /// Write the values the training masks stored (undoing --reduce-zero-label / --label-map /
+    /// --binary as recorded in the checkpoint) instead of class indices.
+    #[arg(long, conflicts_with = "binary_255")]
+    pub write_label_ids: bool,
     /// Preprocessing for a PyTorch state_dict (segrs checkpoints record their own).
     #[command(flatten)]
     pub normalize: NormalizeArgs,
@@ -102,6 +106,14 @@ pub fn run(a: PredictArgs) -> Result<()> {
         normalize,
         super::engine(a.engine, a.device, &dev)?,
     )?;
+    let label_ids = match (&loaded.meta, a.write_label_ids) {
+        (_, false) => None,
+        (Some(m), true) => Some(m.labels.clone()),
+        (None, true) => bail!(
+            "{}: --write-label-ids needs a segrs checkpoint (it records how masks became classes)",
+            a.checkpoint.display()
+        ),
+    };
     let shard = super::maskrcnn::resolve_shard(a.shard.as_deref(), a.shards)?;
     let list = shard.select(inputs(&a.images, a.stems.as_ref())?);
     std::fs::create_dir_all(&a.out)
@@ -121,6 +133,12 @@ pub fn run(a: PredictArgs) -> Result<()> {
             let pic = read_image(path)?;
             let labels = predictor.predict(&pic);
             let mut written = labels.clone();
+            if let Some(conv) = &label_ids {
+                written
+                    .data
+                    .iter_mut()
+                    .for_each(|v| *v = conv.stored_value(*v));
+            }
             if a.binary_255 {
                 written
                     .data

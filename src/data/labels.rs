@@ -94,6 +94,25 @@ impl LabelConvention {
     }
 }
 
+impl LabelConvention {
+    /// The stored value a class is written back as (`predict --write-label-ids`): 255 for a
+    /// binary mask's object, `k + 1` after zero-label reduction, the smallest id a label map
+    /// sends to the class (the ignore value when none does).
+    pub fn stored_value(&self, class: u32) -> u32 {
+        if self.binary_threshold.is_some() {
+            return if class > 0 { 255 } else { 0 };
+        }
+        let c = match &self.label_map {
+            Some(map) => match map.iter().find(|(_, c)| **c == class) {
+                Some((v, _)) => *v,
+                None => return self.ignore,
+            },
+            None => class,
+        };
+        if self.reduce_zero_label { c + 1 } else { c }
+    }
+}
+
 fn binarize(path: &Path, mask: &mut LabelMap, threshold: u8) -> Result<()> {
     let n = mask.data.len().max(1);
     let (mut small, mut mid, mut other, mut max) = (0usize, 0usize, 0usize, 0u32);
@@ -223,4 +242,41 @@ pub fn read_class_names(path: &Path) -> Result<Vec<String>> {
         bail!("{}: no class names, or an empty one", path.display());
     }
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conv(mask: &[u32], c: &LabelConvention) -> Vec<u32> {
+        let mut m = LabelMap {
+            width: mask.len(),
+            height: 1,
+            data: mask.to_vec(),
+        };
+        c.apply(Path::new("m.png"), &mut m).unwrap();
+        m.data
+    }
+
+    #[test]
+    fn conventions_and_their_inverse() {
+        let reduce = LabelConvention {
+            reduce_zero_label: true,
+            ..Default::default()
+        };
+        assert_eq!(conv(&[0, 1, 150, 255], &reduce), vec![255, 0, 149, 255]);
+        assert_eq!((reduce.stored_value(0), reduce.stored_value(149)), (1, 150));
+        let map = LabelConvention {
+            label_map: Some([(7, 0), (8, 1), (26, 13)].into_iter().collect()),
+            ..Default::default()
+        };
+        assert_eq!(conv(&[7, 8, 26, 0, 33], &map), vec![0, 1, 13, 255, 255]);
+        assert_eq!((map.stored_value(13), map.stored_value(5)), (26, 255));
+        let binary = LabelConvention {
+            binary_threshold: Some(128),
+            ..Default::default()
+        };
+        assert_eq!(conv(&[0, 1, 1, 0], &binary), vec![0, 1, 1, 0]);
+        assert_eq!(binary.stored_value(1), 255);
+    }
 }

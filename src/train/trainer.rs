@@ -100,6 +100,7 @@ pub fn meta_of(cfg: &TrainConfig, epoch: usize) -> CheckpointMeta {
         binary: cfg.binary,
         class_names: cfg.class_names.clone(),
         epoch,
+        labels: cfg.labels.clone(),
     }
 }
 

@@ -194,6 +194,61 @@ fn ade20k_reduce_zero_label_with_class_names() {
     for c in &present {
         assert_eq!(per[*c as usize]["iou"].as_f64(), Some(1.0), "class {c}");
     }
+    // trained with the reduction and the names, predictions are written back as ADE20K ids
+    let run = d.join("run");
+    let images = ade.join("sampleData/images");
+    let (code, so, se) = segrs(&[
+        "train",
+        "--images",
+        images.to_str().unwrap(),
+        "--masks",
+        gt.to_str().unwrap(),
+        "--classes",
+        "150",
+        "--reduce-zero-label",
+        "--class-names",
+        ade.join("objectInfo150.csv").to_str().unwrap(),
+        "--base-width",
+        "4",
+        "--depth",
+        "2",
+        "--crop",
+        "64",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--val-split",
+        "0.34",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{so}{se}");
+    let ck = run.join("last.safetensors");
+    let meta =
+        segrs::models::unet::checkpoint::load(&ck, (None, None), &burn::prelude::Device::flex())
+            .unwrap()
+            .meta
+            .unwrap();
+    assert_eq!(meta.class_names[2], "sky");
+    assert!(meta.labels.reduce_zero_label);
+    let out = d.join("ids");
+    let (code, so, se) = segrs(&[
+        "predict",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--images",
+        images.to_str().unwrap(),
+        "--write-label-ids",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{so}{se}");
+    let ids = read_mask(&out.join("ADE_val_00000001.png")).unwrap();
+    assert!(
+        ids.data.iter().all(|&v| (1..=150).contains(&v)),
+        "ADE20K ids 1-150"
+    );
     // without the reduction the same files disagree everywhere
     let (code, so, _) = segrs(&[
         "eval",

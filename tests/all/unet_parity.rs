@@ -134,6 +134,10 @@ fn segrs_checkpoint_round_trips() {
         binary: false,
         class_names: vec![],
         epoch: 3,
+        labels: segrs::data::labels::LabelConvention {
+            reduce_zero_label: true,
+            ..Default::default()
+        },
     };
     let p = dir.join("m.safetensors");
     checkpoint::save(&p, &src.model, &meta).unwrap();

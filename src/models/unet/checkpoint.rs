@@ -26,6 +26,9 @@ pub struct CheckpointMeta {
     pub class_names: Vec<String>,
     #[serde(default)]
     pub epoch: usize,
+    /// How the training masks' values became classes (to write predictions back as label ids).
+    #[serde(default)]
+    pub labels: crate::data::labels::LabelConvention,
 }
 
 /// Saves the weights and metadata atomically.
