@@ -1,6 +1,7 @@
 //! The `segrs` command line.
 
 pub mod convert;
+pub mod data;
 pub mod demo;
 pub mod eval;
 pub mod labels;
@@ -35,6 +36,9 @@ pub enum Command {
     /// Convert between COCO instances, instance-mask folders, label maps and COCO panoptic.
     #[command(subcommand)]
     Convert(convert::ConvertCommand),
+    /// Check a dataset before a long run: pairs, sizes, mask values and conventions, COCO ids.
+    #[command(subcommand)]
+    Data(data::DataCommand),
     /// Pictures: instance masks, panoptic maps, semantic ground truth vs prediction.
     #[command(subcommand)]
     Viz(viz::VizCommand),
@@ -73,6 +77,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Maskrcnn(c) => maskrcnn::run(c),
         Command::MergeResults(a) => maskrcnn::merge(a),
         Command::Convert(c) => convert::run(c),
+        Command::Data(c) => data::run(c),
         Command::Viz(c) => viz::run(c),
     }
 }

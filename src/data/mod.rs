@@ -2,6 +2,7 @@
 //! Data flows one way: decode (`image_io`) -> check and pair (`folder`) -> preprocess -> augment.
 
 pub mod augment;
+pub mod check;
 pub mod folder;
 pub mod image_io;
 pub mod labels;

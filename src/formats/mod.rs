@@ -2,5 +2,6 @@
 //! results JSON (polygons, RLE), COCO panoptic.
 
 pub mod coco;
+pub mod coco_check;
 pub mod instances;
 pub mod panoptic;

@@ -321,3 +321,127 @@ fn a_label_id_map_gives_train_ids_and_ignores_the_rest() {
     let e = read_label_map(&bad).unwrap_err().to_string();
     assert!(e.contains("bad.csv") && e.contains("line 2"), "{e}");
 }
+
+#[test]
+fn data_check_reports_pairs_values_and_conventions() {
+    let Some(isbi) = shared_data("isbi2012_membrane") else {
+        return;
+    };
+    let d = tmp("data-check");
+    let (images, masks) = (d.join("images"), d.join("masks"));
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::create_dir_all(&masks).unwrap();
+    for i in 0..3 {
+        std::fs::copy(
+            isbi.join(format!("train/image/{i}.png")),
+            images.join(format!("{i}.png")),
+        )
+        .unwrap();
+    }
+    // 0: lossless, 1: JPEG, 2: no mask; and a mask without an image
+    std::fs::copy(isbi.join("train/label/0.png"), masks.join("0.png")).unwrap();
+    let m = read_mask(&isbi.join("train/label/1.png")).unwrap();
+    let gray: Vec<u8> = m.data.iter().map(|&v| v as u8).collect();
+    save_jpeg(&masks.join("1.jpg"), m.width, m.height, &gray, 70);
+    std::fs::copy(isbi.join("train/label/3.png"), masks.join("9.png")).unwrap();
+    let json = d.join("check.json");
+    let (code, so, se) = segrs(&[
+        "data",
+        "check",
+        d.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{so}{se}");
+    assert!(
+        so.contains("--binary --classes 2") && so.contains("look lossy"),
+        "{so}"
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["pairs"], 2);
+    assert_eq!(r["images_without_mask"].as_array().unwrap().len(), 1);
+    assert!(
+        r["masks_without_image"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("9.png")
+    );
+    assert_eq!(r["mask_kinds"]["binary255"], 1);
+    assert_eq!(r["mask_kinds"]["lossy_binary"], 1);
+    // with --binary: two classes after conversion, nothing out of range
+    let (code, so, _) = segrs(&[
+        "data",
+        "check",
+        d.to_str().unwrap(),
+        "--binary",
+        "--classes",
+        "2",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let classes: Vec<&String> = r["classes"].as_object().unwrap().keys().collect();
+    assert_eq!(classes, ["0", "1"], "{so}");
+    assert!(r["out_of_range"].as_object().unwrap().is_empty());
+}
+
+#[test]
+fn data_check_finds_coco_id_zero_and_broken_references() {
+    let d = tmp("coco-check");
+    let coco = serde_json::json!({
+        "images": [
+            {"id": 0, "file_name": "a.jpg", "width": 100, "height": 80},
+            {"id": 1, "file_name": "b.jpg", "width": 100, "height": 80},
+            {"id": 1, "file_name": "c.jpg", "width": 100, "height": 80}
+        ],
+        "categories": [{"id": 1, "name": "polyp"}],
+        "annotations": [
+            {"id": 0, "image_id": 0, "category_id": 1, "bbox": [10, 10, 20, 20], "area": 400,
+             "iscrowd": 0, "segmentation": [[10, 10, 30, 10, 30, 30]]},
+            {"id": 1, "image_id": 7, "category_id": 1, "bbox": [90, 70, 20, 20], "area": 400,
+             "iscrowd": 0, "segmentation": [[10, 10, 30, 10, 30, 30]]},
+            {"id": 2, "image_id": 1, "category_id": 3, "bbox": [95, 10, 20, 20], "area": 400,
+             "iscrowd": 0}
+        ]
+    });
+    let f = d.join("labelme.json");
+    std::fs::write(&f, coco.to_string()).unwrap();
+    std::fs::write(d.join("a.jpg"), b"").unwrap();
+    let json = d.join("check.json");
+    let (code, so, se) = segrs(&[
+        "data",
+        "check",
+        "--coco",
+        f.to_str().unwrap(),
+        "--images",
+        d.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{so}{se}");
+    assert!(
+        so.contains("an annotation has id 0") && so.contains("false positive"),
+        "{so}"
+    );
+    for want in [
+        "duplicate image id",
+        "not in \"images\"",
+        "not in \"categories\"",
+        "outside their image",
+        "no segmentation",
+        "2 image file(s) missing",
+    ] {
+        assert!(so.contains(want), "{want}: {so}");
+    }
+    let bad = d.join("bad.json");
+    std::fs::write(&bad, "{\"images\": [").unwrap();
+    let (code, _, se) = segrs(&["data", "check", "--coco", bad.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(
+        se.contains("bad.json") && se.contains("malformed JSON"),
+        "{se}"
+    );
+}
