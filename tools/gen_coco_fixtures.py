@@ -14,6 +14,8 @@ Writes tests/fixtures/coco/ and tests/fixtures/panoptic/.
 """
 import copy
 import json
+import sys
+import tempfile
 import os
 import shutil
 
@@ -333,7 +335,34 @@ def panoptic_fixtures():
     print({k: res[k] for k in ["All", "Things", "Stuff"]})
 
 
+def id_zero_fixtures():
+    """coco128 with its annotations numbered from 0 in file order (as labelme2coco writes them)
+    against the same detections: pycocotools' numbers on that file (annotation 0 taken for
+    "unmatched") and on the file numbered from 1 (the correct ones), segm and bbox."""
+    gt_path = os.path.join(SHARED, "coco128_instances", "annotations", "instances_train2017.json")
+    with open(gt_path) as f:
+        gt = json.load(f)
+    d = os.path.join(FIX, "coco")
+    out = {}
+    tmp = tempfile.mkdtemp()
+    for start in [0, 1]:
+        for i, a in enumerate(gt["annotations"]):
+            a["id"] = i + start
+        p = os.path.join(tmp, f"from{start}.json")
+        with open(p, "w") as f:
+            json.dump(gt, f)
+        for iou_type, dt in [("segm", "coco128_results.json"), ("bbox", "coco128_bbox_results.json")]:
+            out[f"from{start}_{iou_type}"] = coco_eval(p, os.path.join(d, dt), iou_type)
+    with open(os.path.join(d, "id_zero_expected.json"), "w") as f:
+        json.dump(out, f, indent=1)
+    for k, v in out.items():
+        print(k, v["stats"][:3])
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["id-zero"]:
+        id_zero_fixtures()
+        sys.exit(0)
     for sub in ["coco", "panoptic"]:
         shutil.rmtree(os.path.join(FIX, sub), ignore_errors=True)
     coco_fixtures()

@@ -257,6 +257,10 @@ pub struct CocoArgs {
     /// Write {"stats": [12 numbers], "per_category": [{"category_id", "ap"}]} to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Give pycocotools' numbers where they differ from the correct ones (ground-truth
+    /// annotations with id 0, which pycocotools takes for "unmatched"; segm and bbox).
+    #[arg(long)]
+    pub pycocotools_compat: bool,
 }
 
 #[derive(Args, Debug)]
@@ -280,15 +284,30 @@ pub struct PanopticArgs {
 }
 
 fn coco(a: CocoArgs) -> Result<()> {
+    use segrs::metrics::coco::evaluate_files_both;
+    let both = |t| -> Result<segrs::metrics::coco::CocoReport> {
+        let ev = evaluate_files_both(&a.gt, &a.dt, t)?;
+        match ev.pycocotools {
+            Some(py) if py.stats != ev.report.stats => {
+                eprintln!(
+                    "warning: {} has an annotation with id 0, which pycocotools takes for \"unmatched\" (a detection matched to it counts as a false positive there): AP {:.4} here, {:.4} with pycocotools{}",
+                    a.gt.display(),
+                    ev.report.stats[0],
+                    py.stats[0],
+                    if a.pycocotools_compat {
+                        "; reporting pycocotools' numbers (--pycocotools-compat)"
+                    } else {
+                        "; renumber the annotations from 1, or pass --pycocotools-compat for its numbers"
+                    }
+                );
+                Ok(if a.pycocotools_compat { py } else { ev.report })
+            }
+            _ => Ok(ev.report),
+        }
+    };
     let (report, name) = match a.iou_type {
-        CocoIouType::Segm => (
-            segrs::metrics::coco::evaluate_files(&a.gt, &a.dt, hotcoco::IouType::Segm)?,
-            "segm",
-        ),
-        CocoIouType::Bbox => (
-            segrs::metrics::coco::evaluate_files(&a.gt, &a.dt, hotcoco::IouType::Bbox)?,
-            "bbox",
-        ),
+        CocoIouType::Segm => (both(hotcoco::IouType::Segm)?, "segm"),
+        CocoIouType::Bbox => (both(hotcoco::IouType::Bbox)?, "bbox"),
         CocoIouType::Boundary => (
             segrs::metrics::boundary_ap::evaluate_files(&a.gt, &a.dt)?,
             "boundary",

@@ -445,3 +445,96 @@ fn data_check_finds_coco_id_zero_and_broken_references() {
         "{se}"
     );
 }
+
+/// coco128 numbered from 0 (as labelme2coco writes ids) against the coco_eval fixtures'
+/// detections: segrs gives the correct numbers (pycocotools' on the file numbered from 1) with
+/// a warning naming the cause and both APs; `--pycocotools-compat` gives pycocotools' numbers
+/// on the file itself (tools/gen_coco_fixtures.py id-zero), to 1e-6.
+#[test]
+fn coco_annotation_id_zero_is_evaluated_correctly_and_explained() {
+    let Some(coco) = shared_data("coco128_instances") else {
+        return;
+    };
+    let fix = crate::common::fixtures().join("coco");
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fix.join("id_zero_expected.json")).unwrap())
+            .unwrap();
+    let mut gt: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(coco.join("annotations/instances_train2017.json")).unwrap(),
+    )
+    .unwrap();
+    for (i, a) in gt["annotations"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .enumerate()
+    {
+        a["id"] = serde_json::json!(i);
+    }
+    let d = tmp("coco-id-zero");
+    let gt_path = d.join("from0.json");
+    std::fs::write(&gt_path, gt.to_string()).unwrap();
+    for (iou, dt) in [
+        ("segm", "coco128_results.json"),
+        ("bbox", "coco128_bbox_results.json"),
+    ] {
+        let json = d.join(format!("{iou}.json"));
+        let dt_path = fix.join(dt);
+        let run = |compat: bool| {
+            let mut args = vec![
+                "eval",
+                "coco",
+                "--gt",
+                gt_path.to_str().unwrap(),
+                "--dt",
+                dt_path.to_str().unwrap(),
+                "--iou-type",
+                iou,
+                "--json",
+                json.to_str().unwrap(),
+            ];
+            if compat {
+                args.push("--pycocotools-compat");
+            }
+            let (code, so, se) = segrs(&args);
+            assert_eq!(code, 0, "{so}{se}");
+            let r: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+            (r, se)
+        };
+        let close = |got: &serde_json::Value, want: &serde_json::Value, what: &str| {
+            let g = got["stats"].as_array().unwrap();
+            let w = want["stats"].as_array().unwrap();
+            for (i, (a, b)) in g.iter().zip(w).enumerate() {
+                let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+                assert!((a - b).abs() <= 1e-6, "{what} stat {i}: {a} vs {b}");
+            }
+            for (a, b) in got["per_category"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(want["per_category"].as_array().unwrap())
+            {
+                let (x, y) = (a["ap"].as_f64().unwrap(), b["ap"].as_f64().unwrap());
+                assert!(
+                    (x - y).abs() <= 1e-6,
+                    "{what} category {}: {x} vs {y}",
+                    a["category_id"]
+                );
+            }
+        };
+        let (r, se) = run(false);
+        close(&r, &want[format!("from1_{iou}")], &format!("{iou} correct"));
+        assert!(
+            se.contains("id 0") && se.contains("--pycocotools-compat"),
+            "{se}"
+        );
+        let ap0 = format!(
+            "{:.4}",
+            want[format!("from0_{iou}")]["stats"][0].as_f64().unwrap()
+        );
+        assert!(se.contains(&ap0), "both numbers: {se}");
+        let (r, _) = run(true);
+        close(&r, &want[format!("from0_{iou}")], &format!("{iou} compat"));
+    }
+}
