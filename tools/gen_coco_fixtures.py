@@ -338,7 +338,7 @@ def panoptic_fixtures():
 def id_zero_fixtures():
     """coco128 with its annotations numbered from 0 in file order (as labelme2coco writes them)
     against the same detections: pycocotools' numbers on that file (annotation 0 taken for
-    "unmatched") and on the file numbered from 1 (the correct ones), segm and bbox."""
+    "unmatched") and on the file numbered from 1 (the correct ones), segm, bbox and boundary."""
     gt_path = os.path.join(SHARED, "coco128_instances", "annotations", "instances_train2017.json")
     with open(gt_path) as f:
         gt = json.load(f)
@@ -351,7 +351,8 @@ def id_zero_fixtures():
         p = os.path.join(tmp, f"from{start}.json")
         with open(p, "w") as f:
             json.dump(gt, f)
-        for iou_type, dt in [("segm", "coco128_results.json"), ("bbox", "coco128_bbox_results.json")]:
+        for iou_type, dt in [("segm", "coco128_results.json"), ("bbox", "coco128_bbox_results.json"),
+                             ("boundary", "coco128_results.json")]:
             out[f"from{start}_{iou_type}"] = coco_eval(p, os.path.join(d, dt), iou_type)
     with open(os.path.join(d, "id_zero_expected.json"), "w") as f:
         json.dump(out, f, indent=1)

@@ -258,7 +258,7 @@ pub struct CocoArgs {
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Give pycocotools' numbers where they differ from the correct ones (ground-truth
-    /// annotations with id 0, which pycocotools takes for "unmatched"; segm and bbox).
+    /// annotations with id 0, which pycocotools takes for "unmatched").
     #[arg(long)]
     pub pycocotools_compat: bool,
 }
@@ -285,8 +285,11 @@ pub struct PanopticArgs {
 
 fn coco(a: CocoArgs) -> Result<()> {
     use segrs::metrics::coco::evaluate_files_both;
-    let both = |t| -> Result<segrs::metrics::coco::CocoReport> {
-        let ev = evaluate_files_both(&a.gt, &a.dt, t)?;
+    let both = |t: Option<hotcoco::IouType>| -> Result<segrs::metrics::coco::CocoReport> {
+        let ev = match t {
+            Some(t) => evaluate_files_both(&a.gt, &a.dt, t)?,
+            None => segrs::metrics::boundary_ap::evaluate_files_both(&a.gt, &a.dt)?,
+        };
         match ev.pycocotools {
             Some(py) if py.stats != ev.report.stats => {
                 eprintln!(
@@ -306,12 +309,9 @@ fn coco(a: CocoArgs) -> Result<()> {
         }
     };
     let (report, name) = match a.iou_type {
-        CocoIouType::Segm => (both(hotcoco::IouType::Segm)?, "segm"),
-        CocoIouType::Bbox => (both(hotcoco::IouType::Bbox)?, "bbox"),
-        CocoIouType::Boundary => (
-            segrs::metrics::boundary_ap::evaluate_files(&a.gt, &a.dt)?,
-            "boundary",
-        ),
+        CocoIouType::Segm => (both(Some(hotcoco::IouType::Segm))?, "segm"),
+        CocoIouType::Bbox => (both(Some(hotcoco::IouType::Bbox))?, "bbox"),
+        CocoIouType::Boundary => (both(None)?, "boundary"),
     };
     print!("{}", report.table(name));
     if let Some(path) = &a.json {

@@ -2,7 +2,9 @@
 //! object is `min(mask IoU, boundary IoU)`, the boundary being the inner band of width
 //! `round(0.02 * image diagonal)` (at least 1). hotcoco has no hook for a custom IoU, so this file
 //! carries pycocotools' `evaluateImg` / `accumulate` / `summarize` logic, step for step, with that
-//! IoU; it is checked against pycocotools with the boundary_iou_api IoU in the tests.
+//! IoU; it is checked against pycocotools with the boundary_iou_api IoU in the tests. A match to
+//! a ground-truth annotation with id 0 counts as a match (pycocotools takes id 0 for
+//! "unmatched"; [`Params::pycocotools_ids`] reproduces that).
 
 use super::boundary::{BinMask, boundary_iou_width, inner_boundary};
 use super::coco::{CategoryAp, CocoReport};
@@ -98,6 +100,7 @@ fn evaluate_img(
     a_rng: [f64; 2],
     max_det: usize,
     thrs: &[f64],
+    pycocotools_ids: bool,
 ) -> Option<EvalImg> {
     if gts.is_empty() && dts.is_empty() {
         return None;
@@ -115,6 +118,7 @@ fn evaluate_img(
     let (t_n, g_n) = (thrs.len(), gts.len());
     let mut gtm = vec![vec![0u64; g_n]; t_n];
     let mut dtm = vec![vec![0u64; nd]; t_n];
+    let mut hit = vec![vec![false; nd]; t_n];
     let mut dt_ig = vec![vec![false; nd]; t_n];
     if !ious.is_empty() && g_n > 0 {
         for (ti, &t) in thrs.iter().enumerate() {
@@ -141,6 +145,7 @@ fn evaluate_img(
                 let m = m as usize;
                 dt_ig[ti][di] = gt_ignore[m];
                 dtm[ti][di] = gts[gtind[m]].ann.id;
+                hit[ti][di] = !pycocotools_ids || dtm[ti][di] != 0;
                 gtm[ti][m] = dts[di].ann.id.max(1);
             }
         }
@@ -151,7 +156,7 @@ fn evaluate_img(
         .collect();
     for ti in 0..t_n {
         for di in 0..nd {
-            dt_ig[ti][di] = dt_ig[ti][di] || (dtm[ti][di] == 0 && out_of_range[di]);
+            dt_ig[ti][di] = dt_ig[ti][di] || (!hit[ti][di] && out_of_range[di]);
         }
     }
     Some(EvalImg {
@@ -159,10 +164,7 @@ fn evaluate_img(
             .iter()
             .map(|d| d.ann.score.unwrap_or(0.0))
             .collect(),
-        dt_matched: dtm
-            .iter()
-            .map(|r| r.iter().map(|&v| v != 0).collect())
-            .collect(),
+        dt_matched: hit,
         dt_ignore: dt_ig,
         gt_ignore,
     })
@@ -170,9 +172,26 @@ fn evaluate_img(
 
 /// Boundary AP from files: the 12 COCO numbers and per-category AP, as `eval coco` reports them.
 pub fn evaluate_files(gt_path: &Path, dt_path: &Path) -> Result<CocoReport> {
+    Ok(evaluate_files_both(gt_path, dt_path)?.report)
+}
+
+/// The correct report and, when an annotation has id 0, pycocotools' reading of it.
+pub fn evaluate_files_both(gt_path: &Path, dt_path: &Path) -> Result<super::coco::Evaluation> {
     let gt = load_gt(gt_path)?;
     let dt = load_results(&gt, dt_path, true)?;
-    evaluate(&gt, &dt)
+    let report = evaluate(&gt, &dt)?;
+    let pycocotools = if gt.dataset.annotations.iter().any(|a| a.id == 0) {
+        let mut p = Params::new(&gt);
+        p.pycocotools_ids = true;
+        let evals = evaluate_images(&gt, &dt, true, &p)?;
+        Some(summarize(&accumulate(&evals, &p), &p))
+    } else {
+        None
+    };
+    Ok(super::coco::Evaluation {
+        report,
+        pycocotools,
+    })
 }
 
 pub fn evaluate(gt: &COCO, dt: &COCO) -> Result<CocoReport> {
@@ -197,6 +216,8 @@ struct Params {
     cat_ids: Vec<u64>,
     iou_thrs: Vec<f64>,
     rec_thrs: Vec<f64>,
+    /// Read a match to ground-truth id 0 as "unmatched", as pycocotools does.
+    pycocotools_ids: bool,
 }
 
 impl Params {
@@ -212,6 +233,7 @@ impl Params {
             cat_ids,
             iou_thrs: linspace(0.5, 0.95, 10),
             rec_thrs: linspace(0.0, 1.0, 101),
+            pycocotools_ids: false,
         }
     }
 }
@@ -290,7 +312,15 @@ fn evaluate_images(gt: &COCO, dt: &COCO, boundary: bool, p: &Params) -> Result<V
                 .iter()
                 .filter_map(|&img| {
                     let (g, d, ious) = prepared.get(&(img, cat)).unwrap_or(&empty);
-                    evaluate_img(g, d, ious, AREAS[a], MAX_DETS[2], &p.iou_thrs)
+                    evaluate_img(
+                        g,
+                        d,
+                        ious,
+                        AREAS[a],
+                        MAX_DETS[2],
+                        &p.iou_thrs,
+                        p.pycocotools_ids,
+                    )
                 })
                 .collect()
         })

@@ -477,6 +477,7 @@ fn coco_annotation_id_zero_is_evaluated_correctly_and_explained() {
     for (iou, dt) in [
         ("segm", "coco128_results.json"),
         ("bbox", "coco128_bbox_results.json"),
+        ("boundary", "coco128_results.json"),
     ] {
         let json = d.join(format!("{iou}.json"));
         let dt_path = fix.join(dt);
