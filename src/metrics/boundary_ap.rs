@@ -83,13 +83,14 @@ type Objs<'a> = Vec<&'a Obj<'a>>;
 /// recall thresholds, the final recall).
 type Curve = (usize, Vec<f64>, f64);
 
-/// Per (image, category, area range): what `evaluateImg` returns.
-struct EvalImg {
-    dt_scores: Vec<f64>,
+/// Per (image, category, area range): what `evaluateImg` returns (the detections sorted by
+/// score, at most 100).
+pub struct MatchedImage {
+    pub dt_scores: Vec<f64>,
     /// [T][D] matched (and not ignored) flags.
-    dt_matched: Vec<Vec<bool>>,
-    dt_ignore: Vec<Vec<bool>>,
-    gt_ignore: Vec<bool>,
+    pub dt_matched: Vec<Vec<bool>>,
+    pub dt_ignore: Vec<Vec<bool>>,
+    pub gt_ignore: Vec<bool>,
 }
 
 #[allow(clippy::needless_range_loop)]
@@ -101,7 +102,7 @@ fn evaluate_img(
     max_det: usize,
     thrs: &[f64],
     pycocotools_ids: bool,
-) -> Option<EvalImg> {
+) -> Option<MatchedImage> {
     if gts.is_empty() && dts.is_empty() {
         return None;
     }
@@ -159,7 +160,7 @@ fn evaluate_img(
             dt_ig[ti][di] = dt_ig[ti][di] || (!hit[ti][di] && out_of_range[di]);
         }
     }
-    Some(EvalImg {
+    Some(MatchedImage {
         dt_scores: dts[..nd]
             .iter()
             .map(|d| d.ann.score.unwrap_or(0.0))
@@ -192,6 +193,22 @@ pub fn evaluate_files_both(gt_path: &Path, dt_path: &Path) -> Result<super::coco
         report,
         pycocotools,
     })
+}
+
+/// pycocotools' `accumulate` and `summarize` over per-image matches grouped by (category,
+/// area range) as `evals[k * 4 + a]` (images in id order), with COCO's area ranges and
+/// detection limits.
+pub fn accumulate_and_summarize(
+    evals: &[Vec<MatchedImage>],
+    img_ids: Vec<u64>,
+    cat_ids: Vec<u64>,
+) -> CocoReport {
+    let p = Params {
+        img_ids,
+        cat_ids,
+        ..Params::default_thresholds()
+    };
+    summarize(&accumulate(evals, &p), &p)
 }
 
 pub fn evaluate(gt: &COCO, dt: &COCO) -> Result<CocoReport> {
@@ -231,6 +248,15 @@ impl Params {
         Self {
             img_ids,
             cat_ids,
+            ..Self::default_thresholds()
+        }
+    }
+
+    /// No images or categories yet; COCO's thresholds.
+    fn default_thresholds() -> Self {
+        Self {
+            img_ids: Vec::new(),
+            cat_ids: Vec::new(),
             iou_thrs: linspace(0.5, 0.95, 10),
             rec_thrs: linspace(0.0, 1.0, 101),
             pycocotools_ids: false,
@@ -265,7 +291,12 @@ fn compute_iou(g: &[&Obj], d: &[&Obj], boundary: bool) -> Vec<Vec<f64>> {
 /// sorted by score and cut to the largest limit, their IoUs, then `evaluateImg` for every
 /// (category, area range, image). Entry `k * AREAS.len() + a` holds category `k` and area
 /// range `a`, over the images in order (the empty ones left out).
-fn evaluate_images(gt: &COCO, dt: &COCO, boundary: bool, p: &Params) -> Result<Vec<Vec<EvalImg>>> {
+fn evaluate_images(
+    gt: &COCO,
+    dt: &COCO,
+    boundary: bool,
+    p: &Params,
+) -> Result<Vec<Vec<MatchedImage>>> {
     let gt_objs = objects(gt, &gt.dataset.annotations.iter().collect::<Vec<_>>())?;
     let dt_objs = objects(dt, &dt.dataset.annotations.iter().collect::<Vec<_>>())?;
     let mut by_key: HashMap<(u64, u64), (Objs, Objs)> = HashMap::new();
@@ -350,7 +381,7 @@ impl Accumulated {
 
 /// COCOeval's `accumulate`: per (category, area range, detection limit, IoU threshold), the
 /// interpolated precision at the recall thresholds and the final recall.
-fn accumulate(evals: &[Vec<EvalImg>], p: &Params) -> Accumulated {
+fn accumulate(evals: &[Vec<MatchedImage>], p: &Params) -> Accumulated {
     let (t_n, r_n, k_n, a_n, m_n) = (
         p.iou_thrs.len(),
         p.rec_thrs.len(),

@@ -8,6 +8,7 @@
 //! pycocotools' numbers would differ, computes them too ([`pycocotools_compat`]: the same
 //! matches re-accumulated with pycocotools' reading of them).
 
+use super::boundary_ap::MatchedImage;
 use crate::formats::coco::{load_gt, load_results};
 use anyhow::{Result, bail};
 use hotcoco::{COCOeval, IouType};
@@ -95,17 +96,12 @@ fn report_of(ev: &mut COCOeval) -> Result<CocoReport> {
     })
 }
 
-/// pycocotools' `accumulate` + `summarize` over the evaluated matches, reading a match to
-/// ground-truth id 0 as "unmatched" as pycocotools does.
+/// pycocotools' `accumulate` + `summarize` (boundary_ap's, which follow it step for step) over
+/// hotcoco's matches, reading a match to ground-truth id 0 as "unmatched" as pycocotools does:
+/// the detection is then a false positive, or ignored when its area is outside the range.
 pub fn pycocotools_compat(ev: &COCOeval) -> CocoReport {
     let p = &ev.params;
-    let (t_n, r_n, k_n, a_n, m_n) = (
-        p.iou_thrs.len(),
-        p.rec_thrs.len(),
-        p.cat_ids.len(),
-        p.area_ranges.len(),
-        p.max_dets.len(),
-    );
+    let a_n = p.area_ranges.len();
     let img_pos: std::collections::HashMap<u64, usize> = p
         .img_ids
         .iter()
@@ -118,168 +114,53 @@ pub fn pycocotools_compat(ev: &COCOeval) -> CocoReport {
         .enumerate()
         .map(|(i, &id)| (id, i))
         .collect();
-    let area_pos = |r: [f64; 2]| p.area_ranges.iter().position(|a| a.range == r);
-    let mut groups: Vec<Vec<_>> = vec![Vec::new(); k_n * a_n];
+    let mut groups: Vec<Vec<_>> = vec![Vec::new(); p.cat_ids.len() * a_n];
     for e in ev.eval_imgs().iter().flatten() {
-        if let (Some(&k), Some(a)) = (cat_pos.get(&e.category_id), area_pos(e.area_rng)) {
+        let a = p.area_ranges.iter().position(|r| r.range == e.area_rng);
+        if let (Some(&k), Some(a)) = (cat_pos.get(&e.category_id), a) {
             groups[k * a_n + a].push(e);
         }
     }
-    for g in &mut groups {
-        g.sort_by_key(|e| img_pos.get(&e.image_id).copied().unwrap_or(usize::MAX));
-    }
     let dt_area = |id: u64| ev.coco_dt().get_ann(id).and_then(|a| a.area).unwrap_or(0.0);
-    let mut precision = vec![-1.0f64; t_n * r_n * k_n * a_n * m_n];
-    let mut recall = vec![-1.0f64; t_n * k_n * a_n * m_n];
-    for k in 0..k_n {
-        for a in 0..a_n {
-            let es = &groups[k * a_n + a];
-            if es.is_empty() {
-                continue;
-            }
-            let rng = p.area_ranges[a].range;
-            for (m, &max_det) in p.max_dets.iter().enumerate() {
-                // (score, image order, detection order) of every kept detection
-                let mut dets: Vec<(f64, usize, usize)> = Vec::new();
-                for (ei, e) in es.iter().enumerate() {
-                    for d in 0..e.dt_ids.len().min(max_det) {
-                        dets.push((e.dt_scores[d], ei, d));
-                    }
-                }
-                // np.argsort(-scores, kind="mergesort"): stable
-                dets.sort_by(|x, y| y.0.partial_cmp(&x.0).unwrap_or(std::cmp::Ordering::Equal));
-                let npig: usize = es.iter().map(|e| e.num_gt_in_denominator()).sum();
-                if npig == 0 {
-                    continue;
-                }
-                for t in 0..t_n {
-                    let (mut tp, mut fp) = (0.0f64, 0.0f64);
-                    let mut rc = Vec::with_capacity(dets.len());
-                    let mut pr = Vec::with_capacity(dets.len());
-                    for &(_, ei, d) in &dets {
-                        let e = es[ei];
-                        let gt_id = e.dt_matches[(t, d)];
-                        let matched = e.dt_matched[(t, d)] && gt_id != 0;
-                        let area = dt_area(e.dt_ids[d]);
-                        let outside = area < rng[0] || area > rng[1];
-                        let ignored = if matched {
-                            e.dt_ignore[(t, d)]
-                        } else if e.dt_matched[(t, d)] {
-                            // matched to annotation 0: the ground truth's ignore flag, then
-                            // the area rule for unmatched detections
-                            e.dt_ignore[(t, d)] || outside
-                        } else {
-                            e.dt_ignore[(t, d)]
-                        };
-                        if !ignored {
-                            if matched {
-                                tp += 1.0;
-                            } else {
-                                fp += 1.0;
-                            }
-                        }
-                        rc.push(tp / npig as f64);
-                        pr.push(tp / (fp + tp + f64::EPSILON));
-                    }
-                    let nd = rc.len();
-                    recall[((t * k_n + k) * a_n + a) * m_n + m] =
-                        if nd > 0 { rc[nd - 1] } else { 0.0 };
-                    for i in (1..nd).rev() {
-                        if pr[i] > pr[i - 1] {
-                            pr[i - 1] = pr[i];
-                        }
-                    }
-                    for (ri, &thr) in p.rec_thrs.iter().enumerate() {
-                        // np.searchsorted(rc, thr, side="left")
-                        let pi = rc.partition_point(|&v| v < thr);
-                        let q = if pi < nd { pr[pi] } else { break };
-                        precision[(((t * r_n + ri) * k_n + k) * a_n + a) * m_n + m] = q;
-                    }
-                    // slots past the last reachable recall stay 0, as pycocotools' zeros
-                    for ri in 0..r_n {
-                        let idx = (((t * r_n + ri) * k_n + k) * a_n + a) * m_n + m;
-                        if precision[idx] < 0.0 {
-                            precision[idx] = 0.0;
-                        }
-                    }
-                }
-            }
-        }
-    }
-    let area_idx = |label: &str| p.area_ranges.iter().position(|a| a.label == label);
-    let m_idx = |md: usize| p.max_dets.iter().position(|&v| v == md);
-    let t_idx = |thr: f64| p.iou_thrs.iter().position(|&v| (v - thr).abs() < 1e-12);
-    let mean_valid = |v: Vec<f64>| {
-        let v: Vec<f64> = v.into_iter().filter(|&x| x > -1.0).collect();
-        if v.is_empty() { -1.0 } else { numpy_mean(&v) }
-    };
-    let max_det = *p.max_dets.last().unwrap_or(&100);
-    let ap = |thr: Option<f64>, area: &str, md: usize| -> f64 {
-        let (Some(a), Some(m)) = (area_idx(area), m_idx(md)) else {
-            return -1.0;
-        };
-        let ts: Vec<usize> = match thr {
-            Some(x) => t_idx(x).into_iter().collect(),
-            None => (0..t_n).collect(),
-        };
-        let mut v = Vec::new();
-        for &t in &ts {
-            for r in 0..r_n {
-                for k in 0..k_n {
-                    v.push(precision[(((t * r_n + r) * k_n + k) * a_n + a) * m_n + m]);
-                }
-            }
-        }
-        mean_valid(v)
-    };
-    let ar = |area: &str, md: usize| -> f64 {
-        let (Some(a), Some(m)) = (area_idx(area), m_idx(md)) else {
-            return -1.0;
-        };
-        let mut v = Vec::new();
-        for t in 0..t_n {
-            for k in 0..k_n {
-                v.push(recall[((t * k_n + k) * a_n + a) * m_n + m]);
-            }
-        }
-        mean_valid(v)
-    };
-    let stats = vec![
-        ap(None, "all", max_det),
-        ap(Some(0.5), "all", max_det),
-        ap(Some(0.75), "all", max_det),
-        ap(None, "small", max_det),
-        ap(None, "medium", max_det),
-        ap(None, "large", max_det),
-        ar("all", p.max_dets[0]),
-        ar("all", p.max_dets.get(1).copied().unwrap_or(max_det)),
-        ar("all", max_det),
-        ar("small", max_det),
-        ar("medium", max_det),
-        ar("large", max_det),
-    ];
-    let (a_all, m_last) = (area_idx("all").unwrap_or(0), m_n.saturating_sub(1));
-    let per_category = p
-        .cat_ids
-        .iter()
+    let t_n = p.iou_thrs.len();
+    let evals: Vec<Vec<MatchedImage>> = groups
+        .into_iter()
         .enumerate()
-        .map(|(k, &cat)| {
-            let mut v = Vec::new();
-            for t in 0..t_n {
-                for r in 0..r_n {
-                    v.push(precision[(((t * r_n + r) * k_n + k) * a_n + a_all) * m_n + m_last]);
-                }
-            }
-            CategoryAp {
-                category_id: cat,
-                ap: mean_valid(v),
-            }
+        .map(|(i, mut g)| {
+            g.sort_by_key(|e| img_pos.get(&e.image_id).copied().unwrap_or(usize::MAX));
+            let rng = p.area_ranges[i % a_n].range;
+            g.into_iter()
+                .map(|e| {
+                    let nd = e.dt_ids.len();
+                    let to_zero =
+                        |t: usize, d: usize| e.dt_matched[(t, d)] && e.dt_matches[(t, d)] == 0;
+                    let outside = |d: usize| {
+                        let area = dt_area(e.dt_ids[d]);
+                        area < rng[0] || area > rng[1]
+                    };
+                    MatchedImage {
+                        dt_scores: e.dt_scores.clone(),
+                        dt_matched: (0..t_n)
+                            .map(|t| {
+                                (0..nd)
+                                    .map(|d| e.dt_matched[(t, d)] && !to_zero(t, d))
+                                    .collect()
+                            })
+                            .collect(),
+                        dt_ignore: (0..t_n)
+                            .map(|t| {
+                                (0..nd)
+                                    .map(|d| e.dt_ignore[(t, d)] || (to_zero(t, d) && outside(d)))
+                                    .collect()
+                            })
+                            .collect(),
+                        gt_ignore: e.gt_in_denominator.iter().map(|&x| !x).collect(),
+                    }
+                })
+                .collect()
         })
         .collect();
-    CocoReport {
-        stats,
-        per_category,
-    }
+    super::boundary_ap::accumulate_and_summarize(&evals, p.img_ids.clone(), p.cat_ids.clone())
 }
 
 /// numpy's mean (pairwise summation in blocks of 8), so per-category AP equals pycocotools'

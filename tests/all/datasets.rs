@@ -14,6 +14,31 @@ fn save_jpeg(path: &Path, w: usize, h: usize, gray: &[u8], quality: u8) {
         .unwrap();
 }
 
+/// `segrs train` on a folder for one epoch of a tiny U-Net (64-px crops), with `extra` flags.
+fn tiny_train(images: &Path, masks: &Path, run: &Path, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec![
+        "train",
+        "--images",
+        images.to_str().unwrap(),
+        "--masks",
+        masks.to_str().unwrap(),
+        "--base-width",
+        "4",
+        "--depth",
+        "2",
+        "--crop",
+        "64",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--out",
+        run.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    segrs(&args)
+}
+
 #[test]
 fn lossy_jpeg_masks_train_and_evaluate_with_binary() {
     let Some(isbi) = shared_data("isbi2012_membrane") else {
@@ -89,32 +114,20 @@ fn lossy_jpeg_masks_train_and_evaluate_with_binary() {
     assert!(r["pixel_accuracy"].as_f64().unwrap() > 0.99);
     // training reads them too
     let run = d.join("run");
-    let (code, so, se) = segrs(&[
-        "train",
-        "--images",
-        images.to_str().unwrap(),
-        "--masks",
-        masks.to_str().unwrap(),
-        "--classes",
-        "2",
-        "--binary",
-        "--in-channels",
-        "1",
-        "--base-width",
-        "4",
-        "--depth",
-        "2",
-        "--crop",
-        "64",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "2",
-        "--val-split",
-        "0.25",
-        "--out",
-        run.to_str().unwrap(),
-    ]);
+    let (code, so, se) = tiny_train(
+        &images,
+        &masks,
+        &run,
+        &[
+            "--classes",
+            "2",
+            "--binary",
+            "--in-channels",
+            "1",
+            "--val-split",
+            "0.25",
+        ],
+    );
     assert_eq!(code, 0, "{so}{se}");
     assert!(
         se.contains("binary mask(s) hold values other than 0 and 255"),
@@ -197,32 +210,21 @@ fn ade20k_reduce_zero_label_with_class_names() {
     // trained with the reduction and the names, predictions are written back as ADE20K ids
     let run = d.join("run");
     let images = ade.join("sampleData/images");
-    let (code, so, se) = segrs(&[
-        "train",
-        "--images",
-        images.to_str().unwrap(),
-        "--masks",
-        gt.to_str().unwrap(),
-        "--classes",
-        "150",
-        "--reduce-zero-label",
-        "--class-names",
-        ade.join("objectInfo150.csv").to_str().unwrap(),
-        "--base-width",
-        "4",
-        "--depth",
-        "2",
-        "--crop",
-        "64",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "2",
-        "--val-split",
-        "0.34",
-        "--out",
-        run.to_str().unwrap(),
-    ]);
+    let names = ade.join("objectInfo150.csv");
+    let (code, so, se) = tiny_train(
+        &images,
+        &gt,
+        &run,
+        &[
+            "--classes",
+            "150",
+            "--reduce-zero-label",
+            "--class-names",
+            names.to_str().unwrap(),
+            "--val-split",
+            "0.34",
+        ],
+    );
     assert_eq!(code, 0, "{so}{se}");
     let ck = run.join("last.safetensors");
     let meta =
