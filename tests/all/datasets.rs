@@ -14,6 +14,20 @@ fn save_jpeg(path: &Path, w: usize, h: usize, gray: &[u8], quality: u8) {
         .unwrap();
 }
 
+/// `segrs eval semantic --pred P --gt G` with `extra` flags.
+fn eval_semantic(pred: &Path, gt: &Path, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec![
+        "eval",
+        "semantic",
+        "--pred",
+        pred.to_str().unwrap(),
+        "--gt",
+        gt.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    segrs(&args)
+}
+
 /// `segrs train` on a folder for one epoch of a tiny U-Net (64-px crops), with `extra` flags.
 fn tiny_train(images: &Path, masks: &Path, run: &Path, extra: &[&str]) -> (i32, String, String) {
     let mut args = vec![
@@ -90,19 +104,17 @@ fn lossy_jpeg_masks_train_and_evaluate_with_binary() {
         write_label_png(&pred.join(format!("{i}.png")), &labels).unwrap();
     }
     let json = d.join("eval.json");
-    let (code, so, se) = segrs(&[
-        "eval",
-        "semantic",
-        "--pred",
-        pred.to_str().unwrap(),
-        "--gt",
-        masks.to_str().unwrap(),
-        "--classes",
-        "2",
-        "--binary",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
+    let (code, so, se) = eval_semantic(
+        &pred,
+        &masks,
+        &[
+            "--classes",
+            "2",
+            "--binary",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    );
     assert_eq!(code, 0, "{so}{se}");
     assert!(
         se.contains("4 binary mask(s) hold values other than 0 and 255") && se.contains("128"),
@@ -139,19 +151,11 @@ fn lossy_jpeg_masks_train_and_evaluate_with_binary() {
     let idx: Vec<u8> = (0..64 * 64).map(|i| ((i / 64) % 4) as u8).collect();
     write_png(&classes.join("0.png"), 64, 64, 1, &idx).unwrap();
     write_png(&pred.join("0.png"), 64, 64, 1, &idx).unwrap();
-    let (code, _, se) = segrs(&[
-        "eval",
-        "semantic",
-        "--pred",
-        pred.to_str().unwrap(),
-        "--gt",
-        classes.to_str().unwrap(),
-        "--classes",
-        "2",
-        "--binary",
-        "--stems",
-        "0",
-    ]);
+    let (code, _, se) = eval_semantic(
+        &pred,
+        &classes,
+        &["--classes", "2", "--binary", "--stems", "0"],
+    );
     assert_ne!(code, 0);
     assert!(se.contains("0.png") && se.contains("drop --binary"), "{se}");
 }
@@ -182,21 +186,19 @@ fn ade20k_reduce_zero_label_with_class_names() {
         write_label_png(&pred.join(p.file_name().unwrap()), &m).unwrap();
     }
     let json = d.join("eval.json");
-    let (code, so, se) = segrs(&[
-        "eval",
-        "semantic",
-        "--pred",
-        pred.to_str().unwrap(),
-        "--gt",
-        gt.to_str().unwrap(),
-        "--classes",
-        "150",
-        "--reduce-zero-label",
-        "--class-names",
-        ade.join("objectInfo150.csv").to_str().unwrap(),
-        "--json",
-        json.to_str().unwrap(),
-    ]);
+    let (code, so, se) = eval_semantic(
+        &pred,
+        &gt,
+        &[
+            "--classes",
+            "150",
+            "--reduce-zero-label",
+            "--class-names",
+            ade.join("objectInfo150.csv").to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    );
     assert_eq!(code, 0, "{so}{se}");
     assert!(so.contains("wall"), "{so}");
     let r: serde_json::Value =
@@ -252,16 +254,7 @@ fn ade20k_reduce_zero_label_with_class_names() {
         "ADE20K ids 1-150"
     );
     // without the reduction the same files disagree everywhere
-    let (code, so, _) = segrs(&[
-        "eval",
-        "semantic",
-        "--pred",
-        pred.to_str().unwrap(),
-        "--gt",
-        gt.to_str().unwrap(),
-        "--classes",
-        "151",
-    ]);
+    let (code, so, _) = eval_semantic(&pred, &gt, &["--classes", "151"]);
     assert_eq!(code, 0);
     assert!(so.contains("pixel accuracy   0.0000"), "{so}");
 }
@@ -295,20 +288,18 @@ fn a_label_id_map_gives_train_ids_and_ignores_the_rest() {
         .collect();
     write_png(&pred.join("a.png"), 40, 30, 1, &want).unwrap();
     let json = d.join("eval.json");
-    let (code, so, se) = segrs(&[
-        "eval",
-        "semantic",
-        "--pred",
-        pred.to_str().unwrap(),
-        "--gt",
-        gt.to_str().unwrap(),
-        "--classes",
-        "19",
-        "--label-map",
-        csv.to_str().unwrap(),
-        "--json",
-        json.to_str().unwrap(),
-    ]);
+    let (code, so, se) = eval_semantic(
+        &pred,
+        &gt,
+        &[
+            "--classes",
+            "19",
+            "--label-map",
+            csv.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    );
     assert_eq!(code, 0, "{so}{se}");
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
