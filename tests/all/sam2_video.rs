@@ -413,8 +413,9 @@ fn sam2_video_reads_video_files_through_ffmpeg() {
     let mut folder = Frames::folder(&d.davis_frames).unwrap();
     assert_eq!(video.len(), folder.len());
     assert_eq!((video.width, video.height), (folder.width, folder.height));
-    // out of order: going back restarts the decoder. ffmpeg's JPEG decoder upsamples chroma
-    // its own way, so frames agree on average, and each is closest to its own folder frame.
+    // out of order: going back reads the frames decoded once to files. ffmpeg's JPEG decoder
+    // upsamples chroma its own way, so frames agree on average, and each is closest to its own
+    // folder frame.
     let mean_diff = |a: &[u8], b: &[u8]| {
         a.iter()
             .zip(b)

@@ -1,7 +1,8 @@
 //! Where a video's frames come from, read one at a time when the tracker asks for them: a
 //! folder of numbered JPEG / PNG frames (the DAVIS layout, `00000.jpg`, `00001.jpg`, ...) or a
-//! video file decoded by an `ffmpeg` executable through a pipe. Nothing is kept after a frame
-//! has been handed over, so memory does not grow with the video.
+//! video file decoded by an `ffmpeg` executable through a pipe (spilled to temporary PNG files
+//! when read backwards). Nothing is kept in memory after a frame has been handed over, so memory
+//! does not grow with the video.
 //!
 //! [`model_input`] prepares a frame as `load_video_frames` does: Pillow's default (bicubic,
 //! antialiased) resize of the 8-bit frame to the model's square input, then scaling to 0-1 and
@@ -33,7 +34,23 @@ pub struct Frames {
 
 enum Source {
     Folder(Vec<PathBuf>),
-    Video { path: PathBuf, reader: Option<Pipe> },
+    Video {
+        path: PathBuf,
+        reader: Option<Pipe>,
+        /// Every frame decoded to PNG files, made the first time an earlier frame is asked
+        /// for (tracking in reverse), so that going back costs a file read, not a decode from
+        /// the start.
+        spilled: Option<Spill>,
+    },
+}
+
+/// A temporary folder of decoded frames, removed on drop.
+struct Spill(PathBuf);
+
+impl Drop for Spill {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A running `ffmpeg` decoding raw RGB frames to its standard output.
@@ -123,8 +140,9 @@ impl Frames {
     }
 
     /// A video file, decoded by `ffmpeg` (which must be on the PATH): one pass counts the frames
-    /// and reads the size; frames are then decoded in order as they are asked for (going back
-    /// restarts the decoder).
+    /// and reads the size; frames are then decoded in order as they are asked for, and the
+    /// first time an earlier frame is asked for (tracking in reverse) every frame is decoded
+    /// once to PNG files in a temporary folder (disk, not memory), removed afterwards.
     pub fn video(path: &Path) -> Result<Self> {
         let probe = Command::new("ffmpeg")
             .args(["-v", "error", "-nostdin", "-i"])
@@ -164,6 +182,7 @@ impl Frames {
             source: Source::Video {
                 path: path.to_path_buf(),
                 reader: None,
+                spilled: None,
             },
         })
     }
@@ -203,9 +222,25 @@ impl Frames {
                     height: h,
                 })
             }
-            Source::Video { path, reader } => {
-                if reader.as_ref().is_none_or(|r| r.next > i) {
+            Source::Video {
+                path,
+                reader,
+                spilled,
+            } => {
+                if spilled.is_none() && reader.as_ref().is_some_and(|r| r.next > i) {
                     *reader = None;
+                    *spilled = Some(spill(path, self.stems.len())?);
+                }
+                if let Some(Spill(dir)) = spilled {
+                    let p = dir.join(format!("{i:06}.png"));
+                    let pic = read_image(&p)?;
+                    return Ok(Frame {
+                        rgb: pic.with_channels(3).to_rgb8(),
+                        width: w,
+                        height: h,
+                    });
+                }
+                if reader.is_none() {
                     let child = Command::new("ffmpeg")
                         .args(["-v", "error", "-nostdin", "-i"])
                         .arg(&*path)
@@ -233,6 +268,31 @@ impl Frames {
             }
         }
     }
+}
+
+/// Decodes every frame of a video to PNG files in a new temporary folder.
+fn spill(path: &Path, frames: usize) -> Result<Spill> {
+    static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("segrs-frames-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let spill = Spill(dir);
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-i"])
+        .arg(path)
+        .args(["-map", "0:v:0", "-start_number", "0"])
+        .arg(spill.0.join("%06d.png"))
+        .status()
+        .with_context(|| format!("{}: cannot run ffmpeg", path.display()))?;
+    let written = std::fs::read_dir(&spill.0).map(|d| d.count()).unwrap_or(0);
+    if !status.success() || written < frames {
+        bail!(
+            "{}: ffmpeg decoded {written} of {frames} frames to {}",
+            path.display(),
+            spill.0.display()
+        );
+    }
+    Ok(spill)
 }
 
 /// The size of a video's first stream, from a one-frame PPM through `ffmpeg`.
