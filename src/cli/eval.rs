@@ -37,6 +37,11 @@ pub struct SemanticArgs {
     pub ignore_index: IgnoreIndex,
     #[command(flatten)]
     pub labels: super::labels::LabelArgs,
+    /// Write plots here: per-class IoU (sorted) and the row-normalised confusion matrix.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = PlotFormat::Png)]
+    pub plot_format: PlotFormat,
     /// Only these stems (e.g. `25-29` or `a,b`).
     #[arg(long)]
     pub stems: Option<StemFilter>,
@@ -82,6 +87,17 @@ fn semantic(a: SemanticArgs) -> Result<()> {
     if let Some(names) = &names {
         report.name_classes(names)?;
     }
+    if let Some(dir) = &a.plot {
+        let written = segrs::viz::plot::semantic_plots(
+            dir,
+            a.plot_format.ext(),
+            &report,
+            names.as_deref().unwrap_or(&[]),
+        )?;
+        for p in written {
+            println!("wrote {}", p.display());
+        }
+    }
     println!("evaluated {n} image(s)");
     if unmatched > 0 {
         eprintln!(
@@ -115,6 +131,27 @@ pub struct VideoArgs {
     /// Write the numbers as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write J and F per frame for each object here.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = PlotFormat::Png)]
+    pub plot_format: PlotFormat,
+}
+
+/// The file format of plots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlotFormat {
+    Png,
+    Svg,
+}
+
+impl PlotFormat {
+    pub fn ext(self) -> &'static str {
+        match self {
+            Self::Png => "png",
+            Self::Svg => "svg",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -213,6 +250,11 @@ fn video(a: VideoArgs) -> Result<()> {
         objects.extend(evaluate_sequence(seq, &gts, &preds, enc)?);
     }
     let report = summarize(&objects);
+    if let Some(dir) = &a.plot {
+        for p in segrs::viz::plot::video_plots(dir, a.plot_format.ext(), &objects)? {
+            println!("wrote {}", p.display());
+        }
+    }
     println!("{:<24}{:>8}{:>8}", "sequence", "J", "F");
     for (name, s) in &report.per_sequence {
         println!("{:<24}{:>8.4}{:>8.4}", name, s.j, s.f);

@@ -560,17 +560,42 @@ pub fn write_history(run_dir: &Path, state: &RunState) -> Result<()> {
             .map(|r| g(r).unwrap_or(f64::NAN))
             .collect::<Vec<_>>()
     };
-    let curve = crate::viz::curve::training_curves(
-        &ep,
-        &f(&|r| Some(r.train_loss)),
-        &f(&|r| r.val_loss),
+    use crate::viz::plot::{Line, LinePanel, line_plot};
+    let line = |name: &str, v: Vec<f64>| Line {
+        name: name.into(),
+        points: ep.iter().copied().zip(v).collect(),
+    };
+    let best = state
+        .best_epoch
+        .map(|b| (b as f64, format!("best epoch {b}")));
+    line_plot(
+        &run_dir.join("curve.png"),
         &[
-            ("mIoU", f(&|r| r.miou)),
-            ("Dice", f(&|r| r.mean_dice)),
-            ("pixel acc", f(&|r| r.pixel_accuracy)),
+            LinePanel {
+                title: "loss".into(),
+                x_label: "epoch".into(),
+                y_label: "loss".into(),
+                lines: vec![
+                    line("train", f(&|r| Some(r.train_loss))),
+                    line("validation", f(&|r| r.val_loss)),
+                ],
+                mark_x: best.clone(),
+            },
+            LinePanel {
+                title: "validation".into(),
+                x_label: "epoch".into(),
+                y_label: "score".into(),
+                lines: vec![
+                    line("mIoU", f(&|r| r.miou)),
+                    line("mean Dice", f(&|r| r.mean_dice)),
+                    line("pixel accuracy", f(&|r| r.pixel_accuracy)),
+                ],
+                mark_x: best,
+            },
         ],
-    );
-    curve.save_png(&run_dir.join("curve.png"))
+        (900, 640),
+    )
+    .map(|_| ())
 }
 
 /// The paths a finished run leaves.

@@ -10,6 +10,7 @@ mod maskrcnn_cli;
 mod maskrcnn_parity;
 mod metrics_parity;
 mod ops_parity;
+mod plots;
 mod sam2_parity;
 mod sam2_video;
 mod sam_cli;

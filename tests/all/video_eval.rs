@@ -7,6 +7,7 @@ use std::process::Command;
 
 fn run_eval(gt: &std::path::Path, pred: &std::path::Path, name: &str) -> serde_json::Value {
     let json = crate::common::tmp(name).join("video.json");
+    let plots = json.with_file_name("plots");
     let out = Command::new(env!("CARGO_BIN_EXE_segrs"))
         .args([
             "eval",
@@ -17,6 +18,8 @@ fn run_eval(gt: &std::path::Path, pred: &std::path::Path, name: &str) -> serde_j
             pred.to_str().unwrap(),
             "--json",
             json.to_str().unwrap(),
+            "--plot",
+            plots.to_str().unwrap(),
         ])
         .output()
         .unwrap();
@@ -25,6 +28,16 @@ fn run_eval(gt: &std::path::Path, pred: &std::path::Path, name: &str) -> serde_j
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // one J / F per-frame plot per object
+    let pngs: Vec<_> = std::fs::read_dir(&plots)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!pngs.is_empty());
+    for p in &pngs {
+        let pic = segrs::data::image_io::read_image(p).unwrap();
+        assert_eq!((pic.width, pic.height), (900, 360), "{}", p.display());
+    }
     serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
 }
 

@@ -1,0 +1,188 @@
+//! Plots read back: sizes, legends beside (never over) the data, lines drawn inside the axes,
+//! heatmap cells coloured exactly where the matrix is non-zero, SVG output, and the plots the
+//! commands write (`train`'s curve.png, `eval semantic --plot`, `eval video --plot`).
+
+use crate::common::{segrs, shared_data, tmp};
+use segrs::data::image_io::read_image;
+use segrs::viz::plot::{COLORS, Line, LinePanel, heat_color, heatmap, line_plot};
+
+fn rgb(path: &std::path::Path) -> (Vec<u8>, usize, usize) {
+    let p = read_image(path).unwrap();
+    (p.with_channels(3).to_rgb8(), p.width, p.height)
+}
+
+fn count_color(px: &[u8], w: usize, rect: (i32, i32, i32, i32), c: (u8, u8, u8)) -> usize {
+    let (x0, y0, x1, y1) = rect;
+    let mut n = 0;
+    for y in y0.max(0)..y1 {
+        for x in x0.max(0)..x1.min(w as i32) {
+            let i = (y as usize * w + x as usize) * 3;
+            if i + 2 < px.len() && (px[i], px[i + 1], px[i + 2]) == c {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+#[test]
+fn line_plots_keep_the_legend_off_the_data() {
+    let d = tmp("plots-lines");
+    let p = d.join("curves.png");
+    let line = |name: &str, f: fn(f64) -> f64| Line {
+        name: name.into(),
+        points: (0..30).map(|i| (i as f64, f(i as f64))).collect(),
+    };
+    let panels = [
+        LinePanel {
+            title: "loss".into(),
+            x_label: "epoch".into(),
+            y_label: "loss".into(),
+            lines: vec![
+                line("train", |x| 1.0 / (1.0 + x)),
+                line("val", |x| 1.2 / (1.0 + 0.5 * x)),
+            ],
+            mark_x: Some((12.0, "best epoch 12".into())),
+        },
+        LinePanel {
+            title: "validation".into(),
+            x_label: "epoch".into(),
+            y_label: "score".into(),
+            lines: vec![line("mIoU", |x| 1.0 - 1.0 / (1.0 + x))],
+            mark_x: None,
+        },
+    ];
+    let layout = line_plot(&p, &panels, (900, 640)).unwrap();
+    let (px, w, h) = rgb(&p);
+    assert_eq!((w, h), (900, 640));
+    assert_eq!(layout.plot_areas.len(), 2);
+    for (area, legend) in layout.plot_areas.iter().zip(&layout.legends) {
+        assert!(
+            legend.0 >= area.2,
+            "the legend {legend:?} starts right of the axes {area:?}"
+        );
+        // the lines are drawn inside the axes, and the legend holds their swatches
+        for c in COLORS.iter().take(1) {
+            assert!(
+                count_color(&px, w, *area, *c) > 50,
+                "line pixels in {area:?}"
+            );
+            assert!(
+                count_color(&px, w, *legend, *c) > 10,
+                "swatch in {legend:?}"
+            );
+        }
+    }
+    // SVG: the same plot as text, names included
+    let s = d.join("curves.svg");
+    line_plot(&s, &panels, (900, 640)).unwrap();
+    let svg = std::fs::read_to_string(&s).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("best epoch 12") && svg.contains("mIoU"));
+    let e = line_plot(&d.join("x.gif"), &panels, (100, 100))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(".png or .svg"), "{e}");
+}
+
+#[test]
+fn heatmap_cells_are_coloured_where_the_matrix_is_non_zero() {
+    let d = tmp("plots-heatmap");
+    let n = 6;
+    let names: Vec<String> = (0..n).map(|i| format!("class {i}")).collect();
+    let mut m = vec![0.0f64; n * n];
+    for i in 0..n {
+        m[i * n + i] = 0.7;
+        m[i * n + (i + 1) % n] = 0.3;
+    }
+    let p = d.join("confusion.png");
+    let layout = heatmap(&p, "confusion", &names, &m).unwrap();
+    let (px, w, _) = rgb(&p);
+    let (x0, y0, x1, y1) = layout.plot_areas[0];
+    let (cw, ch) = ((x1 - x0) as f64 / n as f64, (y1 - y0) as f64 / n as f64);
+    for r in 0..n {
+        for c in 0..n {
+            let (x, y) = (
+                x0 + ((c as f64 + 0.5) * cw) as i32,
+                y0 + ((r as f64 + 0.5) * ch) as i32,
+            );
+            let i = (y as usize * w + x as usize) * 3;
+            let want = heat_color(m[r * n + c]);
+            assert_eq!(
+                (px[i], px[i + 1], px[i + 2]),
+                (want.0, want.1, want.2),
+                "cell ({r}, {c})"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_commands_write_their_plots() {
+    let Some(isbi) = shared_data("isbi2012_membrane") else {
+        return;
+    };
+    let d = tmp("plots-cli");
+    let run = d.join("run");
+    let (code, so, se) = segrs(&[
+        "train",
+        "--images",
+        isbi.join("train/image").to_str().unwrap(),
+        "--masks",
+        isbi.join("train/label").to_str().unwrap(),
+        "--stems",
+        "0-5",
+        "--classes",
+        "2",
+        "--binary",
+        "--in-channels",
+        "1",
+        "--base-width",
+        "4",
+        "--depth",
+        "2",
+        "--crop",
+        "64",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "2",
+        "--val-split",
+        "0.34",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{so}{se}");
+    let (_, w, h) = rgb(&run.join("curve.png"));
+    assert_eq!((w, h), (900, 640));
+    // eval semantic --plot on the ground truth against itself
+    let gt = isbi.join("train/label");
+    let plots = d.join("semantic");
+    let (code, so, se) = segrs(&[
+        "eval",
+        "semantic",
+        "--pred",
+        gt.to_str().unwrap(),
+        "--gt",
+        gt.to_str().unwrap(),
+        "--classes",
+        "256",
+        "--ignore-index",
+        "none",
+        "--stems",
+        "0-2",
+        "--plot",
+        plots.to_str().unwrap(),
+        "--plot-format",
+        "svg",
+    ]);
+    assert_eq!(code, 0, "{so}{se}");
+    for f in ["per_class_iou.svg", "confusion.svg"] {
+        let s = std::fs::read_to_string(plots.join(f)).unwrap();
+        assert!(s.starts_with("<svg"), "{f}");
+    }
+    assert!(
+        std::fs::read_to_string(plots.join("per_class_iou.svg"))
+            .unwrap()
+            .contains("255")
+    );
+}
