@@ -297,13 +297,16 @@ fn draw_bars<DB: DrawingBackend>(
                 .filter(|(_, b)| b.1.is_finite())
                 .map(|(i, (_, v))| {
                     let slot = bars.len() - 1 - i;
-                    Rectangle::new(
+                    let mut r = Rectangle::new(
                         [
                             (0.0, SegmentValue::Exact(slot)),
                             (v.clamp(0.0, 1.0), SegmentValue::Exact(slot + 1)),
                         ],
                         color(0).filled(),
-                    )
+                    );
+                    // a gap between neighbouring bars
+                    r.set_margin(2, 2, 0, 0);
+                    r
                 }),
         )
         .map_err(err(path))?;
