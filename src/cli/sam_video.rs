@@ -123,13 +123,7 @@ pub fn run(a: VideoArgs) -> Result<()> {
     );
     let stems = p.frames.stems.clone();
     let (h, w) = (p.frames.height, p.frames.width);
-    let frames_path = a.frames.clone();
-    let overlay_frames = if a.overlay {
-        Some(Frames::open(&frames_path)?)
-    } else {
-        None
-    };
-    let mut overlay_frames = overlay_frames;
+    let mut overlay_frames = a.overlay.then(|| p.frames.reader());
     let t = std::time::Instant::now();
     let mut done = 0usize;
     p.propagate(a.start_frame, a.max_frames, a.reverse, &mut |r| {

@@ -64,10 +64,8 @@ pub fn mask_kind(hist: &BTreeMap<u32, u64>) -> MaskKind {
     if max <= 1 {
         return MaskKind::Binary01;
     }
-    let n: u64 = hist.values().sum();
-    let small: u64 = hist.range(1..32).map(|(_, c)| c).sum();
-    let mid: u64 = hist.range(32..255).map(|(_, c)| c).sum();
-    if max >= 128 && !(small * 20 > n && mid * 20 < small) && mid > 0 {
+    let c = super::labels::ValueCounts::of(hist.iter().map(|(&v, &n)| (v, n)));
+    if !c.class_like(128) && c.mid > 0 {
         MaskKind::LossyBinary
     } else {
         MaskKind::ClassIndices

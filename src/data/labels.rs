@@ -113,35 +113,58 @@ impl LabelConvention {
     }
 }
 
-fn binarize(path: &Path, mask: &mut LabelMap, threshold: u8) -> Result<()> {
-    let n = mask.data.len().max(1);
-    let (mut small, mut mid, mut other, mut max) = (0usize, 0usize, 0usize, 0u32);
-    for &v in &mask.data {
-        max = max.max(v);
-        if v != 0 && v != 255 {
-            other += 1;
-            if v < 32 {
-                small += 1;
-            } else {
-                mid += 1;
+/// Pixel counts of a mask's values that tell object / background masks from class indices.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ValueCounts {
+    pub pixels: u64,
+    /// Values 1..32.
+    pub small: u64,
+    /// Values 32..255.
+    pub mid: u64,
+    pub max: u32,
+}
+
+impl ValueCounts {
+    /// From `(value, pixels)` pairs.
+    pub fn of(values: impl IntoIterator<Item = (u32, u64)>) -> Self {
+        let mut c = Self::default();
+        for (v, n) in values {
+            c.pixels += n;
+            c.max = c.max.max(v);
+            match v {
+                1..32 => c.small += n,
+                32..255 => c.mid += n,
+                _ => {}
             }
         }
+        c
     }
-    if max <= 1 {
+
+    /// Class-index masks (0..K, perhaps with 255 borders) rather than object / background:
+    /// nothing reaches `threshold`, or many pixels of small values and next to none in
+    /// between, where JPEG's ringing along edges always leaves some.
+    pub fn class_like(&self, threshold: u32) -> bool {
+        self.max < threshold || (self.small * 20 > self.pixels && self.mid * 20 < self.small)
+    }
+}
+
+fn binarize(path: &Path, mask: &mut LabelMap, threshold: u8) -> Result<()> {
+    let c = ValueCounts::of(mask.data.iter().map(|&v| (v, 1)));
+    if c.max <= 1 {
         return Ok(()); // 0 / 1 masks
     }
-    // Class-index masks (0..K, perhaps with 255 borders) given as binary: many pixels of small
-    // values and next to none in between, where JPEG's ringing along edges always leaves some.
-    if max < threshold as u32 || (small * 20 > n && mid * 20 < small) {
+    if c.class_like(threshold as u32) {
         bail!(
-            "{}: --binary expects object / background masks, but {:.1}% of the pixels hold small class-like values (largest value {max}); for class-index masks drop --binary and give --classes",
+            "{}: --binary expects object / background masks, but {:.1}% of the pixels hold small class-like values (largest value {}); for class-index masks drop --binary and give --classes",
             path.display(),
-            100.0 * small as f64 / n as f64
+            100.0 * c.small as f64 / c.pixels.max(1) as f64,
+            c.max
         );
     }
+    let other = c.small + c.mid;
     if other > 0 {
         LOSSY_MASKS.fetch_add(1, Ordering::Relaxed);
-        LOSSY_PIXELS.fetch_add(other, Ordering::Relaxed);
+        LOSSY_PIXELS.fetch_add(other as usize, Ordering::Relaxed);
     }
     let t = threshold as u32;
     mask.data.iter_mut().for_each(|v| *v = (*v >= t) as u32);

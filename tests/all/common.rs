@@ -2,7 +2,7 @@
 //! running the `segrs` binary.
 
 use segrs::weights::{HostTensor, NamedTensors, safetensors};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -121,4 +121,50 @@ pub fn hashed_weights(keys: &serde_json::Value, prefix: &str, source: &str) -> N
         );
     }
     w
+}
+
+/// `segrs eval semantic --pred P --gt G` with `extra` flags.
+pub fn eval_semantic(pred: &Path, gt: &Path, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec![
+        "eval",
+        "semantic",
+        "--pred",
+        pred.to_str().unwrap(),
+        "--gt",
+        gt.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    segrs(&args)
+}
+
+/// `segrs train` on a folder for `epochs` epochs of a tiny U-Net (64-px crops), with `extra`
+/// flags.
+pub fn tiny_train(
+    images: &Path,
+    masks: &Path,
+    run: &Path,
+    epochs: &str,
+    extra: &[&str],
+) -> (i32, String, String) {
+    let mut args = vec![
+        "train",
+        "--images",
+        images.to_str().unwrap(),
+        "--masks",
+        masks.to_str().unwrap(),
+        "--base-width",
+        "4",
+        "--depth",
+        "2",
+        "--crop",
+        "64",
+        "--epochs",
+        epochs,
+        "--batch-size",
+        "2",
+        "--out",
+        run.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    segrs(&args)
 }

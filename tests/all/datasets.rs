@@ -2,7 +2,7 @@
 //! thresholded at 128 with one note), ADE20K's zero label ("other", ignored; mmseg's
 //! reduce_zero_label) with its 150 class names, and a Cityscapes-style label-id map.
 
-use crate::common::{segrs, shared_data, tmp};
+use crate::common::{eval_semantic, segrs, shared_data, tiny_train, tmp};
 use segrs::data::image_io::{read_mask, write_label_png, write_png};
 use segrs::data::labels::{LabelConvention, read_class_names, read_label_map};
 use std::path::Path;
@@ -12,45 +12,6 @@ fn save_jpeg(path: &Path, w: usize, h: usize, gray: &[u8], quality: u8) {
     let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(f, quality);
     enc.encode(gray, w as u32, h as u32, image::ExtendedColorType::L8)
         .unwrap();
-}
-
-/// `segrs eval semantic --pred P --gt G` with `extra` flags.
-fn eval_semantic(pred: &Path, gt: &Path, extra: &[&str]) -> (i32, String, String) {
-    let mut args = vec![
-        "eval",
-        "semantic",
-        "--pred",
-        pred.to_str().unwrap(),
-        "--gt",
-        gt.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    segrs(&args)
-}
-
-/// `segrs train` on a folder for one epoch of a tiny U-Net (64-px crops), with `extra` flags.
-fn tiny_train(images: &Path, masks: &Path, run: &Path, extra: &[&str]) -> (i32, String, String) {
-    let mut args = vec![
-        "train",
-        "--images",
-        images.to_str().unwrap(),
-        "--masks",
-        masks.to_str().unwrap(),
-        "--base-width",
-        "4",
-        "--depth",
-        "2",
-        "--crop",
-        "64",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "2",
-        "--out",
-        run.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    segrs(&args)
 }
 
 #[test]
@@ -130,6 +91,7 @@ fn lossy_jpeg_masks_train_and_evaluate_with_binary() {
         &images,
         &masks,
         &run,
+        "1",
         &[
             "--classes",
             "2",
@@ -217,6 +179,7 @@ fn ade20k_reduce_zero_label_with_class_names() {
         &images,
         &gt,
         &run,
+        "1",
         &[
             "--classes",
             "150",

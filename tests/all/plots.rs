@@ -2,7 +2,7 @@
 //! heatmap cells coloured exactly where the matrix is non-zero, SVG output, and the plots the
 //! commands write (`train`'s curve.png, `eval semantic --plot`, `eval video --plot`).
 
-use crate::common::{segrs, shared_data, tmp};
+use crate::common::{eval_semantic, shared_data, tiny_train, tmp};
 use segrs::data::image_io::read_image;
 use segrs::viz::plot::{COLORS, Line, LinePanel, heat_color, heatmap, line_plot};
 
@@ -123,58 +123,46 @@ fn the_commands_write_their_plots() {
     };
     let d = tmp("plots-cli");
     let run = d.join("run");
-    let (code, so, se) = segrs(&[
-        "train",
-        "--images",
-        isbi.join("train/image").to_str().unwrap(),
-        "--masks",
-        isbi.join("train/label").to_str().unwrap(),
-        "--stems",
-        "0-5",
-        "--classes",
+    let images = isbi.join("train/image");
+    let gt = isbi.join("train/label");
+    let (code, so, se) = tiny_train(
+        &images,
+        &gt,
+        &run,
         "2",
-        "--binary",
-        "--in-channels",
-        "1",
-        "--base-width",
-        "4",
-        "--depth",
-        "2",
-        "--crop",
-        "64",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "2",
-        "--val-split",
-        "0.34",
-        "--out",
-        run.to_str().unwrap(),
-    ]);
+        &[
+            "--stems",
+            "0-5",
+            "--classes",
+            "2",
+            "--binary",
+            "--in-channels",
+            "1",
+            "--val-split",
+            "0.34",
+        ],
+    );
     assert_eq!(code, 0, "{so}{se}");
     let (_, w, h) = rgb(&run.join("curve.png"));
     assert_eq!((w, h), (900, 640));
     // eval semantic --plot on the ground truth against itself
-    let gt = isbi.join("train/label");
     let plots = d.join("semantic");
-    let (code, so, se) = segrs(&[
-        "eval",
-        "semantic",
-        "--pred",
-        gt.to_str().unwrap(),
-        "--gt",
-        gt.to_str().unwrap(),
-        "--classes",
-        "256",
-        "--ignore-index",
-        "none",
-        "--stems",
-        "0-2",
-        "--plot",
-        plots.to_str().unwrap(),
-        "--plot-format",
-        "svg",
-    ]);
+    let (code, so, se) = eval_semantic(
+        &gt,
+        &gt,
+        &[
+            "--classes",
+            "256",
+            "--ignore-index",
+            "none",
+            "--stems",
+            "0-2",
+            "--plot",
+            plots.to_str().unwrap(),
+            "--plot-format",
+            "svg",
+        ],
+    );
     assert_eq!(code, 0, "{so}{se}");
     for f in ["per_class_iou.svg", "confusion.svg"] {
         let s = std::fs::read_to_string(plots.join(f)).unwrap();

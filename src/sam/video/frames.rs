@@ -187,6 +187,23 @@ impl Frames {
         })
     }
 
+    /// A second, independent reader of the same frames (a video file is not probed again).
+    pub fn reader(&self) -> Frames {
+        Frames {
+            stems: self.stems.clone(),
+            width: self.width,
+            height: self.height,
+            source: match &self.source {
+                Source::Folder(paths) => Source::Folder(paths.clone()),
+                Source::Video { path, .. } => Source::Video {
+                    path: path.clone(),
+                    reader: None,
+                    spilled: None,
+                },
+            },
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.stems.len()
     }

@@ -613,20 +613,6 @@ impl<'m> VideoPredictor<'m> {
             }
         }
     }
-
-    /// Frames an object's stored outputs cover (for memory checks).
-    pub fn stored_frames(&self) -> usize {
-        self.objects
-            .iter()
-            .map(|o| {
-                o.cond.len()
-                    + o.non_cond
-                        .values()
-                        .filter(|x| !x.stored.memory.is_empty())
-                        .count()
-            })
-            .sum()
-    }
 }
 
 enum Step<'a> {
