@@ -17,6 +17,7 @@ pub mod nn;
 pub mod ops;
 pub mod predict;
 pub mod sam;
+pub mod serve;
 pub mod train;
 pub mod viz;
 pub mod weights;

@@ -9,6 +9,7 @@ pub mod maskrcnn;
 pub mod predict;
 pub mod sam;
 pub mod sam_video;
+pub mod serve;
 pub mod train;
 pub mod viz;
 
@@ -49,6 +50,8 @@ pub enum Command {
     Maskrcnn(maskrcnn::MaskRcnnCommand),
     /// Join COCO results files (e.g. the shards of one run) into one.
     MergeResults(maskrcnn::MergeArgs),
+    /// Serve the models: an HTTP API and a click-to-segment page.
+    Serve(serve::ServeArgs),
     /// The built-in end-to-end run: synthetic data, training, evaluation, pictures.
     Demo(demo::DemoArgs),
 }
@@ -79,6 +82,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Convert(c) => convert::run(c),
         Command::Data(c) => data::run(c),
         Command::Viz(c) => viz::run(c),
+        Command::Serve(a) => serve::run(a),
     }
 }
 

@@ -4,7 +4,7 @@
 
 use crate::io::write_atomic;
 use anyhow::{Context, Result, bail};
-use std::io::BufReader;
+use std::io::{BufReader, Write};
 use std::path::Path;
 
 /// Largest side accepted for an image or mask (larger inputs are almost surely corrupt).
@@ -63,16 +63,24 @@ pub struct LabelMap {
 }
 
 fn check_side(path: &Path, w: u32, h: u32) -> Result<()> {
+    check_dimensions(&path.display().to_string(), w, h, None)
+}
+
+/// Checks image dimensions read from a header: not empty, at most [`MAX_SIDE`] per side and, when
+/// given, at most `max_pixels` pixels. `name` names the image in the error.
+pub fn check_dimensions(name: &str, w: u32, h: u32, max_pixels: Option<u64>) -> Result<()> {
     if w == 0 || h == 0 {
-        bail!("{}: empty image ({}x{})", path.display(), w, h);
+        bail!("{name}: empty image ({w}x{h})");
     }
     if w > MAX_SIDE || h > MAX_SIDE {
+        bail!("{name}: image is {w}x{h}, larger than the {MAX_SIDE} px limit per side");
+    }
+    if let Some(m) = max_pixels
+        && w as u64 * h as u64 > m
+    {
         bail!(
-            "{}: image is {}x{}, larger than the {} px limit per side",
-            path.display(),
-            w,
-            h,
-            MAX_SIDE
+            "{name}: image is {w}x{h} = {} pixels, over the limit of {m}",
+            w as u64 * h as u64
         );
     }
     Ok(())
@@ -85,8 +93,7 @@ type Decoded = (usize, usize, usize, Vec<u8>);
 /// fancy upsampling), giving the same pixels as Pillow and OpenCV, which Rust's pure decoders
 /// do not (they differ by up to 4 levels on chroma edges). `None` for non-JPEG files and for
 /// colour spaces other than gray / YCbCr / RGB, which fall back to the `image` crate.
-fn read_jpeg_like_pillow(path: &Path) -> Result<Option<Picture>> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+fn read_jpeg_like_pillow(bytes: &[u8], name: &str) -> Result<Option<Picture>> {
     if !bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         return Ok(None);
     }
@@ -97,11 +104,11 @@ fn read_jpeg_like_pillow(path: &Path) -> Result<Option<Picture>> {
     if !eoi_after {
         bail!(
             "{}: corrupt or truncated JPEG (no end-of-image marker after the image data)",
-            path.display()
+            name
         );
     }
     let decoded = std::panic::catch_unwind(|| -> std::io::Result<Option<Decoded>> {
-        let d = mozjpeg::Decompress::new_mem(&bytes)?;
+        let d = mozjpeg::Decompress::new_mem(bytes)?;
         match d.color_space() {
             mozjpeg::ColorSpace::JCS_GRAYSCALE => {
                 let mut img = d.grayscale()?;
@@ -125,7 +132,7 @@ fn read_jpeg_like_pillow(path: &Path) -> Result<Option<Picture>> {
             if px.len() != w * h * c {
                 bail!(
                     "{}: corrupt or truncated JPEG ({} of {} bytes decoded)",
-                    path.display(),
+                    name,
                     px.len(),
                     w * h * c
                 );
@@ -138,35 +145,44 @@ fn read_jpeg_like_pillow(path: &Path) -> Result<Option<Picture>> {
             }))
         }
         Ok(Ok(None)) => Ok(None),
-        Ok(Err(e)) => bail!("{}: corrupt or truncated JPEG: {e}", path.display()),
+        Ok(Err(e)) => bail!("{name}: corrupt or truncated JPEG: {e}"),
         Err(p) => {
             let msg = p
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "libjpeg error".into());
-            bail!("{}: corrupt or truncated JPEG: {msg}", path.display())
+            bail!("{name}: corrupt or truncated JPEG: {msg}")
         }
     }
 }
 
 /// Reads an image (PNG, JPEG, TIFF; gray, gray+alpha, RGB or RGBA; 8 or 16 bit).
 pub fn read_image(path: &Path) -> Result<Picture> {
-    let reader = image::ImageReader::open(path)
-        .with_context(|| format!("{}: cannot open image", path.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("{}: cannot read image", path.display()))?;
-    let (w, h) = reader
+    let bytes =
+        std::fs::read(path).with_context(|| format!("{}: cannot open image", path.display()))?;
+    decode_image(&bytes, &path.display().to_string(), None)
+}
+
+/// Decodes an image held in memory, as [`read_image`] does a file. The dimensions are read from
+/// the header and checked (per side, and against `max_pixels` when given) before any pixel is
+/// decoded, so a small file that claims a huge image costs nothing. `name` names it in errors.
+pub fn decode_image(bytes: &[u8], name: &str, max_pixels: Option<u64>) -> Result<Picture> {
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .with_context(|| format!("{name}: cannot read image"))
+    };
+    let (w, h) = reader()?
         .into_dimensions()
-        .map_err(|e| anyhow::anyhow!("{}: not a readable image: {e}", path.display()))?;
-    check_side(path, w, h)?;
-    if let Some(p) = read_jpeg_like_pillow(path)? {
+        .map_err(|e| anyhow::anyhow!("{name}: not a readable image: {e}"))?;
+    check_dimensions(name, w, h, max_pixels)?;
+    if let Some(p) = read_jpeg_like_pillow(bytes, name)? {
         return Ok(p);
     }
-    let img = image::ImageReader::open(path)?
-        .with_guessed_format()?
+    let img = reader()?
         .decode()
-        .map_err(|e| anyhow::anyhow!("{}: corrupt or truncated image: {e}", path.display()))?;
+        .map_err(|e| anyhow::anyhow!("{name}: corrupt or truncated image: {e}"))?;
     let (width, height) = (img.width() as usize, img.height() as usize);
     use image::DynamicImage as D;
     let (channels, data): (usize, Vec<f32>) = match img {
@@ -357,38 +373,30 @@ fn read_png_mask(path: &Path) -> Result<LabelMap> {
 
 /// Writes a label map as a grayscale PNG (8-bit when every value < 256, else 16-bit).
 pub fn write_label_png(path: &Path, labels: &LabelMap) -> Result<()> {
-    let max = labels.data.iter().copied().max().unwrap_or(0);
-    if max > u16::MAX as u32 {
-        bail!("{}: label {max} does not fit a 16-bit PNG", path.display());
-    }
-    write_atomic(path, |w| {
-        let mut enc = png::Encoder::new(w, labels.width as u32, labels.height as u32);
-        enc.set_color(png::ColorType::Grayscale);
-        let bytes: Vec<u8> = if max < 256 {
-            enc.set_depth(png::BitDepth::Eight);
-            labels.data.iter().map(|&v| v as u8).collect()
-        } else {
-            enc.set_depth(png::BitDepth::Sixteen);
-            labels
-                .data
-                .iter()
-                .flat_map(|&v| (v as u16).to_be_bytes())
-                .collect()
-        };
-        let mut writer = enc
-            .write_header()
-            .with_context(|| format!("{}: PNG header", path.display()))?;
-        writer
-            .write_image_data(&bytes)
-            .with_context(|| format!("{}: PNG data", path.display()))?;
-        writer
-            .finish()
-            .with_context(|| format!("{}: PNG finish", path.display()))?;
-        Ok(())
-    })
+    let bytes = encode_label_png(labels).with_context(|| format!("{}", path.display()))?;
+    write_atomic(path, |w| Ok(w.write_all(&bytes)?))
 }
 
-/// Writes 8-bit pixels (1 or 3 channels, HWC) as a PNG.
+/// A label map as grayscale PNG bytes (8-bit when every value < 256, else 16-bit).
+pub fn encode_label_png(labels: &LabelMap) -> Result<Vec<u8>> {
+    let max = labels.data.iter().copied().max().unwrap_or(0);
+    if max > u16::MAX as u32 {
+        bail!("label {max} does not fit a 16-bit PNG");
+    }
+    if max < 256 {
+        let px: Vec<u8> = labels.data.iter().map(|&v| v as u8).collect();
+        encode_png_depth(labels.width, labels.height, 1, png::BitDepth::Eight, &px)
+    } else {
+        let px: Vec<u8> = labels
+            .data
+            .iter()
+            .flat_map(|&v| (v as u16).to_be_bytes())
+            .collect();
+        encode_png_depth(labels.width, labels.height, 1, png::BitDepth::Sixteen, &px)
+    }
+}
+
+/// Writes 8-bit pixels (1, 3 or 4 channels, HWC) as a PNG.
 pub fn write_png(
     path: &Path,
     width: usize,
@@ -396,27 +404,47 @@ pub fn write_png(
     channels: usize,
     pixels: &[u8],
 ) -> Result<()> {
-    assert_eq!(pixels.len(), width * height * channels);
-    write_atomic(path, |w| {
-        let mut enc = png::Encoder::new(w, width as u32, height as u32);
-        enc.set_color(match channels {
-            1 => png::ColorType::Grayscale,
-            3 => png::ColorType::Rgb,
-            4 => png::ColorType::Rgba,
-            c => bail!("{}: cannot write a {c}-channel PNG", path.display()),
-        });
-        enc.set_depth(png::BitDepth::Eight);
-        let mut writer = enc
-            .write_header()
-            .with_context(|| format!("{}: PNG header", path.display()))?;
-        writer
-            .write_image_data(pixels)
-            .with_context(|| format!("{}: PNG data", path.display()))?;
-        writer
-            .finish()
-            .with_context(|| format!("{}: PNG finish", path.display()))?;
-        Ok(())
-    })
+    let bytes = encode_png(width, height, channels, pixels)
+        .with_context(|| format!("{}", path.display()))?;
+    write_atomic(path, |w| Ok(w.write_all(&bytes)?))
+}
+
+/// 8-bit pixels (1, 3 or 4 channels, HWC) as PNG bytes.
+pub fn encode_png(width: usize, height: usize, channels: usize, pixels: &[u8]) -> Result<Vec<u8>> {
+    encode_png_depth(width, height, channels, png::BitDepth::Eight, pixels)
+}
+
+fn encode_png_depth(
+    width: usize,
+    height: usize,
+    channels: usize,
+    depth: png::BitDepth,
+    pixels: &[u8],
+) -> Result<Vec<u8>> {
+    let bytes_per = if depth == png::BitDepth::Sixteen {
+        2
+    } else {
+        1
+    };
+    if pixels.len() != width * height * channels * bytes_per {
+        bail!(
+            "{} bytes for a {width}x{height}x{channels} PNG",
+            pixels.len()
+        );
+    }
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, width as u32, height as u32);
+    enc.set_color(match channels {
+        1 => png::ColorType::Grayscale,
+        3 => png::ColorType::Rgb,
+        4 => png::ColorType::Rgba,
+        c => bail!("cannot write a {c}-channel PNG"),
+    });
+    enc.set_depth(depth);
+    let mut writer = enc.write_header().context("PNG header")?;
+    writer.write_image_data(pixels).context("PNG data")?;
+    writer.finish().context("PNG finish")?;
+    Ok(out)
 }
 
 /// Writes a palette PNG: class index per pixel, coloured by `palette` (RGB triples).

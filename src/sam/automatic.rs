@@ -126,6 +126,29 @@ pub fn generate(
     cfg: &AmgConfig,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Vec<MaskRecord>> {
+    generate_from(sam, rgb, h, w, cfg, None, progress)
+}
+
+/// [`generate`] with the whole image's embedding already computed (by `sam` for this image),
+/// so that the encoder runs only for the smaller crops, if any.
+pub fn generate_from(
+    sam: &AnySam,
+    rgb: &[u8],
+    h: usize,
+    w: usize,
+    cfg: &AmgConfig,
+    whole_image: Option<&ImageEmbedding>,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Vec<MaskRecord>> {
+    if let Some(e) = whole_image
+        && e.original_size != (h, w)
+    {
+        bail!(
+            "the embedding is of a {}x{} image, not {w}x{h}",
+            e.original_size.1,
+            e.original_size.0
+        );
+    }
     if cfg.points_per_side == 0 || cfg.points_per_batch == 0 {
         bail!("points_per_side and points_per_batch must be at least 1");
     }
@@ -161,6 +184,7 @@ pub fn generate(
     };
     let mut records: Vec<MaskRecord> = Vec::new();
     for (crop, layer) in &crops {
+        let whole = whole_image.filter(|_| *crop == [0, 0, w, h]);
         records.extend(process_crop(
             sam,
             rgb,
@@ -168,6 +192,7 @@ pub fn generate(
             crop,
             &grids[*layer],
             cfg,
+            whole,
             &report,
         )?);
     }
@@ -200,15 +225,23 @@ fn process_crop(
     crop: &[usize; 4],
     grid: &[[f64; 2]],
     cfg: &AmgConfig,
+    whole: Option<&ImageEmbedding>,
     report: &(dyn Fn(usize) + Sync),
 ) -> Result<Vec<MaskRecord>> {
     let [x0, y0, x1, y1] = *crop;
     let (ch, cw) = (y1 - y0, x1 - x0);
-    let mut sub = Vec::with_capacity(ch * cw * 3);
-    for y in y0..y1 {
-        sub.extend_from_slice(&rgb[(y * w + x0) * 3..(y * w + x1) * 3]);
-    }
-    let emb = sam.set_image(&sub, ch, cw)?;
+    let computed;
+    let emb = match whole {
+        Some(e) => e,
+        None => {
+            let mut sub = Vec::with_capacity(ch * cw * 3);
+            for y in y0..y1 {
+                sub.extend_from_slice(&rgb[(y * w + x0) * 3..(y * w + x1) * 3]);
+            }
+            computed = sam.set_image(&sub, ch, cw)?;
+            &computed
+        }
+    };
     let points: Vec<[f64; 2]> = grid
         .iter()
         .map(|p| [p[0] * cw as f64, p[1] * ch as f64])
@@ -220,7 +253,7 @@ fn process_crop(
     };
     let mut cands: Vec<Candidate> = Vec::new();
     for batch in points.chunks(cfg.points_per_batch) {
-        cands.extend(process_batch(sam, &emb, batch, &frame, cfg)?);
+        cands.extend(process_batch(sam, emb, batch, &frame, cfg)?);
         report(batch.len());
     }
     let boxes: Vec<[f32; 4]> = cands.iter().map(|c| c.bbox.map(|v| v as f32)).collect();

@@ -1,0 +1,146 @@
+//! Model work off the async runtime: a lane is a bounded set of worker slots (blocking threads)
+//! with a bounded queue in front. A request that finds the queue full is refused at once (503
+//! with `Retry-After`) instead of piling up. The server has two lanes so that clicks (the mask
+//! decoder, milliseconds) never wait behind image encoders and automatic masks (seconds).
+
+use super::error::ApiError;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub struct Lane {
+    pub name: &'static str,
+    workers: usize,
+    max_queue: usize,
+    slots: Arc<Semaphore>,
+    waiting: Arc<AtomicUsize>,
+    running: Arc<AtomicUsize>,
+}
+
+/// Decrements a counter when dropped (a waiting request whose client went away, a finished job).
+struct Count(Arc<AtomicUsize>);
+
+impl Count {
+    fn up(c: &Arc<AtomicUsize>) -> Self {
+        c.fetch_add(1, Ordering::SeqCst);
+        Self(c.clone())
+    }
+}
+
+impl Drop for Count {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Lane {
+    pub fn new(name: &'static str, workers: usize, max_queue: usize) -> Self {
+        Self {
+            name,
+            workers: workers.max(1),
+            max_queue,
+            slots: Arc::new(Semaphore::new(workers.max(1))),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            running: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Requests waiting for a worker.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Workers busy.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Runs `work` on a blocking thread once a worker is free; 503 when every worker is busy and
+    /// the queue is full. The work runs to its end even if the caller stops waiting.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        self.admit()?.run(work).await
+    }
+
+    /// Takes a place now (a free worker, or a place in the queue), to run work later: 503 when
+    /// every worker is busy and the queue is full.
+    pub fn admit(&self) -> Result<Ticket, ApiError> {
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => None,
+        };
+        let waiting = if permit.is_some() {
+            None
+        } else {
+            let admitted = self
+                .waiting
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
+                    (w < self.max_queue).then_some(w + 1)
+                })
+                .is_ok();
+            if !admitted {
+                return Err(ApiError::busy(
+                    format!(
+                        "the {} queue is full ({} running, {} waiting); retry shortly",
+                        self.name,
+                        self.running(),
+                        self.waiting()
+                    ),
+                    1,
+                ));
+            }
+            Some(Count(self.waiting.clone()))
+        };
+        Ok(Ticket {
+            slots: self.slots.clone(),
+            permit,
+            waiting,
+            running: self.running.clone(),
+        })
+    }
+}
+
+/// A place in a lane: a worker, or a place in its queue.
+pub struct Ticket {
+    slots: Arc<Semaphore>,
+    permit: Option<OwnedSemaphorePermit>,
+    /// Holds the queue place until a worker is free (released if the ticket is dropped).
+    waiting: Option<Count>,
+    running: Arc<AtomicUsize>,
+}
+
+impl Ticket {
+    /// Runs `work` on a blocking thread once a worker is free.
+    pub async fn run<T: Send + 'static>(
+        mut self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let permit = match self.permit.take() {
+            Some(p) => p,
+            None => {
+                let p = self
+                    .slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| ApiError::internal("the worker pool is closed"))?;
+                self.waiting = None;
+                p
+            }
+        };
+        let running = Count::up(&self.running);
+        tokio::task::spawn_blocking(move || {
+            let _slot = permit;
+            let _running = running;
+            work()
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("model work failed: {e}")))
+    }
+}
