@@ -274,11 +274,13 @@ async fn image_info(s: S, Path(id): Path<String>) -> ApiResult<axum::Json<Value>
 #[serde(deny_unknown_fields)]
 struct PredictRequest {
     image_id: String,
+    /// `[[x, y], ...]` in image pixels.
     #[serde(default)]
-    points: Vec<[f64; 2]>,
+    points: Vec<Vec<f64>>,
     labels: Option<Vec<i32>>,
+    /// `[x0, y0, x1, y1]`.
     #[serde(rename = "box")]
-    bbox: Option<[f64; 4]>,
+    bbox: Option<Vec<f64>>,
     mask_input_id: Option<String>,
     #[serde(default)]
     multimask: bool,
@@ -336,6 +338,22 @@ async fn sam_predict(s: S, body: Body) -> ApiResult<axum::Json<Value>> {
             Some(l.logits.clone())
         }
     };
+    if let Some((i, p)) = req.points.iter().enumerate().find(|(_, p)| p.len() != 2) {
+        return Err(ApiError::bad_request(format!(
+            "point {i} has {} numbers; a point is [x, y]",
+            p.len()
+        )));
+    }
+    let bbox = match &req.bbox {
+        None => None,
+        Some(b) if b.len() == 4 => Some([b[0], b[1], b[2], b[3]]),
+        Some(b) => {
+            return Err(ApiError::bad_request(format!(
+                "the box has {} numbers; a box is [x0, y0, x1, y1]",
+                b.len()
+            )));
+        }
+    };
     let prompt = Prompt {
         points: req
             .points
@@ -343,7 +361,7 @@ async fn sam_predict(s: S, body: Body) -> ApiResult<axum::Json<Value>> {
             .zip(&labels)
             .map(|(p, &l)| (p[0], p[1], l))
             .collect(),
-        bbox: req.bbox,
+        bbox,
         mask_input,
     };
     prompt

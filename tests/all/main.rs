@@ -17,6 +17,7 @@ mod sam_cli;
 mod sam_parity;
 mod sam_predictor;
 mod sam_tinyvit;
+mod serve;
 mod train_resume;
 mod unet_parity;
 mod video_eval;

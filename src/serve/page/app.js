@@ -338,7 +338,7 @@ async function openImage(file) {
   state.busy = true;
   try {
     const [bitmap, info] = await Promise.all([
-      createImageBitmap(file),
+      createImageBitmap(file, { imageOrientation: "none" }),
       api("/v1/images", { method: "POST", body: file, headers: { "Content-Type": file.type || "application/octet-stream" } }),
     ]);
     if (bitmap.width !== info.width || bitmap.height !== info.height) {
