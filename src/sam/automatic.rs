@@ -187,8 +187,7 @@ pub fn generate_from(
         let whole = whole_image.filter(|_| *crop == [0, 0, w, h]);
         records.extend(process_crop(
             sam,
-            rgb,
-            (h, w),
+            (rgb, h, w),
             crop,
             &grids[*layer],
             cfg,
@@ -220,8 +219,7 @@ pub fn generate_from(
 /// survivors as records in image coordinates (`_process_crop`).
 fn process_crop(
     sam: &AnySam,
-    rgb: &[u8],
-    (h, w): (usize, usize),
+    (rgb, h, w): (&[u8], usize, usize),
     crop: &[usize; 4],
     grid: &[[f64; 2]],
     cfg: &AmgConfig,

@@ -54,9 +54,12 @@ impl Job {
     }
 }
 
+/// The jobs by id, and their ids oldest first.
+type Kept = (HashMap<String, Arc<Job>>, VecDeque<String>);
+
 #[derive(Default)]
 pub struct Jobs {
-    inner: Mutex<(HashMap<String, Arc<Job>>, VecDeque<String>)>,
+    inner: Mutex<Kept>,
 }
 
 impl Jobs {

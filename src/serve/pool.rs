@@ -71,10 +71,7 @@ impl Lane {
     /// Takes a place now (a free worker, or a place in the queue), to run work later: 503 when
     /// every worker is busy and the queue is full.
     pub fn admit(&self) -> Result<Ticket, ApiError> {
-        let permit = match self.slots.clone().try_acquire_owned() {
-            Ok(p) => Some(p),
-            Err(_) => None,
-        };
+        let permit = self.slots.clone().try_acquire_owned().ok();
         let waiting = if permit.is_some() {
             None
         } else {

@@ -18,6 +18,7 @@ mod sam_parity;
 mod sam_predictor;
 mod sam_tinyvit;
 mod serve;
+mod serve_browser;
 mod train_resume;
 mod unet_parity;
 mod video_eval;

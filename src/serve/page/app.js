@@ -178,14 +178,20 @@ function showCandidates() {
   state.result.masks.forEach((m, i) => {
     const row = document.createElement("div");
     row.className = "candidate" + (i === state.selected ? " selected" : "");
+    // A small copy of the mask (nearest pixel), white on black.
     const c = document.createElement("canvas");
-    c.width = state.width; c.height = state.height;
+    const tw = 144, th = Math.max(1, Math.round(state.height * tw / state.width));
+    c.width = tw; c.height = th;
     const ctx = c.getContext("2d");
-    const img = ctx.createImageData(state.width, state.height);
-    for (let k = 0; k < m.mask.length; k++) {
-      const v = m.mask[k] ? 255 : 0;
-      img.data[4 * k] = img.data[4 * k + 1] = img.data[4 * k + 2] = v;
-      img.data[4 * k + 3] = 255;
+    const img = ctx.createImageData(tw, th);
+    for (let y = 0; y < th; y++) {
+      const sy = Math.min(state.height - 1, Math.floor((y + 0.5) * state.height / th));
+      for (let x = 0; x < tw; x++) {
+        const sx = Math.min(state.width - 1, Math.floor((x + 0.5) * state.width / tw));
+        const k = y * tw + x, v = m.mask[sy * state.width + sx] ? 255 : 0;
+        img.data[4 * k] = img.data[4 * k + 1] = img.data[4 * k + 2] = v;
+        img.data[4 * k + 3] = 255;
+      }
     }
     ctx.putImageData(img, 0, 0);
     const label = document.createElement("span");
