@@ -40,6 +40,7 @@ pub fn repeats(default: usize) -> usize {
 
 /// The reference interpreter: SEGRS_TORCH_PYTHON, else the venv of
 /// ../shared/tools/reference-env.sh.
+#[allow(dead_code)] // each bench compiles this module; not all of them call this
 pub fn torch_python() -> String {
     std::env::var("SEGRS_TORCH_PYTHON").unwrap_or_else(|_| "/tmp/segrs-refenv/bin/python".into())
 }

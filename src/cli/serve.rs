@@ -32,6 +32,9 @@ pub struct ServeArgs {
     /// Bound of the image-embedding cache, in MiB.
     #[arg(long, default_value_t = 2048)]
     pub cache_mb: usize,
+    /// Bound of the low-resolution logits kept for refinement (`mask_input_id`), in MiB.
+    #[arg(long, default_value_t = 128)]
+    pub logits_cache_mb: usize,
     /// Model workers per lane (heavy: encoder, automatic masks, U-Net, Mask R-CNN; light: clicks).
     #[arg(long, default_value_t = 2)]
     pub max_concurrency: usize,
@@ -86,7 +89,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         token: a.token.clone().filter(|t| !t.is_empty()),
         cors: a.cors.clone(),
         cache_bytes: a.cache_mb << 20,
-        logits_bytes: (a.cache_mb << 20) / 8,
+        logits_bytes: a.logits_cache_mb << 20,
         heavy_workers: a.max_concurrency,
         light_workers: a.max_concurrency,
         max_queue: a.max_queue,
@@ -138,7 +141,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         );
         models.instances = Some(m);
     }
-    let state = State::new(config, models);
+    let state = State::new(config, models)?;
     for (image, emb) in &a.warm {
         let Some(sam) = &state.models.sam else {
             bail!("--warm needs --sam");
@@ -158,9 +161,13 @@ pub fn run(a: ServeArgs) -> Result<()> {
         });
         eprintln!("warmed the cache with {}", image.display());
     }
-    segrs::serve::run(state, |addr| {
-        use std::io::Write;
-        println!("segrs serve: listening on http://{addr}");
-        let _ = std::io::stdout().flush();
-    })
+    segrs::serve::run(
+        state,
+        |addr| {
+            use std::io::Write;
+            println!("segrs serve: listening on http://{addr}");
+            let _ = std::io::stdout().flush();
+        },
+        || eprintln!("segrs serve: stopping after the requests under way"),
+    )
 }

@@ -165,13 +165,128 @@ pub fn load_results(gt: &COCO, path: &Path, need_segmentation: bool) -> Result<C
 pub fn encode_rowmajor(mask_rm: &[u8], h: u32, w: u32) -> Result<hotcoco::Rle> {
     let (hu, wu) = (h as usize, w as usize);
     assert_eq!(mask_rm.len(), hu * wu);
+    // Transposed in 64x64 tiles, so that reads and writes both stay in cache.
+    const T: usize = 64;
     let mut cm = vec![0u8; hu * wu];
-    for y in 0..hu {
-        for x in 0..wu {
-            cm[y + hu * x] = (mask_rm[y * wu + x] != 0) as u8;
+    for y0 in (0..hu).step_by(T) {
+        for x0 in (0..wu).step_by(T) {
+            for x in x0..(x0 + T).min(wu) {
+                let col = &mut cm[hu * x..hu * (x + 1)];
+                for y in y0..(y0 + T).min(hu) {
+                    col[y] = (mask_rm[y * wu + x] != 0) as u8;
+                }
+            }
         }
     }
     mask::encode(&cm, h, w).map_err(|e| anyhow::anyhow!("RLE encode: {e}"))
+}
+
+/// A row-major `h x w` plane thresholded (`> threshold`) straight to COCO RLE, with the mask's
+/// area and inclusive `[left, top, right, bottom]` box (`[0; 4]` when empty): one pass over the
+/// plane in row order, blocks of columns in parallel, no mask or transpose in between.
+pub fn encode_threshold_rowmajor(
+    plane: &[f32],
+    h: usize,
+    w: usize,
+    threshold: f32,
+) -> (hotcoco::Rle, u64, [i64; 4]) {
+    use rayon::prelude::*;
+    assert_eq!(plane.len(), h * w);
+    const B: usize = 64;
+    // Per column: run lengths, alternating from background (the first may be empty).
+    let columns: Vec<Vec<u32>> = (0..w.div_ceil(B))
+        .into_par_iter()
+        .flat_map_iter(|block| {
+            let (x0, x1) = (block * B, ((block + 1) * B).min(w));
+            let n = x1 - x0;
+            let mut runs: Vec<Vec<u32>> = vec![Vec::new(); n];
+            let mut start = [0u32; B];
+            // A row's foreground as bits, XOR the previous row's: the columns whose run ends.
+            let mut prev = 0u64;
+            for y in 0..h {
+                let row = &plane[y * w + x0..y * w + x1];
+                let bits = above_bits(row, threshold);
+                let mut changed = bits ^ prev;
+                while changed != 0 {
+                    let j = changed.trailing_zeros() as usize;
+                    changed &= changed - 1;
+                    runs[j].push(y as u32 - start[j]);
+                    start[j] = y as u32;
+                }
+                prev = bits;
+            }
+            for (j, r) in runs.iter_mut().enumerate() {
+                r.push(h as u32 - start[j]);
+            }
+            runs
+        })
+        .collect();
+    let mut counts = Vec::new();
+    let (mut value, mut len) = (false, 0u32);
+    let (mut area, mut bbox, mut any) = (0u64, [w as i64, h as i64, 0, 0], false);
+    for (x, runs) in columns.iter().enumerate() {
+        let mut y = 0i64;
+        for (k, &n) in runs.iter().enumerate() {
+            let v = k % 2 == 1;
+            if v && n > 0 {
+                area += n as u64;
+                any = true;
+                bbox[0] = bbox[0].min(x as i64);
+                bbox[2] = x as i64;
+                bbox[1] = bbox[1].min(y);
+                bbox[3] = bbox[3].max(y + n as i64 - 1);
+            }
+            y += n as i64;
+            if n == 0 {
+                continue;
+            }
+            if v == value {
+                len += n;
+            } else {
+                counts.push(len);
+                value = v;
+                len = n;
+            }
+        }
+    }
+    counts.push(len);
+    let rle = hotcoco::Rle {
+        h: h as u32,
+        w: w as u32,
+        counts,
+    };
+    (rle, area, if any { bbox } else { [0; 4] })
+}
+
+/// Bit `j` set where `row[j] > threshold` (`row.len() <= 64`).
+fn above_bits(row: &[f32], threshold: f32) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SSE (every x86-64): four compares and a move-mask at a time.
+        use std::arch::x86_64::{_mm_cmpgt_ps, _mm_loadu_ps, _mm_movemask_ps, _mm_set1_ps};
+        let mut bits = 0u64;
+        let quads = row.len() / 4;
+        // SAFETY: SSE is part of x86-64; each load reads 4 floats inside `row`.
+        unsafe {
+            let t = _mm_set1_ps(threshold);
+            for q in 0..quads {
+                let v = _mm_loadu_ps(row.as_ptr().add(4 * q));
+                bits |= (_mm_movemask_ps(_mm_cmpgt_ps(v, t)) as u64) << (4 * q);
+            }
+        }
+        for (j, &v) in row.iter().enumerate().skip(4 * quads) {
+            bits |= ((v > threshold) as u64) << j;
+        }
+        bits
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let mut bits = 0u64;
+        for (j, &v) in row.iter().enumerate() {
+            bits |= ((v > threshold) as u64) << j;
+        }
+        bits
+    }
 }
 
 /// A COCO RLE to a row-major 0/1 mask.
@@ -333,4 +448,33 @@ pub fn merge_results(paths: &[std::path::PathBuf]) -> Result<Vec<serde_json::Val
     }
     all.sort_by_key(|(id, k, _)| (*id, *k));
     Ok(all.into_iter().map(|(_, _, v)| v).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{encode_rowmajor, encode_threshold_rowmajor};
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn threshold_encoding_equals_mask_then_rle() {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(3);
+        for &(h, w) in &[(1, 1), (7, 130), (97, 150), (64, 64), (3, 200)] {
+            for density in [0.0, 0.3, 0.97, 1.0] {
+                // Blobs: runs of rows and columns, so that runs cross column ends.
+                let plane: Vec<f32> = (0..h * w)
+                    .map(|i| {
+                        let (y, x) = (i / w, i % w);
+                        let on = rng.random_bool(density) || (density > 0.0 && (x + y) % 11 < 3);
+                        if on { 1.0 } else { -1.0 }
+                    })
+                    .collect();
+                let mask: Vec<u8> = plane.iter().map(|&v| (v > 0.0) as u8).collect();
+                let (rle, area, bbox) = encode_threshold_rowmajor(&plane, h, w, 0.0);
+                let want = encode_rowmajor(&mask, h as u32, w as u32).unwrap();
+                assert_eq!(rle.counts, want.counts, "{h}x{w} at {density}");
+                assert_eq!(area, mask.iter().map(|&v| v as u64).sum::<u64>());
+                assert_eq!(bbox, crate::sam::amg::mask_to_box(&mask, h, w));
+            }
+        }
+    }
 }

@@ -5,9 +5,8 @@ use super::error::{ApiError, ApiResult};
 use super::jobs::JobState;
 use super::{CachedImage, State, StoredLogits, image_id, page, random_id};
 use crate::data::image_io::{decode_image, encode_label_png, encode_png};
-use crate::formats::coco::result_record;
+use crate::formats::coco::{encode_threshold_rowmajor, result_record};
 use crate::models::mask_rcnn::MaskRcnnConfig;
-use crate::sam::amg::{encode, mask_to_box};
 use crate::sam::any_model::AnySam;
 use crate::sam::automatic::{AmgConfig, generate_from};
 use crate::sam::predictor::Prompt;
@@ -295,15 +294,14 @@ struct PredictRequest {
     mask_threshold: f32,
 }
 
-/// A mask as the API answers it: COCO RLE, area, `[x, y, w, h]` box.
-fn mask_json(m: &[u8], h: usize, w: usize) -> ApiResult<Value> {
-    let (rle, area) = encode(m, h, w).map_err(|e| ApiError::internal(format!("{e:#}")))?;
-    let b = mask_to_box(m, h, w);
-    Ok(json!({
+/// A mask (logits above 0) as the API answers it: COCO RLE, area, `[x, y, w, h]` box.
+fn mask_json(logits: &[f32], h: usize, w: usize) -> Value {
+    let (rle, area, b) = encode_threshold_rowmajor(logits, h, w, 0.0);
+    json!({
         "segmentation": {"size": [h, w], "counts": hotcoco::mask::rle_to_string(&rle)},
         "area": area,
         "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
-    }))
+    })
 }
 
 /// `POST /v1/sam/predict`: masks for one prompt set on a cached image.
@@ -377,23 +375,38 @@ async fn sam_predict(s: S, body: Body) -> ApiResult<axum::Json<Value>> {
     };
     let state = s.0.clone();
     let image = img.clone();
-    let multimask = req.multimask;
-    let t = Instant::now();
-    let pred = s
+    let (multimask, png) = (req.multimask, req.png);
+    // The decoder and the answer's masks (RLE, PNG) both on the clicks' lane.
+    let (pred, mut masks, decoder_ms) = s
         .light
-        .run(move || {
+        .run(move || -> ApiResult<_> {
             state.metrics.decoder_runs.fetch_add(1, Ordering::Relaxed);
-            sam(&state)?
+            let t = Instant::now();
+            let pred = sam(&state)?
                 .predict(&image.embedding, &prompt, multimask, &post)
-                .map_err(|e| ApiError::bad_request(format!("{e:#}")))
+                .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+            let decoder_ms = t.elapsed().as_secs_f64() * 1e3;
+            use rayon::prelude::*;
+            let (h, w) = (image.height, image.width);
+            let masks = (0..pred.logits.len())
+                .into_par_iter()
+                .map(|i| {
+                    let mut v = mask_json(&pred.logits[i], h, w);
+                    if png {
+                        use base64::Engine;
+                        let px: Vec<u8> = pred.mask(i).iter().map(|&v| v * 255).collect();
+                        let bytes = encode_png(w, h, 1, &px)
+                            .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+                        v["png"] = json!(base64::engine::general_purpose::STANDARD.encode(bytes));
+                    }
+                    Ok(v)
+                })
+                .collect::<ApiResult<Vec<Value>>>()?;
+            Ok((pred, masks, decoder_ms))
         })
         .await??;
-    let decoder_ms = t.elapsed().as_secs_f64() * 1e3;
     let (h, w) = (img.height, img.width);
-    let mut masks = Vec::new();
-    for i in 0..pred.logits.len() {
-        let m = pred.mask(i);
-        let mut v = mask_json(&m, h, w)?;
+    for (i, v) in masks.iter_mut().enumerate() {
         v["score"] = json!(pred.scores[i]);
         let logits_id = random_id();
         let bytes = pred.low_res[i].len() * 4;
@@ -406,13 +419,6 @@ async fn sam_predict(s: S, body: Body) -> ApiResult<axum::Json<Value>> {
             bytes,
         );
         v["logits_id"] = json!(logits_id);
-        if req.png {
-            use base64::Engine;
-            let px: Vec<u8> = m.iter().map(|&v| v * 255).collect();
-            let png = encode_png(w, h, 1, &px).map_err(|e| ApiError::internal(format!("{e:#}")))?;
-            v["png"] = json!(base64::engine::general_purpose::STANDARD.encode(png));
-        }
-        masks.push(v);
     }
     Ok(axum::Json(json!({
         "image_id": img.id,

@@ -66,7 +66,7 @@ impl Default for ServeConfig {
             token: None,
             cors: None,
             cache_bytes: 2048 << 20,
-            logits_bytes: 256 << 20,
+            logits_bytes: 128 << 20,
             heavy_workers: 1,
             light_workers: 2,
             max_queue: 64,
@@ -140,18 +140,25 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(config: ServeConfig, models: Models) -> Self {
-        Self {
+    /// The clicks' lane gets its own compute threads, as many as rayon's global pool has.
+    pub fn new(config: ServeConfig, models: Models) -> Result<Self> {
+        let threads = rayon::current_num_threads();
+        Ok(Self {
             images: Mutex::new(cache::Lru::new(config.cache_bytes)),
             pending: Mutex::new(HashMap::new()),
             logits: Mutex::new(cache::Lru::new(config.logits_bytes)),
             jobs: jobs::Jobs::default(),
             heavy: pool::Lane::new("heavy", config.heavy_workers, config.max_queue),
-            light: pool::Lane::new("light", config.light_workers, config.max_queue),
+            light: pool::Lane::with_own_threads(
+                "light",
+                config.light_workers,
+                config.max_queue,
+                threads,
+            )?,
             metrics: metrics::Metrics::default(),
             config,
             models,
-        }
+        })
     }
 
     /// Puts an image and its embedding (e.g. read from an embedding file) into the cache.
@@ -197,8 +204,12 @@ pub fn random_id() -> String {
 }
 
 /// Binds, calls `on_listen` with the bound address (the port may have been 0), and serves until
-/// SIGTERM or Ctrl-C; requests under way are finished before it returns.
-pub fn run(state: State, on_listen: impl FnOnce(SocketAddr)) -> Result<()> {
+/// SIGTERM or Ctrl-C (then calls `on_stop`); requests under way are finished before it returns.
+pub fn run(
+    state: State,
+    on_listen: impl FnOnce(SocketAddr),
+    on_stop: impl FnOnce() + Send + 'static,
+) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(64)
@@ -213,7 +224,10 @@ pub fn run(state: State, on_listen: impl FnOnce(SocketAddr)) -> Result<()> {
             .with_context(|| format!("cannot listen on {addr}"))?;
         on_listen(listener.local_addr()?);
         axum::serve(listener, api::router(state.clone()))
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                on_stop();
+            })
             .await
             .context("serving")
     });
@@ -240,7 +254,6 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
-    eprintln!("segrs serve: shutting down after the requests under way");
 }
 
 /// The image paths and embedding files given to warm the cache.

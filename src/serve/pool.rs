@@ -10,6 +10,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub struct Lane {
     pub name: &'static str,
+    /// The lane's own compute threads, when it has them (else rayon's global pool).
+    threads: Option<Arc<rayon::ThreadPool>>,
     workers: usize,
     max_queue: usize,
     slots: Arc<Semaphore>,
@@ -34,15 +36,36 @@ impl Drop for Count {
 }
 
 impl Lane {
+    /// A lane whose work runs on rayon's global pool.
     pub fn new(name: &'static str, workers: usize, max_queue: usize) -> Self {
         Self {
             name,
+            threads: None,
             workers: workers.max(1),
             max_queue,
             slots: Arc::new(Semaphore::new(workers.max(1))),
             waiting: Arc::new(AtomicUsize::new(0)),
             running: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// A lane whose work runs on its own `threads` compute threads: its parallel loops are
+    /// scheduled by the OS beside another lane's instead of queueing behind that lane's tasks in
+    /// a shared pool (a click must not wait for an image encoder's blocks to drain).
+    pub fn with_own_threads(
+        name: &'static str,
+        workers: usize,
+        max_queue: usize,
+        threads: usize,
+    ) -> anyhow::Result<Self> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .thread_name(move |i| format!("segrs-{name}-{i}"))
+            .build()?;
+        Ok(Self {
+            threads: Some(Arc::new(pool)),
+            ..Self::new(name, workers, max_queue)
+        })
     }
 
     /// Requests waiting for a worker.
@@ -95,6 +118,7 @@ impl Lane {
             Some(Count(self.waiting.clone()))
         };
         Ok(Ticket {
+            threads: self.threads.clone(),
             slots: self.slots.clone(),
             permit,
             waiting,
@@ -105,6 +129,7 @@ impl Lane {
 
 /// A place in a lane: a worker, or a place in its queue.
 pub struct Ticket {
+    threads: Option<Arc<rayon::ThreadPool>>,
     slots: Arc<Semaphore>,
     permit: Option<OwnedSemaphorePermit>,
     /// Holds the queue place until a worker is free (released if the ticket is dropped).
@@ -132,10 +157,14 @@ impl Ticket {
             }
         };
         let running = Count::up(&self.running);
+        let threads = self.threads.take();
         tokio::task::spawn_blocking(move || {
             let _slot = permit;
             let _running = running;
-            work()
+            match threads {
+                Some(pool) => pool.install(work),
+                None => work(),
+            }
         })
         .await
         .map_err(|e| ApiError::internal(format!("model work failed: {e}")))

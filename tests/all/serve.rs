@@ -258,6 +258,22 @@ fn sam_routes_cache_and_masks_equal_the_cli() {
         call("GET", &s.url(&format!("/v1/images/{id}")), &auth, None).status,
         200
     );
+    // Concurrent uploads of a new image share one encoder run.
+    let tall = std::fs::read(fixtures().join("sam/tall.png")).unwrap();
+    let ids: Vec<String> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                sc.spawn(|| {
+                    call("POST", &s.url("/v1/images"), &auth, Some(&tall)).json()["image_id"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(ids.iter().all(|i| i == &ids[0]) && ids[0] != id);
 
     // A click with three masks: the same as `segrs sam`, in RLE and in PNG.
     let one = d.join("one");
@@ -411,9 +427,10 @@ fn sam_routes_cache_and_masks_equal_the_cli() {
     let m = String::from_utf8(call("GET", &s.url("/metrics"), &auth, None).body).unwrap();
     assert_eq!(
         metric(&m, "segrs_encoder_runs_total"),
-        1.0,
-        "auto reuses the embedding"
+        2.0,
+        "one run per image: auto reuses the embedding, concurrent uploads share a run"
     );
+    assert_eq!(metric(&m, "segrs_embedding_cache_entries"), 2.0);
     assert_eq!(metric(&m, "segrs_auto_runs_total"), 1.0);
     assert!(metric(&m, "segrs_decoder_runs_total") >= 3.0);
     assert!(
