@@ -303,6 +303,12 @@ pub struct CocoArgs {
     /// annotations with id 0, which pycocotools takes for "unmatched").
     #[arg(long)]
     pub pycocotools_compat: bool,
+    /// Write plots here: precision-recall curves (IoU 0.5 / 0.75 / 0.5:0.95, and the worst
+    /// categories), AP by object size, AP per category.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = PlotFormat::Png)]
+    pub plot_format: PlotFormat,
 }
 
 #[derive(Args, Debug)]
@@ -359,6 +365,28 @@ fn coco(a: CocoArgs) -> Result<()> {
     if let Some(path) = &a.json {
         write_json(path, &report)?;
         println!("wrote {}", path.display());
+    }
+    if let Some(dir) = &a.plot {
+        let gt = segrs::formats::coco::load_gt(&a.gt)?;
+        let names: std::collections::HashMap<u64, String> = gt
+            .dataset
+            .categories
+            .iter()
+            .map(|c| (c.id, c.name.clone()))
+            .collect();
+        if report.curves.is_none() {
+            eprintln!(
+                "note: no precision-recall curves for this evaluation ({}); AP plots only",
+                if name == "boundary" {
+                    "boundary AP"
+                } else {
+                    "pycocotools' numbers"
+                }
+            );
+        }
+        for p in segrs::viz::plot::coco_plots(dir, a.plot_format.ext(), name, &report, &names)? {
+            println!("wrote {}", p.display());
+        }
     }
     Ok(())
 }

@@ -35,9 +35,14 @@ pub struct ServeArgs {
     /// Bound of the low-resolution logits kept for refinement (`mask_input_id`), in MiB.
     #[arg(long, default_value_t = 128)]
     pub logits_cache_mb: usize,
-    /// Model workers per lane (heavy: encoder, automatic masks, U-Net, Mask R-CNN; light: clicks).
-    #[arg(long, default_value_t = 2)]
+    /// Heavy requests run at once (image encoder, automatic masks, U-Net, Mask R-CNN), each on
+    /// all cores, at a lower priority than clicks.
+    #[arg(long, default_value_t = 1)]
     pub max_concurrency: usize,
+    /// Clicks (mask decoder runs) at once, each on all cores; one at a time answers a stream of
+    /// clicks soonest on a few cores, more help on many.
+    #[arg(long, default_value_t = 1)]
+    pub click_workers: usize,
     /// Requests that may wait per lane before the server answers 503.
     #[arg(long, default_value_t = 64)]
     pub max_queue: usize,
@@ -83,6 +88,9 @@ pub fn run(a: ServeArgs) -> Result<()> {
     if a.max_concurrency == 0 || a.max_concurrency > 256 {
         bail!("--max-concurrency {} is outside 1..=256", a.max_concurrency);
     }
+    if a.click_workers == 0 || a.click_workers > 256 {
+        bail!("--click-workers {} is outside 1..=256", a.click_workers);
+    }
     let config = ServeConfig {
         host: a.host.clone(),
         port: a.port,
@@ -91,7 +99,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         cache_bytes: a.cache_mb << 20,
         logits_bytes: a.logits_cache_mb << 20,
         heavy_workers: a.max_concurrency,
-        light_workers: a.max_concurrency,
+        light_workers: a.click_workers,
         max_queue: a.max_queue,
         max_body_bytes: (positive(a.max_body_mb, "--max-body-mb")? * 1048576.0) as usize,
         max_pixels: (positive(a.max_megapixels, "--max-megapixels")? * 1e6) as u64,

@@ -541,6 +541,7 @@ fn summarize(acc: &Accumulated, p: &Params) -> CocoReport {
         })
         .collect();
     CocoReport {
+        curves: None,
         stats,
         per_category,
     }

@@ -29,6 +29,26 @@ pub struct CategoryAp {
 pub struct CocoReport {
     pub stats: Vec<f64>,
     pub per_category: Vec<CategoryAp>,
+    /// Precision-recall curves from the accumulated precision (area "all", 100 detections),
+    /// where the evaluation kept them.
+    #[serde(skip)]
+    pub curves: Option<PrCurves>,
+}
+
+/// Precision at each of pycocotools' 101 recall thresholds, as `COCOeval.accumulate` leaves it
+/// (interpolated: the best precision at that recall or beyond), area "all", 100 detections.
+/// NaN where no category has ground truth.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PrCurves {
+    pub recall: Vec<f64>,
+    /// Mean over the categories with ground truth, at IoU 0.5.
+    pub iou_50: Vec<f64>,
+    /// The same at IoU 0.75.
+    pub iou_75: Vec<f64>,
+    /// The same averaged over IoU 0.5:0.95 (the curve whose area is AP).
+    pub iou_50_95: Vec<f64>,
+    /// Per category, averaged over IoU 0.5:0.95.
+    pub per_category: Vec<(u64, Vec<f64>)>,
 }
 
 /// The correct report and, when the ground truth has an annotation with id 0, the one
@@ -90,9 +110,44 @@ fn report_of(ev: &mut COCOeval) -> Result<CocoReport> {
             }
         })
         .collect();
+    let mean_valid = |v: &mut dyn Iterator<Item = f64>| {
+        let v: Vec<f64> = v.filter(|&p| p > -1.0).collect();
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    let p = &ev.params;
+    let t_at = |iou: f64| p.iou_thrs.iter().position(|&t| (t - iou).abs() < 1e-9);
+    let at = |ts: &[usize], ks: &[usize]| -> Vec<f64> {
+        (0..s.r)
+            .map(|r| {
+                mean_valid(&mut ts.iter().flat_map(|&t| {
+                    ks.iter()
+                        .map(move |&k| acc.precision[acc.precision_idx(t, r, k, a, m)])
+                }))
+            })
+            .collect()
+    };
+    let all_t: Vec<usize> = (0..s.t).collect();
+    let all_k: Vec<usize> = (0..acc.cat_ids.len()).collect();
+    let curves = PrCurves {
+        recall: p.rec_thrs.clone(),
+        iou_50: t_at(0.5).map(|t| at(&[t], &all_k)).unwrap_or_default(),
+        iou_75: t_at(0.75).map(|t| at(&[t], &all_k)).unwrap_or_default(),
+        iou_50_95: at(&all_t, &all_k),
+        per_category: acc
+            .cat_ids
+            .iter()
+            .enumerate()
+            .map(|(k, &c)| (c, at(&all_t, &[k])))
+            .collect(),
+    };
     Ok(CocoReport {
         stats,
         per_category,
+        curves: Some(curves),
     })
 }
 

@@ -68,7 +68,7 @@ impl Default for ServeConfig {
             cache_bytes: 2048 << 20,
             logits_bytes: 128 << 20,
             heavy_workers: 1,
-            light_workers: 2,
+            light_workers: 1,
             max_queue: 64,
             max_body_bytes: 32 << 20,
             max_pixels: 40_000_000,
@@ -140,7 +140,8 @@ pub struct State {
 }
 
 impl State {
-    /// The clicks' lane gets its own compute threads, as many as rayon's global pool has.
+    /// Each lane gets its own compute threads, as many as rayon's global pool has; the heavy
+    /// lane's at a lower priority (nice +10), so that clicks take the cores from an encoder.
     pub fn new(config: ServeConfig, models: Models) -> Result<Self> {
         let threads = rayon::current_num_threads();
         Ok(Self {
@@ -148,12 +149,19 @@ impl State {
             pending: Mutex::new(HashMap::new()),
             logits: Mutex::new(cache::Lru::new(config.logits_bytes)),
             jobs: jobs::Jobs::default(),
-            heavy: pool::Lane::new("heavy", config.heavy_workers, config.max_queue),
+            heavy: pool::Lane::with_own_threads(
+                "heavy",
+                config.heavy_workers,
+                config.max_queue,
+                threads,
+                10,
+            )?,
             light: pool::Lane::with_own_threads(
                 "light",
                 config.light_workers,
                 config.max_queue,
                 threads,
+                0,
             )?,
             metrics: metrics::Metrics::default(),
             config,

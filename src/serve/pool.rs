@@ -52,15 +52,21 @@ impl Lane {
     /// A lane whose work runs on its own `threads` compute threads: its parallel loops are
     /// scheduled by the OS beside another lane's instead of queueing behind that lane's tasks in
     /// a shared pool (a click must not wait for an image encoder's blocks to drain).
+    ///
+    /// `nice` lowers the threads' scheduling priority (Linux; 0 leaves it): the heavy lane runs
+    /// at a higher nice value than the clicks, so that a click running beside an image encoder
+    /// gets most of the cores instead of half.
     pub fn with_own_threads(
         name: &'static str,
         workers: usize,
         max_queue: usize,
         threads: usize,
+        nice: i32,
     ) -> anyhow::Result<Self> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.max(1))
             .thread_name(move |i| format!("segrs-{name}-{i}"))
+            .start_handler(move |_| lower_priority(nice))
             .build()?;
         Ok(Self {
             threads: Some(Arc::new(pool)),
@@ -169,4 +175,19 @@ impl Ticket {
         .await
         .map_err(|e| ApiError::internal(format!("model work failed: {e}")))
     }
+}
+
+/// Raises this thread's nice value by `nice` (best effort: where it cannot, nothing changes).
+fn lower_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    if nice > 0 {
+        // SAFETY: plain system calls on the calling thread's id.
+        unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+            libc::setpriority(libc::PRIO_PROCESS, tid, (now + nice).min(19));
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }

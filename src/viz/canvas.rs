@@ -116,40 +116,23 @@ impl Canvas {
         }
     }
 
-    /// Text with the 8x8 font, scaled by an integer factor; returns the width drawn.
+    /// Anti-aliased text (the bundled DejaVu Sans at [`super::font::px_size`]`(scale)`) with
+    /// its top-left at `(x, y)`; returns the width drawn.
     pub fn text(&mut self, x: isize, y: isize, s: &str, c: Rgb, scale: usize) -> usize {
-        let scale = scale.max(1);
-        for (i, ch) in s.chars().enumerate() {
-            let code = ch as usize;
-            let glyph = if code < 128 {
-                font8x8::legacy::BASIC_LEGACY[code]
-            } else {
-                font8x8::legacy::BASIC_LEGACY[b'?' as usize]
-            };
-            for (row, bits) in glyph.iter().enumerate() {
-                for col in 0..8 {
-                    if bits & (1 << col) != 0 {
-                        for sy in 0..scale {
-                            for sx in 0..scale {
-                                self.put(
-                                    x + ((i * 8 + col) * scale + sx) as isize,
-                                    y + (row * scale + sy) as isize,
-                                    c,
-                                );
-                            }
-                        }
-                    }
-                }
+        let (w, h) = (self.width as i64, self.height as i64);
+        let adv = super::font::draw_text(x as f32, y as f32, s, scale, |px, py, cov| {
+            if px >= 0 && py >= 0 && px < w && py < h {
+                self.blend(px as usize, py as usize, c, cov.clamp(0.0, 1.0));
             }
-        }
-        s.chars().count() * 8 * scale
+        });
+        adv.ceil() as usize
     }
 
     /// Text on a filled box, readable over any image.
     pub fn label(&mut self, x: isize, y: isize, s: &str, fg: Rgb, bg: Rgb, scale: usize) {
-        let w = s.chars().count() * 8 * scale + 4;
-        self.fill_rect(x, y, w, 8 * scale + 4, bg);
-        self.text(x + 2, y + 2, s, fg, scale);
+        let w = super::font::text_width(s, scale) + 6;
+        self.fill_rect(x, y, w, super::font::line_height(scale) + 4, bg);
+        self.text(x + 3, y + 2, s, fg, scale);
     }
 
     /// A filled five-pointed star with a white outline (the marker SAM's notebooks draw).

@@ -38,7 +38,7 @@ pub fn draw_objects(
             }
         }
         if let Some((x, y)) = top {
-            let ly = y.saturating_sub(8 * scale + 4);
+            let ly = y.saturating_sub(super::font::line_height(scale) + 4);
             c.label(
                 x as isize,
                 ly as isize,

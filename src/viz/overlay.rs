@@ -61,15 +61,19 @@ pub fn colorize(labels: &LabelMap, palette: &[Rgb]) -> Canvas {
 /// Side-by-side panels with a title above each.
 pub fn panels(items: &[(&str, &Canvas)]) -> Canvas {
     let gap = 6;
-    let title_h = 20;
+    let scale_of = |c: &Canvas| if c.width >= 200 { 2 } else { 1 };
+    let title_h = items
+        .iter()
+        .map(|(_, c)| super::font::line_height(scale_of(c)) + 4)
+        .max()
+        .unwrap_or(0);
     let h = items.iter().map(|(_, c)| c.height).max().unwrap_or(0) + title_h;
     let w: usize =
         items.iter().map(|(_, c)| c.width).sum::<usize>() + gap * (items.len().saturating_sub(1));
     let mut out = Canvas::new(w, h, [255, 255, 255]);
     let mut x = 0;
     for (title, c) in items {
-        let scale = if c.width >= 200 { 2 } else { 1 };
-        out.text(x as isize + 2, 2, title, [0, 0, 0], scale);
+        out.text(x as isize + 2, 2, title, [0, 0, 0], scale_of(c));
         out.paste(c, x, title_h);
         x += c.width + gap;
     }

@@ -8,14 +8,13 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
 
-static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 const FAMILY: &str = "sans-serif";
 
 fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // A bundled, known-good font: registration cannot fail but for a corrupt build.
-        let _ = plotters::style::register_font(FAMILY, FontStyle::Normal, FONT);
+        let _ = plotters::style::register_font(FAMILY, FontStyle::Normal, super::font::DEJAVU_SANS);
     });
 }
 
@@ -496,5 +495,101 @@ pub fn video_plots(
         )?;
         out.push(p);
     }
+    Ok(out)
+}
+
+/// The plots of a COCO evaluation (`iou` names it: segm, bbox, boundary), `names` by category
+/// id: `DIR/<iou>_pr.EXT` (precision-recall at IoU 0.5, 0.75 and 0.5:0.95 over all categories,
+/// and the five categories with the lowest AP), `DIR/<iou>_ap_by_size.EXT` (AP of small,
+/// medium and large objects) and `DIR/<iou>_ap_per_category.EXT` (sorted).
+pub fn coco_plots(
+    dir: &Path,
+    ext: &str,
+    iou: &str,
+    report: &crate::metrics::coco::CocoReport,
+    names: &std::collections::HashMap<u64, String>,
+) -> Result<Vec<std::path::PathBuf>> {
+    let name = |c: u64| names.get(&c).cloned().unwrap_or_else(|| c.to_string());
+    let ap_of = |c: u64| {
+        report
+            .per_category
+            .iter()
+            .find(|x| x.category_id == c)
+            .map(|x| x.ap)
+            .unwrap_or(-1.0)
+    };
+    let mut out = Vec::new();
+    if let Some(c) = &report.curves {
+        let line = |label: String, v: &[f64]| Line {
+            name: label,
+            points: c.recall.iter().copied().zip(v.iter().copied()).collect(),
+        };
+        let mut worst: Vec<&(u64, Vec<f64>)> = c
+            .per_category
+            .iter()
+            .filter(|(k, _)| ap_of(*k) > -1.0)
+            .collect();
+        worst.sort_by(|a, b| ap_of(a.0).total_cmp(&ap_of(b.0)));
+        worst.truncate(5);
+        let p = dir.join(format!("{iou}_pr.{ext}"));
+        line_plot(
+            &p,
+            &[
+                LinePanel {
+                    title: format!(
+                        "{iou}: precision-recall, all categories (AP {:.3}, AP50 {:.3}, AP75 {:.3})",
+                        report.stats[0], report.stats[1], report.stats[2]
+                    ),
+                    x_label: "recall".into(),
+                    y_label: "precision".into(),
+                    lines: vec![
+                        line("IoU 0.50".into(), &c.iou_50),
+                        line("IoU 0.75".into(), &c.iou_75),
+                        line("IoU 0.50:0.95".into(), &c.iou_50_95),
+                    ],
+                    mark_x: None,
+                },
+                LinePanel {
+                    title: format!(
+                        "{iou}: the {} categories with the lowest AP (IoU 0.50:0.95)",
+                        worst.len()
+                    ),
+                    x_label: "recall".into(),
+                    y_label: "precision".into(),
+                    lines: worst
+                        .iter()
+                        .map(|(k, v)| line(format!("{} (AP {:.3})", name(*k), ap_of(*k)), v))
+                        .collect(),
+                    mark_x: None,
+                },
+            ],
+            (960, 760),
+        )?;
+        out.push(p);
+    }
+    let size = |v: f64| if v > -1.0 { v } else { f64::NAN };
+    let p = dir.join(format!("{iou}_ap_by_size.{ext}"));
+    bar_plot(
+        &p,
+        &format!("{iou}: AP by object size (all {:.3})", report.stats[0]),
+        "AP",
+        &[
+            ("small".to_string(), size(report.stats[3])),
+            ("medium".to_string(), size(report.stats[4])),
+            ("large".to_string(), size(report.stats[5])),
+        ],
+        640,
+    )?;
+    out.push(p);
+    let mut bars: Vec<(String, f64)> = report
+        .per_category
+        .iter()
+        .filter(|c| c.ap > -1.0)
+        .map(|c| (name(c.category_id), c.ap))
+        .collect();
+    bars.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let p = dir.join(format!("{iou}_ap_per_category.{ext}"));
+    bar_plot(&p, &format!("{iou}: AP per category"), "AP", &bars, 640)?;
+    out.push(p);
     Ok(out)
 }

@@ -36,6 +36,41 @@ fn coco128_segm_and_bbox_match_pycocotools() {
                 &format!("{kind} stats[{i}]"),
             );
         }
+        // The precision-recall curves are pycocotools' accumulated precision: averaged over
+        // the 101 recall points they give AP, AP50 and AP75.
+        let c = r.curves.as_ref().unwrap();
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        assert_eq!(c.recall.len(), 101);
+        close(
+            mean(&c.iou_50_95),
+            r.stats[0],
+            &format!("{kind} AP from the curve"),
+        );
+        close(
+            mean(&c.iou_50),
+            r.stats[1],
+            &format!("{kind} AP50 from the curve"),
+        );
+        close(
+            mean(&c.iou_75),
+            r.stats[2],
+            &format!("{kind} AP75 from the curve"),
+        );
+        for (k, v) in &c.per_category {
+            let ap = r
+                .per_category
+                .iter()
+                .find(|x| x.category_id == *k)
+                .unwrap()
+                .ap;
+            if ap > -1.0 {
+                close(
+                    mean(v),
+                    ap,
+                    &format!("{kind} AP of category {k} from its curve"),
+                );
+            }
+        }
         let wc = w["per_category"].as_array().unwrap();
         assert_eq!(r.per_category.len(), wc.len());
         for (c, x) in r.per_category.iter().zip(wc) {

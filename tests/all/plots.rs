@@ -1,6 +1,7 @@
 //! Plots read back: sizes, legends beside (never over) the data, lines drawn inside the axes,
 //! heatmap cells coloured exactly where the matrix is non-zero, SVG output, and the plots the
-//! commands write (`train`'s curve.png, `eval semantic --plot`, `eval video --plot`).
+//! commands write (`train`'s curve.png, `eval semantic --plot`, `eval video --plot`, `eval coco
+//! --plot`).
 
 use crate::common::{eval_semantic, shared_data, tiny_train, tmp};
 use segrs::data::image_io::read_image;
@@ -173,4 +174,43 @@ fn the_commands_write_their_plots() {
             .unwrap()
             .contains("255")
     );
+}
+
+#[test]
+fn eval_coco_writes_pr_curves_and_ap_bars() {
+    let Some(data) = shared_data("coco128_instances") else {
+        return;
+    };
+    let d = tmp("plots-coco");
+    let gt = data.join("annotations").join("instances_train2017.json");
+    let dt = crate::common::fixtures().join("coco/coco128_results.json");
+    let (code, out, err) = crate::common::segrs(&[
+        "eval",
+        "coco",
+        "--gt",
+        gt.to_str().unwrap(),
+        "--dt",
+        dt.to_str().unwrap(),
+        "--plot",
+        d.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (px, w, h) = rgb(&d.join("segm_pr.png"));
+    assert_eq!((w, h), (960, 760));
+    // The three all-category curves are drawn in the first three line colours.
+    for c in &COLORS[..3] {
+        assert!(
+            count_color(&px, w, (0, 0, w as i32, h as i32 / 2), *c) > 50,
+            "curve colour {c:?} in the upper panel"
+        );
+    }
+    let (_, bw, bh) = rgb(&d.join("segm_ap_by_size.png"));
+    assert_eq!(bw, 640);
+    assert!(bh >= 70 + 3 * 16);
+    let (_, _, ch) = rgb(&d.join("segm_ap_per_category.png"));
+    assert!(
+        ch > 70 + 20 * 16,
+        "a bar per category with ground truth and detections"
+    );
+    assert!(out.contains("segm_pr.png"));
 }
