@@ -399,8 +399,14 @@ fn main() {
             answers.join(", ")
         );
     }
+    let every: Vec<String> = samples
+        .iter()
+        .step_by(10)
+        .map(|v| format!("{v:.0}"))
+        .collect();
     md += &format!(
-        "\nServer RSS: {warm_rss:.0} MiB after warm-up, {quarter:.0} MiB a quarter into the run, {end_rss:.0} MiB at the end, {peak:.0} MiB peak. 5xx other than 503, or no answer: {bad}.\n"
+        "\nServer RSS: {warm_rss:.0} MiB after warm-up, {quarter:.0} MiB a quarter into the run, {end_rss:.0} MiB at the end, {peak:.0} MiB peak; every 10 s: {} MiB. 5xx other than 503, or no answer: {bad}.\n",
+        every.join(", ")
     );
     println!("{md}");
     if !tiny {
