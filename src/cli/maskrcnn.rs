@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use segrs::data::folder::list_images;
 use segrs::data::image_io::read_image;
 use segrs::data::shard::Shard;
-use segrs::formats::coco::{COCO_DETECTION_NAMES, load_gt, merge_results, result_record};
+use segrs::formats::coco::{COCO_DETECTION_NAMES, load_gt, merge_results};
 use segrs::models::mask_rcnn::{InstancePrediction, MaskRcnn, MaskRcnnConfig};
 use segrs::viz::instances::{DrawnObject, color_of, draw_objects};
 use std::path::{Path, PathBuf};
@@ -201,16 +201,7 @@ fn predict(a: PredictArgs) -> Result<()> {
                 *skipped.entry(pred.labels[i]).or_default() += 1;
                 continue;
             }
-            records.push(result_record(
-                *id,
-                file_name,
-                pred.labels[i] as u64,
-                pred.boxes[i],
-                pred.scores[i],
-                &pred.mask(i),
-                pred.height,
-                pred.width,
-            )?);
+            records.push(pred.result_record(i, *id, file_name)?);
         }
         if !a.no_overlays {
             let stem = path.file_stem().unwrap().to_string_lossy().to_string();

@@ -5,7 +5,7 @@ use super::error::{ApiError, ApiResult};
 use super::jobs::JobState;
 use super::{CachedImage, State, StoredLogits, image_id, page, random_id};
 use crate::data::image_io::{decode_image, encode_label_png, encode_png};
-use crate::formats::coco::{encode_threshold_rowmajor, result_record};
+use crate::formats::coco::encode_threshold_rowmajor;
 use crate::models::mask_rcnn::MaskRcnnConfig;
 use crate::sam::any_model::AnySam;
 use crate::sam::automatic::{AmgConfig, generate_from};
@@ -699,17 +699,8 @@ async fn instances_predict(
                 .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
             (0..p.boxes.len())
                 .map(|i| {
-                    result_record(
-                        q.image_id,
-                        "",
-                        p.labels[i] as u64,
-                        p.boxes[i],
-                        p.scores[i],
-                        &p.mask(i),
-                        p.height,
-                        p.width,
-                    )
-                    .map_err(|e| ApiError::internal(format!("{e:#}")))
+                    p.result_record(i, q.image_id, "")
+                        .map_err(|e| ApiError::internal(format!("{e:#}")))
                 })
                 .collect()
         })

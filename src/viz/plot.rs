@@ -316,7 +316,7 @@ fn draw_bars<DB: DrawingBackend>(
 }
 
 /// A square heatmap of `matrix` (`n x n`, values in 0..=1, row-major) with `names` on both
-/// axes (shown every few rows when there are many), rows = ground truth, columns = prediction.
+/// axes (every one: the picture grows with `n`), rows = ground truth, columns = prediction.
 pub fn heatmap(path: &Path, title: &str, names: &[String], matrix: &[f64]) -> Result<Layout> {
     let n = names.len().max(1);
     if matrix.len() != n * n {
@@ -326,7 +326,8 @@ pub fn heatmap(path: &Path, title: &str, names: &[String], matrix: &[f64]) -> Re
             n * n
         );
     }
-    let cell = (720 / n as u32).clamp(4, 48);
+    // Cells at least 11 px, so that every class name fits its row (150 classes: ~1.9k px).
+    let cell = (720 / n as u32).clamp(11, 48);
     let side = cell * n as u32;
     let longest = names.iter().map(|s| s.chars().count()).max().unwrap_or(1) as u32;
     let extra = (24 + 6 * longest).clamp(40, 170) + 60;
@@ -355,8 +356,6 @@ fn draw_heatmap<DB: DrawingBackend>(
 ) -> Result<Layout> {
     root.fill(&WHITE).map_err(err(path))?;
     let n = names.len().max(1);
-    // at most ~40 names per axis stay readable; the others are left out
-    let every = n.div_ceil(40);
     let longest = names.iter().map(|s| s.chars().count()).max().unwrap_or(1);
     let label_area = (24 + 6 * longest as i32).clamp(40, 170);
     let mut chart = ChartBuilder::on(root)
@@ -369,15 +368,11 @@ fn draw_heatmap<DB: DrawingBackend>(
     let label = |v: &SegmentValue<usize>, flip: bool| match v {
         SegmentValue::CenterOf(i) if *i < n => {
             let k = if flip { n - 1 - i } else { *i };
-            if k % every == 0 {
-                // the rotated column names start clear of the axis
-                if flip {
-                    names[k].clone()
-                } else {
-                    format!("  {}", names[k])
-                }
+            // the rotated column names start clear of the axis
+            if flip {
+                names[k].clone()
             } else {
-                String::new()
+                format!("  {}", names[k])
             }
         }
         _ => String::new(),
@@ -415,8 +410,8 @@ fn draw_heatmap<DB: DrawingBackend>(
     })
 }
 
-/// `DIR/per_class_iou.EXT` (classes sorted by IoU, absent ones left out) and
-/// `DIR/confusion.EXT` (rows normalised) for a semantic report; `names` by class index.
+/// `DIR/per_class_iou.EXT` and `DIR/per_class_dice.EXT` (classes sorted, absent ones left out)
+/// and `DIR/confusion.EXT` (rows normalised) for a semantic report; `names` by class index.
 pub fn semantic_plots(
     dir: &Path,
     ext: &str,
@@ -442,6 +437,23 @@ pub fn semantic_plots(
         &bars,
         640,
     )?;
+    let mut dice: Vec<(String, f64)> = report
+        .per_class
+        .iter()
+        .filter_map(|c| c.dice.map(|v| (name(c.class), v)))
+        .collect();
+    dice.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
+    let dice_path = dir.join(format!("per_class_dice.{ext}"));
+    bar_plot(
+        &dice_path,
+        &format!(
+            "Dice per class (mean {:.4})",
+            report.mean_dice.unwrap_or(f64::NAN)
+        ),
+        "Dice",
+        &dice,
+        640,
+    )?;
     let cm = &report.confusion;
     let mut norm = vec![0.0f64; k * k];
     if cm.len() == k * k {
@@ -457,7 +469,7 @@ pub fn semantic_plots(
     let conf = dir.join(format!("confusion.{ext}"));
     let labels: Vec<String> = (0..k).map(name).collect();
     heatmap(&conf, "confusion matrix (rows normalised)", &labels, &norm)?;
-    Ok(vec![iou, conf])
+    Ok(vec![iou, dice_path, conf])
 }
 
 /// `DIR/<sequence>_<object>.EXT`: J and F per frame of each object of a video evaluation.

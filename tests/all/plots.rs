@@ -86,6 +86,29 @@ fn line_plots_keep_the_legend_off_the_data() {
 }
 
 #[test]
+fn a_150_class_confusion_matrix_names_every_class() {
+    let d = tmp("plots-heatmap-150");
+    let n = 150;
+    let names: Vec<String> = (0..n).map(|i| format!("class {i}")).collect();
+    let m: Vec<f64> = (0..n * n)
+        .map(|i| ((i % n == i / n) as u8) as f64)
+        .collect();
+    let p = d.join("confusion.svg");
+    let layout = heatmap(&p, "ADE20K-sized", &names, &m).unwrap();
+    let svg = std::fs::read_to_string(&p).unwrap();
+    let texts: Vec<&str> = svg.lines().map(str::trim).collect();
+    for name in &names {
+        // Each name twice: a row (ground truth) and a column (prediction).
+        assert_eq!(texts.iter().filter(|t| *t == name).count(), 2, "{name}");
+    }
+    let (x0, y0, x1, y1) = layout.plot_areas[0];
+    assert!(
+        (y1 - y0) as usize >= 11 * n && (x1 - x0) as usize >= 11 * n,
+        "rows of 11 px or more"
+    );
+}
+
+#[test]
 fn heatmap_cells_are_coloured_where_the_matrix_is_non_zero() {
     let d = tmp("plots-heatmap");
     let n = 6;
@@ -165,7 +188,7 @@ fn the_commands_write_their_plots() {
         ],
     );
     assert_eq!(code, 0, "{so}{se}");
-    for f in ["per_class_iou.svg", "confusion.svg"] {
+    for f in ["per_class_iou.svg", "per_class_dice.svg", "confusion.svg"] {
         let s = std::fs::read_to_string(plots.join(f)).unwrap();
         assert!(s.starts_with("<svg"), "{f}");
     }

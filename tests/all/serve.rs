@@ -196,6 +196,19 @@ fn wait_job(s: &Server, id: &str, auth: &[(&str, &str)]) -> Value {
     }
 }
 
+/// `segrs sam --checkpoint CK --image IMG ARGS...`, which must succeed.
+fn sam_cli(ck: &str, img: &str, args: &[&str]) {
+    let (sub, rest) = match args.first() {
+        Some(&"auto") => (vec!["sam", "auto"], &args[1..]),
+        _ => (vec!["sam"], args),
+    };
+    let mut all = sub;
+    all.extend_from_slice(&["--checkpoint", ck, "--image", img]);
+    all.extend_from_slice(rest);
+    let (code, o, e) = segrs(&all);
+    assert_eq!(code, 0, "{o}{e}");
+}
+
 fn sam_fixture() -> (String, String) {
     (
         fixtures().join("sam/tiny_sam.pth").to_string_lossy().into(),
@@ -277,19 +290,17 @@ fn sam_routes_cache_and_masks_equal_the_cli() {
 
     // A click with three masks: the same as `segrs sam`, in RLE and in PNG.
     let one = d.join("one");
-    let (code, o, e) = segrs(&[
-        "sam",
-        "--checkpoint",
+    sam_cli(
         &ck,
-        "--image",
         &img,
-        "--point",
-        "45,29",
-        "--multimask",
-        "--out",
-        one.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{o}{e}");
+        &[
+            "--point",
+            "45,29",
+            "--multimask",
+            "--out",
+            one.to_str().unwrap(),
+        ],
+    );
     let r = post_json(
         &s,
         "/v1/sam/predict",
@@ -334,26 +345,24 @@ fn sam_routes_cache_and_masks_equal_the_cli() {
         })
         .unwrap();
     let two = d.join("two");
-    let (code, o, e) = segrs(&[
-        "sam",
-        "--checkpoint",
+    sam_cli(
         &ck,
-        "--image",
         &img,
-        "--point",
-        "45,29",
-        "--point",
-        "120,80",
-        "--label",
-        "1",
-        "--label",
-        "0",
-        "--mask-input",
-        one.join("low_res_logits.safetensors").to_str().unwrap(),
-        "--out",
-        two.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{o}{e}");
+        &[
+            "--point",
+            "45,29",
+            "--point",
+            "120,80",
+            "--label",
+            "1",
+            "--label",
+            "0",
+            "--mask-input",
+            one.join("low_res_logits.safetensors").to_str().unwrap(),
+            "--out",
+            two.to_str().unwrap(),
+        ],
+    );
     let r = post_json(
         &s,
         "/v1/sam/predict",
@@ -366,18 +375,11 @@ fn sam_routes_cache_and_masks_equal_the_cli() {
     assert_eq!(mask_of(&r["masks"][0]).0, png_mask(&two.join("mask_0.png")));
     // A box.
     let three = d.join("three");
-    let (code, o, e) = segrs(&[
-        "sam",
-        "--checkpoint",
+    sam_cli(
         &ck,
-        "--image",
         &img,
-        "--box",
-        "20,10,100,80",
-        "--out",
-        three.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{o}{e}");
+        &["--box", "20,10,100,80", "--out", three.to_str().unwrap()],
+    );
     let r = post_json(
         &s,
         "/v1/sam/predict",
@@ -392,19 +394,17 @@ fn sam_routes_cache_and_masks_equal_the_cli() {
 
     // Everything: a job with progress whose records are `segrs sam auto`'s.
     let auto = d.join("auto");
-    let (code, o, e) = segrs(&[
-        "sam",
-        "auto",
-        "--checkpoint",
+    sam_cli(
         &ck,
-        "--image",
         &img,
-        "--points-per-side",
-        "6",
-        "--out",
-        auto.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{o}{e}");
+        &[
+            "auto",
+            "--points-per-side",
+            "6",
+            "--out",
+            auto.to_str().unwrap(),
+        ],
+    );
     let j = post_json(
         &s,
         "/v1/sam/auto",

@@ -63,6 +63,25 @@ impl InstancePrediction {
     pub fn mask(&self, i: usize) -> Vec<u8> {
         self.masks[i].iter().map(|&p| (p > 0.5) as u8).collect()
     }
+
+    /// Detection `i` as a COCO results record (RLE mask, `[x, y, w, h]` box, score).
+    pub fn result_record(
+        &self,
+        i: usize,
+        image_id: u64,
+        file_name: &str,
+    ) -> Result<serde_json::Value> {
+        crate::formats::coco::result_record(
+            image_id,
+            file_name,
+            self.labels[i] as u64,
+            self.boxes[i],
+            self.scores[i],
+            &self.mask(i),
+            self.height,
+            self.width,
+        )
+    }
 }
 
 /// Renames the keys of torchvision's pre-0.13 module layout (the official v1 file) to today's:
