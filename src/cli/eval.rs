@@ -48,6 +48,22 @@ pub struct SemanticArgs {
     /// Write the numbers as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Also score segments as the ISBI 2012 challenge does, segments being the connected
+    /// components of each class > 0: the foreground-restricted adapted Rand error and the
+    /// variation of information (split / merge), per image and their mean; and the pixel error.
+    #[arg(long)]
+    pub instances: bool,
+    /// Components are 4-connected (scipy's default) or 8-connected.
+    #[arg(long, default_value_t = 4, value_parser = parse_connectivity)]
+    pub connectivity: u8,
+}
+
+fn parse_connectivity(s: &str) -> std::result::Result<u8, String> {
+    match s {
+        "4" => Ok(4),
+        "8" => Ok(8),
+        _ => Err(format!("connectivity {s}: 4 or 8")),
+    }
 }
 
 /// `--ignore-index`: a label value, or `none`.
@@ -105,6 +121,35 @@ fn semantic(a: SemanticArgs) -> Result<()> {
         );
     }
     print!("{}", report.table(None));
+    if a.instances {
+        use segrs::ops::components::Connectivity;
+        let (_, pairs, _) =
+            segrs::metrics::semantic::load_pairs(&a.pred, &a.gt, &conv, a.stems.as_ref())?;
+        let conn = if a.connectivity == 8 {
+            Connectivity::Eight
+        } else {
+            Connectivity::Four
+        };
+        let s = segrs::metrics::segments::evaluate(&pairs, a.ignore_index.0, conn);
+        println!(
+            "segments ({}-connected components of each class > 0, {} image(s), mean):",
+            s.connectivity, s.images
+        );
+        if let Some(acc) = report.pixel_accuracy {
+            println!("  pixel error                        {:.4}", 1.0 - acc);
+        }
+        println!(
+            "  adapted Rand error (foreground)    {:.4}  (precision {:.4}, recall {:.4})",
+            s.mean.rand_error, s.mean.rand_precision, s.mean.rand_recall
+        );
+        println!(
+            "  variation of information           {:.4}  (split {:.4}, merge {:.4})",
+            s.mean.vi_split + s.mean.vi_merge,
+            s.mean.vi_split,
+            s.mean.vi_merge
+        );
+        report.segments = Some(s);
+    }
     if let Some(path) = &a.json {
         write_json(path, &report)?;
         println!("wrote {}", path.display());

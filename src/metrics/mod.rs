@@ -5,5 +5,6 @@ pub mod boundary_ap;
 pub mod coco;
 pub mod confusion;
 pub mod panoptic;
+pub mod segments;
 pub mod semantic;
 pub mod video;

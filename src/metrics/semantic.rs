@@ -95,6 +95,9 @@ pub struct SemanticReport {
     pub per_class: Vec<ClassMetrics>,
     #[serde(skip)]
     pub confusion: Vec<u64>,
+    /// Segment scores (adapted Rand error, variation of information), when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segments: Option<super::segments::SegmentSummary>,
 }
 
 fn opt(v: f64) -> Option<f64> {
@@ -173,6 +176,7 @@ impl SemanticAccumulator {
             })
             .collect();
         SemanticReport {
+            segments: None,
             pixel_accuracy: opt(cm.pixel_accuracy()),
             mean_accuracy: opt(cm.mean_accuracy()),
             miou: opt(cm.miou()),

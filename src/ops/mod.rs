@@ -16,11 +16,13 @@
 //! * `resize`          bilinear (both align_corners modes, antialiased) and nearest resizing
 //! * `roi_align`       RoIAlign
 //! * `boxes`           box IoU, NMS, batched NMS
+//! * `components`      connected components (4- or 8-connected)
 //! * `layout`          transposes, head slices, element-wise helpers
 
 pub mod activation;
 pub mod attention;
 pub mod boxes;
+pub mod components;
 pub mod conv;
 pub mod conv_transpose;
 pub mod layout;

@@ -136,36 +136,12 @@ pub fn uncrop_mask(m: &[u8], crop: &[usize; 4], h: usize, w: usize) -> Vec<u8> {
 
 /// 8-connected components of the nonzero pixels, labels 1.. in raster order; with sizes.
 pub fn components(m: &[u8], h: usize, w: usize) -> (Vec<u32>, Vec<usize>) {
-    let mut labels = vec![0u32; h * w];
-    let mut sizes = vec![0usize]; // label 0: background
-    let mut stack = Vec::new();
-    for start in 0..h * w {
-        if m[start] == 0 || labels[start] != 0 {
-            continue;
-        }
-        let id = sizes.len() as u32;
-        sizes.push(0);
-        labels[start] = id;
-        stack.push(start);
-        while let Some(p) = stack.pop() {
-            sizes[id as usize] += 1;
-            let (y, x) = ((p / w) as isize, (p % w) as isize);
-            for dy in -1..=1isize {
-                for dx in -1..=1isize {
-                    let (ny, nx) = (y + dy, x + dx);
-                    if ny < 0 || nx < 0 || ny >= h as isize || nx >= w as isize {
-                        continue;
-                    }
-                    let q = ny as usize * w + nx as usize;
-                    if m[q] != 0 && labels[q] == 0 {
-                        labels[q] = id;
-                        stack.push(q);
-                    }
-                }
-            }
-        }
-    }
-    (labels, sizes)
+    crate::ops::components::connected_components(
+        m,
+        h,
+        w,
+        crate::ops::components::Connectivity::Eight,
+    )
 }
 
 /// `remove_small_regions`: fills holes (`holes`) or drops islands smaller than `area`
