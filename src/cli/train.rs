@@ -75,6 +75,11 @@ pub struct TrainArgs {
     /// Per-class focal alpha.
     #[arg(long, value_parser = parse_floats)]
     pub focal_alpha: Option<Floats>,
+    /// The U-Net paper's loss weight map `W0,SIGMA` (the paper: `10,5`) on the cross-entropy and
+    /// focal terms: class balance plus `W0 exp(-(d1 + d2)^2 / 2 SIGMA^2)` on background pixels
+    /// between objects (connected components of each class > 0); computed once per mask.
+    #[arg(long, value_parser = parse_floats)]
+    pub border_weights: Option<Floats>,
     #[arg(long, default_value_t = 20)]
     pub epochs: usize,
     #[arg(long, default_value_t = 4)]
@@ -286,6 +291,15 @@ fn config_from_args(a: &TrainArgs) -> Result<TrainConfig> {
     loss.class_weights = a.class_weights.clone().map(|f| f.0);
     loss.focal_alpha = a.focal_alpha.clone().map(|f| f.0);
     loss.focal_gamma = a.focal_gamma;
+    loss.border_weights = match &a.border_weights {
+        None => None,
+        Some(Floats(v)) if v.len() == 2 && v[0] >= 0.0 && v[1] > 0.0 && v[1] < 1000.0 => {
+            Some((v[0], v[1]))
+        }
+        Some(Floats(v)) => bail!(
+            "--border-weights {v:?}: give W0,SIGMA with W0 >= 0 and 0 < SIGMA < 1000 (the paper: 10,5)"
+        ),
+    };
     Ok(TrainConfig {
         unet,
         loss,

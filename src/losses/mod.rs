@@ -1,6 +1,7 @@
 //! Segmentation losses on `[N, C, H, W]` logits: cross-entropy, Dice, focal, and weighted sums
 //! of them (`ce+dice`).
 
+pub mod border_weights;
 pub mod cross_entropy;
 pub mod dice;
 pub mod focal;
@@ -33,6 +34,10 @@ pub struct LossConfig {
     /// Per-class alpha of the focal loss.
     pub focal_alpha: Option<Vec<f32>>,
     pub dice_smooth: f32,
+    /// The U-Net paper's weight map `(w0, sigma)` ([`border_weights`]) on cross-entropy and
+    /// focal terms.
+    #[serde(default)]
+    pub border_weights: Option<(f32, f32)>,
 }
 
 impl LossConfig {
@@ -71,6 +76,7 @@ impl LossConfig {
             focal_gamma: 2.0,
             focal_alpha: None,
             dice_smooth: 1.0,
+            border_weights: None,
         })
     }
 
@@ -87,7 +93,36 @@ impl LossConfig {
         w: usize,
         device: &Device,
     ) -> Targets {
-        Targets::new(labels, [n, h, w], self, device)
+        Targets::new(labels, None, [n, h, w], self, device)
+    }
+
+    /// [`targets`](Self::targets) with a weight per pixel (N*H*W, e.g. [`border_weights`] maps)
+    /// on the cross-entropy and focal terms.
+    pub fn targets_weighted(
+        &self,
+        labels: &[u32],
+        pixel_weights: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        device: &Device,
+    ) -> Targets {
+        Targets::new(labels, Some(pixel_weights), [n, h, w], self, device)
+    }
+
+    /// The weight map of one `h x w` mask, when `border_weights` is set.
+    pub fn weight_map(&self, labels: &[u32], h: usize, w: usize) -> Option<Vec<f32>> {
+        self.border_weights.map(|(w0, sigma)| {
+            border_weights::border_weight_map(
+                labels,
+                h,
+                w,
+                self.num_classes,
+                self.ignore_index,
+                w0,
+                sigma,
+            )
+        })
     }
 
     /// The weighted sum of the terms, and each term's value tensor.
@@ -125,10 +160,18 @@ pub struct Targets {
     pub alpha: Option<Tensor<4>>,
     /// `[N, C, H, W]` one-hot targets, zero on ignored pixels.
     pub onehot: Option<Tensor<4>>,
+    /// `[N, 1, H, W]` weight of each pixel (0 when ignored), multiplying the class weights.
+    pub pixel_weight: Option<Tensor<4>>,
 }
 
 impl Targets {
-    pub fn new(labels: &[u32], [n, h, w]: [usize; 3], cfg: &LossConfig, device: &Device) -> Self {
+    pub fn new(
+        labels: &[u32],
+        pixel_weights: Option<&[f32]>,
+        [n, h, w]: [usize; 3],
+        cfg: &LossConfig,
+        device: &Device,
+    ) -> Self {
         assert_eq!(labels.len(), n * h * w);
         let c = cfg.num_classes;
         let valid: Vec<bool> = labels
@@ -162,7 +205,17 @@ impl Targets {
             Tensor::<4>::from_data(TensorData::new(v, [n, c, h, w]), device)
         });
         let validf: Vec<f32> = valid.iter().map(|&v| v as u8 as f32).collect();
+        let pixel_weight = pixel_weights.map(|pw| {
+            assert_eq!(pw.len(), n * h * w);
+            let v: Vec<f32> = pw
+                .iter()
+                .zip(&valid)
+                .map(|(&x, &ok)| if ok { x } else { 0.0 })
+                .collect();
+            Tensor::<4>::from_data(TensorData::new(v, [n, 1, h, w]), device)
+        });
         Targets {
+            pixel_weight,
             class_weight: cfg.class_weights.as_deref().map(per_pixel),
             alpha: cfg.focal_alpha.as_deref().map(per_pixel),
             index: Tensor::<4, Int>::from_data(

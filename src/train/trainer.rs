@@ -69,10 +69,13 @@ pub struct TrainOutcome {
     pub val_report: Option<SemanticReport>,
 }
 
-/// A sample preprocessed once: normalised CHW floats and labels.
+/// A sample preprocessed once: normalised CHW floats and labels; with border weights, the
+/// mask's weight map as one more channel after the image's (so that augmentation moves it with
+/// the pixels).
 struct Prepared {
     chw: Vec<f32>,
     labels: Vec<u32>,
+    weighted: bool,
     c: usize,
     h: usize,
     w: usize,
@@ -305,13 +308,21 @@ fn restore(
 
 /// Preprocesses the training set once; without cropping, every image must have the same size.
 fn prepare(cfg: &TrainConfig, train_set: &[Sample]) -> Result<Vec<Prepared>> {
+    use rayon::prelude::*;
     let prepared: Vec<Prepared> = train_set
-        .iter()
+        .par_iter()
         .map(|s| {
             let pic = s.image.with_channels(cfg.unet.in_channels);
+            let mut chw = cfg.normalize.to_chw(&pic);
+            let weights = cfg.loss.weight_map(&s.mask.data, pic.height, pic.width);
+            let weighted = weights.is_some();
+            if let Some(w) = weights {
+                chw.extend(w);
+            }
             Prepared {
-                chw: cfg.normalize.to_chw(&pic),
+                chw,
                 labels: s.mask.data.clone(),
+                weighted,
                 c: pic.channels,
                 h: pic.height,
                 w: pic.width,
@@ -411,15 +422,21 @@ impl Epochs<'_> {
             .iter()
             .map(|&i| {
                 let p = &self.prepared[i];
-                augment(aug_rng, &p.chw, &p.labels, p.c, p.h, p.w, aug)
+                let channels = p.c + p.weighted as usize;
+                augment(aug_rng, &p.chw, &p.labels, channels, p.h, p.w, aug)
             })
             .collect();
         let (c, h, w) = (self.prepared[chunk[0]].c, crops[0].height, crops[0].width);
+        let weighted = self.prepared[chunk[0]].weighted;
         let (ph, pw) = (round_up(h, stride), round_up(w, stride));
         let mut x = Vec::with_capacity(chunk.len() * c * ph * pw);
         let mut y = Vec::with_capacity(chunk.len() * ph * pw);
+        let mut weights = Vec::new();
         for cr in &crops {
-            x.extend(pad_chw(&cr.chw, c, h, w, ph, pw, 0.0));
+            x.extend(pad_chw(&cr.chw[..c * h * w], c, h, w, ph, pw, 0.0));
+            if weighted {
+                weights.extend(pad_chw(&cr.chw[c * h * w..], 1, h, w, ph, pw, 0.0));
+            }
             let lab: Vec<f32> = cr.labels.iter().map(|&v| v as f32).collect();
             y.extend(
                 pad_chw(&lab, 1, h, w, ph, pw, aug.pad_label as f32)
@@ -430,7 +447,12 @@ impl Epochs<'_> {
         let n = chunk.len();
         Batch {
             x: tensor4(x, [n, c, ph, pw], self.device),
-            targets: cfg.loss.targets(&y, n, ph, pw, self.device),
+            targets: if weighted {
+                cfg.loss
+                    .targets_weighted(&y, &weights, n, ph, pw, self.device)
+            } else {
+                cfg.loss.targets(&y, n, ph, pw, self.device)
+            },
             n,
         }
     }

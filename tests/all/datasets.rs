@@ -495,3 +495,72 @@ fn coco_annotation_id_zero_is_evaluated_correctly_and_explained() {
         close(&r, &want[format!("from0_{iou}")], &format!("{iou} compat"));
     }
 }
+
+#[test]
+fn training_with_the_papers_border_weights_on_isbi() {
+    let Some(isbi) = crate::common::shared_data("isbi2012_membrane") else {
+        return;
+    };
+    let d = crate::common::tmp("border-weights-train");
+    let (images, masks) = (d.join("image"), d.join("label"));
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::create_dir_all(&masks).unwrap();
+    for k in 0..4 {
+        std::fs::copy(
+            isbi.join(format!("train/image/{k}.png")),
+            images.join(format!("{k}.png")),
+        )
+        .unwrap();
+        std::fs::copy(
+            isbi.join(format!("train/label/{k}.png")),
+            masks.join(format!("{k}.png")),
+        )
+        .unwrap();
+    }
+    let run = d.join("run");
+    let (code, so, se) = crate::common::tiny_train(
+        &images,
+        &masks,
+        &run,
+        "1",
+        &[
+            "--classes",
+            "2",
+            "--binary",
+            "--in-channels",
+            "1",
+            "--val-split",
+            "0.25",
+            "--border-weights",
+            "10,5",
+        ],
+    );
+    assert_eq!(code, 0, "{so}{se}");
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        cfg["loss"]["border_weights"],
+        serde_json::json!([10.0, 5.0]),
+        "{cfg}"
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap()).unwrap();
+    assert!(state.to_string().contains("train_loss"), "{state}");
+    let (code, _, se) = crate::common::tiny_train(
+        &images,
+        &masks,
+        &d.join("bad"),
+        "1",
+        &[
+            "--classes",
+            "2",
+            "--binary",
+            "--in-channels",
+            "1",
+            "--border-weights",
+            "10",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(se.contains("W0,SIGMA"), "{se}");
+}
