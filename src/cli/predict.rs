@@ -61,6 +61,13 @@ pub struct PredictArgs {
     /// Inference engine (default: host on the CPU, burn on Vulkan).
     #[arg(long, value_enum)]
     pub engine: Option<super::EngineArg>,
+    /// Predict in overlapping tiles of this side (the U-Net paper's overlap-tile strategy, for
+    /// images too large to predict at once); host engine.
+    #[arg(long)]
+    pub tile: Option<usize>,
+    /// Pixels shared by neighbouring tiles, blended linearly (with --tile).
+    #[arg(long, default_value_t = 64, requires = "tile")]
+    pub overlap: usize,
 }
 
 fn inputs(images: &Path, stems: Option<&StemFilter>) -> Result<Vec<(String, PathBuf)>> {
@@ -114,6 +121,11 @@ pub fn run(a: PredictArgs) -> Result<()> {
             a.checkpoint.display()
         ),
     };
+    if let Some(t) = a.tile
+        && (t == 0 || t > 16384)
+    {
+        bail!("--tile {t} is outside 1..=16384");
+    }
     let shard = super::maskrcnn::resolve_shard(a.shard.as_deref(), a.shards)?;
     let list = shard.select(inputs(&a.images, a.stems.as_ref())?);
     std::fs::create_dir_all(&a.out)
@@ -131,7 +143,19 @@ pub fn run(a: PredictArgs) -> Result<()> {
         bar.set_message(stem.clone());
         let result = (|| -> Result<()> {
             let pic = read_image(path)?;
-            let labels = predictor.predict(&pic);
+            let labels = match a.tile {
+                None => predictor.predict(&pic),
+                Some(tile) => predictor
+                    .predict_tiled(
+                        &pic,
+                        segrs::predict::Tiling {
+                            tile,
+                            overlap: a.overlap,
+                        },
+                        &|done, total| bar.set_message(format!("{stem}: tile {done}/{total}")),
+                    )
+                    .with_context(|| format!("{}", path.display()))?,
+            };
             let mut written = labels.clone();
             if let Some(conv) = &label_ids {
                 written

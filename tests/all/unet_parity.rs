@@ -196,3 +196,143 @@ fn wrong_checkpoints_get_clear_errors() {
     );
     assert!(err.contains("trunc.pth"), "{err}");
 }
+
+#[test]
+fn overlap_tile_logits_equal_whole_image_logits_on_isbi() {
+    use segrs::predict::{Engine, SemanticPredictor, Tiling};
+    let Some(isbi) = crate::common::shared_data("isbi2012_membrane") else {
+        return;
+    };
+    let dev = burn::prelude::Device::flex();
+    let loaded = segrs::models::unet::checkpoint::load(
+        &fixtures().join("unet/tiny_bilinear.pth"),
+        (None, None),
+        &dev,
+    )
+    .unwrap();
+    let p = SemanticPredictor::new(
+        &loaded.model,
+        segrs::data::preprocess::Normalize::new(vec![0.5], vec![0.2]).unwrap(),
+        Engine::Host,
+    )
+    .unwrap();
+    let pic = segrs::data::image_io::read_image(&isbi.join("train/image/25.png")).unwrap();
+    let whole = p.host_logits(&pic).unwrap();
+    let none = |_: usize, _: usize| {};
+    // One tile covering the image: the same computation, bit for bit.
+    let one = p
+        .tiled_logits(
+            &pic,
+            Tiling {
+                tile: 512,
+                overlap: 0,
+            },
+            &none,
+        )
+        .unwrap();
+    assert_eq!(one, whole);
+    // 3 x 3 tiles of 192 px: the blended logits against the whole image's, per class, relative
+    // to how much the logits vary over the image.
+    let tiled = p
+        .tiled_logits(
+            &pic,
+            Tiling {
+                tile: 192,
+                overlap: 48,
+            },
+            &none,
+        )
+        .unwrap();
+    let hw = 512 * 512;
+    for c in 0..3 {
+        let (w, t) = (&whole[c * hw..(c + 1) * hw], &tiled[c * hw..(c + 1) * hw]);
+        let mean = w.iter().map(|&v| v as f64).sum::<f64>() / hw as f64;
+        let std = (w.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / hw as f64).sqrt();
+        let worst = w
+            .iter()
+            .zip(t)
+            .map(|(a, b)| (a - b).abs() as f64)
+            .fold(0.0, f64::max);
+        let close = w
+            .iter()
+            .zip(t)
+            .filter(|(a, b)| ((**a - **b).abs() as f64) < 1e-3 * std)
+            .count();
+        eprintln!(
+            "class {c}: logit std {std:.4}, worst difference {worst:.5}, within 1e-3 std: {close}/{hw}"
+        );
+        assert!(std > 1e-3, "the logits vary over the image");
+        assert!(
+            worst < 0.05 * std,
+            "class {c}: {worst} against a spread of {std}"
+        );
+        assert!(close as f64 >= 0.99 * hw as f64);
+    }
+}
+
+#[test]
+fn predict_tile_flags_from_the_cli() {
+    use crate::common::{segrs, shared_data, tmp};
+    let Some(isbi) = shared_data("isbi2012_membrane") else {
+        return;
+    };
+    let d = tmp("tiled-predict");
+    let ck = fixtures().join("unet/tiny_bilinear.pth");
+    let images = isbi.join("train/image");
+    let run = |name: &str, extra: &[&str]| {
+        let out = d.join(name);
+        let mut args = vec![
+            "predict",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--images",
+            images.to_str().unwrap(),
+            "--stems",
+            "25-26",
+            "--out",
+        ];
+        let o = out.to_str().unwrap().to_string();
+        args.push(&o);
+        args.extend_from_slice(extra);
+        let (code, so, se) = segrs(&args);
+        assert_eq!(code, 0, "{so}{se}");
+        ["25", "26"].map(|s| {
+            segrs::data::image_io::read_mask(&out.join(format!("{s}.png")))
+                .unwrap()
+                .data
+        })
+    };
+    let whole = run("whole", &[]);
+    // One tile covering the image: the same computation.
+    assert_eq!(run("one", &["--tile", "512"]), whole);
+    // 3 x 3 tiles of 192 px overlapping by 32-48 px.
+    let tiled = run("tiled", &["--tile", "192", "--overlap", "48"]);
+    for (t, w) in tiled.iter().zip(&whole) {
+        let same = t.iter().zip(w).filter(|(a, b)| a == b).count() as f64 / t.len() as f64;
+        eprintln!("tiled vs whole: {:.5}", same);
+        assert!(
+            same >= 0.999,
+            "tiled prediction agrees on {same} of the pixels"
+        );
+    }
+    // A tile larger than the image: mirrored out to it, still the image's size.
+    let big = run("big", &["--tile", "640", "--overlap", "0"]);
+    assert_eq!(big[0].len(), 512 * 512);
+    let (code, _, se) = segrs(&[
+        "predict",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--images",
+        isbi.join("train/image").to_str().unwrap(),
+        "--stems",
+        "25",
+        "--out",
+        d.join("bad").to_str().unwrap(),
+        "--tile",
+        "128",
+        "--overlap",
+        "64",
+    ]);
+    assert_ne!(code, 0);
+    assert!(se.contains("less than half the tile"), "{se}");
+}
