@@ -418,41 +418,38 @@ pub fn semantic_plots(
     report: &crate::metrics::semantic::SemanticReport,
     names: &[String],
 ) -> Result<Vec<std::path::PathBuf>> {
+    use crate::metrics::semantic::ClassMetrics;
     let k = report.per_class.len();
     let name = |c: usize| names.get(c).cloned().unwrap_or_else(|| c.to_string());
-    let mut bars: Vec<(String, f64)> = report
-        .per_class
-        .iter()
-        .filter_map(|c| c.iou.map(|v| (name(c.class), v)))
-        .collect();
-    bars.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
-    let iou = dir.join(format!("per_class_iou.{ext}"));
-    bar_plot(
-        &iou,
-        &format!(
+    // Bars of one per-class metric, best first, classes without it left out.
+    let sorted_bars =
+        |title: String, metric: &str, file: &str, of: fn(&ClassMetrics) -> Option<f64>| {
+            let mut bars: Vec<(String, f64)> = report
+                .per_class
+                .iter()
+                .filter_map(|c| of(c).map(|v| (name(c.class), v)))
+                .collect();
+            bars.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
+            let path = dir.join(format!("{file}.{ext}"));
+            bar_plot(&path, &title, metric, &bars, 640).map(|_| path)
+        };
+    let iou = sorted_bars(
+        format!(
             "IoU per class (mIoU {:.4})",
             report.miou.unwrap_or(f64::NAN)
         ),
         "IoU",
-        &bars,
-        640,
+        "per_class_iou",
+        |c| c.iou,
     )?;
-    let mut dice: Vec<(String, f64)> = report
-        .per_class
-        .iter()
-        .filter_map(|c| c.dice.map(|v| (name(c.class), v)))
-        .collect();
-    dice.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
-    let dice_path = dir.join(format!("per_class_dice.{ext}"));
-    bar_plot(
-        &dice_path,
-        &format!(
+    let dice_path = sorted_bars(
+        format!(
             "Dice per class (mean {:.4})",
             report.mean_dice.unwrap_or(f64::NAN)
         ),
         "Dice",
-        &dice,
-        640,
+        "per_class_dice",
+        |c| c.dice,
     )?;
     let cm = &report.confusion;
     let mut norm = vec![0.0f64; k * k];
