@@ -3,7 +3,7 @@
 use super::NormalizeArgs;
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use segrs::data::image_io::read_image;
+use segrs::data::image_io::decode_image;
 use segrs::predict::{Engine, SemanticPredictor};
 use segrs::serve::{CachedImage, Models, SemanticModel, ServeConfig, State, image_id};
 use std::path::PathBuf;
@@ -156,7 +156,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         };
         let bytes =
             std::fs::read(image).with_context(|| format!("{}: cannot read", image.display()))?;
-        let pic = read_image(image)?;
+        let pic = decode_image(&bytes, &image.display().to_string(), None)?;
         let embedding = sam
             .load_embedding(emb, (pic.height, pic.width))
             .with_context(|| format!("--warm {}={}", image.display(), emb.display()))?;

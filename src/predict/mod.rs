@@ -84,22 +84,11 @@ impl SemanticPredictor {
     /// The class of every pixel, at the picture's size.
     pub fn predict(&self, pic: &Picture) -> LabelMap {
         if let Some(engine) = &self.host {
-            let pic = pic.with_channels(self.in_channels());
-            let s = self.model.config.stride();
-            let (ph, pw) = (round_up(pic.height, s), round_up(pic.width, s));
-            let chw = pad_chw(
-                &self.normalize.to_chw(&pic),
-                pic.channels,
-                pic.height,
-                pic.width,
-                ph,
-                pw,
-                0.0,
-            );
-            let logits = engine
-                .forward(&chw, ph, pw)
+            let logits = self
+                .host_logits(pic)
                 .expect("input padded to the network stride");
-            return argmax_host(&logits, engine.num_classes, ph, pw, pic.height, pic.width);
+            let (h, w) = (pic.height, pic.width);
+            return argmax_host(&logits, engine.num_classes, h, w, h, w);
         }
         let (logits, _, _) = self.padded_logits(pic);
         argmax_labels(logits, pic.height, pic.width)
