@@ -133,11 +133,11 @@ pub fn run(a: ServeArgs) -> Result<()> {
         };
         let num_classes = loaded.model.config.num_classes;
         let predictor = SemanticPredictor::new(&loaded.model, normalize, Engine::Host)?;
-        models.semantic = Some(std::sync::Mutex::new(SemanticModel {
-            predictor,
+        models.semantic = Some(SemanticModel {
+            predictor: std::sync::Mutex::new(predictor),
             labels: loaded.meta.map(|m| m.labels),
             num_classes,
-        }));
+        });
         eprintln!("loaded U-Net ({num_classes} classes) from {}", p.display());
     }
     if let Some(p) = &a.maskrcnn {

@@ -612,8 +612,8 @@ async fn semantic_predict(
         .run(move || -> ApiResult<Vec<u8>> {
             let pic = decode_image(&bytes, "the uploaded image", Some(state.config.max_pixels))
                 .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
-            let m = state.models.semantic.as_ref().unwrap().lock().unwrap();
-            let mut labels = m.predictor.predict(&pic);
+            let m = state.models.semantic.as_ref().unwrap();
+            let mut labels = m.predictor.lock().unwrap().predict(&pic);
             if q.label_ids {
                 let conv = m.labels.as_ref().ok_or_else(|| {
                     ApiError::bad_request(
@@ -716,7 +716,7 @@ async fn healthz(s: S) -> axum::Json<Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "models": {
             "sam": m.sam.as_ref().map(|x| x.variant().to_string()),
-            "unet": m.semantic.as_ref().map(|x| json!({"classes": x.lock().unwrap().num_classes})),
+            "unet": m.semantic.as_ref().map(|x| json!({"classes": x.num_classes})),
             "maskrcnn": m.instances.as_ref().map(|x| json!({"classes": x.num_classes})),
         },
         "limits": {

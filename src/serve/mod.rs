@@ -77,9 +77,10 @@ impl Default for ServeConfig {
     }
 }
 
-/// A U-Net with what its checkpoint recorded.
+/// A U-Net with what its checkpoint recorded. Only the network is behind a lock (burn's module
+/// is not `Sync`), so that reading the rest never waits for a prediction.
 pub struct SemanticModel {
-    pub predictor: SemanticPredictor,
+    pub predictor: Mutex<SemanticPredictor>,
     /// How the training masks' values became classes (to write them back), when known.
     pub labels: Option<LabelConvention>,
     pub num_classes: usize,
@@ -89,7 +90,7 @@ pub struct SemanticModel {
 #[derive(Default)]
 pub struct Models {
     pub sam: Option<AnySam>,
-    pub semantic: Option<Mutex<SemanticModel>>,
+    pub semantic: Option<SemanticModel>,
     pub instances: Option<MaskRcnn>,
 }
 
