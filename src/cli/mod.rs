@@ -1,5 +1,6 @@
 //! The `segrs` command line.
 
+pub mod augment;
 pub mod convert;
 pub mod data;
 pub mod demo;
@@ -29,6 +30,8 @@ pub struct Cli {
 pub enum Command {
     /// Train a U-Net on a folder dataset (images/ + masks/).
     Train(train::TrainArgs),
+    /// Show what training's augmentation makes of an image and its mask (`--preview PNG`).
+    Augment(augment::AugmentPreviewArgs),
     /// Predict label maps (and overlays) for a folder of images.
     Predict(predict::PredictArgs),
     /// Evaluate predictions against ground truth.
@@ -74,6 +77,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Train(a) => train::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Augment(a) => augment::run(a),
         Command::Eval(c) => eval::run(c),
         Command::Demo(a) => demo::run(a),
         Command::Sam(a) => sam::run(a),

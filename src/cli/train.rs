@@ -101,6 +101,8 @@ pub struct TrainArgs {
     /// Disable random horizontal / vertical flips.
     #[arg(long)]
     pub no_flip: bool,
+    #[command(flatten)]
+    pub augment: super::augment::AugmentArgs,
     /// Clip the gradient norm.
     #[arg(long)]
     pub grad_clip: Option<f32>,
@@ -314,6 +316,8 @@ fn config_from_args(a: &TrainArgs) -> Result<TrainConfig> {
         warmup_steps: a.warmup_steps,
         crop: a.crop,
         flips: !a.no_flip,
+        geometry: a.augment.geometry()?,
+        intensity: a.augment.intensity()?,
         seed: a.seed,
         grad_clip: a.grad_clip,
         class_names: a.labels.names(classes)?.unwrap_or_default(),

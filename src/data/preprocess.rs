@@ -36,6 +36,14 @@ impl Normalize {
         Ok(Self { mean, std })
     }
 
+    /// No change: mean 0, std 1 on each of `channels` channels.
+    pub fn identity(channels: usize) -> Self {
+        Self {
+            mean: vec![0.0; channels],
+            std: vec![1.0; channels],
+        }
+    }
+
     /// Mean and std of channel `c` (a grayscale image uses the first value).
     pub fn channel(&self, c: usize) -> (f32, f32) {
         let i = c.min(self.mean.len() - 1);

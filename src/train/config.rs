@@ -1,6 +1,7 @@
 //! Everything a training run is made of, saved as `RUN_DIR/config.json` so that `--resume`
 //! continues the same run.
 
+use crate::data::augment::{Geometry, Intensity};
 use crate::data::preprocess::Normalize;
 use crate::data::synthetic::CLASS_NAMES;
 use crate::losses::LossConfig;
@@ -34,6 +35,12 @@ pub struct TrainConfig {
     /// Square crop side for training (None: whole images, which must then share one size).
     pub crop: Option<usize>,
     pub flips: bool,
+    /// Rotation, zoom and elastic deformation of the crops.
+    #[serde(default)]
+    pub geometry: Geometry,
+    /// Brightness / contrast / gamma jitter.
+    #[serde(default)]
+    pub intensity: Intensity,
     pub seed: u64,
     pub grad_clip: Option<f32>,
     #[serde(default)]
@@ -91,6 +98,8 @@ pub fn demo_config(epochs: usize, seed: u64) -> TrainConfig {
         warmup_steps: 10,
         crop: None,
         flips: true,
+        geometry: Geometry::default(),
+        intensity: Intensity::default(),
         seed,
         grad_clip: None,
         class_names: CLASS_NAMES.iter().map(|s| s.to_string()).collect(),

@@ -13,9 +13,9 @@
 //! ```
 
 use super::config::TrainConfig;
-use crate::data::augment::{AugmentConfig, augment};
+use crate::data::augment::{AugmentConfig, Source, augment};
 use crate::data::folder::Sample;
-use crate::data::preprocess::{pad_chw, round_up};
+use crate::data::preprocess::{Normalize, pad_chw, round_up};
 use crate::io::write_json;
 use crate::losses::Targets;
 use crate::metrics::semantic::{LabelPair, SemanticReport, evaluate};
@@ -69,9 +69,9 @@ pub struct TrainOutcome {
     pub val_report: Option<SemanticReport>,
 }
 
-/// A sample preprocessed once: normalised CHW floats and labels; with border weights, the
-/// mask's weight map as one more channel after the image's (so that augmentation moves it with
-/// the pixels).
+/// A sample prepared once: CHW floats in [0, 1] (normalised after augmentation, which jitters
+/// intensities in that range) and labels; with border weights, the mask's weight map as one
+/// more channel after the image's (so that augmentation moves it with the pixels).
 struct Prepared {
     chw: Vec<f32>,
     labels: Vec<u32>,
@@ -170,6 +170,8 @@ pub fn train(
             hflip: cfg.flips,
             vflip: cfg.flips,
             pad_label: cfg.loss.ignore_index.unwrap_or(cfg.unet.num_classes as u32),
+            geometry: cfg.geometry,
+            intensity: cfg.intensity,
         },
         prepared: &prepared,
         stride,
@@ -313,7 +315,7 @@ fn prepare(cfg: &TrainConfig, train_set: &[Sample]) -> Result<Vec<Prepared>> {
         .par_iter()
         .map(|s| {
             let pic = s.image.with_channels(cfg.unet.in_channels);
-            let mut chw = cfg.normalize.to_chw(&pic);
+            let mut chw = Normalize::identity(pic.channels).to_chw(&pic);
             let weights = cfg.loss.weight_map(&s.mask.data, pic.height, pic.width);
             let weighted = weights.is_some();
             if let Some(w) = weights {
@@ -417,13 +419,46 @@ impl Epochs<'_> {
     /// The samples `chunk` augmented, padded to the network stride (padding is ignored by the
     /// loss) and stacked.
     fn batch(&self, chunk: &[usize], aug_rng: &mut SmallRng) -> Batch {
+        use rand::Rng;
+        use rayon::prelude::*;
         let (cfg, aug, stride) = (self.cfg, &self.aug, self.stride);
+        // One seed per sample, drawn in order, so that the crops do not depend on the threads.
+        let seeds: Vec<u64> = chunk.iter().map(|_| aug_rng.random()).collect();
         let crops: Vec<_> = chunk
-            .iter()
-            .map(|&i| {
+            .par_iter()
+            .zip(seeds)
+            .map(|(&i, seed)| {
                 let p = &self.prepared[i];
                 let channels = p.c + p.weighted as usize;
-                augment(aug_rng, &p.chw, &p.labels, channels, p.h, p.w, aug)
+                // Padding normalises to 0 (the image's mean); the weight map pads with 0.
+                let fill: Vec<f32> = (0..channels)
+                    .map(|ch| {
+                        if ch < p.c {
+                            cfg.normalize.channel(ch).0
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                let src = Source {
+                    chw: &p.chw,
+                    labels: &p.labels,
+                    channels,
+                    image_channels: p.c,
+                    height: p.h,
+                    width: p.w,
+                    fill: &fill,
+                };
+                let mut crop = augment(&mut SmallRng::seed_from_u64(seed), &src, aug);
+                let plane = crop.height * crop.width;
+                for ch in 0..p.c {
+                    let (m, s) = cfg.normalize.channel(ch);
+                    let inv = 1.0 / s;
+                    for v in &mut crop.chw[ch * plane..(ch + 1) * plane] {
+                        *v = (*v - m) * inv;
+                    }
+                }
+                crop
             })
             .collect();
         let (c, h, w) = (self.prepared[chunk[0]].c, crops[0].height, crops[0].width);

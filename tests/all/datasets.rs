@@ -564,3 +564,120 @@ fn training_with_the_papers_border_weights_on_isbi() {
     assert_ne!(code, 0);
     assert!(se.contains("W0,SIGMA"), "{se}");
 }
+
+/// The elastic deformation with rotation and zoom, against the formulas written out with numpy
+/// and sampled by scipy's `map_coordinates` (`tools/gen_augment_fixtures.py`) on an ISBI window.
+/// Tolerances: field and bilinear image 1e-4 absolute; the nearest-sampled mask may differ only
+/// where a coordinate rounds the other way (at most 0.1% of pixels).
+#[test]
+fn elastic_warp_matches_the_reference_on_isbi() {
+    use segrs::data::augment::{Source, Warp, elastic_field, sample};
+    use segrs::data::image_io::{read_image, read_mask};
+    let Some(isbi) = crate::common::shared_data("isbi2012_membrane") else {
+        return;
+    };
+    let f = crate::common::read_fixture("augment/isbi_warp.safetensors");
+    let get = |k: &str| f.get(k).unwrap().data.clone();
+    let p = get("params");
+    let (h, w, y0, x0) = (p[0] as usize, p[1] as usize, p[2] as isize, p[3] as isize);
+    let (fy, fx) = elastic_field(&get("grid_dy"), &get("grid_dx"), 3, h, w);
+    let worst = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    };
+    assert!(worst(&fy, &get("field_dy")) < 1e-4);
+    assert!(worst(&fx, &get("field_dx")) < 1e-4);
+    let image = read_image(&isbi.join("train/image/25.png"))
+        .unwrap()
+        .with_channels(1);
+    let labels: Vec<u32> = read_mask(&isbi.join("train/label/25.png"))
+        .unwrap()
+        .data
+        .iter()
+        .map(|&v| (v >= 128) as u32)
+        .collect();
+    let src = Source {
+        chw: &image.data,
+        labels: &labels,
+        channels: 1,
+        image_channels: 1,
+        height: image.height,
+        width: image.width,
+        fill: &[0.0],
+    };
+    let warp = Warp::new(p[4], p[5], Some((fy, fx)), h, w);
+    let out = sample(&src, h, w, y0, x0, Some(&warp), 255);
+    let d = worst(&out.chw, &get("image"));
+    assert!(d < 1e-4, "image differs by {d}");
+    let want = get("label");
+    let differ = out
+        .labels
+        .iter()
+        .zip(&want)
+        .filter(|(a, b)| **a as f32 != **b)
+        .count();
+    assert!(differ * 1000 <= h * w, "{differ} mask pixels differ");
+    // The warp is not the identity: the window moved far from a plain crop.
+    let plain = sample(&src, h, w, y0, x0, None, 255);
+    let moved = plain
+        .labels
+        .iter()
+        .zip(&out.labels)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert!(moved * 10 > h * w, "only {moved} pixels moved");
+}
+
+#[test]
+fn augment_preview_draws_a_panel_and_rejects_bad_flags() {
+    let Some(isbi) = crate::common::shared_data("isbi2012_membrane") else {
+        return;
+    };
+    let d = crate::common::tmp("augment-preview");
+    let out = d.join("panel.png");
+    let data = isbi.join("train");
+    let args = [
+        "augment",
+        "--data",
+        data.to_str().unwrap(),
+        "--stem",
+        "3",
+        "--binary",
+        "--crop",
+        "128",
+        "--elastic",
+        "10",
+        "--rotate",
+        "15",
+        "--gamma",
+        "0.2",
+        "--samples",
+        "3",
+        "--preview",
+        out.to_str().unwrap(),
+    ];
+    let (code, stdout, stderr) = crate::common::segrs(&args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("3 augmented samples"), "{stdout}");
+    let pic = segrs::data::image_io::read_image(&out).unwrap();
+    // The original (512 wide) and three 128-px samples side by side, titles above.
+    assert!(
+        pic.width >= 512 + 3 * 128 && pic.height > 512,
+        "{}x{}",
+        pic.width,
+        pic.height
+    );
+    let (code, _, stderr) = crate::common::segrs(&[
+        "augment",
+        "--data",
+        data.to_str().unwrap(),
+        "--elastic",
+        "10,1",
+        "--preview",
+        out.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("--elastic"), "{stderr}");
+}

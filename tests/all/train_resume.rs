@@ -13,6 +13,17 @@ fn tiny_config(epochs: usize) -> TrainConfig {
     cfg.unet.depth = 2;
     cfg.batch_size = 4;
     cfg.warmup_steps = 2;
+    // Every augmentation on, so that resuming and determinism cover them too.
+    cfg.geometry = segrs::data::augment::Geometry {
+        rotate: 20.0,
+        scale: 0.1,
+        elastic: Some(segrs::data::augment::Elastic::PAPER),
+    };
+    cfg.intensity = segrs::data::augment::Intensity {
+        brightness: 0.1,
+        contrast: 0.1,
+        gamma: 0.2,
+    };
     cfg
 }
 
