@@ -5,10 +5,26 @@ use anyhow::{Context, Result};
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-/// Writes `path` atomically through `write`: a temporary file in the same folder, then a rename.
+/// Writes `path` atomically: `write` fills a temporary file beside it, which is synced and
+/// renamed over `path` only when everything succeeded; on an error it is removed, so a reader
+/// sees the old file or the new one, never half of one.
 pub fn write_atomic(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<std::fs::File>) -> Result<()>,
+) -> Result<()> {
+    write_atomic_file(path, |file| {
+        let mut w = BufWriter::new(file);
+        write(&mut w)?;
+        w.flush()
+            .with_context(|| format!("{}: write failed", path.display()))
+    })
+}
+
+/// As [`write_atomic`], for writers that own their output (a streaming encoder): `write` gets
+/// the temporary file itself.
+pub fn write_atomic_file(
+    path: &Path,
+    write: impl FnOnce(std::fs::File) -> Result<()>,
 ) -> Result<()> {
     let dir = path
         .parent()
@@ -21,18 +37,20 @@ pub fn write_atomic(
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    {
+    let result = (|| {
         let file = std::fs::File::create(&tmp)
             .with_context(|| format!("{}: cannot create", tmp.display()))?;
-        let mut w = BufWriter::new(file);
-        write(&mut w)?;
-        w.flush()
-            .with_context(|| format!("{}: write failed", tmp.display()))?;
-        w.get_ref().sync_all().ok();
+        write(file)?;
+        if let Ok(f) = std::fs::File::open(&tmp) {
+            f.sync_all().ok();
+        }
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("{}: cannot move into place", path.display()))
+    })();
+    if result.is_err() {
+        std::fs::remove_file(&tmp).ok();
     }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("{}: cannot move into place", path.display()))?;
-    Ok(())
+    result
 }
 
 /// Writes any serialisable value (a `serde_json::Value` too) as pretty JSON, atomically.

@@ -50,7 +50,8 @@ pub struct SemanticArgs {
     pub json: Option<PathBuf>,
     /// Also score segments as the ISBI 2012 challenge does, segments being the connected
     /// components of each class > 0: the foreground-restricted adapted Rand error and the
-    /// variation of information (split / merge), per image and their mean; and the pixel error.
+    /// variation of information (split / merge), per image and their mean; the pixel error
+    /// (1 - accuracy) and the challenge's pixel error (1 - the foreground pixels' F-score).
     #[arg(long)]
     pub instances: bool,
     /// Components are 4-connected (scipy's default) or 8-connected.
@@ -136,8 +137,12 @@ fn semantic(a: SemanticArgs) -> Result<()> {
             s.connectivity, s.images
         );
         if let Some(acc) = report.pixel_accuracy {
-            println!("  pixel error                        {:.4}", 1.0 - acc);
+            println!("  pixel error (1 - accuracy)         {:.4}", 1.0 - acc);
         }
+        println!(
+            "  ISBI pixel error (1 - F-score)     {:.4}  (foreground F-score {:.4}, pooled)",
+            s.isbi_pixel_error, s.foreground_f_score
+        );
         println!(
             "  adapted Rand error (foreground)    {:.4}  (precision {:.4}, recall {:.4})",
             s.mean.rand_error, s.mean.rand_precision, s.mean.rand_recall

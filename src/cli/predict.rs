@@ -6,9 +6,11 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use segrs::data::folder::{IMAGE_EXTENSIONS, StemFilter, list_images};
 use segrs::data::image_io::{read_image, write_label_png};
+use segrs::data::rows::{LabelRowWriter, open_rows};
 use segrs::device::device;
+use segrs::io::write_atomic_file;
 use segrs::models::unet::checkpoint;
-use segrs::predict::SemanticPredictor;
+use segrs::predict::{SemanticPredictor, Tiling, argmax_row};
 use segrs::viz::overlay::{colorize, overlay};
 use segrs::viz::palette::palette_for;
 use std::path::{Path, PathBuf};
@@ -138,17 +140,64 @@ pub fn run(a: PredictArgs) -> Result<()> {
         )
         .unwrap(),
     );
+    // The value written for a class: the stored label id, 255 for class 1 of a binary model, or
+    // the class index.
+    let written_value = |class: u32| -> u32 {
+        let v = match &label_ids {
+            Some(conv) => conv.stored_value(class),
+            None => class,
+        };
+        if a.binary_255 {
+            if v > 0 { 255 } else { 0 }
+        } else {
+            v
+        }
+    };
     let mut failures = Vec::new();
     for (stem, path) in &list {
         bar.set_message(stem.clone());
         let result = (|| -> Result<()> {
+            let label_path = a.out.join(format!("{stem}.png"));
+            if let Some(tile) = a.tile
+                && !a.color
+                && !a.overlay
+            {
+                // Rows stream in from the image and out to the label PNG: memory is bounded by
+                // the tile size, whatever the image's.
+                let mut src = open_rows(path)?;
+                let w = src.width();
+                let max_value = (0..predictor.model.config.num_classes as u32)
+                    .map(written_value)
+                    .max()
+                    .unwrap_or(0);
+                let mut labels = Vec::with_capacity(w);
+                return write_atomic_file(&label_path, |file| {
+                    let mut writer = LabelRowWriter::new(file, w, src.height(), max_value)?;
+                    predictor
+                        .predict_rows(
+                            &mut *src,
+                            Tiling {
+                                tile,
+                                overlap: a.overlap,
+                            },
+                            &mut |_, logits| {
+                                labels.clear();
+                                labels.extend(argmax_row(logits, w).map(written_value));
+                                writer.write_row(&labels)
+                            },
+                            &|done, total| bar.set_message(format!("{stem}: tile {done}/{total}")),
+                        )
+                        .with_context(|| format!("{}", path.display()))?;
+                    writer.finish()
+                });
+            }
             let pic = read_image(path)?;
             let labels = match a.tile {
                 None => predictor.predict(&pic),
                 Some(tile) => predictor
                     .predict_tiled(
                         &pic,
-                        segrs::predict::Tiling {
+                        Tiling {
                             tile,
                             overlap: a.overlap,
                         },
@@ -157,19 +206,8 @@ pub fn run(a: PredictArgs) -> Result<()> {
                     .with_context(|| format!("{}", path.display()))?,
             };
             let mut written = labels.clone();
-            if let Some(conv) = &label_ids {
-                written
-                    .data
-                    .iter_mut()
-                    .for_each(|v| *v = conv.stored_value(*v));
-            }
-            if a.binary_255 {
-                written
-                    .data
-                    .iter_mut()
-                    .for_each(|v| *v = if *v > 0 { 255 } else { 0 });
-            }
-            write_label_png(&a.out.join(format!("{stem}.png")), &written)?;
+            written.data.iter_mut().for_each(|v| *v = written_value(*v));
+            write_label_png(&label_path, &written)?;
             if a.color {
                 colorize(&labels, &palette)
                     .save_png(&a.out.join("color").join(format!("{stem}.png")))?;

@@ -169,9 +169,14 @@ pub fn read_image(path: &Path) -> Result<Picture> {
 /// decoded, so a small file that claims a huge image costs nothing. `name` names it in errors.
 pub fn decode_image(bytes: &[u8], name: &str, max_pixels: Option<u64>) -> Result<Picture> {
     let reader = || {
-        image::ImageReader::new(std::io::Cursor::new(bytes))
+        let mut r = image::ImageReader::new(std::io::Cursor::new(bytes))
             .with_guessed_format()
-            .with_context(|| format!("{name}: cannot read image"))
+            .with_context(|| format!("{name}: cannot read image"))?;
+        // BigTIFF's magic number (43 instead of 42) is not in the format guesser's table.
+        if r.format().is_none() && (bytes.starts_with(b"II+\0") || bytes.starts_with(b"MM\0+")) {
+            r.set_format(image::ImageFormat::Tiff);
+        }
+        anyhow::Ok(r)
     };
     let (w, h) = reader()?
         .into_dimensions()

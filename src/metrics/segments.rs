@@ -135,6 +135,13 @@ pub struct SegmentSummary {
     pub connectivity: u8,
     #[serde(flatten)]
     pub mean: SegmentScores,
+    /// F-score of the foreground pixels (class > 0 in both maps, ignored pixels left out),
+    /// pooled over the images.
+    pub foreground_f_score: f64,
+    /// The ISBI 2012 challenge's pixel error, `1 - foreground_f_score` (its Fiji script's
+    /// definition, the figure the U-Net paper reports; with label maps there is no threshold to
+    /// maximise over). Not `1 - pixel accuracy`.
+    pub isbi_pixel_error: f64,
     pub per_image: Vec<SegmentScores>,
 }
 
@@ -155,6 +162,25 @@ pub fn evaluate(
         .collect();
     let n = per_image.len().max(1) as f64;
     let mean = |f: fn(&SegmentScores) -> f64| per_image.iter().map(f).sum::<f64>() / n;
+    let (mut tp, mut fp, mut fneg) = (0u64, 0u64, 0u64);
+    for p in pairs {
+        for (&g, &q) in p.gt.iter().zip(&p.pred) {
+            if Some(g) == ignore {
+                continue;
+            }
+            match (g > 0, q > 0) {
+                (true, true) => tp += 1,
+                (false, true) => fp += 1,
+                (true, false) => fneg += 1,
+                (false, false) => {}
+            }
+        }
+    }
+    let f_score = if tp + fp + fneg == 0 {
+        1.0
+    } else {
+        2.0 * tp as f64 / (2 * tp + fp + fneg) as f64
+    };
     SegmentSummary {
         images: per_image.len(),
         connectivity: match connectivity {
@@ -168,6 +194,8 @@ pub fn evaluate(
             vi_split: mean(|s| s.vi_split),
             vi_merge: mean(|s| s.vi_merge),
         },
+        foreground_f_score: f_score,
+        isbi_pixel_error: 1.0 - f_score,
         per_image,
     }
 }

@@ -10,6 +10,9 @@ use crate::models::unet::host::HostUNet;
 use anyhow::Result;
 use burn::prelude::*;
 
+mod tiled;
+pub use tiled::{Tiling, argmax_row};
+
 /// Which engine runs a model's forward pass.
 #[derive(Clone, Debug)]
 pub enum Engine {
@@ -95,157 +98,7 @@ impl SemanticPredictor {
     }
 }
 
-/// How [`SemanticPredictor::predict_tiled`] cuts an image.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Tiling {
-    /// Side of a square tile (rounded up to the network stride).
-    pub tile: usize,
-    /// Pixels shared by neighbouring tiles, blended linearly (less than half a tile).
-    pub overlap: usize,
-}
-
-impl Tiling {
-    /// The tile origins along a side of `n` pixels: every `tile - overlap`, the last flush with
-    /// the end.
-    fn origins(&self, n: usize) -> Vec<usize> {
-        if n <= self.tile {
-            return vec![0];
-        }
-        let step = self.tile - self.overlap;
-        let mut v: Vec<usize> = (0..)
-            .map(|k| k * step)
-            .take_while(|&o| o + self.tile < n)
-            .collect();
-        v.push(n - self.tile);
-        v.dedup();
-        v
-    }
-
-    /// Blending weight of offset `i` in a tile along a side. At an edge shared with another
-    /// tile, the outer quarter of the overlap is dropped (weight 0: the zero padding of the
-    /// convolutions reaches in from the tile's edge) and the rest of the overlap ramps linearly
-    /// up to 1; at the image's edges the weight is 1.
-    fn ramp(&self, i: usize, len: usize, first: bool, last: bool) -> f32 {
-        let o = self.overlap;
-        let drop = o / 4;
-        let rise = (o - drop) as f32;
-        let edge = |d: usize| -> f32 {
-            // d: distance from the shared edge
-            if d < drop {
-                0.0
-            } else {
-                ((d - drop + 1) as f32 / (rise + 1.0)).min(1.0)
-            }
-        };
-        let mut w = 1.0f32;
-        if !first {
-            w = w.min(edge(i));
-        }
-        if !last {
-            w = w.min(edge(len - 1 - i));
-        }
-        w
-    }
-}
-
 impl SemanticPredictor {
-    /// The class of every pixel, the image predicted in overlapping tiles (the U-Net paper's
-    /// overlap-tile strategy): each tile's logits are weighted across the overlaps (the outer
-    /// quarter dropped, then a linear ramp) and summed, so seams blend; a side smaller than a
-    /// tile is mirrored out to it.
-    /// Memory: the image, the summed logits (`classes x H x W`) and one tile's activations.
-    /// `progress(done, total)` after every tile. Host engine only.
-    pub fn predict_tiled(
-        &self,
-        pic: &Picture,
-        tiling: Tiling,
-        progress: &dyn Fn(usize, usize),
-    ) -> Result<LabelMap> {
-        let k = self.model.config.num_classes;
-        let logits = self.tiled_logits(pic, tiling, progress)?;
-        Ok(argmax_host(
-            &logits, k, pic.height, pic.width, pic.height, pic.width,
-        ))
-    }
-
-    /// The blended logits `[C, H, W]` of [`predict_tiled`](Self::predict_tiled).
-    pub fn tiled_logits(
-        &self,
-        pic: &Picture,
-        tiling: Tiling,
-        progress: &dyn Fn(usize, usize),
-    ) -> Result<Vec<f32>> {
-        let Some(engine) = &self.host else {
-            anyhow::bail!("tiled prediction runs on the host engine (--engine host)");
-        };
-        let s = self.model.config.stride();
-        let tiling = Tiling {
-            tile: round_up(tiling.tile.max(s), s),
-            overlap: tiling.overlap,
-        };
-        if 2 * tiling.overlap >= tiling.tile {
-            anyhow::bail!(
-                "--overlap {} must be less than half the tile ({})",
-                tiling.overlap,
-                tiling.tile
-            );
-        }
-        let pic = pic.with_channels(self.in_channels());
-        let (h, w, c) = (pic.height, pic.width, pic.channels);
-        let chw = self.normalize.to_chw(&pic);
-        let k = engine.num_classes;
-        let (ys, xs) = (tiling.origins(h), tiling.origins(w));
-        let (th, tw) = (
-            round_up(h.min(tiling.tile), s),
-            round_up(w.min(tiling.tile), s),
-        );
-        let mut acc = vec![0.0f32; k * h * w];
-        let mut weight = vec![0.0f32; h * w];
-        let total = ys.len() * xs.len();
-        let mirror = |i: isize, n: usize| -> usize {
-            // reflect without repeating the edge (numpy's "reflect"), for any distance
-            let n = n as isize;
-            if n == 1 {
-                return 0;
-            }
-            let period = 2 * (n - 1);
-            let m = i.rem_euclid(period);
-            (if m < n { m } else { period - m }) as usize
-        };
-        for (a, &y0) in ys.iter().enumerate() {
-            for (b, &x0) in xs.iter().enumerate() {
-                let mut tile = vec![0.0f32; c * th * tw];
-                for ch in 0..c {
-                    for ty in 0..th {
-                        let sy = mirror((y0 + ty) as isize, h);
-                        for tx in 0..tw {
-                            let sx = mirror((x0 + tx) as isize, w);
-                            tile[(ch * th + ty) * tw + tx] = chw[(ch * h + sy) * w + sx];
-                        }
-                    }
-                }
-                let logits = engine.forward(&tile, th, tw)?;
-                let (ylen, xlen) = (th.min(h - y0), tw.min(w - x0));
-                for ty in 0..ylen {
-                    let wy = tiling.ramp(ty, ylen, a == 0, a + 1 == ys.len());
-                    for tx in 0..xlen {
-                        let wt = wy * tiling.ramp(tx, xlen, b == 0, b + 1 == xs.len());
-                        let o = (y0 + ty) * w + x0 + tx;
-                        weight[o] += wt;
-                        for cls in 0..k {
-                            acc[cls * h * w + o] += wt * logits[(cls * th + ty) * tw + tx];
-                        }
-                    }
-                }
-                progress(a * xs.len() + b + 1, total);
-            }
-        }
-        for (i, v) in acc.iter_mut().enumerate() {
-            *v /= weight[i % (h * w)];
-        }
-        Ok(acc)
-    }
-
     /// The logits `[C, H, W]` of the whole picture at once on the host engine (padded to the
     /// network stride, cropped back).
     pub fn host_logits(&self, pic: &Picture) -> Result<Vec<f32>> {

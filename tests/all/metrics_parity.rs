@@ -191,4 +191,17 @@ fn eval_semantic_instances_reports_the_segment_scores() {
         close(r["segments"][k].as_f64(), &serde_json::json!(mean), k);
     }
     assert_eq!(r["segments"]["per_image"].as_array().unwrap().len(), 2);
+    // The challenge's pixel error: 1 - the F-score of the foreground pixels pooled over the
+    // images, which for two classes is the pooled Dice of class 1 (and not 1 - accuracy).
+    let dice = r["per_class"][1]["dice"].as_f64().unwrap();
+    let f = r["segments"]["foreground_f_score"].as_f64().unwrap();
+    let e = r["segments"]["isbi_pixel_error"].as_f64().unwrap();
+    assert!((f - dice).abs() < 1e-12, "{f} vs {dice}");
+    assert!((e - (1.0 - dice)).abs() < 1e-12);
+    let acc = r["pixel_accuracy"].as_f64().unwrap();
+    assert!(
+        (e - (1.0 - acc)).abs() > 1e-6,
+        "the two pixel errors coincide here"
+    );
+    assert!(out.contains("ISBI pixel error"), "{out}");
 }

@@ -336,3 +336,208 @@ fn predict_tile_flags_from_the_cli() {
     assert_ne!(code, 0);
     assert!(se.contains("less than half the tile"), "{se}");
 }
+
+/// A 16-bit gray BigTIFF in 64x64 tiles (uncompressed), written field by field as TIFF 6.0 and
+/// the BigTIFF note lay it out.
+fn write_tiled_bigtiff(path: &std::path::Path, w: usize, h: usize, px: &[u16]) {
+    const T: usize = 64;
+    let (across, down) = (w.div_ceil(T), h.div_ceil(T));
+    let n = across * down;
+    let mut file = Vec::new();
+    file.extend_from_slice(b"II");
+    file.extend_from_slice(&43u16.to_le_bytes());
+    file.extend_from_slice(&8u16.to_le_bytes());
+    file.extend_from_slice(&0u16.to_le_bytes());
+    file.extend_from_slice(&0u64.to_le_bytes()); // IFD offset, patched below
+    let mut offsets = Vec::new();
+    for ty in 0..down {
+        for tx in 0..across {
+            offsets.push(file.len() as u64);
+            for y in ty * T..(ty + 1) * T {
+                for x in tx * T..(tx + 1) * T {
+                    let v = if y < h && x < w { px[y * w + x] } else { 0 };
+                    file.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+    }
+    let counts = vec![(T * T * 2) as u64; n];
+    let arrays = file.len() as u64;
+    for v in offsets.iter().chain(&counts) {
+        file.extend_from_slice(&v.to_le_bytes());
+    }
+    let ifd = file.len() as u64;
+    file[8..16].copy_from_slice(&ifd.to_le_bytes());
+    // (tag, type, count, value): SHORT 3, LONG 4, LONG8 16
+    let entries: [(u16, u16, u64, u64); 13] = [
+        (256, 4, 1, w as u64),
+        (257, 4, 1, h as u64),
+        (258, 3, 1, 16),
+        (259, 3, 1, 1),
+        (262, 3, 1, 1),
+        (277, 3, 1, 1),
+        (284, 3, 1, 1),
+        (322, 4, 1, T as u64),
+        (323, 4, 1, T as u64),
+        (324, 16, n as u64, arrays),
+        (325, 16, n as u64, arrays + 8 * n as u64),
+        (339, 3, 1, 1),
+        (0, 0, 0, 0),
+    ];
+    let entries = &entries[..12];
+    file.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    for &(tag, ty, count, value) in entries {
+        file.extend_from_slice(&tag.to_le_bytes());
+        file.extend_from_slice(&ty.to_le_bytes());
+        file.extend_from_slice(&count.to_le_bytes());
+        file.extend_from_slice(&value.to_le_bytes());
+    }
+    file.extend_from_slice(&0u64.to_le_bytes());
+    std::fs::write(path, file).unwrap();
+}
+
+/// Overlap-tile prediction streaming rows from a 16-bit PNG, a striped 8-bit RGB TIFF and a
+/// tiled 16-bit BigTIFF gives exactly the labels of the same prediction on the decoded picture;
+/// `segrs predict --tile` streams the BigTIFF to the same label PNG.
+#[test]
+fn overlap_tile_prediction_streams_png_and_tiff_rows() {
+    use segrs::data::image_io::{read_image, read_mask};
+    use segrs::data::rows::open_rows;
+    use segrs::predict::{Engine, SemanticPredictor, Tiling, argmax_row};
+    let Some(isbi) = crate::common::shared_data("isbi2012_membrane") else {
+        return;
+    };
+    let d = crate::common::tmp("tiled-rows");
+    let full = read_image(&isbi.join("train/image/25.png")).unwrap();
+    // A 300 x 230 window: partial tiles on both axes, 16-bit values that are not 8-bit ones.
+    let (w, h) = (300usize, 230usize);
+    let gray: Vec<u16> = (0..w * h)
+        .map(|i| {
+            let (y, x) = (i / w, i % w);
+            (full.data[(y + 40) * 512 + x + 100] * 65535.0) as u16 ^ (i as u16 & 0x3f)
+        })
+        .collect();
+    let png16 = d.join("gray16.png");
+    {
+        let f = std::io::BufWriter::new(std::fs::File::create(&png16).unwrap());
+        let mut enc = png::Encoder::new(f, w as u32, h as u32);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.set_depth(png::BitDepth::Sixteen);
+        let bytes: Vec<u8> = gray.iter().flat_map(|v| v.to_be_bytes()).collect();
+        enc.write_header()
+            .unwrap()
+            .write_image_data(&bytes)
+            .unwrap();
+    }
+    let rgb_tif = d.join("rgb8.tif");
+    {
+        use tiff::encoder::{TiffEncoder, colortype::RGB8};
+        let rgb: Vec<u8> = gray
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &v)| [(v >> 8) as u8, (v >> 7) as u8, (i % 251) as u8])
+            .collect();
+        let f = std::fs::File::create(&rgb_tif).unwrap();
+        let mut enc = TiffEncoder::new(f).unwrap();
+        let mut img = enc.new_image::<RGB8>(w as u32, h as u32).unwrap();
+        img.rows_per_strip(7).unwrap();
+        for rows in rgb.chunks(7 * w * 3) {
+            img.write_strip(rows).unwrap();
+        }
+        img.finish().unwrap();
+    }
+    let big_tif = d.join("tiled16.tif");
+    write_tiled_bigtiff(&big_tif, w, h, &gray);
+
+    let dev = burn::prelude::Device::flex();
+    let ck = fixtures().join("unet/tiny_bilinear.pth");
+    let loaded = segrs::models::unet::checkpoint::load(&ck, (None, None), &dev).unwrap();
+    let p = SemanticPredictor::new(
+        &loaded.model,
+        segrs::data::preprocess::Normalize::new(vec![0.5], vec![0.2]).unwrap(),
+        Engine::Host,
+    )
+    .unwrap();
+    let tiling = Tiling {
+        tile: 128,
+        overlap: 32,
+    };
+    let none = |_: usize, _: usize| {};
+    for path in [&png16, &rgb_tif, &big_tif] {
+        let pic = read_image(path).unwrap();
+        assert_eq!((pic.width, pic.height), (w, h));
+        let want = p.tiled_logits(&pic, tiling, &none).unwrap();
+        let labels = p.predict_tiled(&pic, tiling, &none).unwrap();
+        let mut src = open_rows(path).unwrap();
+        let k = want.len() / (w * h);
+        let mut got = vec![0.0f32; want.len()];
+        let mut got_labels = Vec::new();
+        let mut next = 0;
+        p.predict_rows(
+            &mut *src,
+            tiling,
+            &mut |y, logits| {
+                assert_eq!(y, next, "rows arrive in order");
+                next += 1;
+                for c in 0..k {
+                    got[(c * h + y) * w..(c * h + y + 1) * w]
+                        .copy_from_slice(&logits[c * w..(c + 1) * w]);
+                }
+                got_labels.extend(argmax_row(logits, w));
+                Ok(())
+            },
+            &none,
+        )
+        .unwrap();
+        assert_eq!(next, h);
+        assert_eq!(got, want, "{}", path.display());
+        assert_eq!(got_labels, labels.data, "{}", path.display());
+        let (lo, hi) = want
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        assert!(hi - lo > 1e-3, "{}: constant logits", path.display());
+    }
+    // From the command line: the streamed BigTIFF's label PNG, and the in-memory path (taken
+    // with --overlay) agree.
+    let run = |name: &str, extra: &[&str]| {
+        let out = d.join(name);
+        let mut args = vec![
+            "predict",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--mean",
+            "0.5",
+            "--std",
+            "0.2",
+            "--images",
+            big_tif.to_str().unwrap(),
+            "--tile",
+            "128",
+            "--overlap",
+            "32",
+            "--out",
+        ];
+        let o = out.to_str().unwrap().to_string();
+        args.push(&o);
+        args.extend_from_slice(extra);
+        let (code, so, se) = crate::common::segrs(&args);
+        assert_eq!(code, 0, "{so}{se}");
+        read_mask(&out.join("tiled16.png")).unwrap().data
+    };
+    let streamed = run("streamed", &[]);
+    let whole = run("in-memory", &["--overlay"]);
+    assert_eq!(streamed, whole);
+    assert_eq!(streamed.len(), w * h);
+    // A truncated TIFF is an error that names the file.
+    let bytes = std::fs::read(&big_tif).unwrap();
+    let cut = d.join("cut.tif");
+    std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
+    let err = open_rows(&cut)
+        .and_then(|mut s| {
+            let mut v = Vec::new();
+            s.read_rows(h, &mut v)
+        })
+        .map(|_| ())
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("cut.tif"), "{err:#}");
+}
