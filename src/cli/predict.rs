@@ -64,7 +64,9 @@ pub struct PredictArgs {
     #[arg(long, value_enum)]
     pub engine: Option<super::EngineArg>,
     /// Predict in overlapping tiles of this side (the U-Net paper's overlap-tile strategy, for
-    /// images too large to predict at once); host engine.
+    /// images too large to predict at once); host engine. PNG and TIFF / BigTIFF images stream
+    /// by rows (memory follows the tile size and the width, not the area) unless --overlay or
+    /// --color asks for the whole picture.
     #[arg(long)]
     pub tile: Option<usize>,
     /// Pixels shared by neighbouring tiles, blended linearly (with --tile).

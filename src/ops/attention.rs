@@ -48,8 +48,10 @@ impl<'a> HeadView<'a> {
 
 /// Per-head queries and keys `(head, q [nq, d], k [nk, d])`, rotated in place before the scores.
 pub type RotateHook<'a> = &'a (dyn Fn(usize, &mut [f32], &mut [f32]) + Sync);
-/// Per-head scaled scores `(head, q [nq, d], scores [nq, nk])`, added to before the softmax.
-pub type BiasHook<'a> = &'a (dyn Fn(usize, &[f32], &mut [f32]) + Sync);
+/// Per-head scaled scores of a block of query rows `(head, first row, q [rows, d], scores
+/// [rows, nk])`, added to before the softmax (`q` unscaled, after any rotation). Long inputs
+/// come a block of rows at a time, so that no head's whole score matrix is ever held.
+pub type BiasHook<'a> = &'a (dyn Fn(usize, usize, &[f32], &mut [f32]) + Sync);
 
 /// What a model adds to plain attention.
 #[derive(Clone, Copy, Default)]
@@ -72,11 +74,11 @@ pub fn attention(
 ) -> Vec<f32> {
     let (nq, nk) = (q.rows, k.rows);
     assert_eq!(k.rows, v.rows, "as many keys as values");
-    if hooks.rotate.is_none() && hooks.bias.is_none() && nq * nk >= 1 << 18 {
-        if nk > LONG_KEYS {
+    if nq * nk >= 1 << 18 {
+        if hooks.rotate.is_none() && hooks.bias.is_none() && nk > LONG_KEYS {
             return streamed(q, k, v, heads, head_dim, scale);
         }
-        return blocked(q, k, v, heads, head_dim, scale);
+        return blocked(q, k, v, heads, head_dim, scale, hooks);
     }
     let head = |h: usize| -> Vec<f32> {
         let (mut qh, mut kh, vh) = (
@@ -90,7 +92,7 @@ pub fn attention(
         let mut s = matmul_nt(&qh, &kh, nq, head_dim, nk);
         s.iter_mut().for_each(|a| *a *= scale);
         if let Some(bias) = hooks.bias {
-            bias(h, &qh, &mut s);
+            bias(h, 0, &qh, &mut s);
         }
         softmax_rows(&mut s, nk);
         matmul(&s, &vh, nq, nk, head_dim)
@@ -114,9 +116,10 @@ fn query_block(nk: usize) -> usize {
     ((1usize << 18) / nk.max(1)).clamp(16, 1024)
 }
 
-/// Plain attention on many positions, one block of queries at a time (the scores of a block
-/// stay in cache instead of a whole `nq x nk` matrix per head), blocks and heads spread over
-/// the threads when the caller is not already on one of rayon's workers.
+/// Attention on many positions, one block of queries at a time (the scores of a block stay in
+/// cache instead of a whole `nq x nk` matrix per head; a bias hook adds to each block's scores
+/// inside the same pass), blocks and heads spread over the threads when the caller is not
+/// already on one of rayon's workers.
 fn blocked(
     q: HeadView,
     k: HeadView,
@@ -124,9 +127,21 @@ fn blocked(
     heads: usize,
     head_dim: usize,
     scale: f32,
+    hooks: Hooks,
 ) -> Vec<f32> {
     let (nq, nk) = (q.rows, k.rows);
-    let (qs, ks, vs) = split_heads(q, k, v, heads, head_dim, scale);
+    // Plain attention scales the queries once; with a bias hook, which reads the unscaled
+    // queries, the scores are scaled instead.
+    let plain = hooks.bias.is_none();
+    let (qs, ks, vs) = split_heads(
+        q,
+        k,
+        v,
+        heads,
+        head_dim,
+        if plain { scale } else { 1.0 },
+        hooks.rotate,
+    );
     let rows = query_block(nk);
     let blocks = nq.div_ceil(rows);
     let task = |t: usize| -> Vec<f32> {
@@ -135,13 +150,17 @@ fn blocked(
         let r = rows.min(nq - r0);
         let qb = &qs[h][r0 * head_dim..(r0 + r) * head_dim];
         let mut s = matmul_nt(qb, &ks[h], r, head_dim, nk);
+        if let Some(bias) = hooks.bias {
+            s.iter_mut().for_each(|a| *a *= scale);
+            bias(h, r0, qb, &mut s);
+        }
         softmax_rows_seq(&mut s, nk);
         matmul(&s, &vs[h], r, nk, head_dim)
     };
     run_blocks(task, nq, heads, head_dim, rows)
 }
 
-/// Each head's queries (scaled), keys and values, packed.
+/// Each head's queries (rotated, then scaled by `scale`), keys (rotated) and values, packed.
 #[allow(clippy::type_complexity)]
 fn split_heads(
     q: HeadView,
@@ -150,15 +169,20 @@ fn split_heads(
     heads: usize,
     head_dim: usize,
     scale: f32,
+    rotate: Option<RotateHook>,
 ) -> (Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<Vec<f32>>) {
-    let qs = (0..heads)
+    let (qs, ks): (Vec<Vec<f32>>, Vec<Vec<f32>>) = (0..heads)
         .map(|h| {
-            let mut x = q.head(h, head_dim);
-            x.iter_mut().for_each(|a| *a *= scale);
-            x
+            let (mut qh, mut kh) = (q.head(h, head_dim), k.head(h, head_dim));
+            if let Some(rotate) = rotate {
+                rotate(h, &mut qh, &mut kh);
+            }
+            if scale != 1.0 {
+                qh.iter_mut().for_each(|a| *a *= scale);
+            }
+            (qh, kh)
         })
-        .collect();
-    let ks = (0..heads).map(|h| k.head(h, head_dim)).collect();
+        .unzip();
     let vs = (0..heads).map(|h| v.head(h, head_dim)).collect();
     (qs, ks, vs)
 }
@@ -212,7 +236,7 @@ fn streamed(
     scale: f32,
 ) -> Vec<f32> {
     let (nq, nk, d) = (q.rows, k.rows, head_dim);
-    let (qs, ks, vs) = split_heads(q, k, v, heads, d, scale);
+    let (qs, ks, vs) = split_heads(q, k, v, heads, d, scale, None);
     let blocks = nq.div_ceil(TILE_QUERIES);
     let task = |t: usize| -> Vec<f32> {
         let (h, b) = (t / blocks, t % blocks);
@@ -310,14 +334,28 @@ mod tests {
 
     #[test]
     fn blocked_attention_equals_the_whole_matrix() {
-        // 600 x 500 positions take the blocked path; the same with a no-op bias hook does not.
+        // 600 x 500 positions take the blocked path, with and without a bias hook that reads
+        // the row, the head and the unscaled query; against each head's whole score matrix.
         let (nq, nk, heads, d) = (600, 500, 2, 4);
         let val = |i: usize| ((i * 7919 % 1000) as f32 / 500.0) - 1.0;
         let q: Vec<f32> = (0..nq * heads * d).map(val).collect();
         let k: Vec<f32> = (0..nk * heads * d).map(|i| val(i + 3)).collect();
         let v: Vec<f32> = (0..nk * heads * d).map(|i| val(i + 11)).collect();
-        let run = |hooks: Hooks| {
-            attention(
+        let bias = |h: usize, row0: usize, qb: &[f32], s: &mut [f32]| {
+            for (i, row) in s.chunks_exact_mut(nk).enumerate() {
+                for (j, x) in row.iter_mut().enumerate() {
+                    *x += 0.002 * ((row0 + i) as f32 - 0.7 * j as f32) * (h + 1) as f32 + qb[i * d];
+                }
+            }
+        };
+        for hooks in [
+            Hooks::default(),
+            Hooks {
+                bias: Some(&bias),
+                ..Default::default()
+            },
+        ] {
+            let got = attention(
                 HeadView::packed(&q, nq, d),
                 HeadView::packed(&k, nk, d),
                 HeadView::packed(&v, nk, d),
@@ -325,19 +363,29 @@ mod tests {
                 d,
                 0.5,
                 hooks,
-            )
-        };
-        let noop = |_: usize, _: &[f32], _: &mut [f32]| {};
-        let a = run(Hooks::default());
-        let b = run(Hooks {
-            bias: Some(&noop),
-            ..Default::default()
-        });
-        let err = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max);
-        assert!(err < 1e-5, "max abs difference {err}");
+            );
+            let (qv, kv, vv) = (
+                HeadView::packed(&q, nq, d),
+                HeadView::packed(&k, nk, d),
+                HeadView::packed(&v, nk, d),
+            );
+            let mut err = 0.0f32;
+            for h in 0..heads {
+                let (qh, kh, vh) = (qv.head(h, d), kv.head(h, d), vv.head(h, d));
+                let mut s = matmul_nt(&qh, &kh, nq, d, nk);
+                s.iter_mut().for_each(|a| *a *= 0.5);
+                if let Some(b) = hooks.bias {
+                    b(h, 0, &qh, &mut s);
+                }
+                softmax_rows(&mut s, nk);
+                let want = matmul(&s, &vh, nq, nk, d);
+                for r in 0..nq {
+                    for c in 0..d {
+                        err = err.max((got[r * heads * d + h * d + c] - want[r * d + c]).abs());
+                    }
+                }
+            }
+            assert!(err < 1e-5, "max abs difference {err}");
+        }
     }
 }

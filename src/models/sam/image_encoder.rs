@@ -224,23 +224,22 @@ impl ImageEncoder {
             base: which * c,
             step: hd,
         };
-        let rel_pos = |_head: usize, q: &[f32], attn: &mut [f32]| {
+        // Rows `row0..` of the scores: query `row0 + i` sits at (qy, qx) of the grid.
+        let rel_pos = |_head: usize, row0: usize, q: &[f32], attn: &mut [f32]| {
             let mut rh = vec![0.0f32; h];
             let mut rw = vec![0.0f32; w];
-            for qy in 0..h {
-                for qx in 0..w {
-                    let qv = &q[(qy * w + qx) * hd..(qy * w + qx + 1) * hd];
-                    for (ky, r) in rh.iter_mut().enumerate() {
-                        *r = dot(qv, &b.rel_h[(qy + h - 1 - ky) * hd..(qy + h - ky) * hd]);
-                    }
-                    for (kx, r) in rw.iter_mut().enumerate() {
-                        *r = dot(qv, &b.rel_w[(qx + w - 1 - kx) * hd..(qx + w - kx) * hd]);
-                    }
-                    let row = &mut attn[(qy * w + qx) * n..(qy * w + qx + 1) * n];
-                    for ky in 0..h {
-                        for kx in 0..w {
-                            row[ky * w + kx] += rh[ky] + rw[kx];
-                        }
+            for (i, qv) in q.chunks_exact(hd).enumerate() {
+                let (qy, qx) = ((row0 + i) / w, (row0 + i) % w);
+                for (ky, r) in rh.iter_mut().enumerate() {
+                    *r = dot(qv, &b.rel_h[(qy + h - 1 - ky) * hd..(qy + h - ky) * hd]);
+                }
+                for (kx, r) in rw.iter_mut().enumerate() {
+                    *r = dot(qv, &b.rel_w[(qx + w - 1 - kx) * hd..(qx + w - kx) * hd]);
+                }
+                let row = &mut attn[i * n..(i + 1) * n];
+                for ky in 0..h {
+                    for kx in 0..w {
+                        row[ky * w + kx] += rh[ky] + rw[kx];
                     }
                 }
             }

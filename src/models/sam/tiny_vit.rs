@@ -284,11 +284,12 @@ fn window_attention(b: &Block, win: &mut [f32], c: usize) -> Vec<f32> {
         base: which * kd,
         step: 3 * kd,
     };
-    let offset_bias = |head: usize, _q: &[f32], s: &mut [f32]| {
+    let offset_bias = |head: usize, row0: usize, _q: &[f32], s: &mut [f32]| {
         let bias = &b.biases[head * n..(head + 1) * n];
-        for i in 0..n {
+        for (r, scores) in s.chunks_exact_mut(n).enumerate() {
+            let i = row0 + r;
             let (iy, ix) = (i / ws, i % ws);
-            for (j, sv) in s[i * n..(i + 1) * n].iter_mut().enumerate() {
+            for (j, sv) in scores.iter_mut().enumerate() {
                 let (jy, jx) = (j / ws, j % ws);
                 *sv += bias[iy.abs_diff(jy) * ws + ix.abs_diff(jx)];
             }
