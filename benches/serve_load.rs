@@ -15,18 +15,17 @@
 //! BENCHMARKS.md (section `serve`). SEGRS_LOAD_MODEL=tiny uses the reduced test fixture instead.
 
 mod common;
-use common::{cpu_name, threads, write_section};
+use common::{cpu_name, random_vit_b, threads, write_section};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use segrs::sam::any_model::AnySam;
 use segrs::sam::predictor::Prompt;
 use segrs::sam::sam2_predictor::Postprocess;
-use segrs::weights::HostTensor;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,39 +39,6 @@ fn env_or(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// SAM ViT-B under the official keys with small random weights (norm weights 1, biases 0).
-fn random_vit_b(path: &Path) {
-    let keys: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/sam/official_keys.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    let mut rng = SmallRng::seed_from_u64(0);
-    let mut tensors = BTreeMap::new();
-    for k in keys["vit_b"].as_array().unwrap() {
-        let key = k[0].as_str().unwrap().to_string();
-        let shape: Vec<usize> = k[1]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
-        let n: usize = shape.iter().product();
-        let data: Vec<f32> = if key.ends_with(".bias") {
-            vec![0.0; n]
-        } else if shape.len() == 1 && key.ends_with(".weight") {
-            vec![1.0; n]
-        } else {
-            (0..n).map(|_| rng.random_range(-0.02..0.02)).collect()
-        };
-        tensors.insert(key, HostTensor::new(shape, data));
-    }
-    segrs::weights::safetensors::write(path, &tensors, &BTreeMap::new()).unwrap();
 }
 
 fn rss_mib(pid: u32) -> f64 {

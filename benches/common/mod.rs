@@ -127,3 +127,38 @@ pub fn reference_json(
         }
     }
 }
+
+/// SAM ViT-B under the official keys with small random weights (norm weights 1, biases 0).
+#[allow(dead_code)] // each bench compiles this module; not all of them call this
+pub fn random_vit_b(path: &std::path::Path) {
+    let keys: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/sam/official_keys.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(0);
+    let mut tensors = std::collections::BTreeMap::new();
+    for k in keys["vit_b"].as_array().unwrap() {
+        let key = k[0].as_str().unwrap().to_string();
+        let shape: Vec<usize> = k[1]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = if key.ends_with(".bias") {
+            vec![0.0; n]
+        } else if shape.len() == 1 && key.ends_with(".weight") {
+            vec![1.0; n]
+        } else {
+            (0..n).map(|_| rng.random_range(-0.02..0.02)).collect()
+        };
+        tensors.insert(key, segrs::weights::HostTensor::new(shape, data));
+    }
+    segrs::weights::safetensors::write(path, &tensors, &std::collections::BTreeMap::new()).unwrap();
+}

@@ -18,6 +18,7 @@
 //! * `boxes`           box IoU, NMS, batched NMS
 //! * `components`      connected components (4- or 8-connected)
 //! * `layout`          transposes, head slices, element-wise helpers
+//! * `profile`         optional op-by-op timing for the benchmarks' profile tables
 
 pub mod activation;
 pub mod attention;
@@ -29,6 +30,7 @@ pub mod layout;
 pub mod matmul;
 pub mod norm;
 pub mod pool;
+pub mod profile;
 pub mod resize;
 pub mod roi_align;
 pub mod rope;

@@ -9,6 +9,7 @@ use crate::ops::Activation;
 use crate::ops::attention::{HeadView, Hooks, attention};
 use crate::ops::layout::dot;
 use crate::ops::matmul::matmul_nt;
+use crate::ops::profile::scope;
 use anyhow::{Result, bail};
 
 struct Block {
@@ -168,8 +169,10 @@ impl ImageEncoder {
                 image.len()
             );
         }
+        let n = g * g;
         // Patch embedding as a matrix product: patches [g*g, 3*p*p] @ W^T.
-        let mut patches = vec![0.0f32; g * g * 3 * p * p];
+        let patch_t = scope("patch embedding", 2.0 * (n * 3 * p * p * c) as f64);
+        let mut patches = vec![0.0f32; n * 3 * p * p];
         for gy in 0..g {
             for gx in 0..g {
                 let row = &mut patches[(gy * g + gx) * 3 * p * p..(gy * g + gx + 1) * 3 * p * p];
@@ -182,41 +185,88 @@ impl ImageEncoder {
                 }
             }
         }
-        let mut x = matmul_nt(&patches, &self.patch_w, g * g, 3 * p * p, c);
+        let mut x = matmul_nt(&patches, &self.patch_w, n, 3 * p * p, c);
         for (i, v) in x.iter_mut().enumerate() {
             *v += self.patch_b[i % c] + self.pos[i];
         }
+        drop(patch_t);
+        let add = |x: &mut [f32], a: &[f32]| {
+            let _t = scope("residual add", x.len() as f64);
+            x.iter_mut().zip(a).for_each(|(v, a)| *v += a);
+        };
         for b in &self.blocks {
-            let mut h = x.clone();
-            b.norm1.forward(&mut h);
+            let h = self.normed(&b.norm1, &x);
             let a = if b.window == 0 {
-                self.attention(b, &h, g, g)
+                self.attention(b, &h, g, g, true)
             } else {
+                let ws = b.window;
+                let windows = g.div_ceil(ws).pow(2);
+                let _t = scope(
+                    "window attention (qkv, scores, proj)",
+                    (windows * attention_flops(ws * ws, ws, ws, c)) as f64,
+                );
                 self.windowed(b, &h, g)
             };
-            x.iter_mut().zip(&a).for_each(|(v, a)| *v += a);
-            let mut h = x.clone();
-            b.norm2.forward(&mut h);
-            let m = b.mlp.forward(&h, g * g);
-            x.iter_mut().zip(&m).for_each(|(v, a)| *v += a);
+            add(&mut x, &a);
+            let h = self.normed(&b.norm2, &x);
+            let m = self.mlp(&b.mlp, &h, n);
+            add(&mut x, &m);
         }
+        let (o, k) = (self.out_chans, 2 * n * self.out_chans);
+        let _t = scope("neck", (k * c + k * o * 9) as f64);
         Ok(self.neck.forward(&x, g, g))
+    }
+
+    /// A LayerNorm'd copy of the tokens.
+    fn normed(&self, norm: &LayerNorm, x: &[f32]) -> Vec<f32> {
+        let _t = scope("LayerNorm", 0.0);
+        let mut h = x.to_vec();
+        norm.forward(&mut h);
+        h
+    }
+
+    /// The block's MLP, `lin2(GELU(lin1(x)))`, each step timed.
+    fn mlp(&self, mlp: &Mlp, x: &[f32], rows: usize) -> Vec<f32> {
+        let [lin1, lin2] = &mlp.layers[..] else {
+            return mlp.forward(x, rows);
+        };
+        let mut h = {
+            let _t = scope(
+                "MLP lin1 (+ bias)",
+                2.0 * (rows * lin1.inp * lin1.out) as f64,
+            );
+            lin1.forward(x, rows)
+        };
+        {
+            let _t = scope("GELU", 0.0);
+            mlp.act.apply(&mut h);
+        }
+        let _t = scope(
+            "MLP lin2 (+ bias)",
+            2.0 * (rows * lin2.inp * lin2.out) as f64,
+        );
+        lin2.forward(&h, rows)
     }
 
     /// Attention over windows of `window x window` tokens (the grid zero-padded to a multiple).
     fn windowed(&self, b: &Block, x: &[f32], g: usize) -> Vec<f32> {
         in_windows(x, g, g, self.dim, b.window, |win| {
-            self.attention(b, &win, b.window, b.window)
+            self.attention(b, &win, b.window, b.window, false)
         })
     }
 
     /// Multi-head self-attention over an `h x w` token grid with decomposed relative positions:
     /// `rel_h[q, ky] = q . Rh[qy - ky + h - 1]` and `rel_w` likewise on x, added to the scores.
-    fn attention(&self, b: &Block, x: &[f32], h: usize, w: usize) -> Vec<f32> {
+    /// `profiled`: time its steps (global attention, which runs alone; not the windows, which
+    /// run in parallel).
+    fn attention(&self, b: &Block, x: &[f32], h: usize, w: usize, profiled: bool) -> Vec<f32> {
         let (c, heads) = (self.dim, self.heads);
         let hd = c / heads;
         let n = h * w;
+        let timed = |name: &'static str, flops: usize| profiled.then(|| scope(name, flops as f64));
+        let t = timed("global attention qkv (+ bias)", 2 * n * c * 3 * c);
         let qkv = b.qkv.forward(x, n); // [n, 3c]: q | k | v, each heads x hd
+        drop(t);
         let view = |which: usize| HeadView {
             data: &qkv,
             rows: n,
@@ -248,6 +298,10 @@ impl ImageEncoder {
             bias: Some(&rel_pos),
             ..Hooks::default()
         };
+        let t = timed(
+            "global attention scores + rel. pos. + softmax + values",
+            attention_flops(n, h, w, c) - 2 * n * c * 4 * c,
+        );
         let out = attention(
             view(0),
             view(1),
@@ -257,6 +311,15 @@ impl ImageEncoder {
             1.0 / (hd as f32).sqrt(),
             hooks,
         );
+        drop(t);
+        let _t = timed("global attention proj (+ bias)", 2 * n * c * c);
         b.proj.forward(&out, n)
     }
+}
+
+/// Floating-point operations of one attention layer over an `h x w` grid of `n` tokens of width
+/// `c`: the qkv and output projections, the scores and the weighted values, and the decomposed
+/// relative positions.
+fn attention_flops(n: usize, h: usize, w: usize, c: usize) -> usize {
+    2 * n * c * 4 * c + 4 * n * n * c + 2 * n * (h + w) * c
 }
