@@ -11,6 +11,7 @@ use super::unet::UNet;
 use crate::nn::{Conv2d, ConvSpec, ConvTranspose2d, Weights};
 use crate::ops::Activation;
 use crate::ops::pool::max_pool2d;
+use crate::ops::profile::scope;
 use crate::ops::resize::bilinear;
 use crate::weights::NamedTensors;
 use anyhow::{Result, bail};
@@ -47,6 +48,12 @@ impl DoubleConv {
     fn forward(&self, x: &[f32], h: usize, w: usize) -> Vec<f32> {
         let (y, _, _) = self.c1.forward(x, h, w, Activation::Relu);
         self.c2.forward(&y, h, w, Activation::Relu).0
+    }
+
+    /// Floating-point operations of both convolutions on an `h x w` map.
+    fn flops(&self, h: usize, w: usize) -> f64 {
+        let (a, b) = (&self.c1, &self.c2);
+        (2 * 9 * h * w * (a.cin() * a.cout() + b.cin() * b.cout())) as f64
     }
 }
 
@@ -143,15 +150,23 @@ impl HostUNet {
         let mut skips: Vec<(Vec<f32>, usize, usize)> = Vec::new();
         let (mut cur, mut ch, mut cw) = (x.to_vec(), h, w);
         for b in &self.enc {
-            let y = b.forward(&cur, ch, cw);
+            let y = {
+                let _t = scope("encoder double conv (3x3, BN, ReLU)", b.flops(ch, cw));
+                b.forward(&cur, ch, cw)
+            };
+            let _t = scope("max-pool 2x2", 0.0);
             cur = max_pool2d(&y, b.c2.cout(), ch, cw, 2, 2, 0).0;
             skips.push((y, ch, cw));
             ch /= 2;
             cw /= 2;
         }
-        cur = self.bottleneck.forward(&cur, ch, cw);
+        cur = {
+            let _t = scope("bottleneck double conv", self.bottleneck.flops(ch, cw));
+            self.bottleneck.forward(&cur, ch, cw)
+        };
         for i in (0..self.dec.len()).rev() {
             let (skip, sh, sw) = &skips[i];
+            let t = scope("up-sampling", 0.0);
             let mut cat = match &self.up[i] {
                 Up::Transpose(t) => t.forward(&cur, ch, cw, Activation::None),
                 Up::Bilinear(c) => {
@@ -159,10 +174,19 @@ impl HostUNet {
                     c.forward(&up, 2 * ch, 2 * cw, Activation::None).0
                 }
             };
+            drop(t);
             (ch, cw) = (*sh, *sw);
+            let t = scope("skip concatenation", 0.0);
             cat.extend_from_slice(skip);
+            drop(t);
+            let _t = scope(
+                "decoder double conv (3x3, BN, ReLU)",
+                self.dec[i].flops(ch, cw),
+            );
             cur = self.dec[i].forward(&cat, ch, cw);
         }
+        let o = &self.out;
+        let _t = scope("1x1 head", (2 * ch * cw * o.cin() * o.cout()) as f64);
         Ok(self.out.forward(&cur, ch, cw, Activation::None).0)
     }
 }

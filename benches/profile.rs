@@ -1,0 +1,117 @@
+//! `cargo bench --bench profile`: where the host engine's forward passes spend their time, op by
+//! op (`segrs::ops::profile` scopes in the models' forwards): SAM ViT-B's image encoder on a
+//! 1x3x1024x1024 input (random weights under the official keys) and the classic U-Net (3 -> 21
+//! classes, BatchNorm folded) on 1x3x256x256. For each op: calls per forward, time, share of the
+//! forward, floating-point operations and the rate achieved; against the unprofiled forward's
+//! median. Needs no reference environment. Results go to stdout and to BENCHMARKS.md.
+//! Environment: SEGRS_BENCH_THREADS (default: all cores), SEGRS_BENCH_REPEATS (default 3).
+
+mod common;
+use common::{cpu_name, random_vit_b, repeats, threads, timed, write_section};
+
+use segrs::models::sam::model::Sam;
+use segrs::ops::profile::{self, OpTotal};
+
+fn main() {
+    let threads = threads();
+    let repeats = repeats(3);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .ok();
+    let dir = std::env::temp_dir().join(format!("segrs-sam-profile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("vit_b.safetensors");
+    random_vit_b(&path);
+    let sam = Sam::load(&path).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    let n = 3 * 1024 * 1024;
+    let x: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    let (plain, ops) = profiled(repeats, || {
+        sam.image_encoder.forward(&x).unwrap();
+    });
+    let md = table(
+        &format!(
+            "SAM ViT-B image encoder, 1x3x1024x1024, {}, {threads} thread(s), mean of {repeats} profiled forwards; the unprofiled forward's median is {plain:.2} s.",
+            cpu_name()
+        ),
+        &ops,
+        repeats,
+    );
+    print!("{md}");
+    write_section("sam_profile", &md);
+
+    let config = segrs::models::unet::UNetConfig::classic(3, 21);
+    let unet = segrs::models::unet::UNet::new(&config, &burn::prelude::Device::flex());
+    let host = segrs::models::unet::host::HostUNet::from_model(&unet).unwrap();
+    let (h, w) = (256, 256);
+    let x: Vec<f32> = (0..3 * h * w)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    let unet_repeats = repeats * 5;
+    let (plain, ops) = profiled(unet_repeats, || {
+        host.forward(&x, h, w).unwrap();
+    });
+    let md = table(
+        &format!(
+            "Classic U-Net (3 -> 21 classes, BatchNorm folded), 1x3x256x256, {}, {threads} thread(s), mean of {unet_repeats} profiled forwards; the unprofiled forward's median is {:.1} ms.",
+            cpu_name(),
+            plain * 1e3
+        ),
+        &ops,
+        unet_repeats,
+    );
+    print!("{md}");
+    write_section("unet_profile", &md);
+}
+
+/// The unprofiled median of `run` (seconds) and the totals of `repeats` profiled runs.
+fn profiled(repeats: usize, mut run: impl FnMut()) -> (f64, Vec<OpTotal>) {
+    let plain = timed(repeats, &mut run);
+    profile::take();
+    profile::enable(true);
+    for _ in 0..repeats {
+        run();
+    }
+    profile::enable(false);
+    (plain, profile::take())
+}
+
+/// The markdown table of per-op totals over `repeats` runs, under `title`.
+fn table(title: &str, ops: &[OpTotal], repeats: usize) -> String {
+    let r = repeats as f64;
+    let total: f64 = ops.iter().map(|o| o.seconds).sum::<f64>() / r;
+    let mut md = format!(
+        "{title}\n\n| op | calls | time | share | GFLOP | GFLOP/s |\n|---|---|---|---|---|---|\n"
+    );
+    for o in ops {
+        let secs = o.seconds / r;
+        let gflop = o.flops / r / 1e9;
+        md += &format!(
+            "| {} | {} | {:.1} ms | {:.1}% | {} | {} |\n",
+            o.name,
+            (o.calls as f64 / r).round(),
+            secs * 1e3,
+            100.0 * secs / total,
+            if gflop > 0.05 {
+                format!("{gflop:.1}")
+            } else {
+                "-".into()
+            },
+            if gflop > 0.05 {
+                format!("{:.0}", gflop / secs)
+            } else {
+                "-".into()
+            },
+        );
+    }
+    let all_flops: f64 = ops.iter().map(|o| o.flops).sum::<f64>() / r / 1e9;
+    md += &format!(
+        "| **all** | | **{:.1} ms** | 100% | {all_flops:.1} | {:.0} |\n",
+        total * 1e3,
+        all_flops / total
+    );
+    md
+}
