@@ -120,8 +120,8 @@ fn query_block(nk: usize) -> usize {
 }
 
 /// Attention on many positions, one block of queries at a time (the scores of a block stay in
-/// cache instead of a whole `nq x nk` matrix per head; a bias hook adds to each block's scores
-/// inside the same pass), blocks and heads spread over the threads when the caller is not
+/// cache instead of a whole `nq x nk` matrix per head; a bias hook adds to each row of scores
+/// just before its softmax), blocks and heads spread over the threads when the caller is not
 /// already on one of rayon's workers.
 fn blocked(
     q: HeadView,
@@ -133,18 +133,13 @@ fn blocked(
     hooks: Hooks,
 ) -> Vec<f32> {
     let (nq, nk) = (q.rows, k.rows);
-    // Plain attention scales the queries once; with a bias hook, which reads the unscaled
-    // queries, the scores are scaled instead.
-    let plain = hooks.bias.is_none();
-    let (qs, ks, vs) = split_heads(
-        q,
-        k,
-        v,
-        heads,
-        head_dim,
-        if plain { scale } else { 1.0 },
-        hooks.rotate,
-    );
+    // The queries are scaled once; a bias hook reads them unscaled (the split's own copy).
+    let (raw, ks, vs) = split_heads(q, k, v, heads, head_dim, 1.0, hooks.rotate);
+    let scaled = |x: &Vec<f32>| -> Vec<f32> { x.iter().map(|a| a * scale).collect() };
+    let (qs, raw) = match hooks.bias {
+        Some(_) => (raw.iter().map(scaled).collect(), raw),
+        None => (raw.iter().map(scaled).collect::<Vec<_>>(), Vec::new()),
+    };
     let rows = query_block(nk);
     let blocks = nq.div_ceil(rows);
     let task = |t: usize| -> Vec<f32> {
@@ -153,11 +148,14 @@ fn blocked(
         let r = rows.min(nq - r0);
         let qb = &qs[h][r0 * head_dim..(r0 + r) * head_dim];
         let mut s = matmul_nt(qb, &ks[h], r, head_dim, nk);
-        if let Some(bias) = hooks.bias {
-            s.iter_mut().for_each(|a| *a *= scale);
-            bias(h, r0, qb, &mut s);
+        // Row by row, so that the bias and the softmax find the row in cache.
+        for (i, row) in s.chunks_exact_mut(nk).enumerate() {
+            if let Some(bias) = hooks.bias {
+                let qr = &raw[h][(r0 + i) * head_dim..(r0 + i + 1) * head_dim];
+                bias(h, r0 + i, qr, row);
+            }
+            softmax_rows_seq(row, nk);
         }
-        softmax_rows_seq(&mut s, nk);
         matmul(&s, &vs[h], r, nk, head_dim)
     };
     run_blocks(task, nq, heads, head_dim, rows)
