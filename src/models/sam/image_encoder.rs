@@ -3,7 +3,7 @@
 //! the 256-channel image embedding. Keys `image_encoder.*` as in the official checkpoints; the
 //! sizes (width, depth, heads, patch) are read from the weights. Host buffers, `[H, W, C]` tokens.
 
-use super::neck::{Neck, in_windows};
+use super::neck::{Neck, in_windows_padded};
 use crate::nn::{LayerNorm, Linear, Mlp, Weights};
 use crate::ops::Activation;
 use crate::ops::attention::{HeadView, Hooks, attention};
@@ -196,17 +196,7 @@ impl ImageEncoder {
         };
         for b in &self.blocks {
             let h = self.normed(&b.norm1, &x);
-            let a = if b.window == 0 {
-                self.attention(b, &h, g, g, true)
-            } else {
-                let ws = b.window;
-                let windows = g.div_ceil(ws).pow(2);
-                let _t = scope(
-                    "window attention (qkv, scores, proj)",
-                    (windows * attention_flops(ws * ws, ws, ws, c)) as f64,
-                );
-                self.windowed(b, &h, g)
-            };
+            let a = self.attention(b, &h, g);
             add(&mut x, &a);
             let h = self.normed(&b.norm2, &x);
             let m = self.mlp(&b.mlp, &h, n);
@@ -248,25 +238,59 @@ impl ImageEncoder {
         lin2.forward(&h, rows)
     }
 
-    /// Attention over windows of `window x window` tokens (the grid zero-padded to a multiple).
-    fn windowed(&self, b: &Block, x: &[f32], g: usize) -> Vec<f32> {
-        in_windows(x, g, g, self.dim, b.window, |win| {
-            self.attention(b, &win, b.window, b.window, false)
-        })
+    /// The block's attention over the `g x g` grid: global, or within windows of `window x
+    /// window` tokens (the grid padded to a multiple). The projections run on the grid's tokens
+    /// in one product each; a padded token's `qkv` is the projection's bias, what the
+    /// reference's zero padding projects to, and the padded outputs are dropped before `proj`.
+    fn attention(&self, b: &Block, x: &[f32], g: usize) -> Vec<f32> {
+        let (c, n, ws) = (self.dim, g * g, b.window);
+        let kind = if ws == 0 { "global" } else { "window" };
+        let qkv = {
+            let _t = scope(
+                if ws == 0 {
+                    "global attention qkv (+ bias)"
+                } else {
+                    "window attention qkv (+ bias)"
+                },
+                (2 * n * c * 3 * c) as f64,
+            );
+            b.qkv.forward(x, n)
+        };
+        let out = if ws == 0 {
+            let _t = scope(
+                "global attention scores + rel. pos. + softmax + values",
+                core_flops(n, g, g, c) as f64,
+            );
+            self.core(b, &qkv, g, g)
+        } else {
+            let windows = g.div_ceil(ws).pow(2);
+            let _t = scope(
+                "window attention scores + rel. pos. + softmax + values",
+                (windows * core_flops(ws * ws, ws, ws, c)) as f64,
+            );
+            let fill = (!b.qkv.b.is_empty()).then_some(&b.qkv.b[..]);
+            in_windows_padded(&qkv, g, g, 3 * c, c, ws, fill, |win| {
+                self.core(b, &win, ws, ws)
+            })
+        };
+        let _t = scope(
+            if kind == "global" {
+                "global attention proj (+ bias)"
+            } else {
+                "window attention proj (+ bias)"
+            },
+            (2 * n * c * c) as f64,
+        );
+        b.proj.forward(&out, n)
     }
 
-    /// Multi-head self-attention over an `h x w` token grid with decomposed relative positions:
-    /// `rel_h[q, ky] = q . Rh[qy - ky + h - 1]` and `rel_w` likewise on x, added to the scores.
-    /// `profiled`: time its steps (global attention, which runs alone; not the windows, which
-    /// run in parallel).
-    fn attention(&self, b: &Block, x: &[f32], h: usize, w: usize, profiled: bool) -> Vec<f32> {
+    /// Multi-head self-attention of projected tokens `qkv [h * w, 3c]` over an `h x w` grid,
+    /// with decomposed relative positions: `rel_h[q, ky] = q . Rh[qy - ky + h - 1]` and `rel_w`
+    /// likewise on x, added to the scores. Returns `[h * w, c]`, before the output projection.
+    fn core(&self, b: &Block, qkv: &[f32], h: usize, w: usize) -> Vec<f32> {
         let (c, heads) = (self.dim, self.heads);
         let hd = c / heads;
         let n = h * w;
-        let timed = |name: &'static str, flops: usize| profiled.then(|| scope(name, flops as f64));
-        let t = timed("global attention qkv (+ bias)", 2 * n * c * 3 * c);
-        let qkv = b.qkv.forward(x, n); // [n, 3c]: q | k | v, each heads x hd
-        drop(t);
         let view = |which: usize| HeadView {
             data: &qkv,
             rows: n,
@@ -298,11 +322,7 @@ impl ImageEncoder {
             bias: Some(&rel_pos),
             ..Hooks::default()
         };
-        let t = timed(
-            "global attention scores + rel. pos. + softmax + values",
-            attention_flops(n, h, w, c) - 2 * n * c * 4 * c,
-        );
-        let out = attention(
+        attention(
             view(0),
             view(1),
             view(2),
@@ -310,16 +330,12 @@ impl ImageEncoder {
             hd,
             1.0 / (hd as f32).sqrt(),
             hooks,
-        );
-        drop(t);
-        let _t = timed("global attention proj (+ bias)", 2 * n * c * c);
-        b.proj.forward(&out, n)
+        )
     }
 }
 
-/// Floating-point operations of one attention layer over an `h x w` grid of `n` tokens of width
-/// `c`: the qkv and output projections, the scores and the weighted values, and the decomposed
-/// relative positions.
-fn attention_flops(n: usize, h: usize, w: usize, c: usize) -> usize {
-    2 * n * c * 4 * c + 4 * n * n * c + 2 * n * (h + w) * c
+/// Floating-point operations of attention's core over an `h x w` grid of `n` tokens of width
+/// `c`: the scores and the weighted values, and the decomposed relative positions.
+fn core_flops(n: usize, h: usize, w: usize, c: usize) -> usize {
+    4 * n * n * c + 2 * n * (h + w) * c
 }

@@ -51,6 +51,22 @@ pub(crate) fn in_windows(
     ws: usize,
     attend: impl Fn(Vec<f32>) -> Vec<f32> + Sync,
 ) -> Vec<f32> {
+    in_windows_padded(x, h, w, c, c, ws, None, attend)
+}
+
+/// [`in_windows`] with `c_in`-wide tokens in and `c_out`-wide tokens out, the padding tokens
+/// being `fill` (zeros when None).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn in_windows_padded(
+    x: &[f32],
+    h: usize,
+    w: usize,
+    c_in: usize,
+    c_out: usize,
+    ws: usize,
+    fill: Option<&[f32]>,
+    attend: impl Fn(Vec<f32>) -> Vec<f32> + Sync,
+) -> Vec<f32> {
     use rayon::prelude::*;
     let (nh, nw) = (h.div_ceil(ws), w.div_ceil(ws));
     // (window row, window column, token row, token column) -> grid index when inside
@@ -61,25 +77,27 @@ pub(crate) fn in_windows(
     let outs: Vec<Vec<f32>> = (0..nh * nw)
         .into_par_iter()
         .map(|wi| {
-            let mut win = vec![0.0f32; ws * ws * c];
+            let mut win = vec![0.0f32; ws * ws * c_in];
             for y in 0..ws {
                 for xx in 0..ws {
-                    if let Some(g) = inside(wi, y, xx) {
-                        win[(y * ws + xx) * c..(y * ws + xx + 1) * c]
-                            .copy_from_slice(&x[g * c..(g + 1) * c]);
+                    let dst = &mut win[(y * ws + xx) * c_in..(y * ws + xx + 1) * c_in];
+                    match (inside(wi, y, xx), fill) {
+                        (Some(g), _) => dst.copy_from_slice(&x[g * c_in..(g + 1) * c_in]),
+                        (None, Some(f)) => dst.copy_from_slice(f),
+                        (None, None) => {}
                     }
                 }
             }
             attend(win)
         })
         .collect();
-    let mut out = vec![0.0f32; h * w * c];
+    let mut out = vec![0.0f32; h * w * c_out];
     for (wi, a) in outs.iter().enumerate() {
         for y in 0..ws {
             for xx in 0..ws {
                 if let Some(g) = inside(wi, y, xx) {
-                    out[g * c..(g + 1) * c]
-                        .copy_from_slice(&a[(y * ws + xx) * c..(y * ws + xx + 1) * c]);
+                    out[g * c_out..(g + 1) * c_out]
+                        .copy_from_slice(&a[(y * ws + xx) * c_out..(y * ws + xx + 1) * c_out]);
                 }
             }
         }
