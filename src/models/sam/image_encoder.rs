@@ -292,7 +292,7 @@ impl ImageEncoder {
         let hd = c / heads;
         let n = h * w;
         let view = |which: usize| HeadView {
-            data: &qkv,
+            data: qkv,
             rows: n,
             stride: 3 * c,
             base: which * c,
