@@ -13,18 +13,14 @@
 //! ONNX Runtime and OpenVINO on the same photo.
 
 mod common;
-use common::{cpu_name, repeats, threads, timed, torch_python, write_section};
+use common::{cpu_name, repeats, thread_pool, timed, torch_python, write_section};
 
 use segrs::models::mask_rcnn::{MaskRcnn, MaskRcnnConfig};
 
 fn main() {
     segrs::device::tune_allocator();
-    let threads = threads();
+    let threads = thread_pool();
     let repeats = repeats(3);
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .ok();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let photo = std::env::var("SEGRS_BENCH_PHOTO")
         .map(std::path::PathBuf::from)

@@ -7,18 +7,14 @@
 //! Environment: SEGRS_BENCH_THREADS (default: all cores), SEGRS_BENCH_REPEATS (default 3).
 
 mod common;
-use common::{cpu_name, random_vit_b, repeats, threads, timed, write_section};
+use common::{cpu_name, random_vit_b, repeats, thread_pool, timed, write_section};
 
 use segrs::models::sam::model::Sam;
 use segrs::ops::profile::{self, OpTotal};
 
 fn main() {
-    let threads = threads();
+    let threads = thread_pool();
     let repeats = repeats(3);
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .ok();
     let dir = std::env::temp_dir().join(format!("segrs-sam-profile-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("vit_b.safetensors");

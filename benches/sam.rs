@@ -13,7 +13,7 @@
 
 mod common;
 use common::{
-    cpu_name, reference_json, rel_l2, repeats, threads, timed, torch_python, write_section,
+    cpu_name, reference_json, rel_l2, repeats, thread_pool, timed, torch_python, write_section,
 };
 
 use segrs::models::sam::model::Sam;
@@ -21,12 +21,8 @@ use segrs::models::sam::prompt_encoder::PointPrompt;
 use std::time::Instant;
 
 fn main() {
-    let threads = threads();
+    let threads = thread_pool();
     let repeats = repeats(3);
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .ok();
     let python = torch_python();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/bench_sam_torch.py");
     // SEGRS_BENCH_KEEP=DIR keeps PyTorch's weights, outputs and timings in DIR and reuses them

@@ -15,7 +15,7 @@
 
 mod common;
 use common::{
-    cpu_name, reference_json, rel_l2, repeats, threads, timed, torch_python, write_section,
+    cpu_name, reference_json, rel_l2, repeats, thread_pool, timed, torch_python, write_section,
 };
 
 use segrs::models::sam::model::ImageEmbedding;
@@ -23,12 +23,8 @@ use segrs::models::sam2::model::Sam2;
 use segrs::sam::predictor::Prompt;
 
 fn main() {
-    let threads = threads();
+    let threads = thread_pool();
     let repeats = repeats(3);
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .ok();
     let python = torch_python();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/bench_sam2_torch.py");
     let keep = std::env::var("SEGRS_BENCH_KEEP")

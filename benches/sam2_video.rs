@@ -16,7 +16,7 @@
 //! BENCHMARKS.md.
 
 mod common;
-use common::{cpu_name, reference_json, threads, torch_python, write_section};
+use common::{cpu_name, reference_json, thread_pool, torch_python, write_section};
 
 use segrs::sam::video::frames::Frames;
 use segrs::sam::video::predictor::{
@@ -24,11 +24,7 @@ use segrs::sam::video::predictor::{
 };
 
 fn main() {
-    let threads = threads();
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .ok();
+    let threads = thread_pool();
     let n: usize = std::env::var("SEGRS_BENCH_FRAMES")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -11,7 +11,7 @@
 //! Environment: SEGRS_BENCH_THREADS (default: all cores), SEGRS_BENCH_REPEATS (default 5).
 
 mod common;
-use common::{cpu_name, repeats, threads, timed, torch_python, write_section};
+use common::{cpu_name, repeats, thread_pool, timed, torch_python, write_section};
 
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
@@ -32,12 +32,8 @@ fn noise(n: usize, seed: u32) -> Vec<f32> {
 }
 
 fn main() {
-    let threads = threads();
+    let threads = thread_pool();
     let repeats = repeats(5);
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .ok();
     let cfg = UNetConfig::classic(3, 21);
     let dev = Device::flex();
 

@@ -29,6 +29,17 @@ pub fn threads() -> usize {
         })
 }
 
+/// Builds rayon's global pool with [`threads`] threads and returns that count.
+#[allow(dead_code)] // each bench compiles this module; not all of them call this
+pub fn thread_pool() -> usize {
+    let threads = threads();
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .ok();
+    threads
+}
+
 /// SEGRS_BENCH_REPEATS, else `default`.
 #[allow(dead_code)]
 pub fn repeats(default: usize) -> usize {

@@ -15,11 +15,25 @@ pub const MAX_STREAM_SIDE: usize = 1 << 18;
 /// An image read from top to bottom. Pixels are floats in [0, 1], channels interleaved, with
 /// 1 or 3 channels (alpha dropped).
 pub trait RowSource {
-    fn width(&self) -> usize;
-    fn height(&self) -> usize;
-    fn channels(&self) -> usize;
+    /// (width, height, channels).
+    fn size(&self) -> (usize, usize, usize);
     /// Appends the next `n` rows to `out` (`n * width * channels` values).
     fn read_rows(&mut self, n: usize, out: &mut Vec<f32>) -> Result<()>;
+
+    fn width(&self) -> usize {
+        self.size().0
+    }
+    fn height(&self) -> usize {
+        self.size().1
+    }
+    fn channels(&self) -> usize {
+        self.size().2
+    }
+}
+
+/// Channels kept of `stored` samples per pixel: 1 (gray, gray + alpha) or 3 (RGB, RGBA).
+fn kept(stored: usize) -> usize {
+    if stored >= 3 { 3 } else { 1 }
 }
 
 /// Opens `path` for reading by rows: PNG and TIFF stream, anything else is decoded whole (and
@@ -57,14 +71,8 @@ impl PictureRows {
 }
 
 impl RowSource for PictureRows {
-    fn width(&self) -> usize {
-        self.pic.width
-    }
-    fn height(&self) -> usize {
-        self.pic.height
-    }
-    fn channels(&self) -> usize {
-        self.pic.channels
+    fn size(&self) -> (usize, usize, usize) {
+        (self.pic.width, self.pic.height, self.pic.channels)
     }
     fn read_rows(&mut self, n: usize, out: &mut Vec<f32>) -> Result<()> {
         let row = self.pic.width * self.pic.channels;
@@ -78,7 +86,7 @@ impl RowSource for PictureRows {
 /// Converts one row of samples (`sample(i)` gives sample `i` in [0, 1]) with `stored` channels
 /// per pixel to 1 (gray, gray + alpha) or 3 (RGB, RGBA) channels.
 fn push_pixels(out: &mut Vec<f32>, width: usize, stored: usize, sample: impl Fn(usize) -> f32) {
-    let keep = if stored >= 3 { 3 } else { 1 };
+    let keep = kept(stored);
     for x in 0..width {
         for c in 0..keep {
             out.push(sample(x * stored + c));
@@ -128,14 +136,8 @@ impl PngRows {
 }
 
 impl RowSource for PngRows {
-    fn width(&self) -> usize {
-        self.width
-    }
-    fn height(&self) -> usize {
-        self.height
-    }
-    fn channels(&self) -> usize {
-        if self.stored >= 3 { 3 } else { 1 }
+    fn size(&self) -> (usize, usize, usize) {
+        (self.width, self.height, kept(self.stored))
     }
     fn read_rows(&mut self, n: usize, out: &mut Vec<f32>) -> Result<()> {
         for _ in 0..n.min(self.height - self.next) {
@@ -179,7 +181,7 @@ pub struct TiffRows {
     height: usize,
     stored: usize,
     kind: Sample,
-    /// Rows decoded but not yet handed out (HWC, converted), and the first row they hold.
+    /// Rows decoded but not yet handed out (HWC, converted).
     pending: Vec<f32>,
     next: usize,
     /// Next row of chunks to decode.
@@ -255,7 +257,7 @@ impl TiffRows {
         let across = if tiled { self.width.div_ceil(cw) } else { 1 };
         let y0 = self.chunk_row * ch;
         let rows = ch.min(self.height - y0);
-        let keep = if self.stored >= 3 { 3 } else { 1 };
+        let keep = kept(self.stored);
         let start = self.pending.len();
         self.pending.resize(start + rows * self.width * keep, 0.0);
         for t in 0..across {
@@ -302,14 +304,8 @@ impl TiffRows {
 }
 
 impl RowSource for TiffRows {
-    fn width(&self) -> usize {
-        self.width
-    }
-    fn height(&self) -> usize {
-        self.height
-    }
-    fn channels(&self) -> usize {
-        if self.stored >= 3 { 3 } else { 1 }
+    fn size(&self) -> (usize, usize, usize) {
+        (self.width, self.height, kept(self.stored))
     }
     fn read_rows(&mut self, n: usize, out: &mut Vec<f32>) -> Result<()> {
         let row = self.width * self.channels();
