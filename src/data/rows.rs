@@ -58,19 +58,29 @@ pub fn open_rows(path: &Path) -> Result<Box<dyn RowSource>> {
     Ok(src)
 }
 
-/// Rows of a decoded picture.
-pub struct PictureRows {
-    pic: Picture,
+/// Rows of a decoded picture, owned or borrowed.
+pub struct PictureRows<'a> {
+    pic: std::borrow::Cow<'a, Picture>,
     next: usize,
 }
 
-impl PictureRows {
+impl<'a> PictureRows<'a> {
     pub fn new(pic: Picture) -> Self {
-        Self { pic, next: 0 }
+        Self {
+            pic: std::borrow::Cow::Owned(pic),
+            next: 0,
+        }
+    }
+
+    pub fn borrowed(pic: &'a Picture) -> Self {
+        Self {
+            pic: std::borrow::Cow::Borrowed(pic),
+            next: 0,
+        }
     }
 }
 
-impl RowSource for PictureRows {
+impl RowSource for PictureRows<'_> {
     fn size(&self) -> (usize, usize, usize) {
         (self.pic.width, self.pic.height, self.pic.channels)
     }

@@ -133,12 +133,25 @@ fn blocked(
     hooks: Hooks,
 ) -> Vec<f32> {
     let (nq, nk) = (q.rows, k.rows);
-    // The queries are scaled once; a bias hook reads them unscaled (the split's own copy).
-    let (raw, ks, vs) = split_heads(q, k, v, heads, head_dim, 1.0, hooks.rotate);
-    let scaled = |x: &Vec<f32>| -> Vec<f32> { x.iter().map(|a| a * scale).collect() };
-    let (qs, raw) = match hooks.bias {
-        Some(_) => (raw.iter().map(scaled).collect(), raw),
-        None => (raw.iter().map(scaled).collect::<Vec<_>>(), Vec::new()),
+    // The queries are scaled once; a bias hook reads them unscaled, so then they are kept too.
+    let plain = hooks.bias.is_none();
+    let (qs, ks, vs) = split_heads(
+        q,
+        k,
+        v,
+        heads,
+        head_dim,
+        if plain { scale } else { 1.0 },
+        hooks.rotate,
+    );
+    let (qs, raw) = if plain {
+        (qs, Vec::new())
+    } else {
+        let scaled = qs
+            .iter()
+            .map(|x| x.iter().map(|a| a * scale).collect())
+            .collect();
+        (scaled, qs)
     };
     let rows = query_block(nk);
     let blocks = nq.div_ceil(rows);

@@ -223,7 +223,7 @@ impl SemanticPredictor {
         let (h, w) = (pic.height, pic.width);
         let mut data = Vec::with_capacity(h * w);
         self.predict_rows(
-            &mut PictureRows::new(pic.clone()),
+            &mut PictureRows::borrowed(pic),
             tiling,
             &mut |_, logits| {
                 data.extend(argmax_row(logits, w));
@@ -249,7 +249,7 @@ impl SemanticPredictor {
         let k = self.model.config.num_classes;
         let mut out = vec![0.0f32; k * h * w];
         self.predict_rows(
-            &mut PictureRows::new(pic.clone()),
+            &mut PictureRows::borrowed(pic),
             tiling,
             &mut |y, logits| {
                 for cls in 0..k {

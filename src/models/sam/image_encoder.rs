@@ -244,7 +244,6 @@ impl ImageEncoder {
     /// reference's zero padding projects to, and the padded outputs are dropped before `proj`.
     fn attention(&self, b: &Block, x: &[f32], g: usize) -> Vec<f32> {
         let (c, n, ws) = (self.dim, g * g, b.window);
-        let kind = if ws == 0 { "global" } else { "window" };
         let qkv = {
             let _t = scope(
                 if ws == 0 {
@@ -274,7 +273,7 @@ impl ImageEncoder {
             })
         };
         let _t = scope(
-            if kind == "global" {
+            if ws == 0 {
                 "global attention proj (+ bias)"
             } else {
                 "window attention proj (+ bias)"
