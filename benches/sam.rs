@@ -13,7 +13,8 @@
 
 mod common;
 use common::{
-    cpu_name, reference_json, rel_l2, repeats, thread_pool, timed, torch_python, write_section,
+    cpu_name, reference_json, rel_l2, repeats, runtime_table, runtimes, thread_pool, timed,
+    torch_python, write_section,
 };
 
 use segrs::models::sam::model::Sam;
@@ -66,6 +67,8 @@ fn main() {
     );
     md.push_str("| what | segrs | PyTorch | segrs / PyTorch | parity (relative L2) |\n|---|---|---|---|---|\n");
     let only = std::env::var("SEGRS_BENCH_ONLY_DECODER").is_ok();
+    // segrs' times for the rows of the deployment runtimes' table.
+    let mut deployed: Vec<(&str, &str, f64)> = Vec::new();
     for name in ["vit_b", "vit_t"] {
         if only && name == "vit_t" {
             break;
@@ -84,6 +87,11 @@ fn main() {
         };
         let want = &io.get(&format!("{name}.embedding")).unwrap().data;
         let t_enc = torch[format!("{name}_encoder_s")].as_f64().unwrap();
+        deployed.push(if name == "vit_b" {
+            ("vit_b_encoder", "vit_b image encoder, 1x3x1024x1024", enc)
+        } else {
+            ("vit_t_encoder", "vit_t image encoder, 1x3x1024x1024", enc)
+        });
         md.push_str(&format!(
             "| {name} image encoder, 1x3x1024x1024 | {:.2} s | {:.2} s | {:.2}x | {:.1e} |\n",
             enc,
@@ -123,6 +131,13 @@ fn main() {
             }
         }) / 16.0;
         let t_dec = torch[format!("{name}_decoder_s")].as_f64().unwrap();
+        if name == "vit_b" {
+            deployed.push((
+                "vit_b_decoder",
+                "vit_b prompt encoder + mask decoder, per point prompt",
+                dec,
+            ));
+        }
         if name == "vit_b"
             && let (Some(p), Some(t_set)) = (&photo, torch["photo_set_image_s"].as_f64())
         {
@@ -181,6 +196,15 @@ fn main() {
             rel_l2(&low, want_low),
             iou_err
         ));
+    }
+    // SEGRS_BENCH_NO_RUNTIMES=1 leaves out ONNX Runtime and OpenVINO (their export and timing
+    // take a few minutes).
+    if !only && std::env::var("SEGRS_BENCH_NO_RUNTIMES").is_err() {
+        md.push_str("\nThe same models exported to ONNX (opset 17, PyTorch's TorchScript exporter; `tools/bench_runtimes.py`), same weights, inputs and threads, in the runtimes users deploy with:\n\n");
+        md.push_str(&match runtimes(&python, "sam", threads, repeats, &dir) {
+            Ok(v) => runtime_table(&v, &deployed),
+            Err(e) => format!("{e}\n"),
+        });
     }
     if keep.is_none() {
         std::fs::remove_dir_all(&dir).ok();

@@ -11,7 +11,9 @@
 //! Environment: SEGRS_BENCH_THREADS (default: all cores), SEGRS_BENCH_REPEATS (default 5).
 
 mod common;
-use common::{cpu_name, repeats, thread_pool, timed, torch_python, write_section};
+use common::{
+    cpu_name, repeats, runtime_table, runtimes, thread_pool, timed, torch_python, write_section,
+};
 
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
@@ -127,6 +129,9 @@ fn main() {
             .ok()?;
         Some((rel(&burn_out), rel(&eng)))
     });
+    // The same network in ONNX Runtime and OpenVINO (SEGRS_BENCH_NO_RUNTIMES=1 leaves them out).
+    let deployed = (torch.is_some() && std::env::var("SEGRS_BENCH_NO_RUNTIMES").is_err())
+        .then(|| runtimes(&python, "unet", threads, repeats, &parity_dir));
     std::fs::remove_dir_all(&parity_dir).ok();
     let mut md = String::new();
     md.push_str(&format!(
@@ -168,6 +173,21 @@ fn main() {
         md.push_str(&format!(
             "Full-size parity (the classic network's `state_dict` saved by PyTorch with random weights and BatchNorm statistics, input 1x3x128x192): logits relative L2 error {a:.1e} (burn ops), {b:.1e} (CPU engine).\n"
         ));
+    }
+    match deployed {
+        Some(Ok(v)) => {
+            md.push_str("\nThe same network exported to ONNX (opset 17, PyTorch's TorchScript exporter; `tools/bench_runtimes.py`), same weights and threads, in the runtimes users deploy with:\n\n");
+            md.push_str(&runtime_table(
+                &v,
+                &[(
+                    "unet_forward",
+                    "forward 1x3x256x256 (segrs host engine)",
+                    fwd_engine,
+                )],
+            ));
+        }
+        Some(Err(e)) => md.push_str(&format!("\n{e}\n")),
+        None => {}
     }
     print!("{md}");
     if torch.is_some() && train.is_finite() {

@@ -173,3 +173,92 @@ pub fn random_vit_b(path: &std::path::Path) {
     }
     segrs::weights::safetensors::write(path, &tensors, &std::collections::BTreeMap::new()).unwrap();
 }
+
+/// The deployment runtimes' side (tools/bench_runtimes.py): the same models exported to ONNX and
+/// timed in ONNX Runtime and OpenVINO (f32, and bf16 where the CPU has it). `Err` says why not.
+#[allow(dead_code)] // each bench compiles this module; not all of them call this
+pub fn runtimes(
+    python: &str,
+    which: &str,
+    threads: usize,
+    repeats: usize,
+    dir: &std::path::Path,
+) -> Result<serde_json::Value, String> {
+    eprintln!("ONNX Runtime / OpenVINO side ({which}) ...");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/bench_runtimes.py");
+    let o = std::process::Command::new(python)
+        .arg(script)
+        .args([which.to_string(), threads.to_string(), repeats.to_string()])
+        .arg(dir)
+        .output()
+        .map_err(|e| format!("cannot run {python}: {e}"))?;
+    if !o.status.success() {
+        let err = String::from_utf8_lossy(&o.stderr);
+        return Err(format!(
+            "tools/bench_runtimes.py failed: {}",
+            err.lines().last().unwrap_or("")
+        ));
+    }
+    serde_json::from_slice(o.stdout.trim_ascii())
+        .map_err(|e| format!("tools/bench_runtimes.py: unreadable output ({e})"))
+}
+
+/// A table of segrs against the deployment runtimes: one row per `(key in the script's JSON,
+/// what, segrs seconds)`, each runtime's time, segrs' ratio to it, and its output's relative L2
+/// error against PyTorch.
+#[allow(dead_code)] // each bench compiles this module; not all of them call this
+pub fn runtime_table(v: &serde_json::Value, rows: &[(&str, &str, f64)]) -> String {
+    let runtimes = [
+        (
+            "onnxruntime",
+            format!("ONNX Runtime {}", v["ort_version"].as_str().unwrap_or("?")),
+        ),
+        (
+            "openvino_f32",
+            format!(
+                "OpenVINO {} f32",
+                v["openvino_version"].as_str().unwrap_or("?")
+            ),
+        ),
+        (
+            "openvino_bf16",
+            format!(
+                "OpenVINO {} bf16",
+                v["openvino_version"].as_str().unwrap_or("?")
+            ),
+        ),
+    ];
+    let mut md = String::from("| what | segrs f32 |");
+    for (_, name) in &runtimes {
+        md.push_str(&format!(" {name} | segrs / it |"));
+    }
+    md.push_str("\n|---|---|");
+    md.push_str(&"---|---|".repeat(runtimes.len()));
+    md.push('\n');
+    let time = |s: f64| {
+        if s >= 1.0 {
+            format!("{s:.2} s")
+        } else {
+            format!("{:.1} ms", s * 1e3)
+        }
+    };
+    for (key, what, segrs) in rows {
+        md.push_str(&format!("| {what} | {} |", time(*segrs)));
+        for (rt, _) in &runtimes {
+            match v[key][rt].as_f64() {
+                Some(t) => md.push_str(&format!(
+                    " {} (rel. L2 {:.1e}) | {:.2}x |",
+                    time(t),
+                    v[key][format!("{rt}_rel_l2")].as_f64().unwrap_or(f64::NAN),
+                    segrs / t
+                )),
+                None if *rt == "openvino_bf16" && v["openvino_bf16"] == false => {
+                    md.push_str(" no bf16 on this CPU | |")
+                }
+                None => md.push_str(" n/a | |"),
+            }
+        }
+        md.push('\n');
+    }
+    md
+}

@@ -4,10 +4,10 @@
 //! per-offset biases).
 
 use super::activation::exp_nonpositive;
-use super::layout::{columns, put_columns};
-use super::matmul::{matmul, matmul_acc, matmul_nt};
+use super::layout::columns;
+use super::matmul::{SendPtr, gemm_strided, matmul_acc, matmul_nt, parallel_for};
 use super::simd::{max, sum, vectorized};
-use super::softmax::{softmax_rows, softmax_rows_seq};
+use super::softmax::exp_shifted;
 use rayon::prelude::*;
 
 /// Where each head's vectors sit in a projection's rows: head `h` of row `r` is
@@ -78,37 +78,21 @@ pub fn attention(
         if hooks.rotate.is_none() && hooks.bias.is_none() && nk > LONG_KEYS {
             return streamed(q, k, v, heads, head_dim, scale);
         }
-        return blocked(q, k, v, heads, head_dim, scale, hooks);
-    }
-    let head = |h: usize| -> Vec<f32> {
-        let (mut qh, mut kh, vh) = (
-            q.head(h, head_dim),
-            k.head(h, head_dim),
-            v.head(h, head_dim),
+        return blocked(
+            q,
+            k,
+            v,
+            heads,
+            head_dim,
+            scale,
+            hooks,
+            query_block(nk),
+            true,
         );
-        if let Some(rotate) = hooks.rotate {
-            rotate(h, &mut qh, &mut kh);
-        }
-        let mut s = matmul_nt(&qh, &kh, nq, head_dim, nk);
-        s.iter_mut().for_each(|a| *a *= scale);
-        if let Some(bias) = hooks.bias {
-            bias(h, 0, &qh, &mut s);
-        }
-        softmax_rows(&mut s, nk);
-        matmul(&s, &vh, nq, nk, head_dim)
-    };
-    let outs: Vec<Vec<f32>> =
-        if nq * nk >= 1 << 20 && heads > 1 && rayon::current_thread_index().is_none() {
-            (0..heads).into_par_iter().map(head).collect()
-        } else {
-            (0..heads).map(head).collect()
-        };
-    let width = heads * head_dim;
-    let mut out = vec![0.0f32; nq * width];
-    for (h, o) in outs.iter().enumerate() {
-        put_columns(&mut out, o, nq, width, h * head_dim);
     }
-    out
+    // One block per head; heads in parallel when the score matrices are large.
+    let parallel = nq * nk >= 1 << 20 && heads > 1;
+    blocked(q, k, v, heads, head_dim, scale, hooks, nq.max(1), parallel)
 }
 
 /// Rows of queries per block in [`blocked`]: the block's scores near 1 MiB, but at least 256
@@ -119,10 +103,12 @@ fn query_block(nk: usize) -> usize {
     ((1usize << 18) / nk.max(1)).clamp(256, 1024)
 }
 
-/// Attention on many positions, one block of queries at a time (the scores of a block stay in
+/// Attention one block of `rows` queries of one head at a time (the scores of a block stay in
 /// cache instead of a whole `nq x nk` matrix per head; a bias hook adds to each row of scores
-/// just before its softmax), blocks and heads spread over the threads when the caller is not
-/// already on one of rayon's workers.
+/// just before its softmax); blocks and heads spread over the threads when `parallel` and the
+/// caller is not already on one of rayon's workers. Each block writes its rows of its head's
+/// columns of the output in place.
+#[allow(clippy::too_many_arguments)]
 fn blocked(
     q: HeadView,
     k: HeadView,
@@ -131,20 +117,25 @@ fn blocked(
     head_dim: usize,
     scale: f32,
     hooks: Hooks,
+    rows: usize,
+    parallel: bool,
 ) -> Vec<f32> {
-    let (nq, nk) = (q.rows, k.rows);
+    let (nq, nk, d) = (q.rows, k.rows, head_dim);
     // The queries are scaled once; a bias hook reads them unscaled, so then they are kept too.
     let plain = hooks.bias.is_none();
+    // One block per head: the scores are scaled instead (the products round as the whole
+    // matrix's would).
+    let whole = rows >= nq;
     let (qs, ks, vs) = split_heads(
         q,
         k,
         v,
         heads,
-        head_dim,
-        if plain { scale } else { 1.0 },
+        d,
+        if plain && !whole { scale } else { 1.0 },
         hooks.rotate,
     );
-    let (qs, raw) = if plain {
+    let (qs, raw) = if plain || whole {
         (qs, Vec::new())
     } else {
         let scaled = qs
@@ -153,25 +144,143 @@ fn blocked(
             .collect();
         (scaled, qs)
     };
-    let rows = query_block(nk);
+    let width = heads * d;
+    let mut out = vec![0.0f32; nq * width];
+    if nq == 0 || nk == 0 || d == 0 {
+        return out;
+    }
     let blocks = nq.div_ceil(rows);
-    let task = |t: usize| -> Vec<f32> {
+    let dst = SendPtr(out.as_mut_ptr());
+    let task = |t: usize| {
         let (h, b) = (t / blocks, t % blocks);
         let r0 = b * rows;
         let r = rows.min(nq - r0);
-        let qb = &qs[h][r0 * head_dim..(r0 + r) * head_dim];
-        let mut s = matmul_nt(qb, &ks[h], r, head_dim, nk);
-        // Row by row, so that the bias and the softmax find the row in cache.
-        for (i, row) in s.chunks_exact_mut(nk).enumerate() {
+        let qb = &qs[h][r0 * d..(r0 + r) * d];
+        let bias = |i: usize, row: &mut [f32]| {
             if let Some(bias) = hooks.bias {
-                let qr = &raw[h][(r0 + i) * head_dim..(r0 + i + 1) * head_dim];
-                bias(h, r0 + i, qr, row);
+                let raw = if whole { &qs[h] } else { &raw[h] };
+                bias(h, r0 + i, &raw[(r0 + i) * d..(r0 + i + 1) * d], row);
             }
-            softmax_rows_seq(row, nk);
+        };
+        // SAFETY: task `t` writes rows `r0..r0 + r` of columns `h * d..(h + 1) * d` of `out`
+        // only (within its `nq * width` values), disjoint from every other task's.
+        unsafe {
+            head_rows(
+                qb,
+                &ks[h],
+                &vs[h],
+                r,
+                nk,
+                d,
+                whole.then_some(scale),
+                bias,
+                dst.get().add(r0 * width + h * d),
+                width,
+            )
         }
-        matmul(&s, &vs[h], r, nk, head_dim)
     };
-    run_blocks(task, nq, heads, head_dim, rows)
+    if parallel && heads * blocks > 1 && rayon::current_thread_index().is_none() {
+        (0..heads * blocks).into_par_iter().for_each(task);
+    } else {
+        (0..heads * blocks).for_each(task);
+    }
+    out
+}
+
+thread_local! {
+    /// One block's scores, kept between blocks on each thread (taken while in use, so that a
+    /// nested call on the same thread makes its own).
+    static SCORES: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// `softmax(qb kh^T + bias) vh` for `r` query rows `qb [r, d]` of one head over `nk` keys and
+/// values `[nk, d]`, written to `r` rows of `d` values at `dst` (row stride `ldd`); `bias(i,
+/// row)` adds to the scores of query `i`. With `scale_scores: None` the queries come scaled and
+/// the exponentials stay unnormalised through the values product, each output row divided by
+/// its sum afterwards (`d` divisions instead of `nk`): the blocks of long attention. With
+/// `Some(scale)` the scores are scaled and each row normalised before the values product, in
+/// the order of the whole-matrix formula (short attention, the decoders' parity fixtures).
+///
+/// # Safety
+/// `dst` must point to `(r - 1) * ldd + d` writable floats that alias none of the inputs.
+#[allow(clippy::too_many_arguments)]
+unsafe fn head_rows(
+    qb: &[f32],
+    kh: &[f32],
+    vh: &[f32],
+    r: usize,
+    nk: usize,
+    d: usize,
+    scale_scores: Option<f32>,
+    bias: impl Fn(usize, &mut [f32]),
+    dst: *mut f32,
+    ldd: usize,
+) {
+    let mut s = SCORES.take();
+    if s.len() < r * nk {
+        s.resize(r * nk, 0.0);
+    }
+    let scores = &mut s[..r * nk];
+    let mut sums = vec![0.0f32; r];
+    // SAFETY: `qb` holds `r x d` values, `kh` `nk x d`, `scores` `r x nk`.
+    unsafe {
+        gemm_strided(
+            r,
+            nk,
+            d,
+            qb.as_ptr(),
+            d as isize,
+            1,
+            kh.as_ptr(),
+            1,
+            d as isize,
+            scores.as_mut_ptr(),
+            nk,
+            parallel_for(r, d, nk),
+        )
+    };
+    for (i, (row, total)) in scores
+        .chunks_exact_mut(nk.max(1))
+        .zip(&mut sums)
+        .enumerate()
+    {
+        if let Some(scale) = scale_scores {
+            row.iter_mut().for_each(|x| *x *= scale);
+        }
+        bias(i, row);
+        *total = vectorized(
+            #[inline(always)]
+            || exp_shifted(row),
+        );
+        if scale_scores.is_some() {
+            let inv = 1.0 / *total;
+            row.iter_mut().for_each(|x| *x *= inv);
+            *total = 1.0;
+        }
+    }
+    // SAFETY: `scores` holds `r x nk` values, `vh` `nk x d`; `dst` as the caller promises.
+    unsafe {
+        gemm_strided(
+            r,
+            d,
+            nk,
+            scores.as_ptr(),
+            nk as isize,
+            1,
+            vh.as_ptr(),
+            d as isize,
+            1,
+            dst,
+            ldd,
+            parallel_for(r, nk, d),
+        );
+        for (i, total) in sums.iter().enumerate().filter(|(_, t)| **t != 1.0) {
+            let row = std::slice::from_raw_parts_mut(dst.add(i * ldd), d);
+            let inv = 1.0 / total;
+            row.iter_mut().for_each(|x| *x *= inv);
+        }
+    }
+    SCORES.set(s);
 }
 
 /// Each head's queries (rotated, then scaled by `scale`), keys (rotated) and values, packed.
@@ -297,6 +406,8 @@ fn streamed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::matmul::matmul;
+    use crate::ops::softmax::softmax_rows;
 
     #[test]
     fn one_key_returns_its_value() {

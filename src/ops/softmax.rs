@@ -21,24 +21,32 @@ pub fn softmax_rows_seq(x: &mut [f32], dim: usize) {
         #[inline(always)]
         || {
             for row in x.chunks_mut(dim) {
-                let m = max(row);
-                // exp and the partial sums in one pass, 16 lanes at a time
-                let mut acc = [0.0f32; 16];
-                let mut chunks = row.chunks_exact_mut(16);
-                for c in &mut chunks {
-                    for k in 0..16 {
-                        c[k] = exp_nonpositive(c[k] - m);
-                        acc[k] += c[k];
-                    }
-                }
-                let mut rest = 0.0f32;
-                for v in chunks.into_remainder() {
-                    *v = exp_nonpositive(*v - m);
-                    rest += *v;
-                }
-                let inv = 1.0 / (sum(&acc) + rest);
+                let inv = 1.0 / exp_shifted(row);
                 row.iter_mut().for_each(|v| *v *= inv);
             }
         },
     )
+}
+
+/// `exp(x - max(x))` in place, returning the sum: a softmax without its division, for callers
+/// that divide something smaller afterwards (attention divides each output row instead of
+/// each row of scores). Inline it into a [`vectorized`] loop.
+#[inline(always)]
+pub fn exp_shifted(row: &mut [f32]) -> f32 {
+    let m = max(row);
+    // exp and the partial sums in one pass, 16 lanes at a time
+    let mut acc = [0.0f32; 16];
+    let mut chunks = row.chunks_exact_mut(16);
+    for c in &mut chunks {
+        for k in 0..16 {
+            c[k] = exp_nonpositive(c[k] - m);
+            acc[k] += c[k];
+        }
+    }
+    let mut rest = 0.0f32;
+    for v in chunks.into_remainder() {
+        *v = exp_nonpositive(*v - m);
+        rest += *v;
+    }
+    sum(&acc) + rest
 }

@@ -117,6 +117,10 @@ async fn auth(s: S, req: Request, next: Next) -> Response {
                 .fold(0u8, |acc, (a, b)| acc | (a ^ b))
                 == 0;
         if !same {
+            // Read what the client is sending (up to the upload limit) before answering: a
+            // connection closed on an unread upload reaches the client as a broken pipe or a
+            // reset instead of this 401.
+            let _ = axum::body::to_bytes(req.into_body(), s.config.max_body_bytes).await;
             return ApiError::unauthorized().into_response();
         }
     }

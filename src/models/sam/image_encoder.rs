@@ -10,6 +10,7 @@ use crate::ops::attention::{HeadView, Hooks, attention};
 use crate::ops::layout::dot;
 use crate::ops::matmul::matmul_nt;
 use crate::ops::profile::scope;
+use crate::ops::simd::vectorized;
 use anyhow::{Result, bail};
 
 struct Block {
@@ -310,11 +311,16 @@ impl ImageEncoder {
                     *r = dot(qv, &b.rel_w[(qx + w - 1 - kx) * hd..(qx + w - kx) * hd]);
                 }
                 let row = &mut attn[i * n..(i + 1) * n];
-                for ky in 0..h {
-                    for kx in 0..w {
-                        row[ky * w + kx] += rh[ky] + rw[kx];
-                    }
-                }
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        for (line, &a) in row.chunks_exact_mut(w).zip(&rh) {
+                            for (x, &b) in line.iter_mut().zip(&rw) {
+                                *x += a + b;
+                            }
+                        }
+                    },
+                );
             }
         };
         let hooks = Hooks {
