@@ -18,7 +18,6 @@ use common::{cpu_name, repeats, thread_pool, timed, torch_python, write_section}
 use segrs::models::mask_rcnn::{MaskRcnn, MaskRcnnConfig};
 
 fn main() {
-    segrs::device::tune_allocator();
     let threads = thread_pool();
     let repeats = repeats(3);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));

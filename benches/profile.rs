@@ -39,6 +39,29 @@ fn main() {
     print!("{md}");
     write_section("sam_profile", &md);
 
+    // MobileSAM's TinyViT encoder, random weights under its official keys.
+    let dir = std::env::temp_dir().join(format!("segrs-sam-profile-t-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("vit_t.safetensors");
+    common::random_sam("vit_t", &path);
+    let tiny = Sam::load(&path).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    let (plain, ops) = profiled(repeats * 3, || {
+        tiny.image_encoder.forward(&x).unwrap();
+    });
+    let md = table(
+        &format!(
+            "MobileSAM TinyViT (vit_t) image encoder, 1x3x1024x1024, {}, {threads} thread(s), mean of {} profiled forwards; the unprofiled forward's median is {:.0} ms.",
+            cpu_name(),
+            repeats * 3,
+            plain * 1e3
+        ),
+        &ops,
+        repeats * 3,
+    );
+    print!("{md}");
+    write_section("sam_tiny_profile", &md);
+
     let config = segrs::models::unet::UNetConfig::classic(3, 21);
     let unet = segrs::models::unet::UNet::new(&config, &burn::prelude::Device::flex());
     let host = segrs::models::unet::host::HostUNet::from_model(&unet).unwrap();

@@ -29,9 +29,11 @@ pub fn threads() -> usize {
         })
 }
 
-/// Builds rayon's global pool with [`threads`] threads and returns that count.
+/// Builds rayon's global pool with [`threads`] threads and returns that count; tunes the
+/// allocator as the `segrs` binary does.
 #[allow(dead_code)] // each bench compiles this module; not all of them call this
 pub fn thread_pool() -> usize {
+    segrs::device::tune_allocator();
     let threads = threads();
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -142,6 +144,13 @@ pub fn reference_json(
 /// SAM ViT-B under the official keys with small random weights (norm weights 1, biases 0).
 #[allow(dead_code)] // each bench compiles this module; not all of them call this
 pub fn random_vit_b(path: &std::path::Path) {
+    random_sam("vit_b", path)
+}
+
+/// SAM `variant` (`vit_b`, or `vit_t` for MobileSAM) under the official keys with small random
+/// weights (norm weights and BatchNorm variances 1, biases and means 0).
+#[allow(dead_code)] // each bench compiles this module; not all of them call this
+pub fn random_sam(variant: &str, path: &std::path::Path) {
     let keys: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -153,7 +162,7 @@ pub fn random_vit_b(path: &std::path::Path) {
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::SmallRng::seed_from_u64(0);
     let mut tensors = std::collections::BTreeMap::new();
-    for k in keys["vit_b"].as_array().unwrap() {
+    for k in keys[variant].as_array().unwrap() {
         let key = k[0].as_str().unwrap().to_string();
         let shape: Vec<usize> = k[1]
             .as_array()
@@ -162,9 +171,9 @@ pub fn random_vit_b(path: &std::path::Path) {
             .map(|v| v.as_u64().unwrap() as usize)
             .collect();
         let n: usize = shape.iter().product();
-        let data: Vec<f32> = if key.ends_with(".bias") {
+        let data: Vec<f32> = if key.ends_with(".bias") || key.ends_with("running_mean") {
             vec![0.0; n]
-        } else if shape.len() == 1 && key.ends_with(".weight") {
+        } else if key.ends_with("running_var") || (shape.len() == 1 && key.ends_with(".weight")) {
             vec![1.0; n]
         } else {
             (0..n).map(|_| rng.random_range(-0.02..0.02)).collect()

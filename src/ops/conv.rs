@@ -9,6 +9,7 @@
 
 use super::activation::Activation;
 use super::matmul::{SendPtr, gemm_rows};
+use super::simd::vectorized;
 use rayon::prelude::*;
 
 /// A convolution's prepared weights and geometry (weights `[cout, cin / groups, k, k]`).
@@ -108,16 +109,12 @@ impl ConvKernel {
         let (ho, wo) = self.out_size(h, w);
         let mut out = vec![0.0f32; self.cout * ho * wo];
         let fused = match act {
+            _ if self.groups > 1 => act,
             Activation::None | Activation::Relu => act,
             _ => Activation::None,
         };
         if self.groups > 1 {
-            self.depthwise(x, h, w, &mut out);
-            let n = ho * wo;
-            out.par_chunks_mut(n).zip(&self.b).for_each(|(o, &b)| {
-                o.iter_mut().for_each(|v| *v += b);
-                fused.apply(o);
-            });
+            self.depthwise(x, h, w, &mut out, act);
         } else if self.k == 1 && self.stride == 1 && self.pad == 0 {
             self.pointwise(x, h * w, &mut out, fused);
         } else if let Some(Winograd::F4(u)) = &self.wino {
@@ -241,46 +238,102 @@ impl ConvKernel {
     }
 
     /// Depthwise, direct: each channel's kernel slides over its own plane (no bias).
-    fn depthwise(&self, x: &[f32], h: usize, w: usize, out: &mut [f32]) {
+    /// Depthwise `k x k` convolution (stride 1, `same` padding) on rows `[h * w, c]`, channels
+    /// last (vision transformers' token layout, so no transposes around it), bias and `act`
+    /// applied; output rows in parallel. Each value sums its taps in the order of
+    /// [`forward`](Self::forward), so both layouts give the same floats.
+    pub fn depthwise_rows(&self, x: &[f32], h: usize, w: usize, act: Activation) -> Vec<f32> {
+        let (c, k, pad) = (self.cout, self.k, self.pad);
+        assert!(
+            self.groups == c && self.cin == c && self.stride == 1 && 2 * pad + 1 == k,
+            "depthwise_rows: a depthwise, stride-1, same-padded kernel"
+        );
+        assert_eq!(x.len(), h * w * c, "convolution input size");
+        // taps `[k * k, c]`, so that each tap is one vector over the channels
+        let taps: Vec<f32> = (0..k * k)
+            .flat_map(|t| (0..c).map(move |ch| self.w[ch * k * k + t]))
+            .collect();
+        let mut out = vec![0.0f32; h * w * c];
+        out.par_chunks_mut((w * c).max(1))
+            .enumerate()
+            .for_each(|(y, orow)| {
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        for (xo, o) in orow.chunks_exact_mut(c).enumerate() {
+                            o.copy_from_slice(&self.b);
+                            for ky in 0..k {
+                                let Some(sy) = (y + ky).checked_sub(pad).filter(|&s| s < h) else {
+                                    continue;
+                                };
+                                for kx in 0..k {
+                                    let Some(sx) = (xo + kx).checked_sub(pad).filter(|&s| s < w)
+                                    else {
+                                        continue;
+                                    };
+                                    let src = &x[(sy * w + sx) * c..][..c];
+                                    let tap = &taps[(ky * k + kx) * c..][..c];
+                                    for ((ov, &xv), &wv) in o.iter_mut().zip(src).zip(tap) {
+                                        *ov += wv * xv;
+                                    }
+                                }
+                            }
+                        }
+                    },
+                );
+                act.apply(orow);
+            });
+        out
+    }
+
+    /// Depthwise: one channel per task, its plane started from the bias, the taps accumulated
+    /// row by row and `act` applied while the plane is in cache.
+    fn depthwise(&self, x: &[f32], h: usize, w: usize, out: &mut [f32], act: Activation) {
         let (k, stride, pad) = (self.k, self.stride, self.pad);
         let (ho, wo) = self.out_size(h, w);
         let n = ho * wo;
         out.par_chunks_mut(n).enumerate().for_each(|(c, o)| {
-            // Touch the fresh (calloc'd) pages with a write first: reading them first maps the
-            // shared zero page and the first write then pays a copy-on-write fault with a TLB
-            // shootdown to the other threads.
-            o.fill(0.0);
             let src = &x[c * h * w..(c + 1) * h * w];
             let kw = &self.w[c * k * k..(c + 1) * k * k];
-            for oy in 0..ho {
-                for ky in 0..k {
-                    let sy = (oy * stride + ky) as isize - pad as isize;
-                    if sy < 0 || sy >= h as isize {
-                        continue;
-                    }
-                    let line = &src[sy as usize * w..(sy as usize + 1) * w];
-                    for kx in 0..k {
-                        let kv = kw[ky * k + kx];
+            vectorized(
+                #[inline(always)]
+                || {
+                    // Written before it is read: fresh (calloc'd) pages read first map the shared
+                    // zero page, and the first write then pays a copy-on-write fault with a TLB
+                    // shootdown to the other threads.
+                    o.fill(self.b[c]);
+                    for oy in 0..ho {
                         let orow = &mut o[oy * wo..(oy + 1) * wo];
-                        let lo = pad.saturating_sub(kx).div_ceil(stride);
-                        let hi = (w + pad).saturating_sub(kx).div_ceil(stride).min(wo);
-                        if lo >= hi {
-                            continue;
-                        }
-                        let first = lo * stride + kx - pad;
-                        if stride == 1 {
-                            orow[lo..hi]
-                                .iter_mut()
-                                .zip(&line[first..first + (hi - lo)])
-                                .for_each(|(ov, &xv)| *ov += kv * xv);
-                        } else {
-                            for (i, ov) in orow[lo..hi].iter_mut().enumerate() {
-                                *ov += kv * line[first + i * stride];
+                        for ky in 0..k {
+                            let sy = (oy * stride + ky) as isize - pad as isize;
+                            if sy < 0 || sy >= h as isize {
+                                continue;
+                            }
+                            let line = &src[sy as usize * w..(sy as usize + 1) * w];
+                            for kx in 0..k {
+                                let kv = kw[ky * k + kx];
+                                let lo = pad.saturating_sub(kx).div_ceil(stride);
+                                let hi = (w + pad).saturating_sub(kx).div_ceil(stride).min(wo);
+                                if lo >= hi {
+                                    continue;
+                                }
+                                let first = lo * stride + kx - pad;
+                                if stride == 1 {
+                                    orow[lo..hi]
+                                        .iter_mut()
+                                        .zip(&line[first..first + (hi - lo)])
+                                        .for_each(|(ov, &xv)| *ov += kv * xv);
+                                } else {
+                                    for (i, ov) in orow[lo..hi].iter_mut().enumerate() {
+                                        *ov += kv * line[first + i * stride];
+                                    }
+                                }
                             }
                         }
                     }
-                }
-            }
+                },
+            );
+            act.apply(o);
         });
     }
 }

@@ -8,6 +8,7 @@ use segrs::ops::attention::{HeadView, Hooks, attention};
 use segrs::ops::boxes::{batched_nms, box_iou, nms};
 use segrs::ops::conv::ConvKernel;
 use segrs::ops::conv_transpose::ConvTranspose2x2;
+use segrs::ops::layout::transpose;
 use segrs::ops::norm::{BatchNormParams, fold_batchnorm, layer_norm, layer_norm2d};
 use segrs::ops::pool::max_pool2d;
 use segrs::ops::resize::{bicubic, bilinear, bilinear_antialias, nearest};
@@ -63,6 +64,13 @@ fn convolutions_match_f_conv2d() {
             &y,
             t(&f, &format!("{name}.y_relu")),
         );
+        if groups > 1 && stride == 1 {
+            // The same kernel on channels-last rows: the same floats, transposed.
+            let rows = transpose(&x.data, cin, h * wd);
+            let got = conv.depthwise_rows(&rows, h, wd, Activation::Relu);
+            let (y, _, _) = conv.forward(&x.data, h, wd, Activation::Relu);
+            assert_eq!(transpose(&got, h * wd, cout), y, "{name}: channels last");
+        }
     }
 }
 

@@ -40,22 +40,10 @@ impl Neck {
     }
 }
 
-/// Runs `attend` on every `ws x ws` window of an `h x w` grid of `c`-wide tokens (row-major),
-/// windows in parallel. The grid is padded at the bottom and right with zero tokens (no mask,
-/// as both reference encoders do); the padded outputs are dropped.
-pub(crate) fn in_windows(
-    x: &[f32],
-    h: usize,
-    w: usize,
-    c: usize,
-    ws: usize,
-    attend: impl Fn(Vec<f32>) -> Vec<f32> + Sync,
-) -> Vec<f32> {
-    in_windows_padded(x, h, w, c, c, ws, None, attend)
-}
-
-/// [`in_windows`] with `c_in`-wide tokens in and `c_out`-wide tokens out, the padding tokens
-/// being `fill` (zeros when None).
+/// Runs `attend` on every `ws x ws` window of an `h x w` grid of tokens (row-major), `c_in`
+/// wide in and `c_out` wide out, windows in parallel. The grid is padded at the bottom and
+/// right with `fill` tokens (zeros when None; no mask, as the reference encoders do); the
+/// padded outputs are dropped.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn in_windows_padded(
     x: &[f32],

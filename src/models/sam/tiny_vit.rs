@@ -6,11 +6,13 @@
 //! load. Widths, depths, heads, windows and ratios are read from the weights; the downsample
 //! stride rule (stride 1 into 320/448/576 channels) and the 1024 input are the reference's.
 
-use super::neck::{Neck, in_windows};
+use super::neck::{Neck, in_windows_padded};
 use crate::nn::{Conv2d, ConvSpec, LayerNorm, Linear, Mlp, Weights};
 use crate::ops::Activation;
 use crate::ops::attention::{HeadView, Hooks, attention};
 use crate::ops::layout::transpose;
+use crate::ops::profile::scope;
+use crate::ops::simd::vectorized;
 use anyhow::{Result, bail};
 use rayon::prelude::*;
 
@@ -26,8 +28,21 @@ impl ConvBn {
         Self(Conv2d::load_bn(&w.pp("c"), &w.pp("bn"), spec, 1e-5))
     }
 
-    /// `[Cin, H, W]` -> `([Cout, Ho, Wo], Ho, Wo)`, with `act`.
-    fn forward(&self, x: &[f32], h: usize, w: usize, act: Activation) -> (Vec<f32>, usize, usize) {
+    /// `[Cin, H, W]` -> `([Cout, Ho, Wo], Ho, Wo)`, with `act`, profiled as `what`.
+    fn forward(
+        &self,
+        what: &'static str,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        act: Activation,
+    ) -> (Vec<f32>, usize, usize) {
+        let k = &self.0.kernel;
+        let (ho, wo) = (h.div_ceil(k.stride), w.div_ceil(k.stride));
+        let _t = scope(
+            what,
+            (2 * k.cout * k.cin / k.groups * k.k * k.k * ho * wo) as f64,
+        );
         self.0.forward(x, h, w, act)
     }
 }
@@ -47,9 +62,10 @@ struct PatchMerging {
 impl PatchMerging {
     /// `[C, H, W]` -> `[Cout, H', W']`.
     fn forward(&self, x: &[f32], h: usize, w: usize) -> (Vec<f32>, usize, usize) {
-        let (y, h, w) = self.conv1.forward(x, h, w, Activation::Gelu);
-        let (y, h, w) = self.conv2.forward(&y, h, w, Activation::Gelu);
-        self.conv3.forward(&y, h, w, Activation::None)
+        const WHAT: &str = "patch merging (1x1, depthwise 3x3, 1x1)";
+        let (y, h, w) = self.conv1.forward(WHAT, x, h, w, Activation::Gelu);
+        let (y, h, w) = self.conv2.forward(WHAT, &y, h, w, Activation::Gelu);
+        self.conv3.forward(WHAT, &y, h, w, Activation::None)
     }
 }
 
@@ -57,7 +73,7 @@ struct Block {
     norm: LayerNorm,
     qkv: Linear,
     proj: Linear,
-    /// `[heads, ws * ws]`, indexed by `|dy| * ws + |dx|`.
+    /// `[heads, ws * ws, ws * ws]`: the bias of each pair of a window's tokens.
     biases: Vec<f32>,
     heads: usize,
     ws: usize,
@@ -158,7 +174,7 @@ impl TinyViT {
                     norm: LayerNorm::load(&b.pp("attn.norm"), dim, 1e-5),
                     qkv: Linear::load(&b.pp("attn.qkv"), dim, 3 * dim),
                     proj: Linear::load(&b.pp("attn.proj"), dim, dim),
-                    biases: b.get("attn.attention_biases", ab),
+                    biases: pair_biases(&b.get("attn.attention_biases", ab), heads, ws),
                     heads,
                     ws,
                     local: ConvBn::load(&b.pp("local_conv"), dim, dim, lk, 1, dim),
@@ -217,12 +233,20 @@ impl TinyViT {
                 image.len()
             );
         }
-        let (x, h, w) = self.stem0.forward(image, s, s, Activation::Gelu);
-        let (mut x, mut h, mut w) = self.stem2.forward(&x, h, w, Activation::None);
+        const STEM: &str = "patch embedding (two 3x3 convolutions, stride 2)";
+        let (x, h, w) = self.stem0.forward(STEM, image, s, s, Activation::Gelu);
+        let (mut x, mut h, mut w) = self.stem2.forward(STEM, &x, h, w, Activation::None);
         for m in &self.mbconv {
-            let (y, _, _) = m.conv1.forward(&x, h, w, Activation::Gelu);
-            let (y, _, _) = m.conv2.forward(&y, h, w, Activation::Gelu);
-            let (mut y, _, _) = m.conv3.forward(&y, h, w, Activation::None);
+            let (y, _, _) =
+                m.conv1
+                    .forward("MBConv 1x1 expand (+ GELU)", &x, h, w, Activation::Gelu);
+            let (y, _, _) =
+                m.conv2
+                    .forward("MBConv depthwise 3x3 (+ GELU)", &y, h, w, Activation::Gelu);
+            let (mut y, _, _) = m
+                .conv3
+                .forward("MBConv 1x1 project", &y, h, w, Activation::None);
+            let _t = scope("MBConv residual + GELU", 0.0);
             y.par_iter_mut().zip(&x).for_each(|(a, b)| *a += b);
             Activation::Gelu.apply(&mut y);
             x = y;
@@ -230,25 +254,57 @@ impl TinyViT {
         let (y, nh, nw) = self.down0.forward(&x, h, w);
         (h, w) = (nh, nw);
         let mut c = self.stages[0].dim;
-        // Tokens `[H * W, C]` from here on.
-        let mut t = transpose(&y, c, h * w);
+        let mut t = {
+            let _t = scope("layout changes", 0.0);
+            transpose(&y, c, h * w)
+        };
         for st in &self.stages {
             for b in &st.blocks {
-                let a = attention_windows(b, &t, h, w, st.dim);
-                t.iter_mut().zip(&a).for_each(|(v, a)| *v += a);
-                let img = transpose(&t, h * w, st.dim);
-                let (img, _, _) = b.local.forward(&img, h, w, Activation::None);
-                t = transpose(&img, st.dim, h * w);
+                let a = {
+                    // qkv and proj (4 d^2 per padded token), scores and values (2 ws^2 d)
+                    let (d, ws) = (st.dim, b.ws);
+                    let padded = h.div_ceil(ws) * ws * w.div_ceil(ws) * ws;
+                    let flops = 2 * padded * (4 * d * d + 2 * ws * ws * d);
+                    let _t = scope(
+                        "window attention (LayerNorm, qkv, scores, softmax, values, proj)",
+                        flops as f64,
+                    );
+                    attention_windows(b, &t, h, w, st.dim)
+                };
+                {
+                    let _t = scope("residual adds", 0.0);
+                    add_assign(&mut t, &a);
+                }
+                t = {
+                    let k = &b.local.0.kernel;
+                    let _t = scope(
+                        "local depthwise conv 3x3",
+                        (2 * k.k * k.k * h * w * st.dim) as f64,
+                    );
+                    k.depthwise_rows(&t, h, w, Activation::None)
+                };
                 let mut n = t.clone();
-                b.mlp_norm.forward(&mut n);
-                let m = b.mlp.forward(&n, h * w);
-                t.iter_mut().zip(&m).for_each(|(v, a)| *v += a);
+                {
+                    let _t = scope("LayerNorm", 0.0);
+                    b.mlp_norm.forward(&mut n);
+                }
+                let m = {
+                    let hidden = b.mlp.layers[0].out;
+                    let _t = scope("MLP (fc1, GELU, fc2)", (4 * h * w * st.dim * hidden) as f64);
+                    b.mlp.forward(&n, h * w)
+                };
+                let _t = scope("residual adds", 0.0);
+                add_assign(&mut t, &m);
             }
             if let Some(d) = &st.downsample {
-                let img = transpose(&t, h * w, st.dim);
+                let img = {
+                    let _t = scope("layout changes", 0.0);
+                    transpose(&t, h * w, st.dim)
+                };
                 let (y, nh, nw) = d.forward(&img, h, w);
                 (h, w) = (nh, nw);
                 c = d.conv3.0.cout();
+                let _t = scope("layout changes", 0.0);
                 t = transpose(&y, c, h * w);
             }
         }
@@ -258,48 +314,78 @@ impl TinyViT {
                 self.grid
             );
         }
+        let _t = scope("neck", 0.0);
         Ok(self.neck.forward(&t, h, w))
     }
 }
 
 /// Windowed attention over an `h x w` token grid padded (bottom/right, zero tokens before the
 /// LayerNorm, no mask) to multiples of the window, as the reference.
-fn attention_windows(b: &Block, t: &[f32], h: usize, w: usize, c: usize) -> Vec<f32> {
-    in_windows(t, h, w, c, b.ws, |mut win| window_attention(b, &mut win, c))
+/// `t += a`, in parallel chunks.
+fn add_assign(t: &mut [f32], a: &[f32]) {
+    t.par_chunks_mut(1 << 14)
+        .zip(a.par_chunks(1 << 14))
+        .for_each(|(t, a)| t.iter_mut().zip(a).for_each(|(v, a)| *v += a));
 }
 
-/// Attention within one window (`ws * ws` tokens): LayerNorm, per-head interleaved q|k|v,
-/// scaled scores plus the offset bias `biases[head][|dy| * ws + |dx|]`, softmax, projection.
-fn window_attention(b: &Block, win: &mut [f32], c: usize) -> Vec<f32> {
-    let ws = b.ws;
+/// The block's attention over the `h x w` grid in `ws x ws` windows. LayerNorm, `qkv` and
+/// `proj` act on each token alone, so they run over the grid's tokens in one product each; a
+/// padded token (zero in the reference, before the norm) normalises to the norm's bias, whose
+/// `qkv` fills the padding.
+fn attention_windows(b: &Block, t: &[f32], h: usize, w: usize, c: usize) -> Vec<f32> {
+    let n = h * w;
+    let mut x = t.to_vec();
+    b.norm.forward(&mut x);
+    let qkv = b.qkv.forward(&x, n);
+    let fill =
+        (!h.is_multiple_of(b.ws) || !w.is_multiple_of(b.ws)).then(|| b.qkv.forward(&b.norm.b, 1));
+    let o = in_windows_padded(&qkv, h, w, 3 * c, c, b.ws, fill.as_deref(), |win| {
+        window_attention(b, &win, c)
+    });
+    b.proj.forward(&o, n)
+}
+
+/// `attention_biases [heads, ws^2]` indexed by offset (`|dy| * ws + |dx|`) spread to every pair
+/// of a window's tokens: `[heads, ws^2, ws^2]`, as the reference caches them in eval mode.
+fn pair_biases(offsets: &[f32], heads: usize, ws: usize) -> Vec<f32> {
     let n = ws * ws;
-    b.norm.forward(win);
-    let qkv = b.qkv.forward(win, n);
+    let mut out = Vec::with_capacity(heads * n * n);
+    for h in 0..heads {
+        for i in 0..n {
+            let (iy, ix) = (i / ws, i % ws);
+            out.extend(
+                (0..n).map(|j| offsets[h * n + iy.abs_diff(j / ws) * ws + ix.abs_diff(j % ws)]),
+            );
+        }
+    }
+    out
+}
+
+/// Attention within one window of projected tokens `qkv [ws * ws, 3c]` (per-head interleaved
+/// q|k|v): scaled scores plus the pair bias, softmax, values; before the projection.
+fn window_attention(b: &Block, qkv: &[f32], c: usize) -> Vec<f32> {
+    let n = b.ws * b.ws;
     let kd = c / b.heads;
     // per-head interleaved q | k | v
     let view = |which: usize| HeadView {
-        data: &qkv,
+        data: qkv,
         rows: n,
         stride: 3 * c,
         base: which * kd,
         step: 3 * kd,
     };
-    let offset_bias = |head: usize, row0: usize, _q: &[f32], s: &mut [f32]| {
-        let bias = &b.biases[head * n..(head + 1) * n];
-        for (r, scores) in s.chunks_exact_mut(n).enumerate() {
-            let i = row0 + r;
-            let (iy, ix) = (i / ws, i % ws);
-            for (j, sv) in scores.iter_mut().enumerate() {
-                let (jy, jx) = (j / ws, j % ws);
-                *sv += bias[iy.abs_diff(jy) * ws + ix.abs_diff(jx)];
-            }
-        }
+    let pair_bias = |head: usize, row0: usize, _q: &[f32], s: &mut [f32]| {
+        let bias = &b.biases[(head * n + row0) * n..][..s.len()];
+        vectorized(
+            #[inline(always)]
+            || s.iter_mut().zip(bias).for_each(|(v, a)| *v += a),
+        );
     };
     let hooks = Hooks {
-        bias: Some(&offset_bias),
+        bias: Some(&pair_bias),
         ..Hooks::default()
     };
-    let o = attention(
+    attention(
         view(0),
         view(1),
         view(2),
@@ -307,6 +393,5 @@ fn window_attention(b: &Block, win: &mut [f32], c: usize) -> Vec<f32> {
         kd,
         1.0 / (kd as f32).sqrt(),
         hooks,
-    );
-    b.proj.forward(&o, n)
+    )
 }
