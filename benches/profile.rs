@@ -10,6 +10,7 @@ mod common;
 use common::{cpu_name, random_vit_b, repeats, thread_pool, timed, write_section};
 
 use segrs::models::sam::model::Sam;
+use segrs::models::sam::prompt_encoder::PointPrompt;
 use segrs::ops::profile::{self, OpTotal};
 
 fn main() {
@@ -38,6 +39,35 @@ fn main() {
     );
     print!("{md}");
     write_section("sam_profile", &md);
+
+    // SAM's prompt encoder + mask decoder per single-point prompt (multimask), on the
+    // encoder's embedding of the same input; the image side is prepared by the warm-up call.
+    let emb = sam.image_encoder.forward(&x).unwrap();
+    let e = segrs::sam::predictor::ImageEmbedding::new(emb, 256, 64, (1024, 1024), (1024, 1024));
+    let decode = || {
+        for i in 0..16 {
+            let p = [PointPrompt {
+                x: (i * 61 % 1024) as f64 + 0.5,
+                y: (i * 149 % 1024) as f64 + 0.5,
+                label: 1,
+            }];
+            sam.decode_points(&e, &p).unwrap();
+        }
+    };
+    let decoder_repeats = repeats * 5;
+    let (plain, ops) = profiled(decoder_repeats, decode);
+    let md = table(
+        &format!(
+            "SAM ViT-B prompt encoder + mask decoder, 16 single-point prompts (multimask), {}, {threads} thread(s), mean of {decoder_repeats} profiled rounds; the unprofiled round's median is {:.1} ms ({:.1} ms per prompt).",
+            cpu_name(),
+            plain * 1e3,
+            plain * 1e3 / 16.0
+        ),
+        &ops,
+        decoder_repeats,
+    );
+    print!("{md}");
+    write_section("sam_decoder_profile", &md);
 
     // MobileSAM's TinyViT encoder, random weights under its official keys.
     let dir = std::env::temp_dir().join(format!("segrs-sam-profile-t-{}", std::process::id()));

@@ -4,6 +4,7 @@
 
 use super::activation::Activation;
 use super::matmul::{matmul, matmul_nt};
+use super::simd::vectorized;
 use rayon::prelude::*;
 
 /// Prepared weights of a `ConvTranspose2d(cin, cout, kernel_size=2, stride=2)`.
@@ -83,28 +84,35 @@ impl ConvTranspose2x2 {
         act: Activation,
         y: &[f32],
     ) -> Vec<f32> {
-        let get = |co: usize, t: usize, p: usize| y[(co * 4 + t) * h * w + p];
         let (oh, ow) = (2 * h, 2 * w);
         let mut out = vec![0.0f32; self.cout * oh * ow];
         out.par_chunks_mut(oh * ow)
             .enumerate()
             .for_each(|(co, plane)| {
                 let b = self.b[co];
-                for t in 0..4 {
-                    let (dy, dx) = (t / 2, t % 2);
-                    for yy in 0..h {
-                        let row = &mut plane[(2 * yy + dy) * ow..(2 * yy + dy + 1) * ow];
-                        for xx in 0..w {
-                            row[2 * xx + dx] = get(co, t, yy * w + xx) + b;
+                let skip = skip.map(|s| &s[co * oh * ow..(co + 1) * oh * ow]);
+                // Output row `2 yy + dy` interleaves taps (dy, 0) and (dy, 1) of input row `yy`:
+                // one sequential pass per row, the skip added while the row is in cache.
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        for (oy, row) in plane.chunks_exact_mut(ow).enumerate() {
+                            let (yy, dy) = (oy / 2, oy % 2);
+                            let tap =
+                                |dx: usize| &y[(co * 4 + dy * 2 + dx) * h * w + yy * w..][..w];
+                            let (left, right) = (tap(0), tap(1));
+                            for ((pair, &l), &r) in row.chunks_exact_mut(2).zip(left).zip(right) {
+                                pair[0] = l + b;
+                                pair[1] = r + b;
+                            }
+                            if let Some(s) = skip {
+                                row.iter_mut()
+                                    .zip(&s[oy * ow..(oy + 1) * ow])
+                                    .for_each(|(a, b)| *a += b);
+                            }
                         }
-                    }
-                }
-                if let Some(s) = skip {
-                    plane
-                        .iter_mut()
-                        .zip(&s[co * oh * ow..(co + 1) * oh * ow])
-                        .for_each(|(a, b)| *a += b);
-                }
+                    },
+                );
                 act.apply(plane);
             });
         out

@@ -13,6 +13,7 @@ use crate::nn::{ConvTranspose2d, LayerNorm2d, Linear, Mlp, Weights};
 use crate::ops::Activation;
 use crate::ops::layout::transpose;
 use crate::ops::matmul::matmul;
+use crate::ops::profile::scope;
 use anyhow::{Result, bail};
 
 pub struct MaskDecoder {
@@ -205,14 +206,31 @@ impl MaskDecoder {
         {
             bail!("mask decoder: high-resolution features of the wrong size");
         }
-        let mut up =
-            self.up1
-                .forward_rows_add(&keys, h, w, high_res.map(|hr| hr.s1), Activation::None);
-        self.ln.forward(&mut up, h2 * w2);
-        Activation::Gelu.apply(&mut up);
-        let up = self
-            .up2
-            .forward_add(&up, h2, w2, high_res.map(|hr| hr.s0), Activation::Gelu);
+        let c4 = self.up1.op.cout;
+        let mut up = {
+            let _t = scope(
+                "upscaling: transposed conv 2x2 (+ LayerNorm2d, GELU)",
+                (2 * h * w * c * c4 * 4) as f64,
+            );
+            let mut up =
+                self.up1
+                    .forward_rows_add(&keys, h, w, high_res.map(|hr| hr.s1), Activation::None);
+            self.ln.forward(&mut up, h2 * w2);
+            Activation::Gelu.apply(&mut up);
+            up
+        };
+        up = {
+            let _t = scope(
+                "upscaling: transposed conv 2x2 (+ GELU)",
+                (2 * h2 * w2 * c4 * c8 * 4) as f64,
+            );
+            self.up2
+                .forward_add(&up, h2, w2, high_res.map(|hr| hr.s0), Activation::Gelu)
+        };
+        let _t = scope(
+            "hypernetwork MLPs, masks, IoU head",
+            (2 * NUM_MASK_TOKENS * c8 * h4 * w4) as f64,
+        );
         let hyper: Vec<f32> = (0..NUM_MASK_TOKENS)
             .flat_map(|i| self.hyper[i].forward(&hs[(s + 1 + i) * c..(s + 2 + i) * c], 1))
             .collect();

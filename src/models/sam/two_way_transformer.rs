@@ -8,6 +8,8 @@ use crate::ops::Activation;
 use crate::ops::attention::Hooks;
 use crate::ops::layout::{add, dot};
 use crate::ops::matmul::{matmul, matmul_nt};
+use crate::ops::profile::scope;
+use crate::ops::simd::vectorized;
 use crate::ops::softmax::softmax_rows_seq;
 use rayon::prelude::*;
 
@@ -146,11 +148,16 @@ impl TwoWayAttention for Attention {
         let mut scores = matmul_nt(x, bmat, nq, xdim, m);
         // each row is `heads` segments of `nk` scores: one softmax call per block of rows
         scores.par_chunks_mut(m * 64).for_each(|rows| {
-            for row in rows.chunks_mut(m) {
-                row.iter_mut()
-                    .zip(cvec)
-                    .for_each(|(s, c)| *s = (*s + c) * scale);
-            }
+            vectorized(
+                #[inline(always)]
+                || {
+                    for row in rows.chunks_mut(m) {
+                        row.iter_mut()
+                            .zip(cvec)
+                            .for_each(|(s, c)| *s = (*s + c) * scale);
+                    }
+                },
+            );
             softmax_rows_seq(rows, nk);
         });
         let mut out = matmul(&scores, gmat, nq, m, dim);
@@ -315,50 +322,83 @@ impl TwoWayTransformer {
         n: usize,
         cache: Option<&ImageSideCache>,
     ) -> (Vec<f32>, Vec<f32>) {
+        const TOKENS: &str = "two-way transformer: token self-attention, MLP, norms";
+        const T2I: &str = "two-way transformer: tokens to image attention";
+        const I2T: &str = "two-way transformer: image to tokens attention";
+        const IMAGE: &str = "two-way transformer: image-side adds and norms";
         let hw = image.len() / self.dim;
         let mut queries = tokens.to_vec();
-        let mut keys = image.to_vec();
+        let mut keys = {
+            let _t = scope(IMAGE, 0.0);
+            image.to_vec()
+        };
         for (li, l) in self.layers.iter().enumerate() {
             let cache = cache.filter(|_| li == 0);
-            if l.skip_first_layer_pe {
-                queries = l.self_attn.attend(&queries, n, &queries, &queries, n);
-            } else {
-                let q = add(&queries, tokens);
-                let a = l.self_attn.attend(&q, n, &q, &queries, n);
-                queries = add(&queries, &a);
+            {
+                let _t = scope(TOKENS, 0.0);
+                if l.skip_first_layer_pe {
+                    queries = l.self_attn.attend(&queries, n, &queries, &queries, n);
+                } else {
+                    let q = add(&queries, tokens);
+                    let a = l.self_attn.attend(&q, n, &q, &queries, n);
+                    queries = add(&queries, &a);
+                }
+                l.norm1.forward(&mut queries);
             }
-            l.norm1.forward(&mut queries);
             // keys + positions, used by both cross attentions (keys change only after them)
             let keys_pe = match cache {
                 Some(_) => Vec::new(),
-                None => add(&keys, image_pe),
-            };
-            let q = add(&queries, tokens);
-            let a = match cache {
-                Some(c) => {
-                    let qp = l.cross_t2i.q.forward(&q, n);
-                    l.cross_t2i
-                        .forward_projected(&qp, n, &c.k_t2i, &c.v_t2i, hw, Hooks::default())
+                None => {
+                    let _t = scope(IMAGE, 0.0);
+                    add(&keys, image_pe)
                 }
-                None => l.cross_t2i.attend(&q, n, &keys_pe, &keys, hw),
             };
-            queries = add(&queries, &a);
-            l.norm2.forward(&mut queries);
-            let m = l.mlp.forward(&queries, n);
-            queries = add(&queries, &m);
-            l.norm3.forward(&mut queries);
-            let q = add(&queries, tokens);
-            let a = match cache {
-                Some(c) => l
-                    .cross_i2t
-                    .image_queries_projected(&c.q_i2t, hw, &q, &queries, n),
-                None => l.cross_i2t.attend(&keys_pe, hw, &q, &queries, n),
+            {
+                let _t = scope(T2I, 0.0);
+                let q = add(&queries, tokens);
+                let a = match cache {
+                    Some(c) => {
+                        let qp = l.cross_t2i.q.forward(&q, n);
+                        l.cross_t2i.forward_projected(
+                            &qp,
+                            n,
+                            &c.k_t2i,
+                            &c.v_t2i,
+                            hw,
+                            Hooks::default(),
+                        )
+                    }
+                    None => l.cross_t2i.attend(&q, n, &keys_pe, &keys, hw),
+                };
+                queries = add(&queries, &a);
+            }
+            {
+                let _t = scope(TOKENS, 0.0);
+                l.norm2.forward(&mut queries);
+                let m = l.mlp.forward(&queries, n);
+                queries = add(&queries, &m);
+                l.norm3.forward(&mut queries);
+            }
+            let a = {
+                let _t = scope(I2T, 0.0);
+                let q = add(&queries, tokens);
+                match cache {
+                    Some(c) => l
+                        .cross_i2t
+                        .image_queries_projected(&c.q_i2t, hw, &q, &queries, n),
+                    None => l.cross_i2t.attend(&keys_pe, hw, &q, &queries, n),
+                }
             };
+            let _t = scope(IMAGE, 0.0);
             keys = add(&keys, &a);
             l.norm4.forward(&mut keys);
         }
+        let k = {
+            let _t = scope(IMAGE, 0.0);
+            add(&keys, image_pe)
+        };
+        let _t = scope(T2I, 0.0);
         let q = add(&queries, tokens);
-        let k = add(&keys, image_pe);
         let a = self.final_attn.attend(&q, n, &k, &keys, hw);
         queries = add(&queries, &a);
         self.norm_final.forward(&mut queries);
