@@ -1,7 +1,8 @@
 //! `nn.Linear`: `y = x W^T + b`, W `[out, in]`.
 
 use super::loader::Weights;
-use crate::ops::layout::add_row_bias;
+use crate::ops::layout::{add_row_bias, dot, transpose};
+use crate::ops::simd::vectorized;
 use crate::ops::matmul::matmul_nt;
 
 #[derive(Clone, Debug)]
@@ -35,8 +36,47 @@ impl Linear {
 
     /// `x` holds `rows` vectors of `inp` values; returns `rows` vectors of `out`.
     pub fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        if rows <= FEW_ROWS {
+            return self.forward_few(x, rows);
+        }
         let mut y = matmul_nt(x, &self.w, rows, self.inp, self.out);
         add_row_bias(&mut y, &self.b);
         y
     }
+
+    /// A handful of rows (prompt tokens, a pooled vector): dot products against each weight
+    /// row, the weights read once and never packed (packing them for a matrix product costs
+    /// more than the product itself here).
+    fn forward_few(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        use rayon::prelude::*;
+        assert!(x.len() >= rows * self.inp, "linear input size");
+        let (inp, out) = (self.inp, self.out);
+        let mut yt = vec![0.0f32; out * rows];
+        let column = |(o, col): (usize, &mut [f32])| {
+            let wr = &self.w[o * inp..(o + 1) * inp];
+            for (i, y) in col.iter_mut().enumerate() {
+                *y = dot(&x[i * inp..(i + 1) * inp], wr) + self.b[o];
+            }
+        };
+        let work = |chunk: (usize, &mut [f32])| {
+            let (c, ys) = chunk;
+            vectorized(
+                #[inline(always)]
+                || {
+                    ys.chunks_mut(rows.max(1))
+                        .enumerate()
+                        .for_each(|(j, col)| column((c * 64 + j, col)))
+                },
+            )
+        };
+        if inp * out >= 1 << 18 && rayon::current_thread_index().is_none() {
+            yt.par_chunks_mut(64 * rows.max(1)).enumerate().for_each(work);
+        } else {
+            yt.chunks_mut(64 * rows.max(1)).enumerate().for_each(work);
+        }
+        transpose(&yt, out, rows)
+    }
 }
+
+/// Up to this many rows, [`Linear::forward`] takes dot products instead of a matrix product.
+const FEW_ROWS: usize = 8;

@@ -38,12 +38,42 @@ pub fn put_columns(m: &mut [f32], src: &[f32], rows: usize, stride: usize, offse
 
 /// `a + b`, element-wise.
 pub fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
-    a.iter().zip(b).map(|(x, y)| x + y).collect()
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 14;
+    let n = a.len().min(b.len());
+    let mut out: Vec<f32> = Vec::with_capacity(n);
+    let run = |o: &mut [std::mem::MaybeUninit<f32>], a: &[f32], b: &[f32]| {
+        for ((o, x), y) in o.iter_mut().zip(a).zip(b) {
+            o.write(x + y);
+        }
+    };
+    let spare = &mut out.spare_capacity_mut()[..n];
+    if n >= 1 << 17 && rayon::current_thread_index().is_none() {
+        spare
+            .par_chunks_mut(CHUNK)
+            .zip(a[..n].par_chunks(CHUNK).zip(b[..n].par_chunks(CHUNK)))
+            .for_each(|(o, (a, b))| run(o, a, b));
+    } else {
+        run(spare, &a[..n], &b[..n]);
+    }
+    // SAFETY: the loops above wrote all `n` values.
+    unsafe { out.set_len(n) };
+    out
 }
 
-/// `a += b`, element-wise.
+/// `a += b`, element-wise (in parallel chunks when large and the caller is not already on one
+/// of rayon's workers).
 pub fn add_assign(a: &mut [f32], b: &[f32]) {
-    a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 14;
+    let run = |a: &mut [f32], b: &[f32]| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+    if a.len() >= 1 << 17 && rayon::current_thread_index().is_none() {
+        a.par_chunks_mut(CHUNK)
+            .zip(b.par_chunks(CHUNK))
+            .for_each(|(a, b)| run(a, b));
+    } else {
+        run(a, b);
+    }
 }
 
 /// A dot product with eight independent accumulators (vectorises without fast-math).

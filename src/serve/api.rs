@@ -50,6 +50,7 @@ pub fn router(state: Arc<State>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), oversized))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -120,11 +121,51 @@ async fn auth(s: S, req: Request, next: Next) -> Response {
             // Read what the client is sending (up to the upload limit) before answering: a
             // connection closed on an unread upload reaches the client as a broken pipe or a
             // reset instead of this 401.
-            let _ = axum::body::to_bytes(req.into_body(), s.config.max_body_bytes).await;
+            drain_refused(&s, req).await;
             return ApiError::unauthorized().into_response();
         }
     }
     next.run(req).await
+}
+
+/// A body that declares more than the upload limit is answered 413 at once, after reading
+/// and dropping what the client sends (up to a bound): a connection closed on an unread upload
+/// reaches the client as a broken pipe or a reset instead of the answer.
+async fn oversized(s: S, req: Request, next: Next) -> Response {
+    let limit = s.config.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit as u64 => {
+            drain(req.into_body(), limit.saturating_mul(8).max(64 << 20)).await;
+            ApiError::too_large(format!(
+                "the request body is over the limit: {n} bytes, the limit is {limit}"
+            ))
+            .into_response()
+        }
+        _ => next.run(req).await,
+    }
+}
+
+/// Reads and drops up to `max` bytes of `body` (or until it ends or fails).
+async fn drain(body: axum::body::Body, max: usize) {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut seen = 0usize;
+    while seen < max {
+        match body.frame().await {
+            Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len()),
+            _ => break,
+        }
+    }
+}
+
+/// Reads and drops what the client sends (up to the upload limit) before a refusal.
+async fn drain_refused(s: &S, req: Request) {
+    drain(req.into_body(), s.config.max_body_bytes).await;
 }
 
 /// The per-request time limit (waiting and working).
