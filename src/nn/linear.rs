@@ -2,8 +2,8 @@
 
 use super::loader::Weights;
 use crate::ops::layout::{add_row_bias, dot, transpose};
-use crate::ops::simd::vectorized;
 use crate::ops::matmul::matmul_nt;
+use crate::ops::simd::vectorized;
 
 #[derive(Clone, Debug)]
 pub struct Linear {
@@ -70,7 +70,9 @@ impl Linear {
             )
         };
         if inp * out >= 1 << 18 && rayon::current_thread_index().is_none() {
-            yt.par_chunks_mut(64 * rows.max(1)).enumerate().for_each(work);
+            yt.par_chunks_mut(64 * rows.max(1))
+                .enumerate()
+                .for_each(work);
         } else {
             yt.chunks_mut(64 * rows.max(1)).enumerate().for_each(work);
         }
