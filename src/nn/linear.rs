@@ -51,30 +51,30 @@ impl Linear {
         use rayon::prelude::*;
         assert!(x.len() >= rows * self.inp, "linear input size");
         let (inp, out) = (self.inp, self.out);
+        if rows == 0 {
+            return Vec::new();
+        }
+        // `[out, rows]`: 64 outputs (weight rows) per task, each against every input row
+        const OUTPUTS: usize = 64;
         let mut yt = vec![0.0f32; out * rows];
-        let column = |(o, col): (usize, &mut [f32])| {
-            let wr = &self.w[o * inp..(o + 1) * inp];
-            for (i, y) in col.iter_mut().enumerate() {
-                *y = dot(&x[i * inp..(i + 1) * inp], wr) + self.b[o];
-            }
-        };
-        let work = |chunk: (usize, &mut [f32])| {
-            let (c, ys) = chunk;
+        let task = |(t, ys): (usize, &mut [f32])| {
             vectorized(
                 #[inline(always)]
                 || {
-                    ys.chunks_mut(rows.max(1))
-                        .enumerate()
-                        .for_each(|(j, col)| column((c * 64 + j, col)))
+                    for (j, col) in ys.chunks_mut(rows).enumerate() {
+                        let o = t * OUTPUTS + j;
+                        let wr = &self.w[o * inp..(o + 1) * inp];
+                        for (i, y) in col.iter_mut().enumerate() {
+                            *y = dot(&x[i * inp..(i + 1) * inp], wr) + self.b[o];
+                        }
+                    }
                 },
             )
         };
         if inp * out >= 1 << 18 && rayon::current_thread_index().is_none() {
-            yt.par_chunks_mut(64 * rows.max(1))
-                .enumerate()
-                .for_each(work);
+            yt.par_chunks_mut(OUTPUTS * rows).enumerate().for_each(task);
         } else {
-            yt.chunks_mut(64 * rows.max(1)).enumerate().for_each(work);
+            yt.chunks_mut(OUTPUTS * rows).enumerate().for_each(task);
         }
         transpose(&yt, out, rows)
     }

@@ -237,7 +237,6 @@ impl ConvKernel {
             });
     }
 
-    /// Depthwise, direct: each channel's kernel slides over its own plane (no bias).
     /// Depthwise `k x k` convolution (stride 1, `same` padding) on rows `[h * w, c]`, channels
     /// last (vision transformers' token layout, so no transposes around it), bias and `act`
     /// applied; output rows in parallel. Each value sums its taps in the order of

@@ -121,7 +121,7 @@ async fn auth(s: S, req: Request, next: Next) -> Response {
             // Read what the client is sending (up to the upload limit) before answering: a
             // connection closed on an unread upload reaches the client as a broken pipe or a
             // reset instead of this 401.
-            drain_refused(&s, req).await;
+            drain(req.into_body(), s.config.max_body_bytes).await;
             return ApiError::unauthorized().into_response();
         }
     }
@@ -161,11 +161,6 @@ async fn drain(body: axum::body::Body, max: usize) {
             _ => break,
         }
     }
-}
-
-/// Reads and drops what the client sends (up to the upload limit) before a refusal.
-async fn drain_refused(s: &S, req: Request) {
-    drain(req.into_body(), s.config.max_body_bytes).await;
 }
 
 /// The per-request time limit (waiting and working).

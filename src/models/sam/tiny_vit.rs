@@ -10,7 +10,7 @@ use super::neck::{Neck, in_windows_padded};
 use crate::nn::{Conv2d, ConvSpec, LayerNorm, Linear, Mlp, Weights};
 use crate::ops::Activation;
 use crate::ops::attention::{HeadView, Hooks, attention};
-use crate::ops::layout::transpose;
+use crate::ops::layout::{add_assign, transpose};
 use crate::ops::profile::scope;
 use crate::ops::simd::vectorized;
 use anyhow::{Result, bail};
@@ -319,16 +319,8 @@ impl TinyViT {
     }
 }
 
-/// Windowed attention over an `h x w` token grid padded (bottom/right, zero tokens before the
-/// LayerNorm, no mask) to multiples of the window, as the reference.
-/// `t += a`, in parallel chunks.
-fn add_assign(t: &mut [f32], a: &[f32]) {
-    t.par_chunks_mut(1 << 14)
-        .zip(a.par_chunks(1 << 14))
-        .for_each(|(t, a)| t.iter_mut().zip(a).for_each(|(v, a)| *v += a));
-}
-
-/// The block's attention over the `h x w` grid in `ws x ws` windows. LayerNorm, `qkv` and
+/// The block's attention over the `h x w` grid in `ws x ws` windows, the grid padded (bottom /
+/// right, no mask) to multiples of the window as the reference does. LayerNorm, `qkv` and
 /// `proj` act on each token alone, so they run over the grid's tokens in one product each; a
 /// padded token (zero in the reference, before the norm) normalises to the norm's bias, whose
 /// `qkv` fills the padding.
