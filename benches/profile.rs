@@ -16,6 +16,25 @@ use segrs::ops::profile::{self, OpTotal};
 fn main() {
     let threads = thread_pool();
     let repeats = repeats(3);
+    // SEGRS_PROFILE=sam,unet,unet_train picks sections (default: all).
+    let only = std::env::var("SEGRS_PROFILE").ok();
+    let wanted = |name: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|s| s == name))
+    };
+    if wanted("sam") {
+        sam_profiles(threads, repeats);
+    }
+    if wanted("unet") {
+        unet_forward_profile(threads, repeats);
+    }
+    if wanted("unet_train") {
+        unet_train_profile(threads, repeats);
+    }
+}
+
+/// SAM ViT-B's encoder, its prompt encoder + mask decoder, and MobileSAM's encoder.
+fn sam_profiles(threads: usize, repeats: usize) {
     let dir = std::env::temp_dir().join(format!("segrs-sam-profile-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("vit_b.safetensors");
@@ -91,7 +110,10 @@ fn main() {
     );
     print!("{md}");
     write_section("sam_tiny_profile", &md);
+}
 
+/// The classic U-Net's forward on the host engine.
+fn unet_forward_profile(threads: usize, repeats: usize) {
     let config = segrs::models::unet::UNetConfig::classic(3, 21);
     let unet = segrs::models::unet::UNet::new(&config, &burn::prelude::Device::flex());
     let host = segrs::models::unet::host::HostUNet::from_model(&unet).unwrap();
@@ -114,6 +136,63 @@ fn main() {
     );
     print!("{md}");
     write_section("unet_profile", &md);
+}
+
+/// One training step of the classic U-Net (2x3x256x256, cross-entropy, AdamW) on the autodiff
+/// CPU device: the engine's training operations forward and backward, burn's loss and
+/// optimiser, and the rest (burn's graph, concatenations, the loss's backward) as the
+/// difference to the unprofiled step.
+fn unet_train_profile(threads: usize, repeats: usize) {
+    use burn::optim::{AdamWConfig, GradientsParams};
+    use burn::prelude::*;
+    use segrs::losses::LossConfig;
+    let ad = Device::flex().autodiff();
+    let config = segrs::models::unet::UNetConfig::classic(3, 21);
+    let mut model = segrs::models::unet::UNet::new(&config, &ad);
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(0.0)
+        .with_epsilon(1e-8)
+        .init();
+    let loss_cfg = LossConfig::parse("ce", None, 21, None).unwrap();
+    let (n, h, w) = (2, 256, 256);
+    let xb: Vec<f32> = (0..n * 3 * h * w)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    let labels: Vec<u32> = (0..n * h * w).map(|i| (i * 31 % 21) as u32).collect();
+    let mut step = || {
+        let x = Tensor::<4>::from_data(TensorData::new(xb.clone(), [n, 3, h, w]), &ad);
+        let t = loss_cfg.targets(&labels, n, h, w, &ad);
+        let logits = model.forward(x);
+        let loss = {
+            let _p = profile::scope("cross-entropy forward (burn)", 0.0);
+            loss_cfg.forward(logits, &t).0
+        };
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let _p = profile::scope("AdamW update (burn)", 0.0);
+        model = optim.step(1e-3, model.clone(), grads);
+        let _ = model.out_conv.weight.val().into_data();
+    };
+    let train_repeats = repeats.max(2);
+    let (plain, mut ops) = profiled(train_repeats, &mut step);
+    let r = train_repeats as f64;
+    let measured: f64 = ops.iter().map(|o| o.seconds).sum::<f64>() / r;
+    ops.push(OpTotal {
+        name: "other (burn: graph, concatenation, loss backward, ...)",
+        calls: train_repeats as u64,
+        seconds: (plain - measured).max(0.0) * r,
+        flops: 0.0,
+    });
+    let md = table(
+        &format!(
+            "Classic U-Net training step (2x3x256x256, cross-entropy, AdamW), {}, {threads} thread(s), mean of {train_repeats} profiled steps; the unprofiled step's median is {:.0} ms.",
+            cpu_name(),
+            plain * 1e3
+        ),
+        &ops,
+        train_repeats,
+    );
+    print!("{md}");
+    write_section("unet_train_profile", &md);
 }
 
 /// The unprofiled median of `run` (seconds) and the totals of `repeats` profiled runs.

@@ -6,6 +6,7 @@
 //! files atomically. The `segrs` command line (`src/main.rs`, `src/cli/`) is a client of this
 //! library, not a part of it.
 
+pub mod autodiff;
 pub mod data;
 pub mod device;
 pub mod formats;

@@ -170,8 +170,7 @@ impl ConvKernel {
         let (k, s, pad) = (self.k, self.stride, self.pad);
         let (ho, wo) = self.out_size(h, w);
         let hw_out = ho * wo;
-        let kk = k * k;
-        let kdim = self.cin * kk;
+        let kdim = self.cin * k * k;
         // Rows per tile: about 2048 output pixels, so the im2col tile stays in cache.
         let tile_rows = (2048 / wo).clamp(1, ho);
         let tiles = ho.div_ceil(tile_rows);
@@ -184,38 +183,7 @@ impl ConvKernel {
                 let y0 = t * tile_rows;
                 let rows = tile_rows.min(ho - y0);
                 let n = rows * wo;
-                col.clear();
-                col.resize(kdim * n, 0.0);
-                for ci in 0..self.cin {
-                    let plane = &x[ci * h * w..(ci + 1) * h * w];
-                    for ky in 0..k {
-                        for kx in 0..k {
-                            let r = (ci * kk + ky * k + kx) * n;
-                            // output columns whose input column `ox * s + kx - pad` is inside
-                            let lo = pad.saturating_sub(kx).div_ceil(s).min(wo);
-                            let hi = (w + pad).saturating_sub(kx).div_ceil(s).clamp(lo, wo);
-                            for yy in 0..rows {
-                                let sy = ((y0 + yy) * s + ky) as isize - pad as isize;
-                                let drow = &mut col[r + yy * wo..r + (yy + 1) * wo];
-                                if sy < 0 || sy >= h as isize || lo == hi {
-                                    drow.fill(0.0);
-                                    continue;
-                                }
-                                let srow = &plane[sy as usize * w..(sy as usize + 1) * w];
-                                drow[..lo].fill(0.0);
-                                drow[hi..].fill(0.0);
-                                let first = lo * s + kx - pad;
-                                if s == 1 {
-                                    drow[lo..hi].copy_from_slice(&srow[first..first + hi - lo]);
-                                } else {
-                                    for (i, d) in drow[lo..hi].iter_mut().enumerate() {
-                                        *d = srow[first + i * s];
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
+                unfold_rows(x, self.cin, h, w, k, s, pad, wo, y0, rows, col);
                 let p0 = y0 * wo;
                 // SAFETY: tile t writes output rows y0..y0 + rows of every channel, disjoint
                 // from the other tiles.
@@ -334,6 +302,60 @@ impl ConvKernel {
             );
             act.apply(o);
         });
+    }
+}
+
+/// im2col for output rows `y0..y0 + rows` of a `k x k` convolution (stride `s`, padding `pad`)
+/// over the `[cin, h, w]` map `x`: `col` becomes `[cin * k * k, rows * wo]`, row
+/// `(ci * k + ky) * k + kx` holding the input value under tap `(ky, kx)` of every output
+/// position (zero where the tap falls on the padding).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn unfold_rows(
+    x: &[f32],
+    cin: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    s: usize,
+    pad: usize,
+    wo: usize,
+    y0: usize,
+    rows: usize,
+    col: &mut Vec<f32>,
+) {
+    let kk = k * k;
+    let n = rows * wo;
+    col.clear();
+    col.resize(cin * kk * n, 0.0);
+    for ci in 0..cin {
+        let plane = &x[ci * h * w..(ci + 1) * h * w];
+        for ky in 0..k {
+            for kx in 0..k {
+                let r = (ci * kk + ky * k + kx) * n;
+                // output columns whose input column `ox * s + kx - pad` is inside
+                let lo = pad.saturating_sub(kx).div_ceil(s).min(wo);
+                let hi = (w + pad).saturating_sub(kx).div_ceil(s).clamp(lo, wo);
+                for yy in 0..rows {
+                    let sy = ((y0 + yy) * s + ky) as isize - pad as isize;
+                    let drow = &mut col[r + yy * wo..r + (yy + 1) * wo];
+                    if sy < 0 || sy >= h as isize || lo == hi {
+                        drow.fill(0.0);
+                        continue;
+                    }
+                    let srow = &plane[sy as usize * w..(sy as usize + 1) * w];
+                    drow[..lo].fill(0.0);
+                    drow[hi..].fill(0.0);
+                    let first = lo * s + kx - pad;
+                    if s == 1 {
+                        drow[lo..hi].copy_from_slice(&srow[first..first + hi - lo]);
+                    } else {
+                        for (i, d) in drow[lo..hi].iter_mut().enumerate() {
+                            *d = srow[first + i * s];
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -553,24 +575,57 @@ fn winograd4_weights(w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
         [0.0, 0.0, 1.0],
     ];
     let mut u = vec![0.0f32; 36 * cout * cin];
-    for co in 0..cout {
-        for ci in 0..cin {
-            let g = &w[(co * cin + ci) * 9..(co * cin + ci) * 9 + 9];
-            // G g: 6x3 (f64 for the fractions, rounded once)
-            let mut gg = [[0.0f64; 3]; 6];
+    let ptr = SendPtr(u.as_mut_ptr());
+    // One output channel per task, vectorised over the input channels: the taps gathered
+    // into nine rows of `cin`, then `G g` (6x3) and `(G g) G^T` (6x6) row by row, in f64 for
+    // the fractions and rounded once.
+    (0..cout).into_par_iter().for_each_init(
+        || (vec![0.0f64; 9 * cin], vec![0.0f64; 18 * cin]),
+        |(taps, gg), co| {
+            for ci in 0..cin {
+                for (t, &v) in w[(co * cin + ci) * 9..][..9].iter().enumerate() {
+                    taps[t * cin + ci] = v as f64;
+                }
+            }
+            // gg[i][j] = sum_k G[i][k] g[k][j]
             for (i, row) in G.iter().enumerate() {
                 for j in 0..3 {
-                    gg[i][j] = (0..3).map(|k| row[k] as f64 * g[k * 3 + j] as f64).sum();
+                    let dst = &mut gg[(i * 3 + j) * cin..][..cin];
+                    let (g0, g1, g2) = (
+                        &taps[j * cin..][..cin],
+                        &taps[(3 + j) * cin..][..cin],
+                        &taps[(6 + j) * cin..][..cin],
+                    );
+                    let (r0, r1, r2) = (row[0] as f64, row[1] as f64, row[2] as f64);
+                    for c in 0..cin {
+                        dst[c] = r0 * g0[c] + r1 * g1[c] + r2 * g2[c];
+                    }
                 }
             }
+            // u[i][j] = sum_k gg[i][k] G[j][k]
             for i in 0..6 {
                 for (j, grow) in G.iter().enumerate() {
-                    let v: f64 = (0..3).map(|k| gg[i][k] * grow[k] as f64).sum();
-                    u[((i * 6 + j) * cout + co) * cin + ci] = v as f32;
+                    let (a0, a1, a2) = (
+                        &gg[i * 3 * cin..][..cin],
+                        &gg[(i * 3 + 1) * cin..][..cin],
+                        &gg[(i * 3 + 2) * cin..][..cin],
+                    );
+                    let (q0, q1, q2) = (grow[0] as f64, grow[1] as f64, grow[2] as f64);
+                    // SAFETY: task co writes row ((i * 6 + j) * cout + co) of every matrix,
+                    // which no other task writes.
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            ptr.get().add(((i * 6 + j) * cout + co) * cin),
+                            cin,
+                        )
+                    };
+                    for c in 0..cin {
+                        dst[c] = (a0[c] * q0 + a1[c] * q1 + a2[c] * q2) as f32;
+                    }
                 }
             }
-        }
-    }
+        },
+    );
     u
 }
 

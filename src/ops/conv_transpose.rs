@@ -3,9 +3,76 @@
 //! matrix product `[cout * 4, cin] @ [cin, h * w]` and a scatter.
 
 use super::activation::Activation;
-use super::matmul::{matmul, matmul_nt};
+use super::conv_backward::bias_grad;
+use super::matmul::{gemm_strided_acc, matmul, matmul_nt, parallel_for};
 use super::simd::vectorized;
 use rayon::prelude::*;
+
+/// Gradients of a `ConvTranspose2d(cin, cout, 2, stride 2)` over a batch: from the input
+/// `x` `[n, cin, h, w]`, the weights `w_pt` (PyTorch's `[cin, cout, 2, 2]`) and `dy`
+/// `[n, cout, 2h, 2w]`, returns `(dx [n, cin, h, w], dw [cin, cout, 2, 2], db [cout])`. Each
+/// image's `dy` is split into its four taps `D` `[cout * 4, h * w]`; then `dx = W D` and
+/// `dw += x D^T`, both single products.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_transpose2x2_backward(
+    x: &[f32],
+    dy: &[f32],
+    n: usize,
+    w_pt: &[f32],
+    cin: usize,
+    cout: usize,
+    h: usize,
+    w: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let hw = h * w;
+    assert_eq!(x.len(), n * cin * hw, "transposed convolution input size");
+    assert_eq!(
+        dy.len(),
+        n * cout * 4 * hw,
+        "transposed convolution gradient size"
+    );
+    assert_eq!(
+        w_pt.len(),
+        cin * cout * 4,
+        "transposed convolution weight size"
+    );
+    let mut dx = Vec::with_capacity(n * cin * hw);
+    let mut dw = vec![0.0f32; cin * cout * 4];
+    let mut taps = vec![0.0f32; cout * 4 * hw];
+    for i in 0..n {
+        let g = &dy[i * cout * 4 * hw..][..cout * 4 * hw];
+        taps.par_chunks_mut(4 * hw).enumerate().for_each(|(co, t)| {
+            let plane = &g[co * 4 * hw..][..4 * hw];
+            for (oy, row) in plane.chunks_exact(2 * w).enumerate() {
+                let (yy, ty) = (oy / 2, oy % 2);
+                for (xx, pair) in row.chunks_exact(2).enumerate() {
+                    t[(ty * 2) * hw + yy * w + xx] = pair[0];
+                    t[(ty * 2 + 1) * hw + yy * w + xx] = pair[1];
+                }
+            }
+        });
+        dx.extend_from_slice(&matmul(w_pt, &taps, cin, cout * 4, hw));
+        let xi = &x[i * cin * hw..][..cin * hw];
+        // SAFETY: xi is [cin, hw], taps [cout * 4, hw] read transposed, dw [cin, cout * 4].
+        unsafe {
+            gemm_strided_acc(
+                cin,
+                cout * 4,
+                hw,
+                xi.as_ptr(),
+                hw as isize,
+                1,
+                taps.as_ptr(),
+                1,
+                hw as isize,
+                dw.as_mut_ptr(),
+                cout * 4,
+                parallel_for(cin, hw, cout * 4),
+            );
+        }
+    }
+    (dx, dw, bias_grad(dy, n, cout, 4 * hw))
+}
 
 /// Prepared weights of a `ConvTranspose2d(cin, cout, kernel_size=2, stride=2)`.
 #[derive(Clone, Debug)]

@@ -26,33 +26,21 @@ pub fn matmul_acc(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, out: &mut 
     if m == 0 || n == 0 || k == 0 {
         return;
     }
-    let parallelism = if parallel_for(m, k, n) {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
     // SAFETY: the assert bounds every index; `out` is exclusive and aliases neither input.
     unsafe {
-        gemm::gemm(
+        gemm_strided_acc(
             m,
             n,
             k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            true,
             a.as_ptr(),
-            1,
             k as isize,
-            b.as_ptr(),
             1,
+            b.as_ptr(),
             n as isize,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            parallelism,
+            1,
+            out.as_mut_ptr(),
+            n,
+            parallel_for(m, k, n),
         )
     }
 }
@@ -128,6 +116,50 @@ pub unsafe fn gemm_strided(
     ldd: usize,
     par: bool,
 ) {
+    // SAFETY: forwarded to the caller's contract.
+    unsafe { gemm_into(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, dst, ldd, par, false) }
+}
+
+/// As [`gemm_strided`], but adds the product to `dst` (`dst += a @ b`): the gradients that
+/// sum over positions accumulate tile by tile.
+///
+/// # Safety
+/// As [`gemm_strided`]; `dst` must also be initialised.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_strided_acc(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    a_rs: isize,
+    a_cs: isize,
+    b: *const f32,
+    b_rs: isize,
+    b_cs: isize,
+    dst: *mut f32,
+    ldd: usize,
+    par: bool,
+) {
+    // SAFETY: forwarded to the caller's contract.
+    unsafe { gemm_into(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, dst, ldd, par, true) }
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    a_rs: isize,
+    a_cs: isize,
+    b: *const f32,
+    b_rs: isize,
+    b_cs: isize,
+    dst: *mut f32,
+    ldd: usize,
+    par: bool,
+    accumulate: bool,
+) {
     let parallelism = if par {
         gemm::Parallelism::Rayon(0)
     } else {
@@ -142,14 +174,14 @@ pub unsafe fn gemm_strided(
             dst,
             1,
             ldd as isize,
-            false,
+            accumulate,
             a,
             a_cs,
             a_rs,
             b,
             b_cs,
             b_rs,
-            0.0f32,
+            if accumulate { 1.0f32 } else { 0.0f32 },
             1.0f32,
             false,
             false,

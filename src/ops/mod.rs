@@ -6,13 +6,15 @@
 //!
 //! * `matmul`          the one matrix-product entry point (gemm), serial or parallel by size
 //! * `conv`            2-D convolution: Winograd, 1x1, im2col or depthwise, fused bias + activation
-//! * `conv_transpose`  2x2 stride-2 transposed convolution as one product
+//! * `conv_backward`   input, weight and bias gradients of the dense stride-1 convolution
+//! * `conv_transpose`  2x2 stride-2 transposed convolution as one product, and its gradients
 //! * `norm`            LayerNorm, LayerNorm2d, BatchNorm folding
+//! * `batch_norm`      BatchNorm in training mode (+ ReLU): batch statistics and fused backward
 //! * `activation`      ReLU, GELU (exact / tanh), erf, sigmoid, the vectorisable exp
 //! * `softmax`         row softmax
 //! * `attention`       multi-head attention with rotary and score-bias hooks
 //! * `rope`            axial 2-D rotary embeddings
-//! * `pool`            max pooling
+//! * `pool`            max pooling, 2x2 with the winners' indices and its gradient
 //! * `resize`          bilinear (both align_corners modes, antialiased) and nearest resizing
 //! * `roi_align`       RoIAlign
 //! * `boxes`           box IoU, NMS, batched NMS
@@ -22,9 +24,11 @@
 
 pub mod activation;
 pub mod attention;
+pub mod batch_norm;
 pub mod boxes;
 pub mod components;
 pub mod conv;
+pub mod conv_backward;
 pub mod conv_transpose;
 pub mod layout;
 pub mod matmul;

@@ -2,9 +2,11 @@
 //! PyTorch keys: `block.0` conv, `block.1` BN, `block.3` conv, `block.4` BN (without BatchNorm:
 //! `block.0` and `block.2`).
 
+use crate::autodiff;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
+use burn::tensor::TensorData;
 use burn::tensor::activation::relu;
 
 #[derive(Module, Debug)]
@@ -33,6 +35,18 @@ impl DoubleConv {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.forward_with(x, false)
+    }
+
+    /// `engine`: run on the engine's training operations ([`crate::autodiff`]); the caller
+    /// checks that they apply to `x`.
+    pub fn forward_with(&self, x: Tensor<4>, engine: bool) -> Tensor<4> {
+        if engine {
+            let x = conv(&self.conv1, x, true);
+            let x = norm_relu(self.bn1.as_ref(), x);
+            let x = conv(&self.conv2, x, true);
+            return norm_relu(self.bn2.as_ref(), x);
+        }
         let mut x = self.conv1.forward(x);
         if let Some(bn) = &self.bn1 {
             x = bn.forward(x);
@@ -44,4 +58,45 @@ impl DoubleConv {
         }
         relu(x)
     }
+}
+
+/// A stride-1, "same"-padded convolution (U-Net's 3x3 and 1x1 layers): on the engine's training
+/// operation when `engine` and the layer has a bias, else burn's.
+pub(super) fn conv(c: &Conv2d, x: Tensor<4>, engine: bool) -> Tensor<4> {
+    match (&c.bias, engine) {
+        (Some(b), true) => {
+            let w = c.weight.val();
+            let pad = w.dims()[2] / 2;
+            autodiff::conv2d(x, w, b.val(), pad)
+        }
+        _ => c.forward(x),
+    }
+}
+
+/// BatchNorm (when present) then ReLU on the engine's fused training operation, the running
+/// statistics updated as burn's `BatchNorm` does (biased batch variance, `momentum`).
+fn norm_relu(bn: Option<&BatchNorm>, x: Tensor<4>) -> Tensor<4> {
+    let Some(bn) = bn else {
+        return relu(x);
+    };
+    if !bn.training.val().is_enabled() {
+        return relu(bn.forward(x));
+    }
+    let device = x.device();
+    let (y, stats) = autodiff::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon, true);
+    let m = bn.momentum;
+    let update = |running: Tensor<1>, batch: Vec<f32>| {
+        let c = batch.len();
+        let batch = Tensor::<1>::from_data(TensorData::new(batch, [c]), &device);
+        running
+            .to_device(&device)
+            .mul_scalar(1.0 - m)
+            .add(batch.mul_scalar(m))
+            .detach()
+    };
+    bn.running_mean
+        .update(update(bn.running_mean.value_sync(), stats.mean));
+    bn.running_var
+        .update(update(bn.running_var.value_sync(), stats.var));
+    y
 }

@@ -53,6 +53,7 @@ impl UNet {
             out_conv: self.out_conv.clone(),
             pool: self.pool.clone(),
             config: self.config.clone(),
+            train_ops: self.train_ops,
         }
     }
 }

@@ -22,4 +22,4 @@ pub mod unet;
 pub mod up_conv;
 
 pub use config::{UNetConfig, Upsampling};
-pub use unet::UNet;
+pub use unet::{TrainOps, UNet};

@@ -1,8 +1,9 @@
 //! The U-Net: contracting path, bottleneck, expanding path with concatenated skips, 1x1 head.
 
 use super::config::UNetConfig;
-use super::double_conv::DoubleConv;
+use super::double_conv::{DoubleConv, conv};
 use super::up_conv::UpConv;
+use crate::autodiff;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::prelude::*;
@@ -19,6 +20,20 @@ pub struct UNet {
     pub pool: MaxPool2d,
     #[module(skip)]
     pub config: UNetConfig,
+    /// Which operations a training forward on the CPU runs.
+    #[module(skip)]
+    pub train_ops: TrainOps,
+}
+
+/// The operations of a training forward on the CPU (autodiff flex device). Other devices, and
+/// forwards without autodiff, always run burn's generic operations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TrainOps {
+    /// The host engine's kernels with their backward passes ([`crate::autodiff`]).
+    #[default]
+    Engine,
+    /// burn's generic operations.
+    Generic,
 }
 
 impl UNet {
@@ -47,25 +62,37 @@ impl UNet {
             out_conv: Conv2dConfig::new([c.base_width, c.num_classes], [1, 1]).init(device),
             pool: MaxPool2dConfig::new([2, 2]).init(),
             config: config.clone(),
+            train_ops: TrainOps::default(),
         }
     }
 
     /// Logits `[N, classes, H, W]` for input `[N, in_channels, H, W]`; H and W must be
     /// multiples of `config.stride()`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let engine = self.train_ops == TrainOps::Engine && autodiff::applies(&x);
         let mut skips = Vec::with_capacity(self.enc.len());
         let mut x = x;
         for enc in &self.enc {
-            x = enc.forward(x);
+            x = enc.forward_with(x, engine);
             skips.push(x.clone());
-            x = self.pool.forward(x);
+            x = if engine {
+                autodiff::max_pool2x2(x)
+            } else {
+                self.pool.forward(x)
+            };
         }
-        x = self.bottleneck.forward(x);
+        x = self.bottleneck.forward_with(x, engine);
         for i in (0..self.dec.len()).rev() {
-            x = self.up[i].forward(x);
+            x = self.up[i].forward_with(x, engine);
             x = Tensor::cat(vec![x, skips[i].clone()], 1);
-            x = self.dec[i].forward(x);
+            x = self.dec[i].forward_with(x, engine);
         }
-        self.out_conv.forward(x)
+        conv(&self.out_conv, x, engine)
+    }
+
+    /// The same network with `ops` for its training forwards.
+    pub fn with_train_ops(mut self, ops: TrainOps) -> Self {
+        self.train_ops = ops;
+        self
     }
 }

@@ -2,6 +2,7 @@
 //! PyTorch keys: `upN.weight`/`upN.bias` (ConvTranspose2d), or `upN.1.*` (Upsample + 1x1 Conv2d).
 
 use super::config::Upsampling;
+use crate::autodiff;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::prelude::*;
 use burn::tensor::module::interpolate;
@@ -32,17 +33,24 @@ impl UpConv {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.forward_with(x, false)
+    }
+
+    /// `engine`: run on the engine's training operations ([`crate::autodiff`]); the caller
+    /// checks that they apply to `x`.
+    pub fn forward_with(&self, x: Tensor<4>, engine: bool) -> Tensor<4> {
         if let Some(t) = &self.transpose {
-            return t.forward(x);
+            return match (&t.bias, engine) {
+                (Some(b), true) => autodiff::conv_transpose2x2(x, t.weight.val(), b.val()),
+                _ => t.forward(x),
+            };
         }
         let [_, _, h, w] = x.dims();
         let opts = InterpolateOptions::new(InterpolateMode::Bilinear)
             .with_align_corners(false)
             .with_output_size([2 * h, 2 * w]);
         let x = interpolate(x, opts);
-        self.conv1x1
-            .as_ref()
-            .expect("UpConv without layers")
-            .forward(x)
+        let conv = self.conv1x1.as_ref().expect("UpConv without layers");
+        super::double_conv::conv(conv, x, engine)
     }
 }
