@@ -169,7 +169,7 @@ mod tests {
     fn backward_matches_finite_differences() {
         let (n, c, hw) = (2, 3, 5);
         let x: Vec<f32> = (0..n * c * hw)
-            .map(|i| ((i as f32 * 0.731).sin() * 3.0))
+            .map(|i| (i as f32 * 0.731).sin() * 3.0)
             .collect();
         let r: Vec<f32> = (0..x.len()).map(|i| (i as f32 * 0.37).cos()).collect();
         let gamma = [0.7f32, -1.2, 1.5];

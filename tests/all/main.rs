@@ -19,6 +19,7 @@ mod sam_predictor;
 mod sam_tinyvit;
 mod serve;
 mod serve_browser;
+mod train_ops_parity;
 mod train_resume;
 mod unet_parity;
 mod video_eval;
