@@ -54,6 +54,37 @@ impl ConvKernel {
         pad: usize,
         groups: usize,
     ) -> Self {
+        Self::build(w, bias, cin, cout, k, stride, pad, groups, true)
+    }
+
+    /// As [`new`](Self::new) without the Winograd transform: for kernels used once on small
+    /// maps (training steps), where transforming the weights costs more than it saves.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new_im2col(
+        w: Vec<f32>,
+        bias: Option<Vec<f32>>,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        groups: usize,
+    ) -> Self {
+        Self::build(w, bias, cin, cout, k, stride, pad, groups, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        w: Vec<f32>,
+        bias: Option<Vec<f32>>,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        groups: usize,
+        winograd: bool,
+    ) -> Self {
         assert_eq!(
             w.len(),
             cout * cin / groups * k * k,
@@ -65,7 +96,7 @@ impl ConvKernel {
         );
         let b = bias.unwrap_or_else(|| vec![0.0; cout]);
         assert_eq!(b.len(), cout, "convolution bias size");
-        let wino = (k == 3 && stride == 1 && pad == 1 && groups == 1).then(|| {
+        let wino = (winograd && k == 3 && stride == 1 && pad == 1 && groups == 1).then(|| {
             if cin >= F4_MIN_CHANNELS {
                 Winograd::F4(winograd4_weights(&w, cout, cin))
             } else {

@@ -9,8 +9,8 @@
 //! - the bias gradient sums the output gradient over images and positions.
 
 use super::activation::Activation;
-use super::conv::{ConvKernel, unfold_rows};
-use super::matmul::gemm_strided_acc;
+use super::conv::ConvKernel;
+use super::matmul::{SendPtr, gemm_strided_acc};
 use rayon::prelude::*;
 
 /// A dense, stride-1 convolution's shape: `cin -> cout`, `k x k` kernels, `pad` on each side,
@@ -52,15 +52,14 @@ impl ConvShape {
 /// `bias`, through [`ConvKernel`] image by image: `[n, cout, ho, wo]`.
 pub fn conv_forward(x: &[f32], n: usize, wt: &[f32], bias: &[f32], s: ConvShape) -> Vec<f32> {
     s.check();
-    let kernel = ConvKernel::new(
+    let kernel = single_use(
         wt.to_vec(),
         Some(bias.to_vec()),
         s.cin,
         s.cout,
         s.k,
-        1,
         s.pad,
-        1,
+        s.h * s.w,
     );
     batched(&kernel, x, n, s.h, s.w)
 }
@@ -80,12 +79,18 @@ pub fn conv_input_grad(dy: &[f32], n: usize, wt: &[f32], s: ConvShape) -> Vec<f3
             }
         }
     }
-    let kernel = ConvKernel::new(flipped, None, s.cout, s.cin, k, 1, k - 1 - s.pad, 1);
     let (ho, wo) = s.out_size();
+    let kernel = single_use(flipped, None, s.cout, s.cin, k, k - 1 - s.pad, ho * wo);
     batched(&kernel, dy, n, ho, wo)
 }
 
 /// `(dL/dw [cout, cin, k, k], dL/db [cout])` from the input `[n, cin, h, w]` and `dL/dy`.
+///
+/// No im2col: over a zero-padded window of input rows (width `wp = w + 2 pad`), the input
+/// under tap `(ky, kx)` of every output position `q = y * wp + x` sits at one offset,
+/// `ky * wp + kx + q`, so each tap's gradient `[cout, cin]` is one product of the output
+/// gradient (padded to width `wp` with zeros, which cancel the wrap-around positions) with a
+/// shifted view of the window.
 pub fn conv_weight_grad(x: &[f32], dy: &[f32], n: usize, s: ConvShape) -> (Vec<f32>, Vec<f32>) {
     s.check();
     let (ho, wo) = s.out_size();
@@ -96,70 +101,119 @@ pub fn conv_weight_grad(x: &[f32], dy: &[f32], n: usize, s: ConvShape) -> (Vec<f
         n * s.cout * hw_out,
         "convolution output gradient size"
     );
-    let kdim = s.cin * s.k * s.k;
-    let pointwise = s.k == 1 && s.pad == 0;
-    // Output rows per tile: the unfolded tile (kdim x positions) near 4 MB, at least 256
-    // positions so that the products stay efficient.
-    let positions = ((1usize << 20) / kdim).max(256);
-    let tile_rows = if pointwise {
-        ho
-    } else {
-        (positions / wo).clamp(1, ho)
-    };
+    let (k, kk) = (s.k, s.k * s.k);
+    let wp = s.w + 2 * s.pad;
+    let acc_len = kk * s.cout * s.cin;
+    // The gradient is accumulated in its own layout `[cout, cin, k, k]`: tap (ky, kx)'s
+    // matrix has row stride cin * kk and column stride kk.
+    // Output rows per window: the window (cin x rows x wp) near 512 KB so that the nine
+    // shifted products read it from cache, at least 256 positions per product.
+    let tile_rows = ((1usize << 17) / (s.cin * wp))
+        .max(256usize.div_ceil(wp))
+        .clamp(1, ho);
     let tiles = ho.div_ceil(tile_rows);
     let items = n * tiles;
     let threads = rayon::current_num_threads().max(1);
-    let per_task = items.div_ceil(threads).max(1);
-    // One accumulator per task; few tasks leave the threads idle, so their products are
-    // then split over the threads instead.
-    let par_inner = items < threads && rayon::current_thread_index().is_none();
-    let dw = (0..items)
-        .into_par_iter()
-        .with_min_len(per_task)
-        .fold(
-            || (vec![0.0f32; s.cout * kdim], Vec::new()),
-            |(mut acc, mut col): (Vec<f32>, Vec<f32>), item| {
-                let (img, t) = (item / tiles, item % tiles);
-                let y0 = t * tile_rows;
-                let rows = tile_rows.min(ho - y0);
-                let np = rows * wo;
-                let xi = &x[img * s.cin * hw_in..][..s.cin * hw_in];
-                let g = &dy[img * s.cout * hw_out + y0 * wo..];
-                // dw [cout, kdim] += g [cout, np] (row stride hw_out) @ col^T [np, kdim]
-                let (b, b_rs, b_cs) = if pointwise {
-                    (xi[y0 * wo..].as_ptr(), 1, hw_in as isize)
-                } else {
-                    unfold_rows(xi, s.cin, s.h, s.w, s.k, 1, s.pad, wo, y0, rows, &mut col);
-                    (col.as_ptr(), 1, np as isize)
+    // Small gradients: one accumulator per thread, windows in parallel. Large ones (deep
+    // layers): one accumulator, windows in turn, its rows split over the threads.
+    let shared = acc_len > (1 << 21) || items < threads;
+    let window = |item: usize,
+                  win: &mut Vec<f32>,
+                  gwin: &mut Vec<f32>,
+                  acc: &mut [f32],
+                  split_rows: usize| {
+        let (img, t) = (item / tiles, item % tiles);
+        let y0 = t * tile_rows;
+        let rows = tile_rows.min(ho - y0);
+        let q = rows * wp;
+        // input rows y0 - pad .. y0 + rows + k - 1 - pad, zero-padded, plus k floats of slack
+        // per channel for the wrap-around reads of the last row
+        let wrows = rows + k - 1;
+        let plane = wrows * wp + k;
+        win.clear();
+        win.resize(s.cin * plane, 0.0);
+        let xi = &x[img * s.cin * hw_in..][..s.cin * hw_in];
+        for ci in 0..s.cin {
+            for r in 0..wrows {
+                let Some(sy) = (y0 + r).checked_sub(s.pad).filter(|&v| v < s.h) else {
+                    continue;
                 };
-                // SAFETY: `g` covers cout rows of stride hw_out from the tile's first position
-                // (np columns each); `b` covers np x kdim elements at the given strides (the
-                // unfolded tile, or the image's cin planes); `acc` is this task's own.
+                win[ci * plane + r * wp + s.pad..][..s.w]
+                    .copy_from_slice(&xi[ci * hw_in + sy * s.w..][..s.w]);
+            }
+        }
+        gwin.clear();
+        gwin.resize(s.cout * q, 0.0);
+        let gi = &dy[img * s.cout * hw_out..][..s.cout * hw_out];
+        for co in 0..s.cout {
+            for r in 0..rows {
+                gwin[co * q + r * wp..][..wo]
+                    .copy_from_slice(&gi[co * hw_out + (y0 + r) * wo..][..wo]);
+            }
+        }
+        // Output rows co0..co1 of every tap's gradient.
+        let products = |co0: usize, co1: usize, dw: SendPtr| {
+            for tap in 0..kk {
+                let (ky, kx) = (tap / k, tap % k);
+                // SAFETY: gwin is [cout, q]; the view reads win[ci * plane + ky * wp + kx + l]
+                // for l < q, within the channel's plane and slack; element (co, ci) of tap's
+                // gradient is dw[co * cin * kk + ci * kk + tap], rows co0..co1 written only
+                // here.
                 unsafe {
                     gemm_strided_acc(
-                        s.cout,
-                        kdim,
-                        np,
-                        g.as_ptr(),
-                        hw_out as isize,
+                        co1 - co0,
+                        s.cin,
+                        q,
+                        gwin.as_ptr().add(co0 * q),
+                        q as isize,
                         1,
-                        b,
-                        b_rs,
-                        b_cs,
-                        acc.as_mut_ptr(),
-                        kdim,
-                        par_inner,
+                        win.as_ptr().add(ky * wp + kx),
+                        1,
+                        plane as isize,
+                        dw.get().add(co0 * s.cin * kk + tap),
+                        s.cin * kk,
+                        kk,
+                        false,
                     );
                 }
-                (acc, col)
-            },
-        )
-        .map(|(acc, _)| acc)
-        .reduce_with(|mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-            a
-        })
-        .unwrap_or_else(|| vec![0.0f32; s.cout * kdim]);
+            }
+        };
+        let dw = SendPtr(acc.as_mut_ptr());
+        if split_rows > 1 {
+            let per = s.cout.div_ceil(split_rows);
+            (0..split_rows).into_par_iter().for_each(|t| {
+                let co0 = (t * per).min(s.cout);
+                products(co0, (co0 + per).min(s.cout), dw)
+            });
+        } else {
+            products(0, s.cout, dw);
+        }
+    };
+    let dw = if shared {
+        let mut acc = vec![0.0f32; acc_len];
+        let (mut win, mut gwin) = (Vec::new(), Vec::new());
+        for item in 0..items {
+            window(item, &mut win, &mut gwin, &mut acc, threads);
+        }
+        acc
+    } else {
+        (0..items)
+            .into_par_iter()
+            .with_min_len(items.div_ceil(threads))
+            .fold(
+                || (vec![0.0f32; acc_len], Vec::new(), Vec::new()),
+                |(mut acc, mut win, mut gwin), item| {
+                    window(item, &mut win, &mut gwin, &mut acc, 1);
+                    (acc, win, gwin)
+                },
+            )
+            .map(|(acc, _, _)| acc)
+            .reduce_with(|mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            })
+            .unwrap_or_else(|| vec![0.0f32; acc_len])
+    };
     (dw, bias_grad(dy, n, s.cout, hw_out))
 }
 
@@ -191,6 +245,32 @@ pub(crate) fn plane_sum(p: &[f32]) -> f64 {
             + it.remainder().iter().map(|&v| v as f64).sum::<f64>();
     }
     total
+}
+
+/// Maps smaller than this (per image) run on im2col: a kernel used once per training step
+/// would spend more on transforming its weights to the Winograd domain than the transform
+/// saves on so few tiles.
+const WINOGRAD_MIN_POSITIONS: usize = 32 * 32;
+
+/// Inputs with fewer channels than this run on im2col: Winograd's products over so few
+/// channels are dominated by the transforms.
+const WINOGRAD_MIN_CHANNELS: usize = 8;
+
+/// A stride-1 kernel for one training step on `hw`-position maps.
+fn single_use(
+    w: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    pad: usize,
+    hw: usize,
+) -> ConvKernel {
+    if hw >= WINOGRAD_MIN_POSITIONS && cin >= WINOGRAD_MIN_CHANNELS {
+        ConvKernel::new(w, bias, cin, cout, k, 1, pad, 1)
+    } else {
+        ConvKernel::new_im2col(w, bias, cin, cout, k, 1, pad, 1)
+    }
 }
 
 /// `kernel` over each image of a `[n, cin, h, w]` batch.

@@ -67,6 +67,7 @@ pub fn conv_transpose2x2_backward(
                 hw as isize,
                 dw.as_mut_ptr(),
                 cout * 4,
+                1,
                 parallel_for(cin, hw, cout * 4),
             );
         }

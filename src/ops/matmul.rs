@@ -40,6 +40,7 @@ pub fn matmul_acc(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, out: &mut 
             1,
             out.as_mut_ptr(),
             n,
+            1,
             parallel_for(m, k, n),
         )
     }
@@ -117,14 +118,20 @@ pub unsafe fn gemm_strided(
     par: bool,
 ) {
     // SAFETY: forwarded to the caller's contract.
-    unsafe { gemm_into(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, dst, ldd, par, false) }
+    unsafe {
+        gemm_into(
+            m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, dst, ldd, 1, par, false,
+        )
+    }
 }
 
-/// As [`gemm_strided`], but adds the product to `dst` (`dst += a @ b`): the gradients that
-/// sum over positions accumulate tile by tile.
+/// As [`gemm_strided`], but adds the product to `dst` (`dst += a @ b`), whose element
+/// (i, j) is at `dst[i * d_rs + j * d_cs]`: the gradients that sum over positions accumulate
+/// tile by tile, straight into their layout.
 ///
 /// # Safety
-/// As [`gemm_strided`]; `dst` must also be initialised.
+/// As [`gemm_strided`], for every element the destination strides reach; `dst` must also be
+/// initialised.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm_strided_acc(
     m: usize,
@@ -137,11 +144,16 @@ pub unsafe fn gemm_strided_acc(
     b_rs: isize,
     b_cs: isize,
     dst: *mut f32,
-    ldd: usize,
+    d_rs: usize,
+    d_cs: usize,
     par: bool,
 ) {
     // SAFETY: forwarded to the caller's contract.
-    unsafe { gemm_into(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, dst, ldd, par, true) }
+    unsafe {
+        gemm_into(
+            m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, dst, d_rs, d_cs, par, true,
+        )
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -156,7 +168,8 @@ unsafe fn gemm_into(
     b_rs: isize,
     b_cs: isize,
     dst: *mut f32,
-    ldd: usize,
+    d_rs: usize,
+    d_cs: usize,
     par: bool,
     accumulate: bool,
 ) {
@@ -172,8 +185,8 @@ unsafe fn gemm_into(
             n,
             k,
             dst,
-            1,
-            ldd as isize,
+            d_cs as isize,
+            d_rs as isize,
             accumulate,
             a,
             a_cs,
