@@ -19,7 +19,7 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use segrs::losses::LossConfig;
 use segrs::models::tensor_io::tensor4;
-use segrs::models::unet::{UNet, UNetConfig};
+use segrs::models::unet::{TrainOps, UNet, UNetConfig};
 
 fn noise(n: usize, seed: u32) -> Vec<f32> {
     let mut s = seed.wrapping_mul(2654435761).max(1);
@@ -33,9 +33,74 @@ fn noise(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
+/// One training run's step time (median) and memory.
+struct TrainRun {
+    step_s: f64,
+    /// Resident memory before the first step (model, optimiser, program), MB.
+    base_mb: f64,
+    /// Peak resident memory of the process, MB.
+    peak_mb: f64,
+}
+
+/// Runs this bench again as a child doing only training steps on `ops` (`engine` or
+/// `generic`); its JSON line back.
+fn train_child(ops: &str, steps: usize) -> Option<TrainRun> {
+    let out = std::process::Command::new(std::env::current_exe().ok()?)
+        .env("SEGRS_BENCH_TRAIN_CHILD", ops)
+        .env("SEGRS_BENCH_REPEATS", steps.to_string())
+        .output()
+        .ok()?;
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(line.trim().lines().last()?).ok()?;
+    Some(TrainRun {
+        step_s: v["step_s"].as_f64()?,
+        base_mb: v["base_mb"].as_f64()?,
+        peak_mb: v["peak_mb"].as_f64()?,
+    })
+}
+
+/// The child's job: `steps` training steps 2x3x256x256 (cross-entropy, AdamW) on `ops`.
+fn train_steps(ops: TrainOps, steps: usize) {
+    let ad = Device::flex().autodiff();
+    let cfg = UNetConfig::classic(3, 21);
+    let mut model = UNet::new(&cfg, &ad).with_train_ops(ops);
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(0.0)
+        .with_epsilon(1e-8)
+        .init();
+    let loss_cfg = LossConfig::parse("ce", None, 21, None).unwrap();
+    let xb = noise(2 * 3 * 256 * 256, 2);
+    let labels: Vec<u32> = noise(2 * 256 * 256, 3)
+        .iter()
+        .map(|v| ((v + 1.0) * 10.49) as u32)
+        .collect();
+    let base_mb = common::rss_mb();
+    let step_s = timed(steps, || {
+        let xt = tensor4(xb.clone(), [2, 3, 256, 256], &ad);
+        let t = loss_cfg.targets(&labels, 2, 256, 256, &ad);
+        let (loss, _) = loss_cfg.forward(model.forward(xt), &t);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(1e-3, model.clone(), grads);
+        let _ = model.out_conv.weight.val().into_data();
+    });
+    println!(
+        "{}",
+        serde_json::json!({"step_s": step_s, "base_mb": base_mb, "peak_mb": common::peak_rss_mb()})
+    );
+}
+
 fn main() {
     let threads = thread_pool();
     let repeats = repeats(5);
+    if let Ok(ops) = std::env::var("SEGRS_BENCH_TRAIN_CHILD") {
+        let ops = if ops == "generic" {
+            TrainOps::Generic
+        } else {
+            TrainOps::Engine
+        };
+        train_steps(ops, repeats);
+        return;
+    }
     let cfg = UNetConfig::classic(3, 21);
     let dev = Device::flex();
 
@@ -54,33 +119,15 @@ fn main() {
         std::hint::black_box(engine.forward(&xh, 256, 256).unwrap());
     });
 
-    // One training step.
-    let ad = dev.clone().autodiff();
-    let mut train_model = UNet::new(&cfg, &ad);
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(0.0)
-        .with_epsilon(1e-8)
-        .init();
-    let loss_cfg = LossConfig::parse("ce", None, 21, None).unwrap();
-    let xb = noise(2 * 3 * 256 * 256, 2);
-    let labels: Vec<u32> = noise(2 * 256 * 256, 3)
-        .iter()
-        .map(|v| ((v + 1.0) * 10.49) as u32)
-        .collect();
-    let mut step = || {
-        let xt = tensor4(xb.clone(), [2, 3, 256, 256], &ad);
-        let t = loss_cfg.targets(&labels, 2, 256, 256, &ad);
-        let (loss, _) = loss_cfg.forward(train_model.forward(xt), &t);
-        let grads = GradientsParams::from_grads(loss.backward(), &train_model);
-        train_model = optim.step(1e-3, train_model.clone(), grads);
-        let _ = train_model.out_conv.weight.val().into_data();
-    };
-    // SEGRS_BENCH_FORWARD_ONLY=1 skips the (slow) training step, for quick iterations.
-    let train = if std::env::var("SEGRS_BENCH_FORWARD_ONLY").is_ok() {
-        f64::NAN
+    // Training steps, each path in a child process of its own so that its peak memory is its
+    // own. SEGRS_BENCH_FORWARD_ONLY=1 skips them (slow), for quick iterations.
+    let (train, train_generic) = if std::env::var("SEGRS_BENCH_FORWARD_ONLY").is_ok() {
+        (None, None)
     } else {
-        timed((repeats / 2).max(2), &mut step)
+        let steps = (repeats / 2).max(2);
+        (train_child("engine", steps), train_child("generic", steps))
     };
+    let train_s = train.as_ref().map_or(f64::NAN, |t| t.step_s);
 
     let python = torch_python();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/bench_unet_torch.py");
@@ -140,6 +187,8 @@ fn main() {
     md.push_str("| what | segrs (flex) | PyTorch | segrs / PyTorch |\n|---|---|---|---|\n");
     let t_fwd = torch.as_ref().and_then(|t| t["forward_s"].as_f64());
     let t_train = torch.as_ref().and_then(|t| t["train_step_s"].as_f64());
+    let t_peak = torch.as_ref().and_then(|t| t["train_peak_mb"].as_f64());
+    let t_base = torch.as_ref().and_then(|t| t["train_base_mb"].as_f64());
     let row = |name: &str, s: f64, t: Option<f64>| match t {
         Some(t) => format!(
             "| {name} | {:.1} ms | {:.1} ms | {:.2}x |\n",
@@ -164,7 +213,44 @@ fn main() {
         fwd_engine,
         t_fwd,
     ));
-    md.push_str(&row("train step 2x3x256x256 (CE + Adam)", train, t_train));
+    if let Some(t) = &train {
+        md.push_str(&row(
+            "train step 2x3x256x256 (CE + Adam), segrs' training operations (engine kernels + backward)",
+            t.step_s,
+            t_train,
+        ));
+    }
+    if let Some(t) = &train_generic {
+        md.push_str(&row(
+            "train step 2x3x256x256 (CE + Adam), burn's generic operations",
+            t.step_s,
+            t_train,
+        ));
+    }
+    let mem_row = |name: &str, segrs: f64, torch: Option<f64>| match torch {
+        Some(t) => format!(
+            "| {name} | {segrs:.0} MB | {t:.0} MB | {:.2}x |\n",
+            segrs / t
+        ),
+        None => format!("| {name} | {segrs:.0} MB | n/a | n/a |\n"),
+    };
+    for (t, what) in [
+        (&train, "training operations"),
+        (&train_generic, "generic operations"),
+    ] {
+        if let Some(t) = t {
+            md.push_str(&mem_row(
+                &format!("train step peak memory above the process before the first step ({what})"),
+                t.peak_mb - t.base_mb,
+                t_peak.zip(t_base).map(|(p, b)| p - b),
+            ));
+            md.push_str(&mem_row(
+                &format!("train step peak resident memory of the process ({what})"),
+                t.peak_mb,
+                t_peak,
+            ));
+        }
+    }
     match &torch {
         Some(t) => md.push_str(&format!("\nPyTorch {} eager, `torch.set_num_threads({threads})`, forward under `no_grad`.\n", t["torch"].as_str().unwrap_or("?"))),
         None => md.push_str(&format!("\nPyTorch was not timed: no working interpreter at {python} (set SEGRS_TORCH_PYTHON).\n")),
@@ -190,7 +276,7 @@ fn main() {
         None => {}
     }
     print!("{md}");
-    if torch.is_some() && train.is_finite() {
+    if torch.is_some() && train_s.is_finite() {
         write_section("unet", &md);
     }
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch side of `cargo bench --bench unet`: times the classic U-Net (the class of
 tools/gen_unet_fixtures.py) forward at 1x3x256x256 (eval, no_grad) and one training step at
-2x3x256x256 (cross-entropy + Adam). Prints one JSON line of median seconds.
+2x3x256x256 (cross-entropy + Adam). Prints one JSON line of median seconds, with the resident
+memory before the training steps and the process's peak (MB).
 
 usage: python tools/bench_unet_torch.py THREADS REPEATS [PARITY_DIR]
 With PARITY_DIR, also saves the full-size classic U-Net's state_dict (random weights and random
@@ -10,6 +11,7 @@ check parity at full size.
 """
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -65,5 +67,13 @@ def step():
     opt.step()
 
 
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1048576.0
+
+
+base = rss_mb()
 train = timed(step, max(2, repeats // 2))
-print(json.dumps({"torch": torch.__version__, "threads": threads, "forward_s": fwd, "train_step_s": train}))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+print(json.dumps({"torch": torch.__version__, "threads": threads, "forward_s": fwd, "train_step_s": train,
+                  "train_base_mb": base, "train_peak_mb": peak}))

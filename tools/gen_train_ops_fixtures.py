@@ -74,6 +74,30 @@ put("up_conv.dx", x.grad)
 put("up_conv.dw", wt.grad)
 put("up_conv.db", b.grad)
 
+# Softmax cross-entropy (class weights, ignore index 255) + 0.5 soft Dice (smooth 1), the
+# definitions of src/losses: Dice on softmax probabilities and one-hot targets, both zero on
+# ignored pixels, 1 - mean over classes of (2 sum pg + s) / (sum p + sum g + s).
+n, c, h, w = 2, 4, 5, 7
+z = leaf(n, c, h, w, scale=2.0)
+labels = torch.randint(0, c, (n, h, w))
+labels[0, 0, :3] = 255
+labels[1, 4, 5:] = 255
+cw = torch.tensor([0.5, 1.0, 2.0, 1.5])
+ce = F.cross_entropy(z, labels, weight=cw, ignore_index=255)
+valid = (labels != 255).float().unsqueeze(1)
+onehot = F.one_hot(labels.clamp(max=c - 1), c).permute(0, 3, 1, 2).float() * valid
+p = z.softmax(1) * valid
+inter = (p * onehot).sum(dim=(0, 2, 3))
+den = p.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
+dice = 1 - ((2 * inter + 1) / (den + 1)).mean()
+(ce + 0.5 * dice).backward()
+put("ce_dice.logits", z)
+put("ce_dice.labels", labels.float())
+put("ce_dice.class_weights", cw)
+put("ce_dice.ce", ce.reshape(1))
+put("ce_dice.dice", dice.reshape(1))
+put("ce_dice.dlogits", z.grad)
+
 dst = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "ops", "train_ops.safetensors")
 save_file(out, dst)
 print(f"wrote {len(out)} tensors to {dst}")

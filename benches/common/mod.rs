@@ -271,3 +271,23 @@ pub fn runtime_table(v: &serde_json::Value, rows: &[(&str, &str, f64)]) -> Strin
     }
     md
 }
+
+/// This process's resident memory now, MB (Linux; NaN elsewhere).
+#[allow(dead_code)] // each bench compiles this module; not all of them call this
+pub fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(f64::NAN, |pages| pages * 4096.0 / 1048576.0)
+}
+
+/// This process's peak resident memory so far, MB (`getrusage`'s `ru_maxrss`).
+#[allow(dead_code)] // each bench compiles this module; not all of them call this
+pub fn peak_rss_mb() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return f64::NAN;
+    }
+    u.ru_maxrss as f64 / 1024.0
+}

@@ -13,15 +13,18 @@
 //! * `batch_norm`      BatchNorm in training mode, ReLU fused
 //! * `max_pool`        2x2 max pooling
 //! * `conv_transpose`  2x2 stride-2 transposed convolution
+//! * `loss`            softmax cross-entropy + soft Dice, the logits' gradient computed with them
 
 mod batch_norm;
 mod conv;
 mod conv_transpose;
+mod loss;
 mod max_pool;
 
 pub use batch_norm::batch_norm_train;
 pub use conv::conv2d;
 pub use conv_transpose::conv_transpose2x2;
+pub use loss::softmax_ce_dice_loss;
 pub use max_pool::max_pool2x2;
 
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;

@@ -125,8 +125,12 @@ impl LossConfig {
         })
     }
 
-    /// The weighted sum of the terms, and each term's value tensor.
+    /// The weighted sum of the terms, and each term's value tensor. Cross-entropy and Dice
+    /// on the autodiff CPU device run as one fused operation ([`crate::autodiff`]).
     pub fn forward(&self, logits: Tensor<4>, t: &Targets) -> (Tensor<1>, Vec<Tensor<1>>) {
+        if let Some(fused) = self.forward_fused(&logits, t) {
+            return fused;
+        }
         let mut parts = Vec::new();
         let mut total: Option<Tensor<1>> = None;
         for (kind, weight) in &self.terms {
@@ -146,6 +150,44 @@ impl LossConfig {
     }
 }
 
+impl LossConfig {
+    /// Cross-entropy and Dice terms (each at most once) on the engine's fused operation.
+    fn forward_fused(
+        &self,
+        logits: &Tensor<4>,
+        t: &Targets,
+    ) -> Option<(Tensor<1>, Vec<Tensor<1>>)> {
+        let weight_of = |k: LossKind| {
+            let mut it = self.terms.iter().filter(|(kind, _)| *kind == k);
+            let w = it.next().map(|(_, w)| *w);
+            (it.next().is_none()).then_some(w)
+        };
+        let (ce, dice) = (weight_of(LossKind::Ce)?, weight_of(LossKind::Dice)?);
+        if self.terms.iter().any(|(k, _)| *k == LossKind::Focal)
+            || !crate::autodiff::applies(logits)
+        {
+            return None;
+        }
+        let (loss, ce_v, dice_v) = crate::autodiff::softmax_ce_dice_loss(
+            logits.clone(),
+            &t.host_labels,
+            &t.host_ce_weight,
+            (ce.unwrap_or(0.0), dice.unwrap_or(0.0)),
+            self.dice_smooth,
+        );
+        let device = logits.device();
+        let parts = self
+            .terms
+            .iter()
+            .map(|(k, _)| {
+                let v = if *k == LossKind::Ce { ce_v } else { dice_v };
+                Tensor::<1>::from_data(TensorData::new(vec![v], [1]), &device)
+            })
+            .collect();
+        Some((loss, parts))
+    }
+}
+
 /// Targets prepared on the host: class index (ignored pixels -> 0), validity mask, and the
 /// per-pixel weights and one-hot maps the configured losses need.
 #[derive(Clone, Debug)]
@@ -162,6 +204,10 @@ pub struct Targets {
     pub onehot: Option<Tensor<4>>,
     /// `[N, 1, H, W]` weight of each pixel (0 when ignored), multiplying the class weights.
     pub pixel_weight: Option<Tensor<4>>,
+    /// The class of each pixel, -1 where ignored (for the fused losses).
+    pub host_labels: Vec<i32>,
+    /// Each pixel's cross-entropy weight: class weight times pixel weight, 0 where ignored.
+    pub host_ce_weight: Vec<f32>,
 }
 
 impl Targets {
@@ -214,7 +260,26 @@ impl Targets {
                 .collect();
             Tensor::<4>::from_data(TensorData::new(v, [n, 1, h, w]), device)
         });
+        let host_labels = index
+            .iter()
+            .zip(&valid)
+            .map(|(&i, &ok)| if ok { i } else { -1 })
+            .collect();
+        let host_ce_weight = (0..n * h * w)
+            .map(|k| {
+                if !valid[k] {
+                    return 0.0;
+                }
+                let cw = cfg
+                    .class_weights
+                    .as_deref()
+                    .map_or(1.0, |table| table[index[k] as usize]);
+                cw * pixel_weights.map_or(1.0, |pw| pw[k])
+            })
+            .collect();
         Targets {
+            host_labels,
+            host_ce_weight,
             pixel_weight,
             class_weight: cfg.class_weights.as_deref().map(per_pixel),
             alpha: cfg.focal_alpha.as_deref().map(per_pixel),

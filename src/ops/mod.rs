@@ -12,6 +12,7 @@
 //! * `batch_norm`      BatchNorm in training mode (+ ReLU): batch statistics and fused backward
 //! * `activation`      ReLU, GELU (exact / tanh), erf, sigmoid, the vectorisable exp
 //! * `softmax`         row softmax
+//! * `loss`            softmax cross-entropy + soft Dice over class maps, with the logits' gradient
 //! * `attention`       multi-head attention with rotary and score-bias hooks
 //! * `rope`            axial 2-D rotary embeddings
 //! * `pool`            max pooling, 2x2 with the winners' indices and its gradient
@@ -31,6 +32,7 @@ pub mod conv;
 pub mod conv_backward;
 pub mod conv_transpose;
 pub mod layout;
+pub mod loss;
 pub mod matmul;
 pub mod norm;
 pub mod pool;

@@ -209,7 +209,16 @@ fn unet_training_follows_the_generic_loss_curve() {
                 .collect();
             let xt = Tensor::<4>::from_data(TensorData::new(x, [n, 3, h, w]), &device);
             let t = loss_cfg.targets(&labels, n, h, w, &device);
-            let (loss, _) = loss_cfg.forward(model.forward(xt), &t);
+            let logits = model.forward(xt);
+            let loss = match ops {
+                // the fused softmax + cross-entropy + Dice operation
+                TrainOps::Engine => loss_cfg.forward(logits, &t).0,
+                // burn's generic operations
+                TrainOps::Generic => {
+                    segrs::losses::cross_entropy(logits.clone(), &t)
+                        + segrs::losses::dice_loss(logits, &t, 1.0)
+                }
+            };
             losses.push(loss.clone().into_scalar::<f32>());
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(1e-3, model, grads);
@@ -227,4 +236,42 @@ fn unet_training_follows_the_generic_loss_curve() {
         );
     }
     close("running variance", &engine_var, &generic_var);
+}
+
+/// Cross-entropy (class weights, an ignored label) + 0.5 Dice as the fused operation: both
+/// values and the logits' gradient against PyTorch and against the generic losses.
+#[test]
+fn fused_cross_entropy_and_dice_match_pytorch_and_the_generic_losses() {
+    use segrs::losses::{LossConfig, cross_entropy, dice_loss};
+    let f = fx();
+    let labels: Vec<u32> = get(&f, "ce_dice.labels")
+        .data
+        .iter()
+        .map(|&v| v as u32)
+        .collect();
+    let d = get(&f, "ce_dice.logits").shape.clone();
+    let (n, c, h, w) = (d[0], d[1], d[2], d[3]);
+    let mut cfg = LossConfig::parse("ce+dice", Some(&[1.0, 0.5]), c, Some(255)).unwrap();
+    cfg.class_weights = Some(get(&f, "ce_dice.class_weights").data.clone());
+    let device = ad();
+    let t = cfg.targets(&labels, n, h, w, &device);
+    // fused: LossConfig on the autodiff CPU device
+    let z = leaf::<4>(&f, "ce_dice.logits", true);
+    let (loss, parts) = cfg.forward(z.clone(), &t);
+    let grads = loss.backward();
+    let fused_grad = to_vec(z.grad(&grads).unwrap());
+    let (ce, dice) = (to_vec(parts[0].clone()), to_vec(parts[1].clone()));
+    close("ce", &ce, &get(&f, "ce_dice.ce").data);
+    close("dice", &dice, &get(&f, "ce_dice.dice").data);
+    close("dlogits", &fused_grad, &get(&f, "ce_dice.dlogits").data);
+    // generic: the term functions themselves
+    let z = leaf::<4>(&f, "ce_dice.logits", true);
+    let generic = cross_entropy(z.clone(), &t) + dice_loss(z.clone(), &t, 1.0) * 0.5;
+    close("loss vs generic", &to_vec(loss), &to_vec(generic.clone()));
+    let grads = generic.backward();
+    close(
+        "dlogits vs generic",
+        &fused_grad,
+        &to_vec(z.grad(&grads).unwrap()),
+    );
 }
