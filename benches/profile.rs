@@ -1,10 +1,12 @@
 //! `cargo bench --bench profile`: where the host engine's forward passes spend their time, op by
 //! op (`segrs::ops::profile` scopes in the models' forwards): SAM ViT-B's image encoder on a
 //! 1x3x1024x1024 input (random weights under the official keys) and the classic U-Net (3 -> 21
-//! classes, BatchNorm folded) on 1x3x256x256. For each op: calls per forward, time, share of the
-//! forward, floating-point operations and the rate achieved; against the unprofiled forward's
-//! median. Needs no reference environment. Results go to stdout and to BENCHMARKS.md.
-//! Environment: SEGRS_BENCH_THREADS (default: all cores), SEGRS_BENCH_REPEATS (default 3).
+//! classes, BatchNorm folded) on 1x3x256x256, and the classic U-Net's training step (2x3x256x256,
+//! the training operations of `segrs::autodiff` forward and backward). For each op: calls per
+//! run, time, share, floating-point operations and the rate achieved; against the unprofiled
+//! run's median. Needs no reference environment. Results go to stdout and to BENCHMARKS.md.
+//! Environment: SEGRS_BENCH_THREADS (default: all cores), SEGRS_BENCH_REPEATS (default 3),
+//! SEGRS_PROFILE (sections, default `sam,unet,unet_train`).
 
 mod common;
 use common::{cpu_name, random_vit_b, repeats, thread_pool, timed, write_section};
@@ -139,9 +141,9 @@ fn unet_forward_profile(threads: usize, repeats: usize) {
 }
 
 /// One training step of the classic U-Net (2x3x256x256, cross-entropy, AdamW) on the autodiff
-/// CPU device: the engine's training operations forward and backward, burn's loss and
-/// optimiser, and the rest (burn's graph, concatenations, the loss's backward) as the
-/// difference to the unprofiled step.
+/// CPU device: the engine's training operations forward and backward, burn's optimiser, and
+/// the rest (burn's graph, concatenations, gradient sums) as the difference to the unprofiled
+/// step.
 fn unet_train_profile(threads: usize, repeats: usize) {
     use burn::optim::{AdamWConfig, GradientsParams};
     use burn::prelude::*;
@@ -162,11 +164,7 @@ fn unet_train_profile(threads: usize, repeats: usize) {
     let mut step = || {
         let x = Tensor::<4>::from_data(TensorData::new(xb.clone(), [n, 3, h, w]), &ad);
         let t = loss_cfg.targets(&labels, n, h, w, &ad);
-        let logits = model.forward(x);
-        let loss = {
-            let _p = profile::scope("cross-entropy forward (burn)", 0.0);
-            loss_cfg.forward(logits, &t).0
-        };
+        let loss = loss_cfg.forward(model.forward(x), &t).0;
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         let _p = profile::scope("AdamW update (burn)", 0.0);
         model = optim.step(1e-3, model.clone(), grads);
@@ -177,7 +175,7 @@ fn unet_train_profile(threads: usize, repeats: usize) {
     let r = train_repeats as f64;
     let measured: f64 = ops.iter().map(|o| o.seconds).sum::<f64>() / r;
     ops.push(OpTotal {
-        name: "other (burn: graph, concatenation, loss backward, ...)",
+        name: "other (burn: graph, concatenations, gradient sums, ...)",
         calls: train_repeats as u64,
         seconds: (plain - measured).max(0.0) * r,
         flops: 0.0,

@@ -36,7 +36,7 @@ fn noise(n: usize, seed: u32) -> Vec<f32> {
 /// One training run's step time (median) and memory.
 struct TrainRun {
     step_s: f64,
-    /// Resident memory before the first step (model, optimiser, program), MB.
+    /// Resident memory before the first step (program and model), MB.
     base_mb: f64,
     /// Peak resident memory of the process, MB.
     peak_mb: f64,
@@ -74,6 +74,9 @@ fn train_steps(ops: TrainOps, steps: usize) {
         .iter()
         .map(|v| ((v + 1.0) * 10.49) as u32)
         .collect();
+    // burn initialises parameters on first use: materialise them first, so that the base holds
+    // the model as PyTorch's does.
+    let _ = model.clone().into_record();
     let base_mb = common::rss_mb();
     let step_s = timed(steps, || {
         let xt = tensor4(xb.clone(), [2, 3, 256, 256], &ad);
