@@ -81,7 +81,12 @@ fn train_steps(ops: TrainOps, steps: usize) {
     let step_s = timed(steps, || {
         let xt = tensor4(xb.clone(), [2, 3, 256, 256], &ad);
         let t = loss_cfg.targets(&labels, 2, 256, 256, &ad);
-        let (loss, _) = loss_cfg.forward(model.forward(xt), &t);
+        let logits = model.forward(xt);
+        let loss = match ops {
+            TrainOps::Engine => loss_cfg.forward(logits, &t).0,
+            // burn's generic operations throughout, the loss too
+            TrainOps::Generic => segrs::losses::cross_entropy(logits, &t),
+        };
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(1e-3, model.clone(), grads);
         let _ = model.out_conv.weight.val().into_data();

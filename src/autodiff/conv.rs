@@ -51,6 +51,7 @@ pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, pad: usize) -> T
     let xd = dims(x.primitive());
     let wd = dims(w.primitive());
     assert_eq!(xd[1], wd[1], "convolution input channels");
+    assert_eq!(wd[2], wd[3], "square convolution kernels");
     let s = ConvShape {
         cin: wd[1],
         cout: wd[0],
@@ -60,6 +61,7 @@ pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, pad: usize) -> T
         w: xd[3],
     };
     let n = xd[0];
+    s.check();
     let (ho, wo) = s.out_size();
     let _p = profile::scope("conv forward", s.flops(n));
     let y = conv_forward(

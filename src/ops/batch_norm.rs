@@ -44,10 +44,11 @@ pub fn batch_norm_train(
         .map(|ch| {
             let mean = planes(ch).map(|o| plane_sum(&x[o..o + hw])).sum::<f64>() / count;
             let m = mean as f32;
+            // eight f32 lanes per block of 4096 values, the blocks summed in f64
             let var = planes(ch)
-                .map(|o| {
+                .flat_map(|o| x[o..o + hw].chunks(4096))
+                .map(|p| {
                     let mut lanes = [0.0f32; 8];
-                    let p = &x[o..o + hw];
                     let mut it = p.chunks_exact(8);
                     for ch8 in &mut it {
                         for (l, v) in lanes.iter_mut().zip(ch8) {
@@ -79,7 +80,8 @@ pub fn batch_norm_train(
             let out = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(o), hw) };
             for (d, &v) in out.iter_mut().zip(&x[o..o + hw]) {
                 let t = v * scale + shift;
-                *d = if relu { t.max(0.0) } else { t };
+                // NaN passes, as through burn's relu, so a diverging step stays visible
+                *d = if relu && t <= 0.0 { 0.0 } else { t };
             }
         }
     });
@@ -121,8 +123,10 @@ pub fn batch_norm_train_backward(
                 }
             };
             let (mut sum_g, mut sum_gx) = (0.0f64, 0.0f64);
-            for o in planes(ch) {
-                let (xp, dp) = (&x[o..o + hw], &dy[o..o + hw]);
+            // eight f32 lanes per block of 4096 values, the blocks summed in f64
+            let blocks =
+                planes(ch).flat_map(|o| x[o..o + hw].chunks(4096).zip(dy[o..o + hw].chunks(4096)));
+            for (xp, dp) in blocks {
                 let (mut lg, mut lgx) = ([0.0f32; 8], [0.0f32; 8]);
                 let mut xi = xp.chunks_exact(8);
                 let mut di = dp.chunks_exact(8);
@@ -215,5 +219,15 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A NaN reaching the fused ReLU passes, as through burn's relu: a diverging step shows
+    /// in the loss instead of being zeroed away.
+    #[test]
+    fn nan_passes_the_fused_relu() {
+        let mut x = vec![0.5f32, -1.0, 2.0, 0.25];
+        x[1] = f32::NAN;
+        let (y, _) = batch_norm_train(&x, 1, 1, 4, &[1.0], &[0.0], 1e-5, true);
+        assert!(y.iter().all(|v| v.is_nan()), "{y:?}");
     }
 }

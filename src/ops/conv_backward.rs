@@ -40,7 +40,9 @@ impl ConvShape {
         2.0 * (n * self.cout * self.cin * self.k * self.k * ho * wo) as f64
     }
 
-    fn check(&self) {
+    /// Panics with the shape when padding is not below the kernel or the input is smaller
+    /// than the kernel.
+    pub fn check(&self) {
         assert!(
             self.pad < self.k && self.h + 2 * self.pad >= self.k && self.w + 2 * self.pad >= self.k,
             "convolution {self:?}: padding must be below the kernel size and the input not smaller than the kernel"

@@ -36,6 +36,9 @@ pub fn conv_transpose2x2_backward(
         cin * cout * 4,
         "transposed convolution weight size"
     );
+    if hw == 0 {
+        return (vec![0.0; x.len()], vec![0.0; w_pt.len()], vec![0.0; cout]);
+    }
     let mut dx = Vec::with_capacity(n * cin * hw);
     let mut dw = vec![0.0f32; cin * cout * 4];
     let mut taps = vec![0.0f32; cout * 4 * hw];

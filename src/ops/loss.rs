@@ -20,8 +20,8 @@ pub struct SoftmaxLosses {
     pub grad: Option<Vec<f32>>,
 }
 
-/// `logits` `[n, c, hw]`; `labels` `[n, hw]` (negative where ignored); `weights` `[n, hw]`
-/// the cross-entropy weight of each pixel (zero where ignored); `smooth` Dice's `s`.
+/// `logits` `[n, c, hw]`; `labels` `[n, hw]` (negative where ignored: no loss, no gradient);
+/// `weights` `[n, hw]` the cross-entropy weight of each pixel; `smooth` Dice's `s`.
 #[allow(clippy::too_many_arguments)]
 pub fn softmax_ce_dice(
     logits: &[f32],
@@ -79,12 +79,12 @@ pub fn softmax_ce_dice(
             let mut ce = 0.0f64;
             let mut wsum = 0.0f64;
             for i in 0..len {
-                if lab[i] >= 0 && wt[i] != 0.0 {
+                if lab[i] >= 0 {
                     let t = lab[i] as usize;
                     let logp = z[t * hw + p0 + i] - max[i] - sum[i].ln();
                     ce -= (wt[i] * logp) as f64;
+                    wsum += wt[i] as f64;
                 }
-                wsum += wt[i] as f64;
             }
             let mut per_class = vec![0.0f64; 3 * c];
             for k in 0..c {
@@ -139,28 +139,25 @@ pub fn softmax_ce_dice(
                 let lab = &labels[img * hw..][..hw];
                 let wt = &weights[img * hw..][..hw];
                 for i in 0..hw {
-                    if lab[i] < 0 && wt[i] == 0.0 {
+                    if lab[i] < 0 {
                         for k in 0..c {
                             gimg[k * hw + i] = 0.0;
                         }
                         continue;
                     }
-                    let t = lab[i].max(0) as usize;
-                    let valid = lab[i] >= 0;
+                    let t = lab[i] as usize;
+                    let tap = |k: usize| if k == t { a_hit[k] } else { a_miss[k] };
                     // sum_c p_c a_c
-                    let mut pa = 0.0f32;
-                    if valid && dw != 0.0 {
-                        for k in 0..c {
-                            let a = if k == t { a_hit[k] } else { a_miss[k] };
-                            pa += gimg[k * hw + i] * a;
-                        }
-                    }
+                    let pa: f32 = if dw != 0.0 {
+                        (0..c).map(|k| gimg[k * hw + i] * tap(k)).sum()
+                    } else {
+                        0.0
+                    };
                     for k in 0..c {
                         let pk = gimg[k * hw + i];
-                        let mut v = cw * wt[i] * (pk - (valid && k == t) as u8 as f32);
-                        if valid && dw != 0.0 {
-                            let a = if k == t { a_hit[k] } else { a_miss[k] };
-                            v += dw * pk * (a - pa);
+                        let mut v = cw * wt[i] * (pk - (k == t) as u8 as f32);
+                        if dw != 0.0 {
+                            v += dw * pk * (tap(k) - pa);
                         }
                         gimg[k * hw + i] = v;
                     }

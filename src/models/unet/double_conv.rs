@@ -60,15 +60,20 @@ impl DoubleConv {
     }
 }
 
-/// A stride-1, "same"-padded convolution (U-Net's 3x3 and 1x1 layers): on the engine's training
-/// operation when `engine` and the layer has a bias, else burn's.
+/// A convolution on the engine's training operation when `engine` and the layer is one it runs
+/// (U-Net's: square odd kernel, stride 1, no dilation, one group, symmetric "same" padding,
+/// a bias), else burn's.
 pub(super) fn conv(c: &Conv2d, x: Tensor<4>, engine: bool) -> Tensor<4> {
-    match (&c.bias, engine) {
-        (Some(b), true) => {
-            let w = c.weight.val();
-            let pad = w.dims()[2] / 2;
-            autodiff::conv2d(x, w, b.val(), pad)
-        }
+    let [kh, kw] = c.kernel_size;
+    let pad = kh / 2;
+    let same = match c.padding {
+        PaddingConfig2d::Explicit(t, l, b, r) => [t, l, b, r] == [pad; 4],
+        PaddingConfig2d::Same => true,
+        PaddingConfig2d::Valid => pad == 0,
+    };
+    let fits = kh == kw && kh % 2 == 1 && c.stride == [1, 1] && c.dilation == [1, 1];
+    match (&c.bias, engine && fits && same && c.groups == 1) {
+        (Some(b), true) => autodiff::conv2d(x, c.weight.val(), b.val(), pad),
         _ => c.forward(x),
     }
 }

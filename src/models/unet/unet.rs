@@ -69,7 +69,9 @@ impl UNet {
     /// Logits `[N, classes, H, W]` for input `[N, in_channels, H, W]`; H and W must be
     /// multiples of `config.stride()`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let engine = self.train_ops == TrainOps::Engine && autodiff::applies(&x);
+        let engine = self.train_ops == TrainOps::Engine
+            && autodiff::applies(&x)
+            && autodiff::applies(&self.out_conv.weight.val());
         let mut skips = Vec::with_capacity(self.enc.len());
         let mut x = x;
         for enc in &self.enc {
