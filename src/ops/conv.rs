@@ -594,17 +594,18 @@ fn transform_products(
     }
 }
 
+/// Winograd F(4x4, 3x3)'s kernel transform `G` (6x3), Lavin & Gray 2016.
+pub(crate) const G: [[f32; 3]; 6] = [
+    [0.25, 0.0, 0.0],
+    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+    [0.0, 0.0, 1.0],
+];
+
 /// `U = G g G^T` for Winograd F(4x4, 3x3): 36 matrices `[cout, cin]`.
 fn winograd4_weights(w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
-    // G (6x3), Lavin & Gray 2016
-    const G: [[f32; 3]; 6] = [
-        [0.25, 0.0, 0.0],
-        [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
-        [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
-        [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
-        [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
-        [0.0, 0.0, 1.0],
-    ];
     let mut u = vec![0.0f32; 36 * cout * cin];
     let ptr = SendPtr(u.as_mut_ptr());
     // One output channel per task, vectorised over the input channels: the taps gathered
@@ -686,6 +687,87 @@ fn at6(m: [f32; 6]) -> [f32; 4] {
     ]
 }
 
+/// Winograd F(4x4, 3x3)'s input transform `V = B^T d B` of tile rows `ty0..ty0 + rows` of the
+/// `[cin, h, w]` map `x` (6x6 tiles with stride 4 from row and column -1, zeros outside):
+/// `v` becomes 36 matrices `[cin, rows * ceil(w / 4)]`, vectorised across the tiles of a row.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn winograd4_input(
+    x: &[f32],
+    cin: usize,
+    h: usize,
+    w: usize,
+    ty0: usize,
+    rows: usize,
+    v: &mut Vec<f32>,
+) {
+    let tw = w.div_ceil(4);
+    let hw = h * w;
+    let nt = rows * tw;
+    // Padded input rows: column j of a row holds input column j - 1 (zeros outside).
+    let pw = 4 * tw + 2;
+    v.clear();
+    v.resize(36 * cin * nt, 0.0);
+    let mut prow = vec![0.0f32; 6 * pw];
+    let mut trow = vec![0.0f32; 6 * pw];
+    for ci in 0..cin {
+        let plane = &x[ci * hw..(ci + 1) * hw];
+        for r in 0..rows {
+            let ty = ty0 + r;
+            for i in 0..6 {
+                let yy = 4 * ty as isize - 1 + i as isize;
+                let dst = &mut prow[i * pw..(i + 1) * pw];
+                if yy >= 0 && yy < h as isize {
+                    dst[0] = 0.0;
+                    dst[1..1 + w].copy_from_slice(&plane[yy as usize * w..(yy as usize + 1) * w]);
+                    dst[1 + w..].fill(0.0);
+                } else {
+                    dst.fill(0.0);
+                }
+            }
+            // B^T over the six rows, vectorised along the row.
+            {
+                let p: [&[f32]; 6] = std::array::from_fn(|i| &prow[i * pw..(i + 1) * pw]);
+                let (t0, rest) = trow.split_at_mut(pw);
+                let (t1, rest) = rest.split_at_mut(pw);
+                let (t2, rest) = rest.split_at_mut(pw);
+                let (t3, rest) = rest.split_at_mut(pw);
+                let (t4, t5) = rest.split_at_mut(pw);
+                for col in 0..pw {
+                    let t = bt6([
+                        p[0][col], p[1][col], p[2][col], p[3][col], p[4][col], p[5][col],
+                    ]);
+                    t0[col] = t[0];
+                    t1[col] = t[1];
+                    t2[col] = t[2];
+                    t3[col] = t[3];
+                    t4[col] = t[4];
+                    t5[col] = t[5];
+                }
+            }
+            // then B over each tile's six columns, six output rows at a time.
+            let base = r * tw;
+            for i in 0..6 {
+                let t = &trow[i * pw..(i + 1) * pw];
+                let o: [usize; 6] = std::array::from_fn(|j| ((i * 6 + j) * cin + ci) * nt + base);
+                let mut outs: [&mut [f32]; 6] = {
+                    let vp = v.as_mut_ptr();
+                    // SAFETY: the six destinations are disjoint rows of `v`, each `tw` long.
+                    std::array::from_fn(|j| unsafe {
+                        std::slice::from_raw_parts_mut(vp.add(o[j]), tw)
+                    })
+                };
+                for tx in 0..tw {
+                    let a = &t[4 * tx..4 * tx + 6];
+                    let s6 = bt6([a[0], a[1], a[2], a[3], a[4], a[5]]);
+                    for (j, dst) in outs.iter_mut().enumerate() {
+                        dst[tx] = s6[j];
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// 3x3 convolution (padding 1, any size) by Winograd F(4x4, 3x3): 6x6 input tiles to the
 /// transform domain, 36 matrix products over the channels, 4x4 output tiles back (partial tiles
 /// at the bottom and right edges are cut); 4x fewer multiplications than the direct method.
@@ -709,79 +791,15 @@ fn winograd4(
     let par_inner =
         blocks < rayon::current_num_threads() && rayon::current_thread_index().is_none();
     let ptr = SendPtr(out.as_mut_ptr());
-    // Padded input rows: column j of a row holds input column j - 1 (zeros outside).
-    let pw = 4 * tw + 2;
     (0..blocks).into_par_iter().for_each_init(
         || (Vec::new(), Vec::new()),
         |(v, m): &mut (Vec<f32>, Vec<f32>), bi| {
             let ty0 = bi * block_rows;
             let rows = block_rows.min(th - ty0);
             let nt = rows * tw;
-            v.clear();
-            v.resize(36 * cin * nt, 0.0);
+            winograd4_input(x, cin, h, w, ty0, rows, v);
             m.clear();
             m.resize(36 * cout * nt, 0.0);
-            let mut prow = vec![0.0f32; 6 * pw];
-            let mut trow = vec![0.0f32; 6 * pw];
-            for ci in 0..cin {
-                let plane = &x[ci * hw..(ci + 1) * hw];
-                for r in 0..rows {
-                    let ty = ty0 + r;
-                    for i in 0..6 {
-                        let yy = 4 * ty as isize - 1 + i as isize;
-                        let dst = &mut prow[i * pw..(i + 1) * pw];
-                        if yy >= 0 && yy < h as isize {
-                            dst[0] = 0.0;
-                            dst[1..1 + w]
-                                .copy_from_slice(&plane[yy as usize * w..(yy as usize + 1) * w]);
-                            dst[1 + w..].fill(0.0);
-                        } else {
-                            dst.fill(0.0);
-                        }
-                    }
-                    // B^T over the six rows, vectorised along the row.
-                    {
-                        let p: [&[f32]; 6] = std::array::from_fn(|i| &prow[i * pw..(i + 1) * pw]);
-                        let (t0, rest) = trow.split_at_mut(pw);
-                        let (t1, rest) = rest.split_at_mut(pw);
-                        let (t2, rest) = rest.split_at_mut(pw);
-                        let (t3, rest) = rest.split_at_mut(pw);
-                        let (t4, t5) = rest.split_at_mut(pw);
-                        for col in 0..pw {
-                            let t = bt6([
-                                p[0][col], p[1][col], p[2][col], p[3][col], p[4][col], p[5][col],
-                            ]);
-                            t0[col] = t[0];
-                            t1[col] = t[1];
-                            t2[col] = t[2];
-                            t3[col] = t[3];
-                            t4[col] = t[4];
-                            t5[col] = t[5];
-                        }
-                    }
-                    // then B over each tile's six columns, six output rows at a time.
-                    let base = r * tw;
-                    for i in 0..6 {
-                        let t = &trow[i * pw..(i + 1) * pw];
-                        let o: [usize; 6] =
-                            std::array::from_fn(|j| ((i * 6 + j) * cin + ci) * nt + base);
-                        let mut outs: [&mut [f32]; 6] = {
-                            let vp = v.as_mut_ptr();
-                            // SAFETY: the six destinations are disjoint rows of `v`, each `tw` long.
-                            std::array::from_fn(|j| unsafe {
-                                std::slice::from_raw_parts_mut(vp.add(o[j]), tw)
-                            })
-                        };
-                        for tx in 0..tw {
-                            let a = &t[4 * tx..4 * tx + 6];
-                            let s6 = bt6([a[0], a[1], a[2], a[3], a[4], a[5]]);
-                            for (j, dst) in outs.iter_mut().enumerate() {
-                                dst[tx] = s6[j];
-                            }
-                        }
-                    }
-                }
-            }
             transform_products(u, v, m, 36, cout, cin, nt, par_inner);
             // Output transform: A^T over each tile's six rows (vectorised across the tiles),
             // then A over its columns, bias and ReLU.

@@ -9,7 +9,7 @@
 //! - the bias gradient sums the output gradient over images and positions.
 
 use super::activation::Activation;
-use super::conv::ConvKernel;
+use super::conv::{ConvKernel, G, winograd4_input};
 use super::matmul::{SendPtr, gemm_strided_acc};
 use rayon::prelude::*;
 
@@ -95,6 +95,14 @@ pub fn conv_input_grad(dy: &[f32], n: usize, wt: &[f32], s: ConvShape) -> Vec<f3
 /// shifted view of the window.
 pub fn conv_weight_grad(x: &[f32], dy: &[f32], n: usize, s: ConvShape) -> (Vec<f32>, Vec<f32>) {
     s.check();
+    if s.k == 3
+        && s.pad == 1
+        && s.h * s.w >= WINOGRAD_WGRAD_MIN_POSITIONS
+        && 36 * s.cout * s.cin <= WINOGRAD_WGRAD_MAX_ACC
+    {
+        let dw = winograd_weight_grad(x, dy, n, s);
+        return (dw, bias_grad(dy, n, s.cout, s.h * s.w));
+    }
     let (ho, wo) = s.out_size();
     let (hw_in, hw_out) = (s.h * s.w, ho * wo);
     assert_eq!(x.len(), n * s.cin * hw_in, "convolution input size");
@@ -219,6 +227,192 @@ pub fn conv_weight_grad(x: &[f32], dy: &[f32], n: usize, s: ConvShape) -> (Vec<f
     (dw, bias_grad(dy, n, s.cout, hw_out))
 }
 
+/// The weight gradient of a 3x3, padding-1 convolution by Winograd F(4x4, 3x3), 4x fewer
+/// multiplications than the direct sums: with `V = B^T d B` the input's 6x6 tiles (as the
+/// forward transforms them) and `dM = A dY A^T` the output gradient's 4x4 tiles carried back
+/// through the output transform, `dU_xi = sum over tiles dM_xi V_xi^T` is 36 products
+/// `[cout, tiles] x [tiles, cin]`, and `dw = G^T dU G`. Blocks of tile rows run in parallel,
+/// each thread with its own 36 accumulators.
+pub fn winograd_weight_grad(x: &[f32], dy: &[f32], n: usize, s: ConvShape) -> Vec<f32> {
+    assert!(
+        s.k == 3 && s.pad == 1,
+        "Winograd weight gradient: a 3x3, padding-1 convolution"
+    );
+    let (h, w, cin, cout) = (s.h, s.w, s.cin, s.cout);
+    let hw = h * w;
+    assert_eq!(x.len(), n * cin * hw, "convolution input size");
+    assert_eq!(dy.len(), n * cout * hw, "convolution output gradient size");
+    let (th, tw) = (h.div_ceil(4), w.div_ceil(4));
+    let target = (49152 / cin.max(1)).clamp(64, 512);
+    let block_rows = (target / tw).clamp(1, th);
+    let blocks = th.div_ceil(block_rows);
+    let items = n * blocks;
+    let threads = rayon::current_num_threads().max(1);
+    let acc_len = 36 * cout * cin;
+    let du = (0..items)
+        .into_par_iter()
+        .with_min_len(items.div_ceil(threads))
+        .fold(
+            || (vec![0.0f32; acc_len], Vec::new(), Vec::new()),
+            |(mut acc, mut v, mut m), item| {
+                let (img, b) = (item / blocks, item % blocks);
+                let ty0 = b * block_rows;
+                let rows = block_rows.min(th - ty0);
+                let nt = rows * tw;
+                winograd4_input(
+                    &x[img * cin * hw..][..cin * hw],
+                    cin,
+                    h,
+                    w,
+                    ty0,
+                    rows,
+                    &mut v,
+                );
+                output_grad_tiles(
+                    &dy[img * cout * hw..][..cout * hw],
+                    cout,
+                    h,
+                    w,
+                    ty0,
+                    rows,
+                    &mut m,
+                );
+                for xi in 0..36 {
+                    // SAFETY: m holds 36 matrices [cout, nt], v 36 matrices [cin, nt] read
+                    // transposed; acc holds 36 matrices [cout, cin] of this task's own.
+                    unsafe {
+                        gemm_strided_acc(
+                            cout,
+                            cin,
+                            nt,
+                            m.as_ptr().add(xi * cout * nt),
+                            nt as isize,
+                            1,
+                            v.as_ptr().add(xi * cin * nt),
+                            1,
+                            nt as isize,
+                            acc.as_mut_ptr().add(xi * cout * cin),
+                            cin,
+                            1,
+                            false,
+                        );
+                    }
+                }
+                (acc, v, m)
+            },
+        )
+        .map(|(acc, _, _)| acc)
+        .reduce_with(|mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+            a
+        })
+        .unwrap_or_else(|| vec![0.0f32; acc_len]);
+    // dw[co, ci] = G^T dU[co, ci] G, in f64
+    let mut dw = vec![0.0f32; cout * cin * 9];
+    dw.par_chunks_mut(cin * 9)
+        .enumerate()
+        .for_each(|(co, row)| {
+            for ci in 0..cin {
+                let u = |i: usize, j: usize| du[((i * 6 + j) * cout + co) * cin + ci] as f64;
+                // t = dU G (6x3)
+                let mut t = [[0.0f64; 3]; 6];
+                for (i, ti) in t.iter_mut().enumerate() {
+                    for (b, tb) in ti.iter_mut().enumerate() {
+                        *tb = (0..6).map(|j| u(i, j) * G[j][b] as f64).sum();
+                    }
+                }
+                for a in 0..3 {
+                    for b in 0..3 {
+                        let v: f64 = (0..6).map(|i| G[i][a] as f64 * t[i][b]).sum();
+                        row[ci * 9 + a * 3 + b] = v as f32;
+                    }
+                }
+            }
+        });
+    dw
+}
+
+/// `dM = A dY A^T` of the output gradient's 4x4 tiles (zero beyond the map) in tile rows
+/// `ty0..ty0 + rows` of the `[cout, h, w]` map `dy`: `m` becomes 36 matrices
+/// `[cout, rows * ceil(w / 4)]`.
+fn output_grad_tiles(
+    dy: &[f32],
+    cout: usize,
+    h: usize,
+    w: usize,
+    ty0: usize,
+    rows: usize,
+    m: &mut Vec<f32>,
+) {
+    let tw = w.div_ceil(4);
+    let nt = rows * tw;
+    let pw = 4 * tw;
+    m.clear();
+    m.resize(36 * cout * nt, 0.0);
+    // a tile row's four rows of dY (zero beyond the map), then A down them (six rows,
+    // vectorised along the row), then A across each tile's four columns
+    let mut quad = vec![0.0f32; 4 * pw];
+    let mut six = vec![0.0f32; 6 * pw];
+    for co in 0..cout {
+        let plane = &dy[co * h * w..][..h * w];
+        for r in 0..rows {
+            let ty = ty0 + r;
+            for l in 0..4 {
+                let dst = &mut quad[l * pw..(l + 1) * pw];
+                let y = 4 * ty + l;
+                if y < h {
+                    dst[..w].copy_from_slice(&plane[y * w..(y + 1) * w]);
+                    dst[w..].fill(0.0);
+                } else {
+                    dst.fill(0.0);
+                }
+            }
+            {
+                let (q0, rest) = quad.split_at(pw);
+                let (q1, rest) = rest.split_at(pw);
+                let (q2, q3) = rest.split_at(pw);
+                let (s0, rest) = six.split_at_mut(pw);
+                let (s1, rest) = rest.split_at_mut(pw);
+                let (s2, rest) = rest.split_at_mut(pw);
+                let (s3, rest) = rest.split_at_mut(pw);
+                let (s4, s5) = rest.split_at_mut(pw);
+                for x in 0..pw {
+                    let t = at6_adjoint([q0[x], q1[x], q2[x], q3[x]]);
+                    s0[x] = t[0];
+                    s1[x] = t[1];
+                    s2[x] = t[2];
+                    s3[x] = t[3];
+                    s4[x] = t[4];
+                    s5[x] = t[5];
+                }
+            }
+            for i in 0..6 {
+                let row = &six[i * pw..(i + 1) * pw];
+                for tx in 0..tw {
+                    let a = &row[4 * tx..4 * tx + 4];
+                    let t = at6_adjoint([a[0], a[1], a[2], a[3]]);
+                    for (j, &v) in t.iter().enumerate() {
+                        m[((i * 6 + j) * cout + co) * nt + r * tw + tx] = v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `A d` for the four values `d`: the adjoint of the forward's output transform `A^T m`.
+#[inline(always)]
+fn at6_adjoint(d: [f32; 4]) -> [f32; 6] {
+    [
+        d[0],
+        d[0] + d[1] + d[2] + d[3],
+        d[0] - d[1] + d[2] - d[3],
+        d[0] + 2.0 * d[1] + 4.0 * d[2] + 8.0 * d[3],
+        d[0] - 2.0 * d[1] + 4.0 * d[2] - 8.0 * d[3],
+        d[3],
+    ]
+}
+
 /// `dL/db` `[c]`: `dy` `[n, c, hw]` summed over images and positions.
 pub fn bias_grad(dy: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {
     assert_eq!(dy.len(), n * c * hw, "bias gradient input size");
@@ -253,6 +447,13 @@ pub(crate) fn plane_sum(p: &[f32]) -> f64 {
 /// would spend more on transforming its weights to the Winograd domain than the transform
 /// saves on so few tiles.
 const WINOGRAD_MIN_POSITIONS: usize = 32 * 32;
+
+/// Weight gradients by Winograd on maps from this size: smaller maps have too few tiles for
+/// the transforms and the per-thread accumulators to pay.
+const WINOGRAD_WGRAD_MIN_POSITIONS: usize = 64 * 64;
+
+/// The largest Winograd-domain gradient (`36 cout cin` floats) kept per thread.
+const WINOGRAD_WGRAD_MAX_ACC: usize = 1 << 23;
 
 /// Inputs with fewer channels than this run on im2col: Winograd's products over so few
 /// channels are dominated by the transforms.
@@ -338,33 +539,23 @@ mod tests {
     /// rounding; here the adjoint identity <dx, v> = <g, conv(v)> is checked instead.
     #[test]
     fn gradients_satisfy_the_adjoint_identities() {
-        for s in [
-            ConvShape {
-                cin: 3,
-                cout: 5,
-                k: 3,
-                pad: 1,
-                h: 7,
-                w: 9,
-            },
-            ConvShape {
-                cin: 40,
-                cout: 6,
-                k: 3,
-                pad: 1,
-                h: 6,
-                w: 8,
-            },
-            ConvShape {
-                cin: 4,
-                cout: 3,
-                k: 1,
-                pad: 0,
-                h: 5,
-                w: 3,
-            },
+        let shape = |cin, cout, k, pad, h, w| ConvShape {
+            cin,
+            cout,
+            k,
+            pad,
+            h,
+            w,
+        };
+        // one image: a single window, its rows split over the threads; two or three: windows
+        // in parallel; 13x10: Winograd's partial tiles at both edges
+        for (n, s) in [
+            (2, shape(3, 5, 3, 1, 7, 9)),
+            (1, shape(3, 5, 3, 1, 7, 9)),
+            (2, shape(40, 6, 3, 1, 6, 8)),
+            (2, shape(8, 6, 3, 1, 13, 10)),
+            (3, shape(4, 3, 1, 0, 5, 3)),
         ] {
-            let n = 2;
             let (ho, wo) = s.out_size();
             let x = noise(n * s.cin * s.h * s.w, 1);
             let wt = noise(s.cout * s.cin * s.k * s.k, 2);
@@ -391,12 +582,27 @@ mod tests {
             // <dw, u> = <g, conv_nobias with weights u (x fixed)>
             let (dw, db) = conv_weight_grad(&x, &g, n, s);
             let u = noise(wt.len(), 6);
-            let lhs = dot(&dw, &u);
             let rhs = dot(&g, &direct(&x, n, &u, &zero, s));
-            assert!(
-                (lhs - rhs).abs() < 1e-3 * rhs.abs().max(1.0),
-                "dw {lhs} vs {rhs}"
-            );
+            let mut dws = vec![dw];
+            if s.k == 3 {
+                dws.push(winograd_weight_grad(&x, &g, n, s));
+            }
+            for dw in &dws {
+                let lhs = dot(dw, &u);
+                assert!(
+                    (lhs - rhs).abs() < 1e-3 * rhs.abs().max(1.0),
+                    "dw {lhs} vs {rhs} for {s:?}"
+                );
+            }
+            if let [a, b] = &dws[..] {
+                let num: f64 = a.iter().zip(b).map(|(p, q)| ((p - q) as f64).powi(2)).sum();
+                let den: f64 = a.iter().map(|p| (*p as f64).powi(2)).sum();
+                let err = (num / den).sqrt();
+                assert!(
+                    err < 1e-5,
+                    "Winograd weight gradient for {s:?}: relative L2 {err:e}"
+                );
+            }
             for (co, &d) in db.iter().enumerate() {
                 let want: f32 = (0..n)
                     .map(|i| {
