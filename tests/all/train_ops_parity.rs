@@ -96,6 +96,48 @@ fn convolutions_and_their_gradients_match_pytorch_and_burn() {
     }
 }
 
+/// On a 64x64 map the training convolution runs Winograd F(4x4, 3x3) forward, for the input
+/// gradient and for the weight gradient: all three against burn's generic convolution.
+#[test]
+fn winograd_training_convolution_matches_burn() {
+    use crate::common::uniform;
+    let device = ad();
+    let (n, c, h, w) = (2, 8, 64, 64);
+    let leaf = |seed: u64, shape: Vec<usize>, scale: f32| {
+        let len = shape.iter().product();
+        let v: Vec<f32> = uniform(seed, len).iter().map(|x| x * scale).collect();
+        TensorData::new(v, shape)
+    };
+    let (xd, wd, bd) = (
+        leaf(1, vec![n, c, h, w], 1.0),
+        leaf(2, vec![c, c, 3, 3], 0.3),
+        leaf(3, vec![c], 1.0),
+    );
+    let r = Tensor::<4>::from_data(leaf(4, vec![n, c, h, w], 1.0), &device);
+    let grads_of = |engine: bool| {
+        let x = Tensor::<4>::from_data(xd.clone(), &device).require_grad();
+        let wt = Tensor::<4>::from_data(wd.clone(), &device).require_grad();
+        let b = Tensor::<1>::from_data(bd.clone(), &device).require_grad();
+        let y = if engine {
+            autodiff::conv2d(x.clone(), wt.clone(), b.clone(), 1)
+        } else {
+            let opts = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+            conv2d(x.clone(), wt.clone(), Some(b.clone()), opts)
+        };
+        let grads = (y.clone() * r.clone()).sum().backward();
+        [
+            to_vec(y),
+            to_vec(x.grad(&grads).unwrap()),
+            to_vec(wt.grad(&grads).unwrap()),
+            to_vec(b.grad(&grads).unwrap()),
+        ]
+    };
+    let (engine, generic) = (grads_of(true), grads_of(false));
+    for (i, what) in ["y", "dx", "dw", "db"].iter().enumerate() {
+        close(&format!("64x64 {what} vs burn"), &engine[i], &generic[i]);
+    }
+}
+
 #[test]
 fn batch_norm_relu_matches_pytorch_and_burn() {
     let f = fx();
