@@ -145,31 +145,12 @@ fn unet_forward_profile(threads: usize, repeats: usize) {
 /// the rest (burn's graph, concatenations, gradient sums) as the difference to the unprofiled
 /// step.
 fn unet_train_profile(threads: usize, repeats: usize) {
-    use burn::optim::{AdamWConfig, GradientsParams};
-    use burn::prelude::*;
-    use segrs::losses::LossConfig;
-    let ad = Device::flex().autodiff();
-    let config = segrs::models::unet::UNetConfig::classic(3, 21);
-    let mut model = segrs::models::unet::UNet::new(&config, &ad);
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(0.0)
-        .with_epsilon(1e-8)
-        .init();
-    let loss_cfg = LossConfig::parse("ce", None, 21, None).unwrap();
     let (n, h, w) = (2, 256, 256);
     let xb: Vec<f32> = (0..n * 3 * h * w)
         .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
         .collect();
     let labels: Vec<u32> = (0..n * h * w).map(|i| (i * 31 % 21) as u32).collect();
-    let mut step = || {
-        let x = Tensor::<4>::from_data(TensorData::new(xb.clone(), [n, 3, h, w]), &ad);
-        let t = loss_cfg.targets(&labels, n, h, w, &ad);
-        let loss = loss_cfg.forward(model.forward(x), &t).0;
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        let _p = profile::scope("AdamW update (burn)", 0.0);
-        model = optim.step(1e-3, model.clone(), grads);
-        let _ = model.out_conv.weight.val().into_data();
-    };
+    let mut step = common::unet_train_step(segrs::models::unet::TrainOps::Engine, xb, labels);
     let train_repeats = repeats.max(2);
     let (plain, mut ops) = profiled(train_repeats, &mut step);
     let r = train_repeats as f64;

@@ -15,9 +15,7 @@ use common::{
     cpu_name, repeats, runtime_table, runtimes, thread_pool, timed, torch_python, write_section,
 };
 
-use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
-use segrs::losses::LossConfig;
 use segrs::models::tensor_io::tensor4;
 use segrs::models::unet::{TrainOps, UNet, UNetConfig};
 
@@ -61,36 +59,14 @@ fn train_child(ops: &str, steps: usize) -> Option<TrainRun> {
 
 /// The child's job: `steps` training steps 2x3x256x256 (cross-entropy, AdamW) on `ops`.
 fn train_steps(ops: TrainOps, steps: usize) {
-    let ad = Device::flex().autodiff();
-    let cfg = UNetConfig::classic(3, 21);
-    let mut model = UNet::new(&cfg, &ad).with_train_ops(ops);
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(0.0)
-        .with_epsilon(1e-8)
-        .init();
-    let loss_cfg = LossConfig::parse("ce", None, 21, None).unwrap();
     let xb = noise(2 * 3 * 256 * 256, 2);
     let labels: Vec<u32> = noise(2 * 256 * 256, 3)
         .iter()
         .map(|v| ((v + 1.0) * 10.49) as u32)
         .collect();
-    // burn initialises parameters on first use: materialise them first, so that the base holds
-    // the model as PyTorch's does.
-    let _ = model.clone().into_record();
+    let step = common::unet_train_step(ops, xb, labels);
     let base_mb = common::rss_mb();
-    let step_s = timed(steps, || {
-        let xt = tensor4(xb.clone(), [2, 3, 256, 256], &ad);
-        let t = loss_cfg.targets(&labels, 2, 256, 256, &ad);
-        let logits = model.forward(xt);
-        let loss = match ops {
-            TrainOps::Engine => loss_cfg.forward(logits, &t).0,
-            // burn's generic operations throughout, the loss too
-            TrainOps::Generic => segrs::losses::cross_entropy(logits, &t),
-        };
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(1e-3, model.clone(), grads);
-        let _ = model.out_conv.weight.val().into_data();
-    });
+    let step_s = timed(steps, step);
     println!(
         "{}",
         serde_json::json!({"step_s": step_s, "base_mb": base_mb, "peak_mb": common::peak_rss_mb()})

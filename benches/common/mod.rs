@@ -291,3 +291,40 @@ pub fn peak_rss_mb() -> f64 {
     }
     u.ru_maxrss as f64 / 1024.0
 }
+
+/// One training step of the classic U-Net (3 -> 21 classes) on the 2x3x256x256 batch `x` with
+/// `labels` on the autodiff CPU device: cross-entropy (burn's own on the generic path),
+/// backward, AdamW (lr 1e-3, no weight decay). `ops` picks the training operations. burn
+/// initialises parameters on first use; they are materialised before the step is returned, so
+/// that memory measured then holds the model.
+#[allow(dead_code)] // each bench compiles this module; not all of them call this
+pub fn unet_train_step(
+    ops: segrs::models::unet::TrainOps,
+    x: Vec<f32>,
+    labels: Vec<u32>,
+) -> impl FnMut() {
+    use burn::optim::{AdamWConfig, GradientsParams};
+    use burn::prelude::*;
+    use segrs::models::unet::{TrainOps, UNet, UNetConfig};
+    let ad = Device::flex().autodiff();
+    let mut model = UNet::new(&UNetConfig::classic(3, 21), &ad).with_train_ops(ops);
+    let _ = model.clone().into_record();
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(0.0)
+        .with_epsilon(1e-8)
+        .init();
+    let loss_cfg = segrs::losses::LossConfig::parse("ce", None, 21, None).unwrap();
+    move || {
+        let xt = Tensor::<4>::from_data(TensorData::new(x.clone(), [2, 3, 256, 256]), &ad);
+        let t = loss_cfg.targets(&labels, 2, 256, 256, &ad);
+        let logits = model.forward(xt);
+        let loss = match ops {
+            TrainOps::Engine => loss_cfg.forward(logits, &t).0,
+            TrainOps::Generic => segrs::losses::cross_entropy(logits, &t),
+        };
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let _p = segrs::ops::profile::scope("AdamW update (burn)", 0.0);
+        model = optim.step(1e-3, model.clone(), grads);
+        let _ = model.out_conv.weight.val().into_data();
+    }
+}

@@ -1,6 +1,6 @@
-//! Dense stride-1 convolution with bias: forward on [`ConvKernel`](crate::ops::conv::ConvKernel)
-//! (Winograd for 3x3), the input gradient as the flipped convolution, the weight gradient as
-//! im2col tiles times the output gradient.
+//! Dense stride-1 convolution with bias on [`crate::ops::conv_backward`]: forward on
+//! [`ConvKernel`](crate::ops::conv::ConvKernel), the input gradient as the flipped
+//! convolution, the weight gradient by Winograd or per-tap products over shifted windows.
 
 use super::{NoCheckpointing, dims, flex, host, unwrap, wrap};
 use crate::ops::conv_backward::{ConvShape, conv_forward, conv_input_grad, conv_weight_grad};

@@ -66,10 +66,14 @@ pub fn conv_transpose2x2(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) -> Te
         cout,
     );
     let xs = host(x.primitive());
-    let per = cin * h * wid;
-    let mut y = Vec::with_capacity(n * cout * 4 * h * wid);
+    let (per_in, per_out) = (cin * h * wid, cout * 4 * h * wid);
+    let mut y = vec![0.0f32; n * per_out];
     for i in 0..n {
-        y.extend_from_slice(&layer.forward(&xs[i * per..][..per], h, wid, Activation::None));
+        let (xi, yi) = (
+            &xs[i * per_in..][..per_in],
+            &mut y[i * per_out..][..per_out],
+        );
+        layer.forward_into(xi, h, wid, Activation::None, yi);
     }
     let y = flex(y, &[n, cout, 2 * h, 2 * wid]);
     let out = match ConvTransposeBackward

@@ -54,7 +54,6 @@ pub fn softmax_ce_dice_loss(
         weights,
         terms,
         smooth,
-        true,
     );
     let total = flex(vec![terms.0 * out.ce + terms.1 * out.dice], &[1]);
     let loss = match SoftmaxLossBackward
@@ -62,7 +61,7 @@ pub fn softmax_ce_dice_loss(
         .compute_bound()
         .stateful()
     {
-        OpsKind::Tracked(prep) => prep.finish((Arc::new(out.grad.unwrap_or_default()), d), total),
+        OpsKind::Tracked(prep) => prep.finish((Arc::new(out.grad), d), total),
         OpsKind::UnTracked(prep) => prep.finish(total),
     };
     (wrap::<1>(loss), out.ce, out.dice)

@@ -6,7 +6,7 @@
 //! Backward keeps only the layer's input and the statistics: the normalised value and the ReLU
 //! mask are recomputed from them, so the pre-activation never has to be stored.
 
-use super::conv_backward::plane_sum;
+use super::layout::sum_mapped;
 use super::matmul::SendPtr;
 use rayon::prelude::*;
 
@@ -42,25 +42,11 @@ pub fn batch_norm_train(
     let stats: Vec<(f32, f32)> = (0..c)
         .into_par_iter()
         .map(|ch| {
-            let mean = planes(ch).map(|o| plane_sum(&x[o..o + hw])).sum::<f64>() / count;
+            let plane = |o: usize| &x[o..o + hw];
+            let mean = planes(ch).map(|o| sum_mapped(plane(o), |v| v)).sum::<f64>() / count;
             let m = mean as f32;
-            // eight f32 lanes per block of 4096 values, the blocks summed in f64
             let var = planes(ch)
-                .flat_map(|o| x[o..o + hw].chunks(4096))
-                .map(|p| {
-                    let mut lanes = [0.0f32; 8];
-                    let mut it = p.chunks_exact(8);
-                    for ch8 in &mut it {
-                        for (l, v) in lanes.iter_mut().zip(ch8) {
-                            *l += (v - m) * (v - m);
-                        }
-                    }
-                    lanes.iter().map(|&v| v as f64).sum::<f64>()
-                        + it.remainder()
-                            .iter()
-                            .map(|&v| ((v - m) * (v - m)) as f64)
-                            .sum::<f64>()
-                })
+                .map(|o| sum_mapped(plane(o), |v| (v - m) * (v - m)))
                 .sum::<f64>()
                 / count;
             (m, var as f32)

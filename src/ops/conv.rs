@@ -132,37 +132,49 @@ impl ConvKernel {
         w: usize,
         act: Activation,
     ) -> (Vec<f32>, usize, usize) {
-        assert_eq!(x.len(), self.cin * h * w, "convolution input size");
         assert!(
             h + 2 * self.pad >= self.k && w + 2 * self.pad >= self.k,
             "input {h}x{w} smaller than the kernel"
         );
         let (ho, wo) = self.out_size(h, w);
         let mut out = vec![0.0f32; self.cout * ho * wo];
+        self.forward_into(x, h, w, act, &mut out);
+        (out, ho, wo)
+    }
+
+    /// [`forward`](Self::forward) into `out` (`[Cout, Ho, Wo]`, zeroed), e.g. one image's part
+    /// of a batch.
+    pub fn forward_into(&self, x: &[f32], h: usize, w: usize, act: Activation, out: &mut [f32]) {
+        assert_eq!(x.len(), self.cin * h * w, "convolution input size");
+        assert!(
+            h + 2 * self.pad >= self.k && w + 2 * self.pad >= self.k,
+            "input {h}x{w} smaller than the kernel"
+        );
+        let (ho, wo) = self.out_size(h, w);
+        assert_eq!(out.len(), self.cout * ho * wo, "convolution output size");
         let fused = match act {
             _ if self.groups > 1 => act,
             Activation::None | Activation::Relu => act,
             _ => Activation::None,
         };
         if self.groups > 1 {
-            self.depthwise(x, h, w, &mut out, act);
+            self.depthwise(x, h, w, out, act);
         } else if self.k == 1 && self.stride == 1 && self.pad == 0 {
-            self.pointwise(x, h * w, &mut out, fused);
+            self.pointwise(x, h * w, out, fused);
         } else if let Some(Winograd::F4(u)) = &self.wino {
-            winograd4(self, u, x, h, w, fused == Activation::Relu, &mut out);
+            winograd4(self, u, x, h, w, fused == Activation::Relu, out);
         } else if let Some(Winograd::F2(u)) = self
             .wino
             .as_ref()
             .filter(|_| h.is_multiple_of(2) && w.is_multiple_of(2))
         {
-            winograd(self, u, x, h, w, fused == Activation::Relu, &mut out);
+            winograd(self, u, x, h, w, fused == Activation::Relu, out);
         } else {
-            self.im2col(x, h, w, &mut out, fused);
+            self.im2col(x, h, w, out, fused);
         }
         if fused != act {
-            act.apply(&mut out);
+            act.apply(out);
         }
-        (out, ho, wo)
     }
 
     /// 1x1: tiles of positions, one product each.
@@ -341,7 +353,7 @@ impl ConvKernel {
 /// `(ci * k + ky) * k + kx` holding the input value under tap `(ky, kx)` of every output
 /// position (zero where the tap falls on the padding).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn unfold_rows(
+fn unfold_rows(
     x: &[f32],
     cin: usize,
     h: usize,
@@ -690,7 +702,6 @@ fn at6(m: [f32; 6]) -> [f32; 4] {
 /// Winograd F(4x4, 3x3)'s input transform `V = B^T d B` of tile rows `ty0..ty0 + rows` of the
 /// `[cin, h, w]` map `x` (6x6 tiles with stride 4 from row and column -1, zeros outside):
 /// `v` becomes 36 matrices `[cin, rows * ceil(w / 4)]`, vectorised across the tiles of a row.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn winograd4_input(
     x: &[f32],
     cin: usize,

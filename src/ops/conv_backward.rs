@@ -4,12 +4,14 @@
 //!   flipped and their channel axes swapped (padding `k - 1 - pad`), so it runs on
 //!   [`ConvKernel`]'s forward (Winograd for 3x3);
 //! - the weight gradient sums, over every image and position, the output gradient times the
-//!   unfolded input: tiles of output rows are unfolded (im2col) into a cache-sized buffer and
-//!   multiplied into a per-thread accumulator, which the threads add at the end;
+//!   input under each tap: by Winograd F(4x4, 3x3) for 3x3 kernels on large maps, otherwise
+//!   one product per tap over a shifted view of a padded window of input rows (no im2col),
+//!   accumulated per thread (or, for deep layers, in one accumulator split by rows);
 //! - the bias gradient sums the output gradient over images and positions.
 
 use super::activation::Activation;
 use super::conv::{ConvKernel, G, winograd4_input};
+use super::layout::sum_mapped;
 use super::matmul::{SendPtr, gemm_strided_acc};
 use rayon::prelude::*;
 
@@ -207,22 +209,9 @@ pub fn conv_weight_grad(x: &[f32], dy: &[f32], n: usize, s: ConvShape) -> (Vec<f
         }
         acc
     } else {
-        (0..items)
-            .into_par_iter()
-            .with_min_len(items.div_ceil(threads))
-            .fold(
-                || (vec![0.0f32; acc_len], Vec::new(), Vec::new()),
-                |(mut acc, mut win, mut gwin), item| {
-                    window(item, &mut win, &mut gwin, &mut acc, 1);
-                    (acc, win, gwin)
-                },
-            )
-            .map(|(acc, _, _)| acc)
-            .reduce_with(|mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                a
-            })
-            .unwrap_or_else(|| vec![0.0f32; acc_len])
+        sum_over_threads(items, acc_len, |item, acc, win, gwin| {
+            window(item, win, gwin, acc, 1)
+        })
     };
     (dw, bias_grad(dy, n, s.cout, hw_out))
 }
@@ -247,66 +236,44 @@ pub fn winograd_weight_grad(x: &[f32], dy: &[f32], n: usize, s: ConvShape) -> Ve
     let block_rows = (target / tw).clamp(1, th);
     let blocks = th.div_ceil(block_rows);
     let items = n * blocks;
-    let threads = rayon::current_num_threads().max(1);
     let acc_len = 36 * cout * cin;
-    let du = (0..items)
-        .into_par_iter()
-        .with_min_len(items.div_ceil(threads))
-        .fold(
-            || (vec![0.0f32; acc_len], Vec::new(), Vec::new()),
-            |(mut acc, mut v, mut m), item| {
-                let (img, b) = (item / blocks, item % blocks);
-                let ty0 = b * block_rows;
-                let rows = block_rows.min(th - ty0);
-                let nt = rows * tw;
-                winograd4_input(
-                    &x[img * cin * hw..][..cin * hw],
-                    cin,
-                    h,
-                    w,
-                    ty0,
-                    rows,
-                    &mut v,
-                );
-                output_grad_tiles(
-                    &dy[img * cout * hw..][..cout * hw],
+    let du = sum_over_threads(items, acc_len, |item, acc, v, m| {
+        let (img, b) = (item / blocks, item % blocks);
+        let ty0 = b * block_rows;
+        let rows = block_rows.min(th - ty0);
+        let nt = rows * tw;
+        winograd4_input(&x[img * cin * hw..][..cin * hw], cin, h, w, ty0, rows, v);
+        output_grad_tiles(
+            &dy[img * cout * hw..][..cout * hw],
+            cout,
+            h,
+            w,
+            ty0,
+            rows,
+            m,
+        );
+        for xi in 0..36 {
+            // SAFETY: m holds 36 matrices [cout, nt], v 36 matrices [cin, nt] read
+            // transposed; acc holds 36 matrices [cout, cin] of this task's own.
+            unsafe {
+                gemm_strided_acc(
                     cout,
-                    h,
-                    w,
-                    ty0,
-                    rows,
-                    &mut m,
+                    cin,
+                    nt,
+                    m.as_ptr().add(xi * cout * nt),
+                    nt as isize,
+                    1,
+                    v.as_ptr().add(xi * cin * nt),
+                    1,
+                    nt as isize,
+                    acc.as_mut_ptr().add(xi * cout * cin),
+                    cin,
+                    1,
+                    false,
                 );
-                for xi in 0..36 {
-                    // SAFETY: m holds 36 matrices [cout, nt], v 36 matrices [cin, nt] read
-                    // transposed; acc holds 36 matrices [cout, cin] of this task's own.
-                    unsafe {
-                        gemm_strided_acc(
-                            cout,
-                            cin,
-                            nt,
-                            m.as_ptr().add(xi * cout * nt),
-                            nt as isize,
-                            1,
-                            v.as_ptr().add(xi * cin * nt),
-                            1,
-                            nt as isize,
-                            acc.as_mut_ptr().add(xi * cout * cin),
-                            cin,
-                            1,
-                            false,
-                        );
-                    }
-                }
-                (acc, v, m)
-            },
-        )
-        .map(|(acc, _, _)| acc)
-        .reduce_with(|mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-            a
-        })
-        .unwrap_or_else(|| vec![0.0f32; acc_len]);
+            }
+        }
+    });
     // dw[co, ci] = G^T dU[co, ci] G, in f64
     let mut dw = vec![0.0f32; cout * cin * 9];
     dw.par_chunks_mut(cin * 9)
@@ -413,6 +380,33 @@ fn at6_adjoint(d: [f32; 4]) -> [f32; 6] {
     ]
 }
 
+/// The sum over `items` of what `work(item, acc, scratch, scratch)` adds into a zeroed
+/// `len`-float accumulator: the items split into one run per thread, each run with its own
+/// accumulator and scratch buffers, the accumulators added at the end.
+fn sum_over_threads(
+    items: usize,
+    len: usize,
+    work: impl Fn(usize, &mut [f32], &mut Vec<f32>, &mut Vec<f32>) + Send + Sync,
+) -> Vec<f32> {
+    let threads = rayon::current_num_threads().max(1);
+    (0..items)
+        .into_par_iter()
+        .with_min_len(items.div_ceil(threads).max(1))
+        .fold(
+            || (vec![0.0f32; len], Vec::new(), Vec::new()),
+            |(mut acc, mut a, mut b), item| {
+                work(item, &mut acc, &mut a, &mut b);
+                (acc, a, b)
+            },
+        )
+        .map(|(acc, _, _)| acc)
+        .reduce_with(|mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+            a
+        })
+        .unwrap_or_else(|| vec![0.0f32; len])
+}
+
 /// `dL/db` `[c]`: `dy` `[n, c, hw]` summed over images and positions.
 pub fn bias_grad(dy: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {
     assert_eq!(dy.len(), n * c * hw, "bias gradient input size");
@@ -420,27 +414,10 @@ pub fn bias_grad(dy: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {
         .into_par_iter()
         .map(|ch| {
             (0..n)
-                .map(|i| plane_sum(&dy[(i * c + ch) * hw..][..hw]))
+                .map(|i| sum_mapped(&dy[(i * c + ch) * hw..][..hw], |v| v))
                 .sum::<f64>() as f32
         })
         .collect()
-}
-
-/// The sum of a plane, eight lanes at a time, in f64 across blocks.
-pub(crate) fn plane_sum(p: &[f32]) -> f64 {
-    let mut total = 0.0f64;
-    for block in p.chunks(4096) {
-        let mut lanes = [0.0f32; 8];
-        let mut it = block.chunks_exact(8);
-        for c in &mut it {
-            for (l, v) in lanes.iter_mut().zip(c) {
-                *l += v;
-            }
-        }
-        total += lanes.iter().map(|&v| v as f64).sum::<f64>()
-            + it.remainder().iter().map(|&v| v as f64).sum::<f64>();
-    }
-    total
 }
 
 /// Maps smaller than this (per image) run on im2col: a kernel used once per training step
@@ -476,17 +453,16 @@ fn single_use(
     }
 }
 
-/// `kernel` over each image of a `[n, cin, h, w]` batch.
+/// `kernel` over each image of a `[n, cin, h, w]` batch, written in place.
 fn batched(kernel: &ConvKernel, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
     let per = kernel.cin * h * w;
     assert_eq!(x.len(), n * per, "convolution input size");
-    let mut out = Vec::new();
+    let (ho, wo) = kernel.out_size(h, w);
+    let per_out = kernel.cout * ho * wo;
+    let mut out = vec![0.0f32; n * per_out];
     for i in 0..n {
-        let (y, _, _) = kernel.forward(&x[i * per..(i + 1) * per], h, w, Activation::None);
-        if out.is_empty() {
-            out.reserve_exact(n * y.len());
-        }
-        out.extend_from_slice(&y);
+        let (xi, yi) = (&x[i * per..][..per], &mut out[i * per_out..][..per_out]);
+        kernel.forward_into(xi, h, w, Activation::None, yi);
     }
     out
 }

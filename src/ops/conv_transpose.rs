@@ -4,7 +4,7 @@
 
 use super::activation::Activation;
 use super::conv_backward::bias_grad;
-use super::matmul::{gemm_strided_acc, matmul, matmul_nt, parallel_for};
+use super::matmul::{gemm_strided_acc, matmul, matmul_acc, matmul_nt, parallel_for};
 use super::simd::vectorized;
 use rayon::prelude::*;
 
@@ -39,7 +39,7 @@ pub fn conv_transpose2x2_backward(
     if hw == 0 {
         return (vec![0.0; x.len()], vec![0.0; w_pt.len()], vec![0.0; cout]);
     }
-    let mut dx = Vec::with_capacity(n * cin * hw);
+    let mut dx = vec![0.0f32; n * cin * hw];
     let mut dw = vec![0.0f32; cin * cout * 4];
     let mut taps = vec![0.0f32; cout * 4 * hw];
     for i in 0..n {
@@ -54,7 +54,14 @@ pub fn conv_transpose2x2_backward(
                 }
             }
         });
-        dx.extend_from_slice(&matmul(w_pt, &taps, cin, cout * 4, hw));
+        matmul_acc(
+            w_pt,
+            &taps,
+            cin,
+            cout * 4,
+            hw,
+            &mut dx[i * cin * hw..][..cin * hw],
+        );
         let xi = &x[i * cin * hw..][..cin * hw];
         // SAFETY: xi is [cin, hw], taps [cout * 4, hw] read transposed, dw [cin, cout * 4].
         unsafe {
@@ -113,6 +120,13 @@ impl ConvTranspose2x2 {
         self.forward_add(x, h, w, None, act)
     }
 
+    /// [`forward`](Self::forward) into `out` (`[cout, 2h, 2w]`), e.g. one image's part of a
+    /// batch.
+    pub fn forward_into(&self, x: &[f32], h: usize, w: usize, act: Activation, out: &mut [f32]) {
+        let y = matmul(&self.wm, x, self.cout * 4, self.cin, h * w);
+        self.scatter(h, w, None, act, &y, out);
+    }
+
     /// `act(convt(x) + skip)`, `skip` `[cout, 2h, 2w]` added before the activation (SAM 2's
     /// high-resolution features).
     pub fn forward_add(
@@ -124,7 +138,9 @@ impl ConvTranspose2x2 {
         act: Activation,
     ) -> Vec<f32> {
         let y = matmul(&self.wm, x, self.cout * 4, self.cin, h * w);
-        self.scatter(h, w, skip, act, &y)
+        let mut out = vec![0.0f32; self.cout * 4 * h * w];
+        self.scatter(h, w, skip, act, &y, &mut out);
+        out
     }
 
     /// The same from position rows `[h * w, cin]`.
@@ -143,10 +159,12 @@ impl ConvTranspose2x2 {
     ) -> Vec<f32> {
         // `W x^T`: the products come out per output channel and tap, positions contiguous.
         let y = matmul_nt(&self.wm, x, self.cout * 4, self.cin, h * w);
-        self.scatter(h, w, skip, act, &y)
+        let mut out = vec![0.0f32; self.cout * 4 * h * w];
+        self.scatter(h, w, skip, act, &y, &mut out);
+        out
     }
 
-    /// `y` `[cout * 4, h * w]` -> `[cout, 2h, 2w]` with the bias, `skip` and `act`.
+    /// `y` `[cout * 4, h * w]` -> `out` `[cout, 2h, 2w]` with the bias, `skip` and `act`.
     fn scatter(
         &self,
         h: usize,
@@ -154,9 +172,14 @@ impl ConvTranspose2x2 {
         skip: Option<&[f32]>,
         act: Activation,
         y: &[f32],
-    ) -> Vec<f32> {
+        out: &mut [f32],
+    ) {
         let (oh, ow) = (2 * h, 2 * w);
-        let mut out = vec![0.0f32; self.cout * oh * ow];
+        assert_eq!(
+            out.len(),
+            self.cout * oh * ow,
+            "transposed convolution output size"
+        );
         out.par_chunks_mut(oh * ow)
             .enumerate()
             .for_each(|(co, plane)| {
@@ -186,6 +209,5 @@ impl ConvTranspose2x2 {
                 );
                 act.apply(plane);
             });
-        out
     }
 }

@@ -106,3 +106,22 @@ pub fn add_row_bias(x: &mut [f32], bias: &[f32]) {
         x.chunks_mut(n).for_each(add);
     }
 }
+
+/// The sum of `f(v)` over `p`: eight f32 lanes per block of 4096 values, the blocks added in
+/// f64, so that sums over millions of values (batch statistics, gradients) stay accurate.
+#[inline]
+pub fn sum_mapped(p: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+    let mut total = 0.0f64;
+    for block in p.chunks(4096) {
+        let mut lanes = [0.0f32; 8];
+        let mut it = block.chunks_exact(8);
+        for c in &mut it {
+            for (l, &v) in lanes.iter_mut().zip(c) {
+                *l += f(v);
+            }
+        }
+        total += lanes.iter().map(|&v| v as f64).sum::<f64>()
+            + it.remainder().iter().map(|&v| f(v) as f64).sum::<f64>();
+    }
+    total
+}

@@ -13,11 +13,11 @@ use rayon::prelude::*;
 /// Pixels per parallel block.
 const BLOCK: usize = 4096;
 
-/// The two losses and, when asked, `d(ce_w * ce + dice_w * dice) / d logits`.
+/// The two losses and `d(ce_w * ce + dice_w * dice) / d logits`.
 pub struct SoftmaxLosses {
     pub ce: f32,
     pub dice: f32,
-    pub grad: Option<Vec<f32>>,
+    pub grad: Vec<f32>,
 }
 
 /// `logits` `[n, c, hw]`; `labels` `[n, hw]` (negative where ignored: no loss, no gradient);
@@ -32,7 +32,6 @@ pub fn softmax_ce_dice(
     weights: &[f32],
     (ce_w, dice_w): (f32, f32),
     smooth: f32,
-    want_grad: bool,
 ) -> SoftmaxLosses {
     assert_eq!(logits.len(), n * c * hw, "loss logits size");
     assert!(
@@ -123,7 +122,7 @@ pub fn softmax_ce_dice(
         .unzip();
     let dice = 1.0 - (0..c).map(|k| num[k] / den[k]).sum::<f64>() / c as f64;
     let ce = ce_num / wsum;
-    let grad = want_grad.then(|| {
+    let grad = {
         // dDice/dp_c(i) on a valid pixel: -(2 g_c den_c - num_c) / (C den_c^2)
         let a_hit: Vec<f32> = (0..c)
             .map(|k| (-(2.0 * den[k] - num[k]) / (c as f64 * den[k] * den[k])) as f32)
@@ -164,7 +163,7 @@ pub fn softmax_ce_dice(
                 }
             });
         g
-    });
+    };
     SoftmaxLosses {
         ce: ce as f32,
         dice: dice as f32,
