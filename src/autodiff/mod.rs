@@ -14,18 +14,21 @@
 //! * `max_pool`        2x2 max pooling
 //! * `conv_transpose`  2x2 stride-2 transposed convolution
 //! * `loss`            softmax cross-entropy + soft Dice, the logits' gradient computed with them
+//! * `roi_align`       RoIAlign over a batch (Mask R-CNN's pooling), the features' gradient
 
 mod batch_norm;
 mod conv;
 mod conv_transpose;
 mod loss;
 mod max_pool;
+mod roi_align;
 
 pub use batch_norm::batch_norm_train;
 pub use conv::conv2d;
 pub use conv_transpose::conv_transpose2x2;
 pub use loss::softmax_ce_dice_loss;
 pub use max_pool::max_pool2x2;
+pub use roi_align::{BatchBoxes, roi_align};
 
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::flex::FlexTensor;

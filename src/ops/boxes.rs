@@ -140,6 +140,22 @@ impl BoxCoder {
         }
     }
 
+    /// The deltas that take `reference` to `target` (`encode_single`, in f32 as torchvision):
+    /// the inverse of [`decode`](Self::decode) up to the clamp.
+    pub fn encode(&self, target: &[f32; 4], reference: &[f32; 4]) -> [f32; 4] {
+        let [wx, wy, ww, wh] = self.weights;
+        let (ew, eh) = (reference[2] - reference[0], reference[3] - reference[1]);
+        let (ecx, ecy) = (reference[0] + 0.5 * ew, reference[1] + 0.5 * eh);
+        let (gw, gh) = (target[2] - target[0], target[3] - target[1]);
+        let (gcx, gcy) = (target[0] + 0.5 * gw, target[1] + 0.5 * gh);
+        [
+            wx * (gcx - ecx) / ew,
+            wy * (gcy - ecy) / eh,
+            ww * (gw / ew).ln(),
+            wh * (gh / eh).ln(),
+        ]
+    }
+
     /// The box that `d` encodes relative to `reference` (`decode_single`, in f32 as torchvision).
     pub fn decode(&self, d: &[f32], reference: &[f32; 4]) -> [f32; 4] {
         let [wx, wy, ww, wh] = self.weights;

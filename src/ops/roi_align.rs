@@ -67,7 +67,10 @@ impl RoiAlign {
         out
     }
 
-    fn one_box(&self, x: &[f32], c: usize, h: usize, w: usize, b: &[f32; 4], o: &mut [f32]) {
+    /// The bilinear taps of one box (`[x0, y0, x1, y1]`) on an `h x w` map, bin by bin,
+    /// `per_bin` per bin (torchvision's `pre_calc`: the same for every channel), and the divisor
+    /// of each bin's average.
+    fn taps(&self, h: usize, w: usize, b: &[f32; 4]) -> (Vec<Tap>, usize, f32) {
         let (oh, ow) = (self.out_h, self.out_w);
         let offset = if self.aligned { 0.5 } else { 0.0 };
         let s = self.spatial_scale;
@@ -87,8 +90,6 @@ impl RoiAlign {
         };
         let (gh, gw) = (grid(rh, oh), grid(rw, ow));
         let count = (gh * gw).max(1) as f32;
-        // The sample positions are the same for every channel: computed once per box
-        // (torchvision's `pre_calc`), in bin order, `gh * gw` per bin.
         let mut taps = Vec::with_capacity(oh * ow * gh * gw);
         for py in 0..oh {
             for px in 0..ow {
@@ -101,7 +102,12 @@ impl RoiAlign {
                 }
             }
         }
-        let per_bin = gh * gw;
+        (taps, gh * gw, count)
+    }
+
+    fn one_box(&self, x: &[f32], c: usize, h: usize, w: usize, b: &[f32; 4], o: &mut [f32]) {
+        let (oh, ow) = (self.out_h, self.out_w);
+        let (taps, per_bin, count) = self.taps(h, w, b);
         for ch in 0..c {
             let p = &x[ch * h * w..(ch + 1) * h * w];
             let out = &mut o[ch * oh * ow..(ch + 1) * oh * ow];
@@ -116,5 +122,44 @@ impl RoiAlign {
                 *v = acc / count;
             }
         }
+    }
+
+    /// The gradient of [`forward`](Self::forward) with respect to its `[c, h, w]` input, given
+    /// the gradient `dy` of its `[boxes, c, out_h, out_w]` output (the boxes get none, as in
+    /// torchvision): each bin's gradient spread over its samples' four neighbours.
+    pub fn backward(
+        &self,
+        dy: &[f32],
+        c: usize,
+        h: usize,
+        w: usize,
+        boxes: &[[f32; 4]],
+    ) -> Vec<f32> {
+        let (oh, ow) = (self.out_h, self.out_w);
+        let per_box = c * oh * ow;
+        assert_eq!(dy.len(), boxes.len() * per_box, "roi_align gradient size");
+        let taps: Vec<(Vec<Tap>, usize, f32)> =
+            boxes.par_iter().map(|b| self.taps(h, w, b)).collect();
+        let mut dx = vec![0.0f32; c * h * w];
+        // Channels are independent: each thread owns whole planes of the gradient.
+        dx.par_chunks_mut(h * w)
+            .enumerate()
+            .for_each(|(ch, plane)| {
+                for (bi, (taps, per_bin, count)) in taps.iter().enumerate() {
+                    let g = &dy[bi * per_box + ch * oh * ow..bi * per_box + (ch + 1) * oh * ow];
+                    for (bin, &gv) in g.iter().enumerate() {
+                        let gv = gv / count;
+                        if gv == 0.0 {
+                            continue;
+                        }
+                        for t in &taps[bin * per_bin..(bin + 1) * per_bin] {
+                            for k in 0..4 {
+                                plane[t.idx[k] as usize] += t.w[k] * gv;
+                            }
+                        }
+                    }
+                }
+            });
+        dx
     }
 }

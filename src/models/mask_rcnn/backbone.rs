@@ -103,6 +103,33 @@ impl ResNet {
         Self { stem, layers }
     }
 
+    /// The stem and the first `stages` stages of a normalised `[3, h, w]` image: the last
+    /// output (the next stage's input) and each stage's output.
+    pub fn forward_frozen(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        stages: usize,
+    ) -> (FeatureMap, Vec<FeatureMap>) {
+        let (y, h, w) = self.stem.forward(x, h, w, Activation::Relu);
+        let (mut y, mut h, mut w) = max_pool2d(&y, 64, h, w, 3, 2, 1);
+        let mut outs = Vec::new();
+        for stage in &self.layers[..stages] {
+            for b in stage {
+                (y, h, w) = b.forward(&y, h, w);
+            }
+            outs.push(FeatureMap {
+                data: y.clone(),
+                c: y.len() / (h * w),
+                h,
+                w,
+            });
+        }
+        let c = y.len() / (h * w);
+        (FeatureMap { data: y, c, h, w }, outs)
+    }
+
     /// C2-C5 of a normalised `[3, h, w]` image.
     pub fn forward(&self, x: &[f32], h: usize, w: usize) -> Vec<FeatureMap> {
         let (y, h, w) = self.stem.forward(x, h, w, Activation::Relu);

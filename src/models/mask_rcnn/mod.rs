@@ -9,6 +9,7 @@
 //! * `roi_heads`  multi-scale RoIAlign, the box head and predictor, detection postprocessing
 //! * `mask_head`  the mask head and predictor, and the paste-back into the image
 //! * `model`      a whole checkpoint: loading (legacy keys, variant detection), `predict`
+//! * `train/`     the training forward pass: trainable networks, targets and sampling, the losses
 
 pub mod anchors;
 pub mod backbone;
@@ -17,6 +18,7 @@ pub mod mask_head;
 pub mod model;
 pub mod roi_heads;
 pub mod rpn;
+pub mod train;
 pub mod transform;
 
 pub use model::{InstancePrediction, MaskRcnn, MaskRcnnConfig, Variant};

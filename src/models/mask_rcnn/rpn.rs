@@ -98,17 +98,47 @@ pub fn propose(
     padded: (usize, usize),
     cfg: &RpnConfig,
 ) -> Proposals {
+    let outputs: Vec<LevelOutput> = levels
+        .iter()
+        .map(|f| {
+            let (objectness, deltas) = head.forward(f);
+            LevelOutput {
+                objectness,
+                deltas,
+                size: (f.h, f.w),
+            }
+        })
+        .collect();
+    select_proposals(&outputs, image_size, padded, cfg)
+}
+
+/// The head's outputs on one level of one image, ordered (row, column, anchor).
+pub struct LevelOutput {
+    pub objectness: Vec<f32>,
+    pub deltas: Vec<[f32; 4]>,
+    /// The level's feature-map size.
+    pub size: (usize, usize),
+}
+
+/// `filter_proposals` of one image: per level the best `pre_nms_top_n` anchors by objectness,
+/// decoded, clipped to `image_size`, tiny and low-score boxes dropped, NMS within each level,
+/// the best `post_nms_top_n` overall.
+pub fn select_proposals(
+    levels: &[LevelOutput],
+    image_size: (usize, usize),
+    padded: (usize, usize),
+    cfg: &RpnConfig,
+) -> Proposals {
     let coder = BoxCoder::new([1.0; 4]);
     let mut boxes = Vec::new();
     let mut logits = Vec::new();
     let mut level_of = Vec::new();
-    for (li, f) in levels.iter().enumerate() {
-        let (obj, del) = head.forward(f);
-        let anchors = grid_anchors(SIZES[li], (f.h, f.w), padded);
+    for (li, l) in levels.iter().enumerate() {
+        let anchors = grid_anchors(SIZES[li], l.size, padded);
         // The best pre_nms_top_n of the level by objectness (decoded only for those).
-        for i in top_k(&obj, cfg.pre_nms_top_n) {
-            boxes.push(coder.decode(&del[i], &anchors[i]));
-            logits.push(obj[i]);
+        for i in top_k(&l.objectness, cfg.pre_nms_top_n) {
+            boxes.push(coder.decode(&l.deltas[i], &anchors[i]));
+            logits.push(l.objectness[i]);
             level_of.push(li as i64);
         }
     }
