@@ -51,16 +51,30 @@ GRAD_KEYS = [
     "backbone.body.layer2.0.downsample.0.weight",
     "backbone.body.layer2.0.conv2.weight",
 ]
+BATCH_NORM_GRAD_KEYS = [
+    "backbone.body.conv1.weight",
+    "backbone.body.bn1.weight",
+    "backbone.body.layer1.0.bn3.bias",
+    "backbone.body.layer3.1.bn2.weight",
+]
 ROWS = 8
 
 
-def build():
-    body = resnet50(weights=None, norm_layer=FrozenBatchNorm2d)
-    backbone = _resnet_fpn_extractor(body, 3)
+def build(norm):
+    """`frozen`: the fine-tuning recipe (FrozenBatchNorm2d, three trainable stages); `batch`:
+    torchvision's choice without pretrained weights (BatchNorm2d in training mode, whole body)."""
+    if norm == "frozen":
+        body = resnet50(weights=None, norm_layer=FrozenBatchNorm2d)
+        backbone = _resnet_fpn_extractor(body, 3)
+    else:
+        backbone = _resnet_fpn_extractor(resnet50(weights=None), 5)
     model = MaskRCNN(backbone, num_classes=NUM_CLASSES, min_size=MIN_SIZE, max_size=MAX_SIZE)
     norms = norm_prefixes(model)
     spec, new = [], {}
     for seed, (k, t) in enumerate(model.state_dict().items()):
+        if k.endswith("num_batches_tracked"):
+            new[k] = t
+            continue
         off, sc = value_range(k, list(t.shape), norms, 1.0)
         v = uniform(seed + 1, t.numel()) * np.float32(sc) + np.float32(off)
         new[k] = torch.from_numpy(v).reshape(t.shape)
@@ -115,9 +129,14 @@ def roi_align_case(out):
 
 
 def main():
+    for norm, suffix in [("frozen", ""), ("batch", "_batchnorm")]:
+        case(norm, suffix)
+
+
+def case(norm, suffix):
     torch.manual_seed(0)
-    model, spec = build()
-    with open(os.path.join(OUT, "train_keys.json"), "w") as f:
+    model, spec = build(norm)
+    with open(os.path.join(OUT, f"train{suffix}_keys.json"), "w") as f:
         json.dump(spec, f)
     images, targets = zip(*[load(s) for s in IMAGES])
     rpn_rec, roi_rec = Recorder(model.rpn.fg_bg_sampler), Recorder(model.roi_heads.fg_bg_sampler)
@@ -138,7 +157,8 @@ def main():
     total.backward()
     out = {}
     params = dict(model.named_parameters())
-    for k in GRAD_KEYS:
+    keys = GRAD_KEYS + (BATCH_NORM_GRAD_KEYS if norm == "batch" else [])
+    for k in keys:
         out["grad." + k] = params[k].grad[:ROWS].contiguous()
     for name, v in losses.items():
         out["loss." + name] = v.detach().reshape(1)
@@ -155,10 +175,16 @@ def main():
         for k, v in [("rpn_pos", rp), ("rpn_neg", rn), ("roi_pos", bp), ("roi_neg", bn)]:
             out[f"image{i}.{k}"] = torch.tensor(v, dtype=torch.float32)
         assert all(((m > 0) == (ids == j + 1)).all() for j, m in enumerate(tt[i]["masks"])), "overlapping masks"
-    roi_align_case(out)
-    save_file({k: v.float().contiguous() for k, v in out.items()}, os.path.join(OUT, "train.safetensors"),
+    if norm == "frozen":
+        roi_align_case(out)
+    else:
+        # The running statistics after the step (momentum 0.1, unbiased variance).
+        sd = model.state_dict()
+        for k in ["backbone.body.bn1.running_var", "backbone.body.layer3.2.bn2.running_mean"]:
+            out["after." + k] = sd[k]
+    save_file({k: v.float().contiguous() for k, v in out.items()}, os.path.join(OUT, f"train{suffix}.safetensors"),
               metadata={"torchvision": torchvision.__version__, "min_size": str(MIN_SIZE), "max_size": str(MAX_SIZE)})
-    print({k: round(float(v), 6) for k, v in losses.items()})
+    print(norm, {k: round(float(v), 6) for k, v in losses.items()})
     print("sizes", tl.image_sizes, "gt", [len(t["boxes"]) for t in tt], "proposals", [len(p) for p in proposals["boxes"]],
           "rpn pos", [len(c[0]) for c in rpn_rec.calls[0]], "roi pos", [len(c[0]) for c in roi_rec.calls[0]])
 

@@ -16,6 +16,83 @@ use std::path::{Path, PathBuf};
 pub enum MaskRcnnCommand {
     /// Detect and segment the instances of every image in a folder.
     Predict(PredictArgs),
+    /// Train or fine-tune on a COCO instances dataset (or resume a run).
+    Train(TrainArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// COCO instances JSON of the training images (polygons or RLE; crowd regions are ignored).
+    #[arg(long, required_unless_present = "resume")]
+    pub data: Option<PathBuf>,
+    /// The folder the JSON's `file_name`s are relative to.
+    #[arg(long, required_unless_present = "resume")]
+    pub images: Option<PathBuf>,
+    /// COCO instances JSON of the validation images (mask and box AP every epoch).
+    #[arg(long, requires = "val_images")]
+    pub val_data: Option<PathBuf>,
+    #[arg(long, requires = "val_data")]
+    pub val_images: Option<PathBuf>,
+    /// The run folder (checkpoints, metrics.jsonl, curve.png, best.safetensors).
+    #[arg(long, required_unless_present = "resume")]
+    pub out: Option<PathBuf>,
+    /// Continue the run in this folder from its last checkpoint (with --epochs to extend it).
+    #[arg(long, conflicts_with_all = ["data", "images", "out", "init"])]
+    pub resume: Option<PathBuf>,
+    /// Start from a torchvision checkpoint: Mask R-CNN weights (the class-dependent layers are
+    /// replaced when the number of classes differs) or an ImageNet ResNet-50 (`resnet50-*.pth`,
+    /// body only). Fresh weights otherwise.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Images per step.
+    #[arg(long, default_value_t = 2)]
+    pub batch_size: usize,
+    /// Base learning rate (default: 0.02 x batch size / 16, the reference's linear scaling).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    #[arg(long, default_value_t = 1e-4)]
+    pub weight_decay: f64,
+    /// sgd or adamw.
+    #[arg(long, default_value = "sgd")]
+    pub optimizer: String,
+    /// Decay: `steps` (x0.1 at --lr-steps) or `cosine`.
+    #[arg(long, default_value = "steps")]
+    pub schedule: String,
+    /// Epochs after which the rate drops tenfold (default: at 2/3 and 8/9 of the run, as the
+    /// reference's 16 and 22 of 26).
+    #[arg(long, value_delimiter = ',')]
+    pub lr_steps: Option<Vec<usize>>,
+    /// Warm-up steps at the start of the first epoch.
+    #[arg(long, default_value_t = 1000)]
+    pub warmup_iters: usize,
+    /// Short side after resizing.
+    #[arg(long, default_value_t = 800)]
+    pub min_size: usize,
+    /// Long side at most this after resizing.
+    #[arg(long, default_value_t = 1333)]
+    pub max_size: usize,
+    /// Backbone stages trained, from layer4 down (0-5; 5 also trains the stem). Default: 3
+    /// with --init, 5 from fresh weights (as torchvision).
+    #[arg(long)]
+    pub trainable_layers: Option<usize>,
+    /// The body's BatchNorms: `frozen` (FrozenBatchNorm2d, the default with --init) or `batch`
+    /// (batch statistics, trained; the default from fresh weights, as torchvision's).
+    #[arg(long)]
+    pub batch_norm: Option<String>,
+    /// Classes including the background (default: the largest category id + 1).
+    #[arg(long)]
+    pub num_classes: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Probability of a horizontal flip per image.
+    #[arg(long, default_value_t = 0.5)]
+    pub flip: f64,
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -70,7 +147,99 @@ pub struct MergeArgs {
 pub fn run(cmd: MaskRcnnCommand) -> Result<()> {
     match cmd {
         MaskRcnnCommand::Predict(a) => predict(a),
+        MaskRcnnCommand::Train(a) => train(a),
     }
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    use segrs::models::mask_rcnn::train::network::Norm;
+    use segrs::train::mask_rcnn::{self as run, Decay, MaskRcnnTrainConfig, Optimizer, RunOptions};
+    let opts = RunOptions { quiet: a.quiet };
+    let state = if let Some(dir) = &a.resume {
+        let cfg_path = dir.join("config.json");
+        if let Some(epochs) = a.epochs {
+            // Only the length of a run may change on resume.
+            let text = std::fs::read_to_string(&cfg_path)
+                .with_context(|| format!("{}: cannot read", cfg_path.display()))?;
+            let mut cfg: MaskRcnnTrainConfig = serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", cfg_path.display()))?;
+            cfg.epochs = epochs;
+            segrs::io::write_json(&cfg_path, &cfg)?;
+        }
+        run::train(None, dir, &opts)?
+    } else {
+        let (data, images, out) = (a.data.unwrap(), a.images.unwrap(), a.out.unwrap());
+        let epochs = a.epochs.unwrap_or(26);
+        let optimizer = match a.optimizer.as_str() {
+            "sgd" => Optimizer::Sgd,
+            "adamw" => Optimizer::Adamw,
+            o => bail!("--optimizer must be sgd or adamw, got {o}"),
+        };
+        let decay = match a.schedule.as_str() {
+            "steps" => Decay::Steps {
+                epochs: a
+                    .lr_steps
+                    .unwrap_or_else(|| vec![(epochs * 2).div_ceil(3), (epochs * 8).div_ceil(9)]),
+                gamma: 0.1,
+            },
+            "cosine" => Decay::Cosine,
+            s => bail!("--schedule must be steps or cosine, got {s}"),
+        };
+        let num_classes = match a.num_classes {
+            Some(n) => n,
+            None => segrs::data::coco_instances::InstanceDataset::load(&data, &images, true)?
+                .num_classes(),
+        };
+        let norm = match a.batch_norm.as_deref() {
+            Some("frozen") => Norm::Frozen,
+            Some("batch") => Norm::Batch,
+            None if a.init.is_some() => Norm::Frozen,
+            None => Norm::Batch,
+            Some(o) => bail!("--batch-norm must be frozen or batch, got {o}"),
+        };
+        let trainable_layers = match (a.trainable_layers, norm) {
+            (Some(t), _) => t,
+            (None, Norm::Batch) => 5,
+            (None, Norm::Frozen) => 3,
+        };
+        if !(0.0..=1.0).contains(&a.flip) {
+            bail!("--flip must be a probability, got {}", a.flip);
+        }
+        let cfg = MaskRcnnTrainConfig {
+            train_json: data,
+            train_images: images,
+            val_json: a.val_data,
+            val_images: a.val_images,
+            init: a.init,
+            epochs,
+            batch_size: a.batch_size,
+            lr: a.lr.unwrap_or(0.02 * a.batch_size as f64 / 16.0),
+            momentum: a.momentum,
+            weight_decay: a.weight_decay,
+            optimizer,
+            decay,
+            warmup_iters: a.warmup_iters,
+            warmup_factor: 1e-3,
+            min_size: a.min_size,
+            max_size: a.max_size,
+            trainable_layers,
+            norm,
+            flip_prob: a.flip,
+            seed: a.seed,
+            num_classes,
+        };
+        run::train(Some(cfg), &out, &opts)?
+    };
+    if let Some(best) = state.best_epoch {
+        println!(
+            "best epoch {best}{}",
+            state
+                .best_mask_ap
+                .map(|m| format!(": mask AP {m:.4}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 /// The shard from `--shard`, or the scheduler's environment, or the whole folder.

@@ -4,6 +4,7 @@
 
 pub mod augment;
 pub mod check;
+pub mod coco_instances;
 pub mod folder;
 pub mod image_io;
 pub mod labels;

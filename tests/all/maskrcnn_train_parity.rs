@@ -4,7 +4,8 @@
 //! sizes. torchvision's proposals and sampled anchors / proposals are injected. The five losses
 //! match to 1e-4 relative and the gradients of parameters across the network (heads, FPN,
 //! strided and 1x1 backbone convolutions) to 1e-3 relative L2. RoIAlign's input gradient
-//! matches `torchvision.ops.roi_align` under autograd.
+//! matches `torchvision.ops.roi_align` under autograd. A second case trains the whole body with
+//! BatchNorm in training mode (torchvision without pretrained weights).
 
 use crate::common::{fixtures, hashed_weights, read_fixture, rel_l2};
 use burn::prelude::*;
@@ -64,14 +65,41 @@ fn boxes_of(f: &NamedTensors, k: &str) -> Vec<[f32; 4]> {
 
 #[test]
 fn training_losses_and_gradients_match_torchvision() {
-    let f = read_fixture("maskrcnn/train.safetensors");
+    check_case("train", 3, network::Norm::Frozen, 1e-3);
+}
+
+/// Without pretrained weights torchvision trains the whole body with BatchNorm2d in training
+/// mode: the same checks, plus BatchNorm's gradients and its running statistics after the step.
+/// Backpropagating through fifty batch-statistics normalisations amplifies rounding: PyTorch's
+/// own float32 gradients of the body differ from its float64 ones by 2-10% relative L2 on this
+/// batch (measured), so the body's bound is 0.1; the heads' and FPN's is 5e-3.
+#[test]
+fn training_with_batch_statistics_matches_torchvision() {
+    let (net, f) = check_case("train_batchnorm", 5, network::Norm::Batch, 5e-3);
+    let mut sd = NamedTensors::default();
+    net.export(&mut sd, &Readout::Values);
+    for (k, want) in f.tensors.iter().filter(|(k, _)| k.starts_with("after.")) {
+        let key = &k["after.".len()..];
+        let e = rel_l2(&sd.get(key).unwrap().data, &want.data);
+        assert!(e < 1e-4, "{key} after the step: relative L2 error {e:e}");
+    }
+}
+
+/// Losses to 1e-4; gradients to `tol` (the body's to 0.1 with batch statistics).
+fn check_case(
+    name: &str,
+    trainable: usize,
+    norm: network::Norm,
+    tol: f64,
+) -> (network::Network, NamedTensors) {
+    let f = read_fixture(&format!("maskrcnn/{name}.safetensors"));
     let keys: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join("maskrcnn/train_keys.json")).unwrap(),
+        &std::fs::read_to_string(fixtures().join(format!("maskrcnn/{name}_keys.json"))).unwrap(),
     )
     .unwrap();
     let named = hashed_weights(&keys, "", "hashed Mask R-CNN");
     let dev = ad();
-    let (net, frozen) = network::load(&named, 3, &dev).unwrap();
+    let (net, frozen) = network::load(&named, trainable, norm, &dev).unwrap();
     let batch: Vec<TrainImage> = (0..2).map(|i| image(&f, i)).collect();
     let sampled = |a: &str, b: &str| -> Vec<Sampled> {
         (0..2)
@@ -103,7 +131,6 @@ fn training_losses_and_gradients_match_torchvision() {
     for (name, got) in LOSS_NAMES.iter().zip(l.values()) {
         let want = f.get(&format!("loss.{name}")).unwrap().data[0] as f64;
         let rel = (got - want).abs() / want.abs();
-        eprintln!("{name}: {got} vs torchvision {want} (relative {rel:e})");
         assert!(
             rel < 1e-4,
             "{name}: {got} vs torchvision {want} (relative {rel:e})"
@@ -112,19 +139,27 @@ fn training_losses_and_gradients_match_torchvision() {
     let grads = l.total().backward();
     let mut g = NamedTensors::default();
     net.export(&mut g, &Readout::Grads(&grads));
-    let mut checked = 0;
+    let mut errors = Vec::new();
     for (k, want) in f.tensors.iter().filter(|(k, _)| k.starts_with("grad.")) {
         let key = &k["grad.".len()..];
         let got = g
             .get(key)
             .unwrap_or_else(|| panic!("no gradient for {key}"));
-        let got = &got.data[..want.data.len()];
-        let e = rel_l2(got, &want.data);
+        let e = rel_l2(&got.data[..want.data.len()], &want.data);
         eprintln!("gradient of {key}: relative L2 error {e:e}");
-        assert!(e < 1e-3, "gradient of {key}: relative L2 error {e:e}");
-        checked += 1;
+        errors.push((key.to_string(), e));
     }
+    for (key, e) in &errors {
+        let bound = if norm == network::Norm::Batch && key.starts_with("backbone.body.") {
+            0.1
+        } else {
+            tol
+        };
+        assert!(*e < bound, "gradient of {key}: relative L2 error {e:e}");
+    }
+    let checked = errors.len();
     assert!(checked >= 10, "only {checked} gradients checked");
+    (net, f)
 }
 
 #[test]

@@ -88,3 +88,37 @@ pub fn resize_boxes(boxes: &mut [[f32; 4]], from: (usize, usize), to: (usize, us
         b[3] *= rh;
     }
 }
+
+impl ModelInput {
+    /// The resized image without its padding: `[3, resized.0, resized.1]`.
+    pub fn unpadded(&self) -> Vec<f32> {
+        let ((rh, rw), (ph, pw)) = (self.resized, self.padded);
+        let mut out = Vec::with_capacity(3 * rh * rw);
+        for c in 0..3 {
+            for y in 0..rh {
+                let at = (c * ph + y) * pw;
+                out.extend_from_slice(&self.data[at..at + rw]);
+            }
+        }
+        out
+    }
+}
+
+/// A training mask resized with the image (`F.interpolate(mode="nearest")` with the recomputed
+/// scale): output pixel `(y, x)` takes input `(floor(y * h / oh), floor(x * w / ow))`, in f32.
+pub fn resize_mask_nearest(m: &[u8], (h, w): (usize, usize), (oh, ow): (usize, usize)) -> Vec<u8> {
+    let index = |out: usize, size: usize, o: usize| -> usize {
+        if size == o {
+            return out;
+        }
+        let scale = size as f32 / o as f32;
+        ((out as f32 * scale).floor() as usize).min(size - 1)
+    };
+    let cols: Vec<usize> = (0..ow).map(|x| index(x, w, ow)).collect();
+    let mut out = Vec::with_capacity(oh * ow);
+    for y in 0..oh {
+        let row = &m[index(y, h, oh) * w..][..w];
+        out.extend(cols.iter().map(|&x| row[x]));
+    }
+    out
+}

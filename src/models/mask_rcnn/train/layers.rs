@@ -8,7 +8,8 @@ use crate::autodiff;
 use crate::models::tensor_io::{from_host, to_host};
 use crate::weights::{HostTensor, NamedTensors};
 use anyhow::{Result, bail};
-use burn::module::Param;
+use burn::module::{Param, RunningState};
+use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::prelude::*;
 use burn::tensor::Gradients;
 use burn::tensor::module::conv2d;
@@ -95,6 +96,8 @@ pub struct Conv {
     pub bias: Option<Param<Tensor<1>>>,
     /// The frozen BatchNorm's per-channel scale and shift.
     pub bn: Option<(Tensor<1>, Tensor<1>)>,
+    /// A BatchNorm trained with batch statistics (instead of a frozen one).
+    pub norm: Option<BatchNorm>,
     pub stride: usize,
     pub pad: usize,
 }
@@ -113,6 +116,7 @@ impl Conv {
             weight: s.param(&format!("{prefix}.weight"), &[cout, cin, k, k])?,
             bias: Some(s.param(&format!("{prefix}.bias"), &[cout])?),
             bn: None,
+            norm: None,
             stride,
             pad: k / 2,
         })
@@ -134,9 +138,68 @@ impl Conv {
             weight: s.param(&format!("{prefix}.weight"), &[cout, cin, k, k])?,
             bias: None,
             bn: Some((t(scale), t(shift))),
+            norm: None,
             stride,
             pad: k / 2,
         })
+    }
+
+    /// A bias-free convolution followed by a BatchNorm trained with batch statistics (the
+    /// BatchNorm's tensors at `bn_prefix`; momentum 0.1, eps 1e-5 as `nn.BatchNorm2d`).
+    pub fn load_batch_norm(
+        s: &Source,
+        prefix: &str,
+        bn_prefix: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+    ) -> Result<Self> {
+        let mut bn = BatchNormConfig::new(cout)
+            .with_epsilon(FROZEN_BN_EPS as f64)
+            .with_momentum(0.1)
+            .init(&s.device);
+        bn.gamma = s.param(&format!("{bn_prefix}.weight"), &[cout])?;
+        bn.beta = s.param(&format!("{bn_prefix}.bias"), &[cout])?;
+        let state = |n: &str| -> Result<RunningState<Tensor<1>>> {
+            let t = s.tensor(&format!("{bn_prefix}.{n}"), &[cout])?;
+            Ok(RunningState::new(from_host::<1>(t, &s.device)))
+        };
+        bn.running_mean = state("running_mean")?;
+        bn.running_var = state("running_var")?;
+        Ok(Self {
+            weight: s.param(&format!("{prefix}.weight"), &[cout, cin, k, k])?,
+            bias: None,
+            bn: None,
+            norm: Some(bn),
+            stride,
+            pad: k / 2,
+        })
+    }
+
+    /// The convolution's tensors, and a trained BatchNorm's under `bn_prefix`.
+    pub fn export_with_norm(
+        &self,
+        prefix: &str,
+        bn_prefix: &str,
+        out: &mut NamedTensors,
+        r: &Readout,
+    ) {
+        self.export(prefix, out, r);
+        if let Some(bn) = &self.norm {
+            export_param(out, format!("{bn_prefix}.weight"), &bn.gamma, r);
+            export_param(out, format!("{bn_prefix}.bias"), &bn.beta, r);
+            if let Readout::Values = r {
+                out.insert(
+                    format!("{bn_prefix}.running_mean"),
+                    to_host(bn.running_mean.value_sync()),
+                );
+                out.insert(
+                    format!("{bn_prefix}.running_var"),
+                    to_host(bn.running_var.value_sync()),
+                );
+            }
+        }
     }
 
     pub fn export(&self, prefix: &str, out: &mut NamedTensors, r: &Readout) {
@@ -146,6 +209,18 @@ impl Conv {
         }
     }
 
+    /// The convolution, its normalisation and, with `relu`, a ReLU.
+    pub fn forward_act(&self, x: Tensor<4>, relu: bool) -> Tensor<4> {
+        let y = self.forward(x);
+        match &self.norm {
+            Some(bn) => batch_norm(bn, y, relu),
+            None if relu => burn::tensor::activation::relu(y),
+            None => y,
+        }
+    }
+
+    /// The convolution with its bias or frozen BatchNorm (a trained BatchNorm is applied by
+    /// [`forward_act`](Self::forward_act)).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let mut w = self.weight.val();
         let [cout, _, k, _] = w.dims();
@@ -173,6 +248,35 @@ impl Conv {
             },
         )
     }
+}
+
+/// BatchNorm with the batch's statistics (ReLU fused when asked) on the engine's training
+/// operation; the running statistics follow `nn.BatchNorm2d` (momentum, unbiased variance).
+fn batch_norm(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
+    let device = x.device();
+    let [n, _, h, w] = x.dims();
+    let count = (n * h * w) as f32;
+    let (y, stats) = autodiff::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon, relu);
+    let m = bn.momentum;
+    let update = |running: Tensor<1>, batch: Vec<f32>| {
+        let c = batch.len();
+        let batch = Tensor::<1>::from_data(TensorData::new(batch, [c]), &device);
+        running
+            .to_device(&device)
+            .mul_scalar(1.0 - m)
+            .add(batch.mul_scalar(m))
+            .detach()
+    };
+    let unbiased: Vec<f32> = stats
+        .var
+        .iter()
+        .map(|v| v * count / (count - 1.0).max(1.0))
+        .collect();
+    bn.running_mean
+        .update(update(bn.running_mean.value_sync(), stats.mean));
+    bn.running_var
+        .update(update(bn.running_var.value_sync(), unbiased));
+    y
 }
 
 /// A fully connected layer with PyTorch's `[out, in]` weights.

@@ -3,6 +3,7 @@
 //! five losses of the training forward pass (`losses`). The run around them (data, optimiser,
 //! checkpoints) is `crate::train::mask_rcnn`.
 
+pub mod init;
 pub mod layers;
 pub mod losses;
 pub mod network;

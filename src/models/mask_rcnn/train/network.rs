@@ -28,9 +28,16 @@ pub struct Bottleneck {
 }
 
 impl Bottleneck {
-    fn load(s: &Source, p: &str, cin: usize, planes: usize, stride: usize) -> Result<Self> {
+    fn load(
+        s: &Source,
+        p: &str,
+        cin: usize,
+        planes: usize,
+        stride: usize,
+        norm: Norm,
+    ) -> Result<Self> {
         let c = |i: usize, cin: usize, cout: usize, k: usize, st: usize| {
-            Conv::load_frozen_bn(
+            norm.conv(
                 s,
                 &format!("{p}.conv{i}"),
                 &format!("{p}.bn{i}"),
@@ -42,7 +49,7 @@ impl Bottleneck {
         };
         let out = planes * 4;
         let downsample = if s.named.get(&format!("{p}.downsample.0.weight")).is_some() {
-            Some(Conv::load_frozen_bn(
+            Some(norm.conv(
                 s,
                 &format!("{p}.downsample.0"),
                 &format!("{p}.downsample.1"),
@@ -63,23 +70,66 @@ impl Bottleneck {
     }
 
     fn export(&self, p: &str, out: &mut NamedTensors, r: &Readout) {
-        self.conv1.export(&format!("{p}.conv1"), out, r);
-        self.conv2.export(&format!("{p}.conv2"), out, r);
-        self.conv3.export(&format!("{p}.conv3"), out, r);
+        for (i, c) in [&self.conv1, &self.conv2, &self.conv3]
+            .into_iter()
+            .enumerate()
+        {
+            c.export_with_norm(
+                &format!("{p}.conv{}", i + 1),
+                &format!("{p}.bn{}", i + 1),
+                out,
+                r,
+            );
+        }
         if let Some(d) = &self.downsample {
-            d.export(&format!("{p}.downsample.0"), out, r);
+            d.export_with_norm(
+                &format!("{p}.downsample.0"),
+                &format!("{p}.downsample.1"),
+                out,
+                r,
+            );
         }
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = relu(self.conv1.forward(x.clone()));
-        let y = relu(self.conv2.forward(y));
-        let y = self.conv3.forward(y);
+        let y = self.conv1.forward_act(x.clone(), true);
+        let y = self.conv2.forward_act(y, true);
+        let y = self.conv3.forward_act(y, false);
         let identity = match &self.downsample {
-            Some(d) => d.forward(x),
+            Some(d) => d.forward_act(x, false),
             None => x,
         };
         relu(y + identity)
+    }
+}
+
+/// How the body's BatchNorms behave in training.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Norm {
+    /// `FrozenBatchNorm2d`: the checkpoint's statistics, a fixed affine (fine-tuning).
+    Frozen,
+    /// `BatchNorm2d` in training mode: batch statistics, trained scale and shift, running
+    /// averages (torchvision's choice without pretrained weights; the whole body trains).
+    Batch,
+}
+
+impl Norm {
+    #[allow(clippy::too_many_arguments)]
+    fn conv(
+        self,
+        s: &Source,
+        prefix: &str,
+        bn_prefix: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+    ) -> Result<Conv> {
+        match self {
+            Norm::Frozen => Conv::load_frozen_bn(s, prefix, bn_prefix, cin, cout, k, stride),
+            Norm::Batch => Conv::load_batch_norm(s, prefix, bn_prefix, cin, cout, k, stride),
+        }
     }
 }
 
@@ -161,13 +211,20 @@ impl FrozenStages {
 /// Loads the training networks from a torchvision v1 state_dict (current key names):
 /// `trainable_layers` (0-5) of the body train, counted from `layer4` as torchvision's
 /// `trainable_backbone_layers`.
+/// With [`Norm::Batch`] the whole body trains (`trainable_layers` must be 5).
 pub fn load(
     named: &NamedTensors,
     trainable_layers: usize,
+    norm: Norm,
     device: &Device,
 ) -> Result<(Network, FrozenStages)> {
     if trainable_layers > 5 {
         bail!("trainable backbone layers must be 0-5, got {trainable_layers}");
+    }
+    if norm == Norm::Batch && trainable_layers != 5 {
+        bail!(
+            "BatchNorm with batch statistics trains the whole body: trainable backbone layers must be 5, got {trainable_layers}"
+        );
     }
     if named.get("roi_heads.box_head.fc6.weight").is_none() {
         bail!(
@@ -188,15 +245,7 @@ pub fn load(
         None
     };
     let stem = if trainable_layers == 5 {
-        Some(Conv::load_frozen_bn(
-            &s,
-            "backbone.body.conv1",
-            "backbone.body.bn1",
-            3,
-            64,
-            7,
-            2,
-        )?)
+        Some(norm.conv(&s, "backbone.body.conv1", "backbone.body.bn1", 3, 64, 7, 2)?)
     } else {
         None
     };
@@ -220,7 +269,7 @@ pub fn load(
         for i in 0..n {
             let stride = if i == 0 && st > 0 { 2 } else { 1 };
             let p = format!("backbone.body.layer{}.{i}", st + 1);
-            blocks.push(Bottleneck::load(&s, &p, cin, planes, stride)?);
+            blocks.push(Bottleneck::load(&s, &p, cin, planes, stride, norm)?);
             cin = planes * 4;
         }
         stages.push(blocks);
@@ -325,7 +374,7 @@ impl Network {
     /// stages are not included: they never change.
     pub fn export(&self, out: &mut NamedTensors, r: &Readout) {
         if let Some(s) = &self.stem {
-            s.export("backbone.body.conv1", out, r);
+            s.export_with_norm("backbone.body.conv1", "backbone.body.bn1", out, r);
         }
         for (k, stage) in self.stages.iter().enumerate() {
             for (i, b) in stage.iter().enumerate() {
@@ -363,7 +412,7 @@ impl Network {
         let mut c = frozen.features;
         if let Some(mut x) = frozen.next {
             if let Some(stem) = &self.stem {
-                x = relu(stem.forward(x));
+                x = stem.forward_act(x, true);
                 x = max_pool2d(
                     x,
                     MaxPoolOptions {
