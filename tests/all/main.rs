@@ -8,6 +8,7 @@ mod datasets;
 mod losses_parity;
 mod maskrcnn_cli;
 mod maskrcnn_parity;
+mod maskrcnn_train_cli;
 mod maskrcnn_train_parity;
 mod metrics_parity;
 mod ops_parity;
