@@ -6,7 +6,10 @@
 //! run, time, share, floating-point operations and the rate achieved; against the unprofiled
 //! run's median. Needs no reference environment. Results go to stdout and to BENCHMARKS.md.
 //! Environment: SEGRS_BENCH_THREADS (default: all cores), SEGRS_BENCH_REPEATS (default 3),
-//! SEGRS_PROFILE (sections, default `sam,unet,unet_train`).
+//! SEGRS_PROFILE (sections, default `sam,unet,unet_train,maskrcnn_train`). `maskrcnn_train`:
+//! one Mask R-CNN training step (fresh weights, batch statistics, whole body trained; two
+//! 256x320 images with 40 objects each, SGD), its phases timed and the engine's operations
+//! profiled.
 
 mod common;
 use common::{cpu_name, random_vit_b, repeats, thread_pool, timed, write_section};
@@ -33,6 +36,123 @@ fn main() {
     if wanted("unet_train") {
         unet_train_profile(threads, repeats);
     }
+    if wanted("maskrcnn_train") {
+        maskrcnn_train_profile(threads, repeats);
+    }
+}
+
+/// One Mask R-CNN training step: the forward pass with its losses, the backward pass and the
+/// SGD update, each timed; the engine's operations profiled inside; the rest is burn (strided
+/// convolutions, fully connected layers, element-wise operations, the graph) and the host's
+/// sampling.
+fn maskrcnn_train_profile(threads: usize, repeats: usize) {
+    use burn::optim::momentum::MomentumConfig;
+    use burn::optim::{GradientsParams, SgdConfig};
+    use burn::prelude::*;
+    use rand::SeedableRng;
+    use segrs::models::mask_rcnn::train::init::seeded_init;
+    use segrs::models::mask_rcnn::train::losses::{Overrides, SamplingConfig, TrainImage, losses};
+    use segrs::models::mask_rcnn::train::network::{self, Norm};
+    let device = Device::flex().autodiff();
+    let (mut net, frozen) = network::load(&seeded_init(2, 0), 5, Norm::Batch, &device).unwrap();
+    let (h, w) = (256, 320);
+    let image = |seed: usize| {
+        let mut boxes = Vec::new();
+        let mut masks = Vec::new();
+        for k in 0..40 {
+            let (x0, y0) = (
+                (k * 37 + seed * 11) % (w - 30),
+                (k * 53 + seed * 7) % (h - 30),
+            );
+            let (bw, bh) = (8 + (k * 13) % 22, 8 + (k * 17) % 22);
+            boxes.push([x0 as f32, y0 as f32, (x0 + bw) as f32, (y0 + bh) as f32]);
+            let mut m = vec![0u8; h * w];
+            for y in y0..y0 + bh {
+                m[y * w + x0..y * w + x0 + bw].fill(1);
+            }
+            masks.push(m);
+        }
+        TrainImage {
+            pixels: (0..3 * h * w)
+                .map(|i| ((i * 7919 + seed) % 1000) as f32 / 500.0 - 1.0)
+                .collect(),
+            size: (h, w),
+            labels: vec![1; boxes.len()],
+            boxes,
+            masks,
+        }
+    };
+    let batch = vec![image(0), image(1)];
+    let mut optim = SgdConfig::new()
+        .with_momentum(Some(MomentumConfig {
+            momentum: 0.9,
+            dampening: 0.0,
+            nesterov: false,
+        }))
+        .init();
+    let cfg = SamplingConfig::default();
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(0);
+    let steps = repeats.max(2);
+    let mut phases = [0.0f64; 3];
+    let mut run = |profile_on: bool, phases: &mut [f64; 3]| {
+        profile::enable(profile_on);
+        let t = std::time::Instant::now();
+        let (l, _) = losses(
+            &net,
+            &frozen,
+            &batch,
+            &cfg,
+            &mut rng,
+            &Overrides::default(),
+            &device,
+        );
+        let total = l.total();
+        let _ = total.clone().into_scalar::<f32>();
+        let t1 = t.elapsed().as_secs_f64();
+        let grads = GradientsParams::from_grads(total.backward(), &net);
+        let t2 = t.elapsed().as_secs_f64();
+        net = optim.step(1e-3, net.clone(), grads);
+        let _ = net.fc6.bias.val().into_data();
+        let t3 = t.elapsed().as_secs_f64();
+        profile::enable(false);
+        phases[0] += t1;
+        phases[1] += t2 - t1;
+        phases[2] += t3 - t2;
+    };
+    let mut plain = [0.0f64; 3];
+    run(false, &mut plain); // warm-up
+    plain = [0.0; 3];
+    for _ in 0..steps {
+        run(false, &mut plain);
+    }
+    profile::take();
+    for _ in 0..steps {
+        run(true, &mut phases);
+    }
+    let mut ops = profile::take();
+    let r = steps as f64;
+    let step: f64 = plain.iter().sum::<f64>() / r;
+    let measured: f64 = ops.iter().map(|o| o.seconds).sum::<f64>() / r;
+    ops.push(OpTotal {
+        name: "other (burn: strided convolutions, fully connected layers, element-wise, graph; host sampling)",
+        calls: steps as u64,
+        seconds: (step - measured).max(0.0) * r,
+        flops: 0.0,
+    });
+    let md = table(
+        &format!(
+            "Mask R-CNN training step (ResNet-50 FPN, fresh weights, batch statistics, 2x3x256x320, 40 objects per image, SGD), {}, {threads} thread(s), mean of {steps} profiled steps; unprofiled: {:.2} s per step (forward with losses {:.2} s, backward {:.2} s, update {:.2} s).",
+            cpu_name(),
+            step,
+            plain[0] / r,
+            plain[1] / r,
+            plain[2] / r
+        ),
+        &ops,
+        steps,
+    );
+    print!("{md}");
+    write_section("maskrcnn_train_profile", &md);
 }
 
 /// SAM ViT-B's encoder, its prompt encoder + mask decoder, and MobileSAM's encoder.

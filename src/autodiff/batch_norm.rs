@@ -10,6 +10,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
+use burn::tensor::TensorData;
 use std::sync::Arc;
 
 /// What the backward pass keeps: the layer's input and parameters and the batch statistics.
@@ -103,4 +104,37 @@ pub fn batch_norm_train(
         OpsKind::UnTracked(prep) => prep.finish(y),
     };
     (wrap::<4>(out), stats)
+}
+
+/// Moves burn `BatchNorm`'s running averages towards a batch's statistics by its momentum.
+/// `unbiased_count`: the number of values per channel when the running variance takes the
+/// unbiased batch variance (`nn.BatchNorm2d`); `None` keeps the biased one (burn's rule).
+pub fn update_running_stats(
+    bn: &burn::nn::BatchNorm,
+    stats: &crate::ops::batch_norm::BatchStats,
+    unbiased_count: Option<f32>,
+    device: &Device,
+) {
+    let m = bn.momentum;
+    let update = |running: Tensor<1>, batch: Vec<f32>| {
+        let c = batch.len();
+        let batch = Tensor::<1>::from_data(TensorData::new(batch, [c]), device);
+        running
+            .to_device(device)
+            .mul_scalar(1.0 - m)
+            .add(batch.mul_scalar(m))
+            .detach()
+    };
+    let var = match unbiased_count {
+        Some(n) => stats
+            .var
+            .iter()
+            .map(|v| v * n / (n - 1.0).max(1.0))
+            .collect(),
+        None => stats.var.clone(),
+    };
+    bn.running_mean
+        .update(update(bn.running_mean.value_sync(), stats.mean.clone()));
+    bn.running_var
+        .update(update(bn.running_var.value_sync(), var));
 }

@@ -23,7 +23,7 @@ mod loss;
 mod max_pool;
 mod roi_align;
 
-pub use batch_norm::batch_norm_train;
+pub use batch_norm::{batch_norm_train, update_running_stats};
 pub use conv::conv2d;
 pub use conv_transpose::conv_transpose2x2;
 pub use loss::softmax_ce_dice_loss;

@@ -17,7 +17,7 @@ pub enum MaskRcnnCommand {
     /// Detect and segment the instances of every image in a folder.
     Predict(PredictArgs),
     /// Train or fine-tune on a COCO instances dataset (or resume a run).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -147,7 +147,7 @@ pub struct MergeArgs {
 pub fn run(cmd: MaskRcnnCommand) -> Result<()> {
     match cmd {
         MaskRcnnCommand::Predict(a) => predict(a),
-        MaskRcnnCommand::Train(a) => train(a),
+        MaskRcnnCommand::Train(a) => train(*a),
     }
 }
 

@@ -16,6 +16,7 @@
 //! Randomness (shuffling, flips, sampling) is drawn from generators seeded by (seed, epoch), so
 //! a run resumed after a kill repeats the interrupted epoch exactly.
 
+use super::trainer::{epoch_rng, progress_bar, write_jsonl};
 use crate::data::coco_instances::{InstanceDataset, InstanceSample};
 use crate::io::write_json;
 use crate::metrics::coco::evaluate_files;
@@ -36,9 +37,8 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
-use rand::rngs::SmallRng;
+use rand::Rng;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -127,6 +127,9 @@ pub struct EpochRecord {
     pub mask_ap50: Option<f64>,
     pub box_ap: Option<f64>,
     pub box_ap50: Option<f64>,
+    /// Mean time of a step's forward pass, backward pass and update (data loading excluded).
+    pub step_seconds: f64,
+    /// The whole epoch, with data loading and validation.
     pub seconds: f64,
 }
 
@@ -141,12 +144,6 @@ pub struct RunState {
 
 pub struct RunOptions {
     pub quiet: bool,
-}
-
-fn epoch_rng(seed: u64, epoch: usize, stream: u64) -> SmallRng {
-    SmallRng::seed_from_u64(
-        seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((epoch as u64) << 8) ^ stream,
-    )
 }
 
 /// The weights a run starts from: fresh, or `init` adapted to `num_classes`.
@@ -302,6 +299,7 @@ pub fn train(
         let bar = progress_bar(steps, epoch, cfg.epochs, opts.quiet);
         let mut sums = [0.0f64; 5];
         let mut lr = cfg.lr;
+        let mut step_time = 0.0f64;
         for (step, chunk) in order.chunks(cfg.batch_size).enumerate() {
             let samples: Vec<&InstanceSample> =
                 chunk.iter().map(|&i| &train_set.samples[i]).collect();
@@ -311,6 +309,7 @@ pub fn train(
                 .collect();
             let batch = prepare(&samples, &flips, &transform)?;
             lr = cfg.lr_at(epoch, step, steps);
+            let t0 = Instant::now();
             let (l, _) = losses(
                 &model.net,
                 &model.frozen,
@@ -341,6 +340,7 @@ pub fn train(
             }
             let grads = GradientsParams::from_grads(l.total().backward(), &model.net);
             model.net = optim.step(lr, model.net, grads);
+            step_time += t0.elapsed().as_secs_f64();
             for (s, v) in sums.iter_mut().zip(values) {
                 *s += v;
             }
@@ -362,6 +362,7 @@ pub fn train(
             mask_ap50: None,
             box_ap: None,
             box_ap50: None,
+            step_seconds: step_time / steps as f64,
             seconds: 0.0,
         };
         if let (Some(json), Some(images)) = (&cfg.val_json, &cfg.val_images) {
@@ -534,34 +535,9 @@ fn write_safetensors(
     std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))
 }
 
-fn progress_bar(len: usize, epoch: usize, epochs: usize, quiet: bool) -> indicatif::ProgressBar {
-    if quiet {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(len as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})",
-        )
-        .unwrap()
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(format!("epoch {epoch}/{epochs}"));
-    bar
-}
-
 /// `metrics.jsonl` and `curve.png` (rewritten whole, so a resume never duplicates lines).
 fn write_history(run_dir: &Path, state: &RunState) -> Result<()> {
-    let mut lines = String::new();
-    for r in &state.history {
-        lines.push_str(&serde_json::to_string(r)?);
-        lines.push('\n');
-    }
-    crate::io::write_atomic(&run_dir.join("metrics.jsonl"), |w| {
-        use std::io::Write;
-        w.write_all(lines.as_bytes())?;
-        Ok(())
-    })?;
+    write_jsonl(&run_dir.join("metrics.jsonl"), &state.history)?;
     use crate::viz::plot::{Line, LinePanel, line_plot};
     let h = &state.history;
     let line = |name: &str, g: &dyn Fn(&EpochRecord) -> Option<f64>| Line {

@@ -81,7 +81,9 @@ struct Prepared {
     w: usize,
 }
 
-fn epoch_rng(seed: u64, epoch: usize, stream: u64) -> SmallRng {
+/// The generator of one stream (shuffling, augmentation, ...) of one epoch: a resumed run
+/// draws what the interrupted one would have.
+pub(crate) fn epoch_rng(seed: u64, epoch: usize, stream: u64) -> SmallRng {
     SmallRng::seed_from_u64(
         seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
             ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03),
@@ -581,7 +583,12 @@ fn save_checkpoint(
     Ok(improved)
 }
 
-fn progress_bar(len: usize, epoch: usize, epochs: usize, quiet: bool) -> indicatif::ProgressBar {
+pub(crate) fn progress_bar(
+    len: usize,
+    epoch: usize,
+    epochs: usize,
+    quiet: bool,
+) -> indicatif::ProgressBar {
     if quiet {
         return indicatif::ProgressBar::hidden();
     }
@@ -599,17 +606,7 @@ fn progress_bar(len: usize, epoch: usize, epochs: usize, quiet: bool) -> indicat
 
 /// `metrics.jsonl` and `curve.png` from the history (rewritten whole, so resume never duplicates).
 pub fn write_history(run_dir: &Path, state: &RunState) -> Result<()> {
-    let mut lines = String::new();
-    for r in &state.history {
-        lines.push_str(&serde_json::to_string(r)?);
-        lines.push('\n');
-    }
-    let path = run_dir.join("metrics.jsonl");
-    crate::io::write_atomic(&path, |w| {
-        use std::io::Write;
-        w.write_all(lines.as_bytes())?;
-        Ok(())
-    })?;
+    write_jsonl(&run_dir.join("metrics.jsonl"), &state.history)?;
     let h = &state.history;
     let ep: Vec<f64> = h.iter().map(|r| r.epoch as f64).collect();
     let f = |g: &dyn Fn(&EpochRecord) -> Option<f64>| {
@@ -653,6 +650,20 @@ pub fn write_history(run_dir: &Path, state: &RunState) -> Result<()> {
         (900, 640),
     )
     .map(|_| ())
+}
+
+/// One JSON line per record, written atomically.
+pub(crate) fn write_jsonl<T: Serialize>(path: &Path, records: &[T]) -> Result<()> {
+    let mut lines = String::new();
+    for r in records {
+        lines.push_str(&serde_json::to_string(r)?);
+        lines.push('\n');
+    }
+    crate::io::write_atomic(path, |w| {
+        use std::io::Write;
+        w.write_all(lines.as_bytes())?;
+        Ok(())
+    })
 }
 
 /// The paths a finished run leaves.

@@ -32,6 +32,31 @@ impl Default for BoxConfig {
     }
 }
 
+/// `MultiScaleRoIAlign`'s level assignment over P2-P5 (feature heights `heights`) for images at
+/// most `image_h` high: each level's scale, `2^round(log2(height / image_h))`, and each box's
+/// level, `k = floor(4 + log2(sqrt(area) / 224) + 1e-6)` clamped to the levels present.
+pub fn roi_levels<'a>(
+    heights: &[usize],
+    image_h: usize,
+    boxes: impl Iterator<Item = &'a [f32; 4]>,
+) -> (Vec<f32>, Vec<usize>) {
+    let scales: Vec<f32> = heights
+        .iter()
+        .map(|&h| 2f32.powf((h as f32 / image_h as f32).log2().round_ties_even()))
+        .collect();
+    let k_min = -scales[0].log2();
+    let k_max = -scales[scales.len() - 1].log2();
+    let assign = boxes
+        .map(|b| {
+            let k = (4.0 + (box_area(b).sqrt() / 224.0).log2() + 1e-6)
+                .floor()
+                .clamp(k_min, k_max);
+            (k - k_min) as usize
+        })
+        .collect();
+    (scales, assign)
+}
+
 /// `MultiScaleRoIAlign` over P2-P5: `[boxes, c, out, out]`.
 pub fn multiscale_roi_align(
     levels: &[FeatureMap],
@@ -40,24 +65,11 @@ pub fn multiscale_roi_align(
     out: usize,
 ) -> Vec<f32> {
     let levels = &levels[..4];
-    // Each level's scale: 2^round(log2(feature size / image size)) (from the heights).
-    let scales: Vec<f32> = levels
-        .iter()
-        .map(|f| 2f32.powf((f.h as f32 / image_size.0 as f32).log2().round_ties_even()))
-        .collect();
-    let k_min = -scales[0].log2();
-    let k_max = -scales[3].log2();
-    let level_of = |b: &[f32; 4]| -> usize {
-        let s = box_area(b).sqrt();
-        let k = (4.0 + (s / 224.0).log2() + 1e-6)
-            .floor()
-            .clamp(k_min, k_max);
-        (k - k_min) as usize
-    };
+    let heights: Vec<usize> = levels.iter().map(|f| f.h).collect();
+    let (scales, assign) = roi_levels(&heights, image_size.0, boxes.iter());
     let c = levels[0].c;
     let per = c * out * out;
     let mut result = vec![0.0f32; boxes.len() * per];
-    let assign: Vec<usize> = boxes.iter().map(level_of).collect();
     for (li, f) in levels.iter().enumerate() {
         let idx: Vec<usize> = (0..boxes.len()).filter(|&i| assign[i] == li).collect();
         if idx.is_empty() {

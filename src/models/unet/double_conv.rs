@@ -6,7 +6,6 @@ use crate::autodiff;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::TensorData;
 use burn::tensor::activation::relu;
 
 #[derive(Module, Debug)]
@@ -89,19 +88,6 @@ fn norm_relu(bn: Option<&BatchNorm>, x: Tensor<4>) -> Tensor<4> {
     }
     let device = x.device();
     let (y, stats) = autodiff::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon, true);
-    let m = bn.momentum;
-    let update = |running: Tensor<1>, batch: Vec<f32>| {
-        let c = batch.len();
-        let batch = Tensor::<1>::from_data(TensorData::new(batch, [c]), &device);
-        running
-            .to_device(&device)
-            .mul_scalar(1.0 - m)
-            .add(batch.mul_scalar(m))
-            .detach()
-    };
-    bn.running_mean
-        .update(update(bn.running_mean.value_sync(), stats.mean));
-    bn.running_var
-        .update(update(bn.running_var.value_sync(), stats.var));
+    autodiff::update_running_stats(bn, &stats, None, &device);
     y
 }

@@ -213,3 +213,79 @@ pub fn from_classification_resnet(
     out.source = format!("{} (ImageNet backbone) + fresh heads", resnet.source);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::mask_rcnn::MaskRcnn;
+
+    #[test]
+    fn fresh_weights_are_a_whole_torchvision_model() {
+        let w = seeded_init(3, 0);
+        // The host predictor takes them with every key used and none missing.
+        let m = MaskRcnn::from_tensors(w.clone()).unwrap();
+        assert_eq!(m.num_classes, 3);
+        // Kaiming-normal with fan-out: layer4's 3x3 weights have std sqrt(2 / (512 * 9)).
+        let t = w.get("backbone.body.layer4.1.conv2.weight").unwrap();
+        let var = t.data.iter().map(|v| v * v).sum::<f32>() / t.data.len() as f32;
+        let want = 2.0 / (512.0 * 9.0);
+        assert!((var / want - 1.0).abs() < 0.05, "variance {var} vs {want}");
+        assert_eq!(seeded_init(3, 0).tensors, w.tensors, "seeded");
+    }
+
+    #[test]
+    fn class_layers_are_replaced_only_when_the_classes_differ() {
+        let mut w = seeded_init(91, 0);
+        let fc7 = w.get("roi_heads.box_head.fc7.weight").unwrap().clone();
+        assert!(!replace_class_layers(&mut w, 91, 1));
+        assert!(replace_class_layers(&mut w, 5, 1));
+        assert_eq!(
+            w.get("roi_heads.box_predictor.cls_score.weight")
+                .unwrap()
+                .shape,
+            vec![5, 1024]
+        );
+        assert_eq!(
+            w.get("roi_heads.box_predictor.bbox_pred.weight")
+                .unwrap()
+                .shape,
+            vec![20, 1024]
+        );
+        assert_eq!(
+            w.get("roi_heads.mask_predictor.mask_fcn_logits.weight")
+                .unwrap()
+                .shape,
+            vec![5, 256, 1, 1]
+        );
+        assert_eq!(
+            w.get("roi_heads.box_head.fc7.weight").unwrap(),
+            &fc7,
+            "the rest kept"
+        );
+        assert_eq!(MaskRcnn::from_tensors(w).unwrap().num_classes, 5);
+    }
+
+    #[test]
+    fn an_imagenet_resnet_becomes_the_body() {
+        let mut resnet = NamedTensors::default();
+        let body = seeded_init(2, 7);
+        for (k, t) in &body.tensors {
+            if let Some(rest) = k.strip_prefix("backbone.body.") {
+                resnet.insert(rest, t.clone());
+            }
+        }
+        resnet.insert(
+            "fc.weight",
+            HostTensor::new(vec![1000, 2048], vec![0.0; 2_048_000]),
+        );
+        resnet.insert("fc.bias", HostTensor::new(vec![1000], vec![0.0; 1000]));
+        assert!(is_classification_resnet(&resnet));
+        let w = from_classification_resnet(&resnet, 4, 0);
+        assert!(w.get("fc.weight").is_none() && w.get("backbone.body.fc.weight").is_none());
+        assert_eq!(
+            w.get("backbone.body.layer2.3.conv3.weight"),
+            body.get("backbone.body.layer2.3.conv3.weight")
+        );
+        assert_eq!(MaskRcnn::from_tensors(w).unwrap().num_classes, 4);
+    }
+}

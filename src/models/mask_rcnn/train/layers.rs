@@ -257,25 +257,7 @@ fn batch_norm(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
     let [n, _, h, w] = x.dims();
     let count = (n * h * w) as f32;
     let (y, stats) = autodiff::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon, relu);
-    let m = bn.momentum;
-    let update = |running: Tensor<1>, batch: Vec<f32>| {
-        let c = batch.len();
-        let batch = Tensor::<1>::from_data(TensorData::new(batch, [c]), &device);
-        running
-            .to_device(&device)
-            .mul_scalar(1.0 - m)
-            .add(batch.mul_scalar(m))
-            .detach()
-    };
-    let unbiased: Vec<f32> = stats
-        .var
-        .iter()
-        .map(|v| v * count / (count - 1.0).max(1.0))
-        .collect();
-    bn.running_mean
-        .update(update(bn.running_mean.value_sync(), stats.mean));
-    bn.running_var
-        .update(update(bn.running_var.value_sync(), unbiased));
+    autodiff::update_running_stats(bn, &stats, Some(count), &device);
     y
 }
 

@@ -20,9 +20,10 @@ use super::network::{FrozenStages, Network};
 use super::targets::{BELOW_LOW, mask_targets, match_boxes, sample};
 use crate::autodiff::roi_align;
 use crate::models::mask_rcnn::anchors::{SIZES, grid_anchors};
+use crate::models::mask_rcnn::roi_heads::roi_levels;
 use crate::models::mask_rcnn::rpn::{LevelOutput, RpnConfig, select_proposals};
 use crate::models::tensor_io::to_vec;
-use crate::ops::boxes::{BoxCoder, box_area};
+use crate::ops::boxes::BoxCoder;
 use crate::ops::roi_align::RoiAlign;
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
@@ -166,18 +167,6 @@ fn smooth_l1_sum<const D: usize>(pred: Tensor<D>, target: Tensor<D>, beta: f32) 
     (q.clone() * q.clone() * (0.5 / beta) + n - q).sum()
 }
 
-/// `(bilinear) scales, k_min, k_max` of `MultiScaleRoIAlign` over P2-P5 for a batch whose
-/// largest image is `max_size`.
-fn level_scales(levels: &[Tensor<4>], max_size: (usize, usize)) -> Vec<f32> {
-    levels[..4]
-        .iter()
-        .map(|f| {
-            let fh = f.dims()[2];
-            2f32.powf((fh as f32 / max_size.0 as f32).log2().round_ties_even())
-        })
-        .collect()
-}
-
 /// torchvision's `MultiScaleRoIAlign` (P2-P5, sampling ratio 2) of boxes of a batch:
 /// `[boxes, c, out, out]`, rows in the boxes' order.
 fn pool(
@@ -186,16 +175,8 @@ fn pool(
     max_size: (usize, usize),
     out: usize,
 ) -> Tensor<4> {
-    let scales = level_scales(levels, max_size);
-    let k_min = -scales[0].log2();
-    let k_max = -scales[3].log2();
-    let level_of = |b: &[f32; 4]| -> usize {
-        let k = (4.0 + (box_area(b).sqrt() / 224.0).log2() + 1e-6)
-            .floor()
-            .clamp(k_min, k_max);
-        (k - k_min) as usize
-    };
-    let assign: Vec<usize> = rois.iter().map(|(_, b)| level_of(b)).collect();
+    let heights: Vec<usize> = levels[..4].iter().map(|f| f.dims()[2]).collect();
+    let (scales, assign) = roi_levels(&heights, max_size.0, rois.iter().map(|(_, b)| b));
     let mut parts = Vec::new();
     let mut order = Vec::with_capacity(rois.len());
     for (li, f) in levels[..4].iter().enumerate() {

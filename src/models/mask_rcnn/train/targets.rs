@@ -100,10 +100,12 @@ pub fn mask_targets(
         sampling_ratio: -1,
         aligned: false,
     };
+    // Each ground-truth mask as floats once, however many boxes it serves.
+    let mut planes: Vec<Option<Vec<f32>>> = vec![None; masks.len()];
     let mut out = Vec::with_capacity(boxes.len() * m * m);
     for (b, &gi) in boxes.iter().zip(matched) {
-        let plane: Vec<f32> = masks[gi].iter().map(|&v| v as f32).collect();
-        out.extend(op.forward(&plane, 1, h, w, std::slice::from_ref(b)));
+        let plane = planes[gi].get_or_insert_with(|| masks[gi].iter().map(|&v| v as f32).collect());
+        out.extend(op.forward(plane, 1, h, w, std::slice::from_ref(b)));
     }
     out
 }
