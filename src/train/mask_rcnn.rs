@@ -580,3 +580,63 @@ fn write_history(run_dir: &Path, state: &RunState) -> Result<()> {
     )
     .map(|_| ())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(decay: Decay) -> MaskRcnnTrainConfig {
+        MaskRcnnTrainConfig {
+            train_json: PathBuf::new(),
+            train_images: PathBuf::new(),
+            val_json: None,
+            val_images: None,
+            init: None,
+            epochs: 9,
+            batch_size: 2,
+            lr: 0.02,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            optimizer: Optimizer::Sgd,
+            decay,
+            warmup_iters: 1000,
+            warmup_factor: 1e-3,
+            min_size: 800,
+            max_size: 1333,
+            trainable_layers: 3,
+            norm: Norm::Frozen,
+            flip_prob: 0.5,
+            seed: 0,
+            num_classes: 2,
+        }
+    }
+
+    #[test]
+    fn warm_up_and_step_decay_follow_the_reference() {
+        let c = cfg(Decay::Steps {
+            epochs: vec![6, 8],
+            gamma: 0.1,
+        });
+        // Warm-up over min(1000, steps - 1) = 9 steps of epoch 1, linear from 1e-3.
+        assert!((c.lr_at(1, 0, 10) - 0.02 * 1e-3).abs() < 1e-12);
+        let mid = 0.02 * (1e-3 * (1.0 - 4.0 / 9.0) + 4.0 / 9.0);
+        assert!((c.lr_at(1, 4, 10) - mid).abs() < 1e-12);
+        assert_eq!(c.lr_at(1, 9, 10), 0.02);
+        assert_eq!(c.lr_at(2, 0, 10), 0.02, "no warm-up after the first epoch");
+        assert_eq!(c.lr_at(6, 3, 10), 0.02, "the drop comes after epoch 6");
+        assert!((c.lr_at(7, 0, 10) - 0.002).abs() < 1e-12);
+        assert!((c.lr_at(9, 0, 10) - 0.0002).abs() < 1e-12);
+    }
+
+    #[test]
+    fn cosine_decay_runs_from_the_base_rate_towards_zero() {
+        let c = cfg(Decay::Cosine);
+        assert_eq!(
+            c.lr_at(2, 0, 1),
+            0.02 * 0.5 * (1.0 + (std::f64::consts::PI / 9.0).cos())
+        );
+        assert!(c.lr_at(9, 0, 1) < 0.02 * 0.04);
+        // One step per epoch: nothing to warm up over.
+        assert_eq!(c.lr_at(1, 0, 1), 0.02);
+    }
+}

@@ -299,7 +299,15 @@ fn bad_datasets_are_named() {
         "1",
     );
     args.retain(|a| *a != "--quiet");
+    // (and AdamW with the cosine schedule run end to end)
+    args.extend(["--optimizer", "adamw", "--schedule", "cosine"]);
     let (code, _, err) = segrs(&args);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("1 degenerate boxes"), "{err}");
+    let cfg = std::fs::read_to_string(out.join("config.json")).unwrap();
+    assert!(
+        cfg.contains("\"adamw\"") && cfg.contains("\"cosine\""),
+        "{cfg}"
+    );
+    assert!(out.join("last.safetensors").is_file());
 }
