@@ -185,11 +185,6 @@ fn train(a: TrainArgs) -> Result<()> {
             "cosine" => Decay::Cosine,
             s => bail!("--schedule must be steps or cosine, got {s}"),
         };
-        let num_classes = match a.num_classes {
-            Some(n) => n,
-            None => segrs::data::coco_instances::InstanceDataset::load(&data, &images, true)?
-                .num_classes(),
-        };
         let norm = match a.batch_norm.as_deref() {
             Some("frozen") => Norm::Frozen,
             Some("batch") => Norm::Batch,
@@ -226,7 +221,7 @@ fn train(a: TrainArgs) -> Result<()> {
             norm,
             flip_prob: a.flip,
             seed: a.seed,
-            num_classes,
+            num_classes: a.num_classes,
         };
         run::train(Some(cfg), &out, &opts)?
     };

@@ -88,7 +88,8 @@ pub struct MaskRcnnTrainConfig {
     pub norm: Norm,
     pub flip_prob: f64,
     pub seed: u64,
-    pub num_classes: usize,
+    /// Classes including the background; `None`: the training set's largest category id + 1.
+    pub num_classes: Option<usize>,
 }
 
 impl MaskRcnnTrainConfig {
@@ -147,17 +148,13 @@ pub struct RunOptions {
 }
 
 /// The weights a run starts from: fresh, or `init` adapted to `num_classes`.
-pub fn initial_weights(cfg: &MaskRcnnTrainConfig) -> Result<NamedTensors> {
+pub fn initial_weights(cfg: &MaskRcnnTrainConfig, num_classes: usize) -> Result<NamedTensors> {
     let Some(path) = &cfg.init else {
-        return Ok(seeded_init(cfg.num_classes, cfg.seed));
+        return Ok(seeded_init(num_classes, cfg.seed));
     };
     let mut named = NamedTensors::read(path)?;
     if is_classification_resnet(&named) {
-        return Ok(from_classification_resnet(
-            &named,
-            cfg.num_classes,
-            cfg.seed,
-        ));
+        return Ok(from_classification_resnet(&named, num_classes, cfg.seed));
     }
     if named.get("backbone.body.conv1.weight").is_none() {
         bail!(
@@ -166,7 +163,7 @@ pub fn initial_weights(cfg: &MaskRcnnTrainConfig) -> Result<NamedTensors> {
         );
     }
     upgrade_legacy_keys(&mut named);
-    replace_class_layers(&mut named, cfg.num_classes, cfg.seed);
+    replace_class_layers(&mut named, num_classes, cfg.seed);
     Ok(named)
 }
 
@@ -227,15 +224,22 @@ pub fn train(
 ) -> Result<RunState> {
     let (cfg, mut state) = open_run(cfg_in, run_dir)?;
     let train_set = InstanceDataset::load(&cfg.train_json, &cfg.train_images, true)?;
-    if train_set.num_classes() > cfg.num_classes {
+    let num_classes = cfg.num_classes.unwrap_or(train_set.num_classes());
+    if train_set.num_classes() > num_classes {
         bail!(
-            "{}: category ids up to {} need {} classes; the model has {}",
+            "{}: category ids up to {} need {} classes; the model has {num_classes}",
             cfg.train_json.display(),
             train_set.num_classes() - 1,
             train_set.num_classes(),
-            cfg.num_classes
         );
     }
+    if num_classes < 2 {
+        bail!("a model needs at least 2 classes (background and one more)");
+    }
+    let val_set = match (&cfg.val_json, &cfg.val_images) {
+        (Some(json), Some(images)) => Some(InstanceDataset::load(json, images, false)?),
+        _ => None,
+    };
     if !opts.quiet {
         let s = &train_set.skipped;
         eprintln!(
@@ -248,7 +252,7 @@ pub fn train(
         );
     }
     let device = Device::flex().autodiff();
-    let base = initial_weights(&cfg)?;
+    let base = initial_weights(&cfg, num_classes)?;
     let (mut net, frozen) = network::load(&base, cfg.trainable_layers, cfg.norm, &device)?;
     let mut optim = match cfg.optimizer {
         Optimizer::Sgd => SgdConfig::new()
@@ -365,8 +369,8 @@ pub fn train(
             step_seconds: step_time / steps as f64,
             seconds: 0.0,
         };
-        if let (Some(json), Some(images)) = (&cfg.val_json, &cfg.val_images) {
-            let (m, b) = validate(&model.state_dict(), json, images, &transform, run_dir)?;
+        if let Some(set) = &val_set {
+            let (m, b) = validate(&model.state_dict(), set, &transform, run_dir)?;
             (rec.mask_ap, rec.mask_ap50, rec.box_ap, rec.box_ap50) =
                 (Some(m.0), Some(m.1), Some(b.0), Some(b.1));
         }
@@ -424,9 +428,6 @@ fn open_run(
             if cfg.batch_size == 0 || cfg.epochs == 0 {
                 bail!("batch size and epochs must be at least 1");
             }
-            if cfg.num_classes < 2 {
-                bail!("a model needs at least 2 classes (background and one more)");
-            }
             std::fs::create_dir_all(run_dir)
                 .with_context(|| format!("{}: cannot create", run_dir.display()))?;
             write_json(&run_dir.join("config.json"), &cfg)?;
@@ -438,13 +439,12 @@ fn open_run(
 /// COCO mask and box (AP, AP50) of the host model built from `state_dict` on a validation set.
 fn validate(
     state_dict: &NamedTensors,
-    json: &Path,
-    images: &Path,
+    set: &InstanceDataset,
     transform: &TransformConfig,
     run_dir: &Path,
 ) -> Result<((f64, f64), (f64, f64))> {
     let model = MaskRcnn::from_tensors(state_dict.clone())?;
-    let set = InstanceDataset::load(json, images, false)?;
+    let json = &set.json;
     let cfg = MaskRcnnConfig {
         transform: *transform,
         ..Default::default()
@@ -607,7 +607,7 @@ mod tests {
             norm: Norm::Frozen,
             flip_prob: 0.5,
             seed: 0,
-            num_classes: 2,
+            num_classes: Some(2),
         }
     }
 

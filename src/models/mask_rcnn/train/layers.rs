@@ -87,6 +87,17 @@ fn export_param<const D: usize>(
     }
 }
 
+/// How a backbone's BatchNorms behave in training.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Norm {
+    /// `FrozenBatchNorm2d`: the checkpoint's statistics, a fixed affine (fine-tuning).
+    Frozen,
+    /// `BatchNorm2d` in training mode: batch statistics, trained scale and shift, running
+    /// averages (torchvision's choice without pretrained weights; the whole body trains).
+    Batch,
+}
+
 /// A 2-d convolution `[cout, cin, k, k]` with stride and symmetric padding, a bias or a frozen
 /// BatchNorm after it (keys `{prefix}.weight` and `{prefix}.bias`, or the BatchNorm's under
 /// `bn_prefix`, exported unchanged).
@@ -122,56 +133,46 @@ impl Conv {
         })
     }
 
-    /// A bias-free convolution followed by the frozen BatchNorm at `bn_prefix`.
-    pub fn load_frozen_bn(
+    /// A bias-free convolution followed by the BatchNorm at `bn_prefix`, frozen or trained
+    /// with batch statistics (momentum 0.1, eps 1e-5 as `nn.BatchNorm2d`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn load_with_norm(
         s: &Source,
         prefix: &str,
         bn_prefix: &str,
+        norm: Norm,
         cin: usize,
         cout: usize,
         k: usize,
         stride: usize,
     ) -> Result<Self> {
-        let (scale, shift) = s.frozen_bn(bn_prefix, cout)?;
-        let t = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [cout]), &s.device);
-        Ok(Self {
-            weight: s.param(&format!("{prefix}.weight"), &[cout, cin, k, k])?,
-            bias: None,
-            bn: Some((t(scale), t(shift))),
-            norm: None,
-            stride,
-            pad: k / 2,
-        })
-    }
-
-    /// A bias-free convolution followed by a BatchNorm trained with batch statistics (the
-    /// BatchNorm's tensors at `bn_prefix`; momentum 0.1, eps 1e-5 as `nn.BatchNorm2d`).
-    pub fn load_batch_norm(
-        s: &Source,
-        prefix: &str,
-        bn_prefix: &str,
-        cin: usize,
-        cout: usize,
-        k: usize,
-        stride: usize,
-    ) -> Result<Self> {
-        let mut bn = BatchNormConfig::new(cout)
-            .with_epsilon(FROZEN_BN_EPS as f64)
-            .with_momentum(0.1)
-            .init(&s.device);
-        bn.gamma = s.param(&format!("{bn_prefix}.weight"), &[cout])?;
-        bn.beta = s.param(&format!("{bn_prefix}.bias"), &[cout])?;
-        let state = |n: &str| -> Result<RunningState<Tensor<1>>> {
-            let t = s.tensor(&format!("{bn_prefix}.{n}"), &[cout])?;
-            Ok(RunningState::new(from_host::<1>(t, &s.device)))
+        let (frozen, trained) = match norm {
+            Norm::Frozen => {
+                let (scale, shift) = s.frozen_bn(bn_prefix, cout)?;
+                let t = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [cout]), &s.device);
+                (Some((t(scale), t(shift))), None)
+            }
+            Norm::Batch => {
+                let mut bn = BatchNormConfig::new(cout)
+                    .with_epsilon(FROZEN_BN_EPS as f64)
+                    .with_momentum(0.1)
+                    .init(&s.device);
+                bn.gamma = s.param(&format!("{bn_prefix}.weight"), &[cout])?;
+                bn.beta = s.param(&format!("{bn_prefix}.bias"), &[cout])?;
+                let state = |n: &str| -> Result<RunningState<Tensor<1>>> {
+                    let t = s.tensor(&format!("{bn_prefix}.{n}"), &[cout])?;
+                    Ok(RunningState::new(from_host::<1>(t, &s.device)))
+                };
+                bn.running_mean = state("running_mean")?;
+                bn.running_var = state("running_var")?;
+                (None, Some(bn))
+            }
         };
-        bn.running_mean = state("running_mean")?;
-        bn.running_var = state("running_var")?;
         Ok(Self {
             weight: s.param(&format!("{prefix}.weight"), &[cout, cin, k, k])?,
             bias: None,
-            bn: None,
-            norm: Some(bn),
+            bn: frozen,
+            norm: trained,
             stride,
             pad: k / 2,
         })

@@ -4,6 +4,7 @@
 //! that `trainable_backbone_layers` freezes run on the host engine instead
 //! ([`FrozenStages`]); their weights never change and pass through to checkpoints unchanged.
 
+pub use super::layers::Norm;
 use super::layers::{Conv, Linear, Readout, Source, UpConv};
 use crate::models::mask_rcnn::backbone::{FeatureMap, ResNet};
 use crate::models::tensor_io::tensor4;
@@ -37,10 +38,11 @@ impl Bottleneck {
         norm: Norm,
     ) -> Result<Self> {
         let c = |i: usize, cin: usize, cout: usize, k: usize, st: usize| {
-            norm.conv(
+            Conv::load_with_norm(
                 s,
                 &format!("{p}.conv{i}"),
                 &format!("{p}.bn{i}"),
+                norm,
                 cin,
                 cout,
                 k,
@@ -49,10 +51,11 @@ impl Bottleneck {
         };
         let out = planes * 4;
         let downsample = if s.named.get(&format!("{p}.downsample.0.weight")).is_some() {
-            Some(norm.conv(
+            Some(Conv::load_with_norm(
                 s,
                 &format!("{p}.downsample.0"),
                 &format!("{p}.downsample.1"),
+                norm,
                 cin,
                 out,
                 1,
@@ -100,36 +103,6 @@ impl Bottleneck {
             None => x,
         };
         relu(y + identity)
-    }
-}
-
-/// How the body's BatchNorms behave in training.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Norm {
-    /// `FrozenBatchNorm2d`: the checkpoint's statistics, a fixed affine (fine-tuning).
-    Frozen,
-    /// `BatchNorm2d` in training mode: batch statistics, trained scale and shift, running
-    /// averages (torchvision's choice without pretrained weights; the whole body trains).
-    Batch,
-}
-
-impl Norm {
-    #[allow(clippy::too_many_arguments)]
-    fn conv(
-        self,
-        s: &Source,
-        prefix: &str,
-        bn_prefix: &str,
-        cin: usize,
-        cout: usize,
-        k: usize,
-        stride: usize,
-    ) -> Result<Conv> {
-        match self {
-            Norm::Frozen => Conv::load_frozen_bn(s, prefix, bn_prefix, cin, cout, k, stride),
-            Norm::Batch => Conv::load_batch_norm(s, prefix, bn_prefix, cin, cout, k, stride),
-        }
     }
 }
 
@@ -245,7 +218,16 @@ pub fn load(
         None
     };
     let stem = if trainable_layers == 5 {
-        Some(norm.conv(&s, "backbone.body.conv1", "backbone.body.bn1", 3, 64, 7, 2)?)
+        Some(Conv::load_with_norm(
+            &s,
+            "backbone.body.conv1",
+            "backbone.body.bn1",
+            norm,
+            3,
+            64,
+            7,
+            2,
+        )?)
     } else {
         None
     };
