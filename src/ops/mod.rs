@@ -8,12 +8,13 @@
 //! * `conv`            2-D convolution: Winograd, 1x1, im2col or depthwise, fused bias + activation
 //! * `conv_backward`   input, weight and bias gradients of the dense stride-1 convolution
 //! * `conv_transpose`  2x2 stride-2 transposed convolution as one product, and its gradients
-//! * `norm`            LayerNorm, LayerNorm2d, BatchNorm folding
+//! * `norm`            LayerNorm, LayerNorm2d, GroupNorm, BatchNorm folding
 //! * `batch_norm`      BatchNorm in training mode (+ ReLU): batch statistics and fused backward
 //! * `activation`      ReLU, GELU (exact / tanh), erf, sigmoid, the vectorisable exp
 //! * `softmax`         row softmax
 //! * `loss`            softmax cross-entropy + soft Dice over class maps, with the logits' gradient
 //! * `attention`       multi-head attention with rotary and score-bias hooks
+//! * `deform_attn`     multi-scale deformable attention (bilinear samples over a feature pyramid)
 //! * `rope`            axial 2-D rotary embeddings
 //! * `pool`            max pooling, 2x2 with the winners' indices and its gradient
 //! * `resize`          bilinear (both align_corners modes, antialiased) and nearest resizing
@@ -31,6 +32,7 @@ pub mod components;
 pub mod conv;
 pub mod conv_backward;
 pub mod conv_transpose;
+pub mod deform_attn;
 pub mod layout;
 pub mod loss;
 pub mod matmul;

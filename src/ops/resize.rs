@@ -7,12 +7,12 @@
 use rayon::prelude::*;
 
 /// One output coordinate's two source taps and their weights.
-type Tap = (usize, usize, f32, f32);
+pub type Tap = (usize, usize, f32, f32);
 
 /// PyTorch's source coordinates for linear interpolation, in f32 as its CPU kernel:
 /// `max(scale * (dst + 0.5) - 0.5, 0)` with `scale = in / out` (`align_corners=False`), or
 /// `dst * (in - 1) / (out - 1)` (`align_corners=True`).
-fn linear_taps(inp: usize, out: usize, align_corners: bool) -> Vec<Tap> {
+pub fn linear_taps(inp: usize, out: usize, align_corners: bool) -> Vec<Tap> {
     (0..out)
         .map(|d| {
             let src = if align_corners {

@@ -6,6 +6,7 @@ mod common;
 mod convert;
 mod datasets;
 mod losses_parity;
+mod mask2former_parity;
 mod maskrcnn_cli;
 mod maskrcnn_parity;
 mod maskrcnn_train_cli;

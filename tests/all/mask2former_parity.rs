@@ -1,0 +1,200 @@
+//! Mask2Former against `transformers`' `Mask2FormerForUniversalSegmentation`
+//! (tools/gen_mask2former_fixtures.py): a reduced Swin model saved with `save_pretrained`, run on
+//! two COCO photos. Bar: every stage's maps and the class and mask logits within 1e-4 relative
+//! L2; panoptic and semantic maps identical on >= 99.9% of pixels, the same segments with the
+//! same labels and scores within 1e-4; the same instances, their masks identical on >= 99.9%.
+//! Multi-scale deformable attention is checked alone (1e-5).
+
+use crate::common::{fixtures, read_fixture, rel_l2, shared_data};
+use segrs::data::image_io::read_image;
+use segrs::models::mask2former::postprocess::{instances, panoptic, semantic};
+use segrs::models::mask2former::{Mask2Former, PostprocessConfig, Predictions};
+use segrs::ops::deform_attn::{DeformLayout, multi_scale_deformable_attention};
+use serde_json::Value;
+
+fn meta() -> Value {
+    let text = std::fs::read_to_string(fixtures().join("mask2former/reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A run-length list `[value, count, ...]` back to the flat map.
+fn unruns(v: &Value) -> Vec<i64> {
+    let a: Vec<i64> = v.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
+    let mut out = Vec::new();
+    for pair in a.chunks(2) {
+        out.extend(std::iter::repeat_n(pair[0], pair[1] as usize));
+    }
+    out
+}
+
+fn agreement(a: &[i64], b: &[i64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64
+}
+
+fn model() -> Mask2Former {
+    Mask2Former::load(&fixtures().join("mask2former/model")).unwrap()
+}
+
+#[test]
+fn deformable_attention_matches_reference() {
+    let t = read_fixture("mask2former/msda.safetensors");
+    let shapes: Vec<(usize, usize)> = serde_json::from_str::<Vec<[usize; 2]>>(&t.metadata["shapes"])
+        .unwrap()
+        .into_iter()
+        .map(|[h, w]| (h, w))
+        .collect();
+    let value = &t.tensors["value"];
+    let (heads, d) = (value.shape[1], value.shape[2]);
+    let points = t.tensors["weights"].shape[3];
+    let got = multi_scale_deformable_attention(
+        &value.data,
+        DeformLayout {
+            shapes: &shapes,
+            heads,
+            head_dim: d,
+            points,
+        },
+        &t.tensors["locations"].data,
+        &t.tensors["weights"].data,
+    );
+    let err = rel_l2(&got, &t.tensors["out"].data);
+    assert!(err < 1e-5, "deformable attention rel L2 {err}");
+}
+
+fn check_segments(got: &[segrs::models::mask2former::Segment], want: &Value, what: &str) {
+    let want = want.as_array().unwrap();
+    assert_eq!(got.len(), want.len(), "{what}: segment count {got:?} vs {want:?}");
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(g.label_id as i64, w["label_id"].as_i64().unwrap(), "{what}: labels");
+        assert_eq!(g.was_fused, w["was_fused"].as_bool().unwrap(), "{what}: fused");
+        let ws = w["score"].as_f64().unwrap();
+        assert!((g.score as f64 - ws).abs() < 1e-4, "{what}: score {} vs {ws}", g.score);
+    }
+}
+
+/// The three outputs from `pred` against the reference's, for photo `p`.
+fn check_outputs(pred: &Predictions, p: &Value, fuse: &[usize], what: &str) {
+    let size = (
+        p["size"][0].as_u64().unwrap() as usize,
+        p["size"][1].as_u64().unwrap() as usize,
+    );
+    let cfg = PostprocessConfig {
+        label_ids_to_fuse: fuse.to_vec(),
+        ..Default::default()
+    };
+    let pan = panoptic(pred, size, &cfg);
+    let ids: Vec<i64> = pan.ids.iter().map(|&v| v as i64).collect();
+    let a = agreement(&ids, &unruns(&p["panoptic_map"]));
+    eprintln!("{what}: panoptic agreement {a}, {} segments", pan.segments.len());
+    assert!(a >= 0.999, "{what}: panoptic map agreement {a}");
+    check_segments(&pan.segments, &p["panoptic"], &format!("{what} panoptic"));
+
+    let sem: Vec<i64> = semantic(pred, size).iter().map(|&v| v as i64).collect();
+    let a = agreement(&sem, &unruns(&p["semantic_map"]));
+    assert!(a >= 0.999, "{what}: semantic map agreement {a}");
+
+    // Instances: the reference's order is unspecified; match by (label, score).
+    let inst = instances(pred, size, &cfg);
+    let want = p["instance"].as_array().unwrap();
+    let masks = p["instance_masks"].as_array().unwrap();
+    assert_eq!(inst.segments.len(), want.len(), "{what}: instance count");
+    let mut used = vec![false; want.len()];
+    for (g, gm) in inst.segments.iter().zip(&inst.masks) {
+        let j = (0..want.len())
+            .filter(|&j| !used[j] && want[j]["label_id"].as_u64().unwrap() as usize == g.label_id)
+            .min_by(|&a, &b| {
+                let d = |j: usize| (want[j]["score"].as_f64().unwrap() - g.score as f64).abs();
+                d(a).total_cmp(&d(b))
+            })
+            .unwrap_or_else(|| panic!("{what}: no reference instance of label {}", g.label_id));
+        used[j] = true;
+        let ws = want[j]["score"].as_f64().unwrap();
+        assert!((g.score as f64 - ws).abs() < 1e-4, "{what}: instance score {} vs {ws}", g.score);
+        let gm: Vec<i64> = gm.iter().map(|&v| v as i64).collect();
+        let a = agreement(&gm, &unruns(&masks[j]));
+        assert!(a >= 0.999, "{what}: instance mask agreement {a}");
+    }
+}
+
+#[test]
+fn mask2former_matches_transformers() {
+    let m = model();
+    let t = read_fixture("mask2former/reference.safetensors");
+    let meta = meta();
+    let fuse: Vec<usize> = meta["label_ids_to_fuse"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    for p in meta["photos"].as_array().unwrap() {
+        let name = p["name"].as_str().unwrap();
+        let get = |k: &str| &t.tensors[&format!("{name}.{k}")];
+        let px = get("pixel_values");
+        let size = (px.shape[1], px.shape[2]);
+        let feats = m.backbone_features(&px.data, size);
+        for (i, f) in feats.iter().enumerate() {
+            let err = rel_l2(&f.data, &get(&format!("backbone.{i}")).data);
+            assert!(err < 1e-4, "{name}: backbone stage {} rel L2 {err}", i + 1);
+        }
+        let dec = m.pixel_decoder_outputs(&px.data, size);
+        for (i, f) in dec.multi_scale.iter().enumerate() {
+            let err = rel_l2(&f.data, &get(&format!("pixel_decoder.{i}")).data);
+            assert!(err < 1e-4, "{name}: pixel decoder level {i} rel L2 {err}");
+        }
+        let err = rel_l2(&dec.mask_features.data, &get("mask_features").data);
+        assert!(err < 1e-4, "{name}: mask features rel L2 {err}");
+
+        let pred = m.forward(&px.data, size);
+        let err = rel_l2(&pred.class_logits, &get("class_logits").data);
+        assert!(err < 1e-4, "{name}: class logits rel L2 {err}");
+        let err_c = err;
+        let err = rel_l2(&pred.mask_logits, &get("mask_logits").data);
+        eprintln!("{name}: class logits rel L2 {err_c:.2e}, mask logits {err:.2e}");
+        assert!(err < 1e-4, "{name}: mask logits rel L2 {err}");
+
+        // Post-processing alone, on the reference's logits, then end to end on ours.
+        let theirs = Predictions {
+            class_logits: get("class_logits").data.clone(),
+            mask_logits: get("mask_logits").data.clone(),
+            ..pred.clone()
+        };
+        check_outputs(&theirs, p, &fuse, &format!("{name} (reference logits)"));
+        check_outputs(&pred, p, &fuse, name);
+    }
+}
+
+/// The image processor's resize and normalisation on the real photos: Pillow's bilinear
+/// against torchvision's antialiased uint8 resize (the same filter; a level apart at most on a
+/// few pixels).
+#[test]
+fn preprocessing_matches_image_processor() {
+    let Some(dir) = shared_data("coco_panoptic_sample") else {
+        return;
+    };
+    let m = model();
+    let t = read_fixture("mask2former/reference.safetensors");
+    for p in meta()["photos"].as_array().unwrap() {
+        let name = p["name"].as_str().unwrap();
+        let pic = read_image(&dir.join(format!("sample_data/input_images/{name}.jpg"))).unwrap();
+        let (x, size) = m.input(&pic.to_rgb8(), pic.height, pic.width);
+        let want = &t.tensors[&format!("{name}.pixel_values")];
+        assert_eq!([3, size.0, size.1], want.shape[..], "{name}: input size");
+        // one level of the channel with the smallest deviation
+        let step = 1.0 / (255.0 * 0.224);
+        let off = x
+            .iter()
+            .zip(&want.data)
+            .filter(|(a, b)| (*a - *b).abs() > 1e-4)
+            .count();
+        let worst = x
+            .iter()
+            .zip(&want.data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!("{name}: {off} of {} values differ, worst {worst}", x.len());
+        assert!(worst <= 1.001 * step, "{name}: worst difference {worst}");
+        assert!((off as f64) < 0.01 * x.len() as f64, "{name}: {off} values differ");
+    }
+}
