@@ -7,6 +7,7 @@ pub mod demo;
 pub mod eval;
 pub mod labels;
 pub mod maskrcnn;
+pub mod panoptic;
 pub mod predict;
 pub mod sam;
 pub mod sam_video;
@@ -51,6 +52,9 @@ pub enum Command {
     /// Mask R-CNN (torchvision checkpoints): instance masks for a folder of images.
     #[command(subcommand)]
     Maskrcnn(maskrcnn::MaskRcnnCommand),
+    /// Mask2Former (Hugging Face model folders): panoptic, instance or semantic segmentation.
+    #[command(subcommand)]
+    Panoptic(panoptic::PanopticCommand),
     /// Join COCO results files (e.g. the shards of one run) into one.
     MergeResults(maskrcnn::MergeArgs),
     /// Serve the models: an HTTP API and a click-to-segment page.
@@ -82,6 +86,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(a) => demo::run(a),
         Command::Sam(a) => sam::run(a),
         Command::Maskrcnn(c) => maskrcnn::run(c),
+        Command::Panoptic(c) => panoptic::run(c),
         Command::MergeResults(a) => maskrcnn::merge(a),
         Command::Convert(c) => convert::run(c),
         Command::Data(c) => data::run(c),

@@ -327,3 +327,39 @@ mod tests {
         assert_eq!(areas, vec![2, 3, 2]);
     }
 }
+
+/// The `segments_info` of a segment-id map: for each `(id, category_id)`, its area and its
+/// bbox `[x, y, w, h]` in the map (segments absent from the map are left out).
+pub fn segments_of(ids: &LabelMap, segments: &[(u32, u32)]) -> Vec<SegmentInfo> {
+    let mut stats: HashMap<u32, (u64, [usize; 4])> = HashMap::new();
+    let w = ids.width;
+    for (i, &id) in ids.data.iter().enumerate() {
+        if id == 0 {
+            continue;
+        }
+        let (x, y) = (i % w, i / w);
+        let e = stats
+            .entry(id)
+            .or_insert((0, [usize::MAX, usize::MAX, 0, 0]));
+        e.0 += 1;
+        e.1 = [e.1[0].min(x), e.1[1].min(y), e.1[2].max(x), e.1[3].max(y)];
+    }
+    segments
+        .iter()
+        .filter_map(|&(id, category_id)| {
+            let (area, b) = stats.get(&id)?;
+            Some(SegmentInfo {
+                id,
+                category_id,
+                iscrowd: false,
+                area: Some(*area),
+                bbox: Some([
+                    b[0] as f64,
+                    b[1] as f64,
+                    (b[2] - b[0] + 1) as f64,
+                    (b[3] - b[1] + 1) as f64,
+                ]),
+            })
+        })
+        .collect()
+}

@@ -7,6 +7,7 @@ mod convert;
 mod datasets;
 mod losses_parity;
 mod mask2former_parity;
+mod mask2former_cli;
 mod maskrcnn_cli;
 mod maskrcnn_parity;
 mod maskrcnn_train_cli;
