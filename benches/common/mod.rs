@@ -1,5 +1,6 @@
 //! What the benchmarks share: timing, thread count, the CPU's name, BENCHMARKS.md sections.
 
+use segrs::ops::profile::{self, OpTotal};
 use std::time::Instant;
 
 /// Median of `n` timed runs of `f` (seconds), after one warm-up run.
@@ -327,4 +328,55 @@ pub fn unet_train_step(
         model = optim.step(1e-3, model.clone(), grads);
         let _ = model.out_conv.weight.val().into_data();
     }
+}
+
+/// The unprofiled median of `run` (seconds) and the totals of `repeats` profiled runs.
+#[allow(dead_code)] // each bench compiles this module; not all of them call this
+pub fn profiled(repeats: usize, mut run: impl FnMut()) -> (f64, Vec<OpTotal>) {
+    let plain = timed(repeats, &mut run);
+    profile::take();
+    profile::enable(true);
+    for _ in 0..repeats {
+        run();
+    }
+    profile::enable(false);
+    (plain, profile::take())
+}
+
+/// The markdown table of per-op totals over `repeats` runs, under `title`.
+#[allow(dead_code)] // each bench compiles this module; not all of them call this
+pub fn table(title: &str, ops: &[OpTotal], repeats: usize) -> String {
+    let r = repeats as f64;
+    let total: f64 = ops.iter().map(|o| o.seconds).sum::<f64>() / r;
+    let mut md = format!(
+        "{title}\n\n| op | calls | time | share | GFLOP | GFLOP/s |\n|---|---|---|---|---|---|\n"
+    );
+    for o in ops {
+        let secs = o.seconds / r;
+        let gflop = o.flops / r / 1e9;
+        md += &format!(
+            "| {} | {} | {:.1} ms | {:.1}% | {} | {} |\n",
+            o.name,
+            (o.calls as f64 / r).round(),
+            secs * 1e3,
+            100.0 * secs / total,
+            if gflop > 0.05 {
+                format!("{gflop:.1}")
+            } else {
+                "-".into()
+            },
+            if gflop > 0.05 {
+                format!("{:.0}", gflop / secs)
+            } else {
+                "-".into()
+            },
+        );
+    }
+    let all_flops: f64 = ops.iter().map(|o| o.flops).sum::<f64>() / r / 1e9;
+    md += &format!(
+        "| **all** | | **{:.1} ms** | 100% | {all_flops:.1} | {:.0} |\n",
+        total * 1e3,
+        all_flops / total
+    );
+    md
 }

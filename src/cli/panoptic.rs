@@ -106,13 +106,16 @@ fn categories(path: Option<&Path>, labels: &[String]) -> Result<Categories> {
             stuff: Vec::new(),
         });
     };
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
     let v: Value = serde_json::from_str(&text)
         .map_err(|e| anyhow::anyhow!("{}: malformed JSON: {e}", path.display()))?;
     let list = v.get("categories").cloned().unwrap_or(v);
     let list: Vec<PanopticCategory> = serde_json::from_value(list).map_err(|e| {
-        anyhow::anyhow!("{}: not a list of categories (id, name, isthing): {e}", path.display())
+        anyhow::anyhow!(
+            "{}: not a list of categories (id, name, isthing): {e}",
+            path.display()
+        )
     })?;
     let by_name: std::collections::HashMap<&str, &PanopticCategory> =
         list.iter().map(|c| (c.name.as_str(), c)).collect();
@@ -146,7 +149,10 @@ fn numbered_images(a: &PredictArgs) -> Result<Vec<(u64, String, PathBuf)>> {
     let files: Vec<PathBuf> = if a.images.is_file() {
         vec![a.images.clone()]
     } else if a.images.is_dir() {
-        list_images(&a.images)?.into_iter().map(|(_, p)| p).collect()
+        list_images(&a.images)?
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect()
     } else {
         bail!("{}: no such image or folder", a.images.display());
     };
@@ -168,7 +174,10 @@ fn numbered_images(a: &PredictArgs) -> Result<Vec<(u64, String, PathBuf)>> {
                 images
                     .iter()
                     .filter_map(|im| {
-                        Some((im.get("file_name")?.as_str()?.to_string(), im.get("id")?.as_u64()?))
+                        Some((
+                            im.get("file_name")?.as_str()?.to_string(),
+                            im.get("id")?.as_u64()?,
+                        ))
                     })
                     .collect(),
             )
@@ -221,11 +230,15 @@ fn predict(a: PredictArgs) -> Result<()> {
         Task::Semantic => Some("semantic"),
         Task::Instance => None,
     };
-    for d in sub.into_iter().chain((!a.no_overlays).then_some("overlays")) {
+    for d in sub
+        .into_iter()
+        .chain((!a.no_overlays).then_some("overlays"))
+    {
         std::fs::create_dir_all(a.out.join(d))
             .with_context(|| format!("{}: cannot create", a.out.join(d).display()))?;
     }
-    std::fs::create_dir_all(&a.out).with_context(|| format!("{}: cannot create", a.out.display()))?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("{}: cannot create", a.out.display()))?;
     let bar = indicatif::ProgressBar::new(images.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -256,8 +269,11 @@ fn predict(a: PredictArgs) -> Result<()> {
                 };
                 let png = format!("{stem}.png");
                 write_id_png(&a.out.join("panoptic").join(&png), &map)?;
-                let pairs: Vec<(u32, u32)> =
-                    p.segments.iter().map(|s| (s.id, cats.ids[s.label_id])).collect();
+                let pairs: Vec<(u32, u32)> = p
+                    .segments
+                    .iter()
+                    .map(|s| (s.id, cats.ids[s.label_id]))
+                    .collect();
                 let segs = segments_of(&map, &pairs);
                 count += segs.len();
                 annotations.push(PanopticAnnotation {
@@ -340,7 +356,11 @@ fn predict(a: PredictArgs) -> Result<()> {
                 &p,
                 &json!({"images": image_records, "annotations": annotations, "categories": cats.list}),
             )?;
-            format!("{count} segments -> {} and {}", p.display(), a.out.join("panoptic").display())
+            format!(
+                "{count} segments -> {} and {}",
+                p.display(),
+                a.out.join("panoptic").display()
+            )
         }
         Task::Instance => {
             let p = a.out.join(format!("results{suffix}.json"));

@@ -296,38 +296,6 @@ pub fn convert_from_maps(
     Ok(n)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn maps_round_trip_through_panoptic() {
-        let things: HashMap<u32, bool> = [(1, true), (7, false)].into_iter().collect();
-        let sem = LabelMap {
-            width: 4,
-            height: 2,
-            data: vec![1, 1, 7, 255, 1, 7, 7, 1],
-        };
-        let inst = LabelMap {
-            width: 4,
-            height: 2,
-            data: vec![1, 1, 0, 0, 2, 0, 0, 2],
-        };
-        let (ids, segs) = from_maps(&sem, &inst, &things).unwrap();
-        assert_eq!(segs.len(), 3);
-        let ann = PanopticAnnotation {
-            image_id: serde_json::json!(1),
-            file_name: "x.png".into(),
-            segments_info: segs,
-        };
-        let (sem2, inst2) = to_maps(&ann, &ids, Path::new("x.png"), &things).unwrap();
-        assert_eq!(sem2, sem);
-        assert_eq!(inst2.data, vec![1, 1, 0, 0, 2, 0, 0, 2]);
-        let areas: Vec<u64> = ann.segments_info.iter().map(|s| s.area.unwrap()).collect();
-        assert_eq!(areas, vec![2, 3, 2]);
-    }
-}
-
 /// The `segments_info` of a segment-id map: for each `(id, category_id)`, its area and its
 /// bbox `[x, y, w, h]` in the map (segments absent from the map are left out).
 pub fn segments_of(ids: &LabelMap, segments: &[(u32, u32)]) -> Vec<SegmentInfo> {
@@ -362,4 +330,36 @@ pub fn segments_of(ids: &LabelMap, segments: &[(u32, u32)]) -> Vec<SegmentInfo> 
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_round_trip_through_panoptic() {
+        let things: HashMap<u32, bool> = [(1, true), (7, false)].into_iter().collect();
+        let sem = LabelMap {
+            width: 4,
+            height: 2,
+            data: vec![1, 1, 7, 255, 1, 7, 7, 1],
+        };
+        let inst = LabelMap {
+            width: 4,
+            height: 2,
+            data: vec![1, 1, 0, 0, 2, 0, 0, 2],
+        };
+        let (ids, segs) = from_maps(&sem, &inst, &things).unwrap();
+        assert_eq!(segs.len(), 3);
+        let ann = PanopticAnnotation {
+            image_id: serde_json::json!(1),
+            file_name: "x.png".into(),
+            segments_info: segs,
+        };
+        let (sem2, inst2) = to_maps(&ann, &ids, Path::new("x.png"), &things).unwrap();
+        assert_eq!(sem2, sem);
+        assert_eq!(inst2.data, vec![1, 1, 0, 0, 2, 0, 0, 2]);
+        let areas: Vec<u64> = ann.segments_info.iter().map(|s| s.area.unwrap()).collect();
+        assert_eq!(areas, vec![2, 3, 2]);
+    }
 }

@@ -41,11 +41,23 @@ pub fn multi_scale_deformable_attention(
     } = layout;
     let levels = shapes.len();
     let width = heads * d;
-    assert_eq!(value.len(), layout.tokens() * width, "deformable attention values");
+    assert_eq!(
+        value.len(),
+        layout.tokens() * width,
+        "deformable attention values"
+    );
     let per_query = heads * levels * points;
-    assert_eq!(weights.len() % per_query.max(1), 0, "deformable attention weights");
+    assert_eq!(
+        weights.len() % per_query.max(1),
+        0,
+        "deformable attention weights"
+    );
     let queries = weights.len() / per_query.max(1);
-    assert_eq!(locations.len(), 2 * weights.len(), "deformable attention locations");
+    assert_eq!(
+        locations.len(),
+        2 * weights.len(),
+        "deformable attention locations"
+    );
     let starts: Vec<usize> = shapes
         .iter()
         .scan(0, |s, (h, w)| {

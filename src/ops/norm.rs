@@ -107,21 +107,22 @@ pub fn fold_batchnorm(w: &mut [f32], b: &mut [f32], bn: &BatchNormParams) {
 /// then each channel scaled and shifted.
 pub fn group_norm(x: &mut [f32], groups: usize, w: &[f32], b: &[f32], hw: usize, eps: f32) {
     let c = w.len();
-    assert!(groups > 0 && c.is_multiple_of(groups), "channels split into groups");
+    assert!(
+        groups > 0 && c.is_multiple_of(groups),
+        "channels split into groups"
+    );
     assert_eq!(x.len(), c * hw, "group norm input size");
     let per = c / groups;
-    x.par_chunks_mut(per * hw)
-        .enumerate()
-        .for_each(|(g, run)| {
-            let n = run.len() as f64;
-            let mean = run.iter().map(|&v| v as f64).sum::<f64>() / n;
-            let var = run.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-            let inv = 1.0 / (var + eps as f64).sqrt();
-            for (k, row) in run.chunks_mut(hw).enumerate() {
-                let ch = g * per + k;
-                let scale = (inv * w[ch] as f64) as f32;
-                let shift = (b[ch] as f64 - mean * inv * w[ch] as f64) as f32;
-                row.iter_mut().for_each(|v| *v = *v * scale + shift);
-            }
-        });
+    x.par_chunks_mut(per * hw).enumerate().for_each(|(g, run)| {
+        let n = run.len() as f64;
+        let mean = run.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let var = run.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+        let inv = 1.0 / (var + eps as f64).sqrt();
+        for (k, row) in run.chunks_mut(hw).enumerate() {
+            let ch = g * per + k;
+            let scale = (inv * w[ch] as f64) as f32;
+            let shift = (b[ch] as f64 - mean * inv * w[ch] as f64) as f32;
+            row.iter_mut().for_each(|v| *v = *v * scale + shift);
+        }
+    });
 }

@@ -53,7 +53,8 @@ fn panoptic_predict_then_eval_on_coco() {
             &out.join("panoptic").join(a["file_name"].as_str().unwrap()),
         )
         .unwrap();
-        let pic = segrs::data::image_io::read_image(&images.join(format!("{:012}.jpg", id))).unwrap();
+        let pic =
+            segrs::data::image_io::read_image(&images.join(format!("{:012}.jpg", id))).unwrap();
         assert_eq!((png.width, png.height), (pic.width, pic.height));
         let infos = a["segments_info"].as_array().unwrap();
         segments += infos.len();
@@ -86,7 +87,10 @@ fn panoptic_predict_then_eval_on_coco() {
         cats.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains("PQ") && stdout.contains("Things"), "{stdout}");
+    assert!(
+        stdout.contains("PQ") && stdout.contains("Things"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -134,7 +138,11 @@ fn instance_and_semantic_tasks() {
 fn shards_split_the_images() {
     let dir = tmp("m2f-shard-in");
     for n in ["a", "b", "c"] {
-        std::fs::copy(fixtures().join("maskrcnn/dog.jpg"), dir.join(format!("{n}.jpg"))).unwrap();
+        std::fs::copy(
+            fixtures().join("maskrcnn/dog.jpg"),
+            dir.join(format!("{n}.jpg")),
+        )
+        .unwrap();
     }
     let out = tmp("m2f-shard");
     let (code, stdout, stderr) = segrs(&[
@@ -160,8 +168,16 @@ fn shards_split_the_images() {
         .collect();
     assert_eq!(names, ["b.png"]);
     let (code, _, stderr) = segrs(&[
-        "panoptic", "predict", "--model", &model(), "--images", dir.to_str().unwrap(), "--out",
-        out.to_str().unwrap(), "--shard", "2/2",
+        "panoptic",
+        "predict",
+        "--model",
+        &model(),
+        "--images",
+        dir.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--shard",
+        "2/2",
     ]);
     assert_ne!(code, 0);
     assert!(stderr.contains("shard 2/2"), "{stderr}");
@@ -191,7 +207,10 @@ fn wrong_model_folders_are_named() {
     std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
     let (code, _, stderr) = run(&dir);
     assert_ne!(code, 0);
-    assert!(stderr.contains("backbone \"resnet\" is not supported"), "{stderr}");
+    assert!(
+        stderr.contains("backbone \"resnet\" is not supported"),
+        "{stderr}"
+    );
     // No weights.
     let dir = tmp("m2f-noweights");
     std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
@@ -206,7 +225,10 @@ fn wrong_model_folders_are_named() {
     std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
     let (code, _, stderr) = run(&dir);
     assert_ne!(code, 0);
-    assert!(stderr.contains("the config and the weights disagree"), "{stderr}");
+    assert!(
+        stderr.contains("the config and the weights disagree"),
+        "{stderr}"
+    );
     // Malformed JSON.
     let dir = tmp("m2f-badjson");
     std::fs::write(dir.join("config.json"), "{not json").unwrap();

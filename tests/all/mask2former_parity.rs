@@ -19,7 +19,12 @@ fn meta() -> Value {
 
 /// A run-length list `[value, count, ...]` back to the flat map.
 fn unruns(v: &Value) -> Vec<i64> {
-    let a: Vec<i64> = v.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
+    let a: Vec<i64> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect();
     let mut out = Vec::new();
     for pair in a.chunks(2) {
         out.extend(std::iter::repeat_n(pair[0], pair[1] as usize));
@@ -39,11 +44,12 @@ fn model() -> Mask2Former {
 #[test]
 fn deformable_attention_matches_reference() {
     let t = read_fixture("mask2former/msda.safetensors");
-    let shapes: Vec<(usize, usize)> = serde_json::from_str::<Vec<[usize; 2]>>(&t.metadata["shapes"])
-        .unwrap()
-        .into_iter()
-        .map(|[h, w]| (h, w))
-        .collect();
+    let shapes: Vec<(usize, usize)> =
+        serde_json::from_str::<Vec<[usize; 2]>>(&t.metadata["shapes"])
+            .unwrap()
+            .into_iter()
+            .map(|[h, w]| (h, w))
+            .collect();
     let value = &t.tensors["value"];
     let (heads, d) = (value.shape[1], value.shape[2]);
     let points = t.tensors["weights"].shape[3];
@@ -64,12 +70,28 @@ fn deformable_attention_matches_reference() {
 
 fn check_segments(got: &[segrs::models::mask2former::Segment], want: &Value, what: &str) {
     let want = want.as_array().unwrap();
-    assert_eq!(got.len(), want.len(), "{what}: segment count {got:?} vs {want:?}");
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: segment count {got:?} vs {want:?}"
+    );
     for (g, w) in got.iter().zip(want) {
-        assert_eq!(g.label_id as i64, w["label_id"].as_i64().unwrap(), "{what}: labels");
-        assert_eq!(g.was_fused, w["was_fused"].as_bool().unwrap(), "{what}: fused");
+        assert_eq!(
+            g.label_id as i64,
+            w["label_id"].as_i64().unwrap(),
+            "{what}: labels"
+        );
+        assert_eq!(
+            g.was_fused,
+            w["was_fused"].as_bool().unwrap(),
+            "{what}: fused"
+        );
         let ws = w["score"].as_f64().unwrap();
-        assert!((g.score as f64 - ws).abs() < 1e-4, "{what}: score {} vs {ws}", g.score);
+        assert!(
+            (g.score as f64 - ws).abs() < 1e-4,
+            "{what}: score {} vs {ws}",
+            g.score
+        );
     }
 }
 
@@ -86,7 +108,10 @@ fn check_outputs(pred: &Predictions, p: &Value, fuse: &[usize], what: &str) {
     let pan = panoptic(pred, size, &cfg);
     let ids: Vec<i64> = pan.ids.iter().map(|&v| v as i64).collect();
     let a = agreement(&ids, &unruns(&p["panoptic_map"]));
-    eprintln!("{what}: panoptic agreement {a}, {} segments", pan.segments.len());
+    eprintln!(
+        "{what}: panoptic agreement {a}, {} segments",
+        pan.segments.len()
+    );
     assert!(a >= 0.999, "{what}: panoptic map agreement {a}");
     check_segments(&pan.segments, &p["panoptic"], &format!("{what} panoptic"));
 
@@ -110,7 +135,11 @@ fn check_outputs(pred: &Predictions, p: &Value, fuse: &[usize], what: &str) {
             .unwrap_or_else(|| panic!("{what}: no reference instance of label {}", g.label_id));
         used[j] = true;
         let ws = want[j]["score"].as_f64().unwrap();
-        assert!((g.score as f64 - ws).abs() < 1e-4, "{what}: instance score {} vs {ws}", g.score);
+        assert!(
+            (g.score as f64 - ws).abs() < 1e-4,
+            "{what}: instance score {} vs {ws}",
+            g.score
+        );
         let gm: Vec<i64> = gm.iter().map(|&v| v as i64).collect();
         let a = agreement(&gm, &unruns(&masks[j]));
         assert!(a >= 0.999, "{what}: instance mask agreement {a}");
@@ -195,6 +224,70 @@ fn preprocessing_matches_image_processor() {
             .fold(0.0f32, f32::max);
         eprintln!("{name}: {off} of {} values differ, worst {worst}", x.len());
         assert!(worst <= 1.001 * step, "{name}: worst difference {worst}");
-        assert!((off as f64) < 0.01 * x.len() as f64, "{name}: {off} values differ");
+        assert!(
+            (off as f64) < 0.01 * x.len() as f64,
+            "{name}: {off} values differ"
+        );
     }
+}
+
+/// The same weights split into shards with an index (as `save_pretrained` writes large models),
+/// under the backbone names `transformers` 5 uses in memory (`q_proj`, `mlp.fc1`,
+/// `swin.encoder`): the same network.
+#[test]
+fn sharded_and_renamed_checkpoints_load_the_same_network() {
+    use segrs::weights::safetensors;
+    use std::collections::BTreeMap;
+    let src = fixtures().join("mask2former/model");
+    let named = safetensors::read(&src.join("model.safetensors")).unwrap();
+    let dir = crate::common::tmp("m2f-sharded");
+    std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
+    std::fs::copy(
+        src.join("preprocessor_config.json"),
+        dir.join("preprocessor_config.json"),
+    )
+    .unwrap();
+    let rename = |k: &str| {
+        k.replace("encoder.encoder.", "encoder.swin.encoder.")
+            .replace("attention.self.query", "attention.q_proj")
+            .replace("attention.self.key", "attention.k_proj")
+            .replace("attention.self.value", "attention.v_proj")
+            .replace(
+                "attention.self.relative_position_bias_table",
+                "attention.relative_position_bias.relative_position_bias_table",
+            )
+            .replace("attention.output.dense", "attention.o_proj")
+            .replace("intermediate.dense", "mlp.fc1")
+            .replace("blocks.0.output.dense", "blocks.0.mlp.fc2")
+            .replace("blocks.1.output.dense", "blocks.1.mlp.fc2")
+    };
+    let mut shards: [BTreeMap<String, segrs::weights::HostTensor>; 2] = Default::default();
+    let mut map = serde_json::Map::new();
+    for (i, (k, t)) in named.tensors.iter().enumerate() {
+        let k = rename(k);
+        let file = format!("model-0000{}-of-00002.safetensors", i % 2 + 1);
+        map.insert(k.clone(), Value::from(file));
+        shards[i % 2].insert(k, t.clone());
+    }
+    for (i, s) in shards.iter().enumerate() {
+        let p = dir.join(format!("model-0000{}-of-00002.safetensors", i + 1));
+        safetensors::write(&p, s, &BTreeMap::new()).unwrap();
+    }
+    std::fs::write(
+        dir.join("model.safetensors.index.json"),
+        serde_json::json!({"metadata": {}, "weight_map": map}).to_string(),
+    )
+    .unwrap();
+    let a = model();
+    let b = Mask2Former::load(&dir).unwrap();
+    let t = read_fixture("mask2former/reference.safetensors");
+    let px = &t.tensors["000000142238.pixel_values"];
+    let size = (px.shape[1], px.shape[2]);
+    let (pa, pb) = (a.forward(&px.data, size), b.forward(&px.data, size));
+    assert_eq!(pa.class_logits, pb.class_logits);
+    assert_eq!(pa.mask_logits, pb.mask_logits);
+    // A shard the index names but that is missing.
+    std::fs::remove_file(dir.join("model-00002-of-00002.safetensors")).unwrap();
+    let err = Mask2Former::load(&dir).err().expect("missing shard");
+    assert!(format!("{err:#}").contains("which is missing"), "{err:#}");
 }

@@ -82,7 +82,12 @@ fn list_of(v: &Value, key: &str, default: &[usize], file: &Path) -> Result<Vec<u
             .iter()
             .map(|x| x.as_u64().map(|n| n as usize))
             .collect::<Option<Vec<_>>>()
-            .with_context(|| format!("{}: \"{key}\" is not a list of whole numbers", file.display())),
+            .with_context(|| {
+                format!(
+                    "{}: \"{key}\" is not a list of whole numbers",
+                    file.display()
+                )
+            }),
         Some(_) => bail!("{}: \"{key}\" is not a list", file.display()),
     }
 }
@@ -90,7 +95,8 @@ fn list_of(v: &Value, key: &str, default: &[usize], file: &Path) -> Result<Vec<u
 fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("{}: cannot read", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: malformed JSON: {e}", path.display()))
+    serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: malformed JSON: {e}", path.display()))
 }
 
 impl Mask2FormerConfig {
@@ -106,10 +112,16 @@ impl Mask2FormerConfig {
             );
         }
         if v.get("use_timm_backbone").and_then(Value::as_bool) == Some(true) {
-            bail!("{}: timm backbones are not supported (Swin only)", path.display());
+            bail!(
+                "{}: timm backbones are not supported (Swin only)",
+                path.display()
+            );
         }
         let b = v.get("backbone_config").cloned().unwrap_or(Value::Null);
-        let bkind = b.get("model_type").and_then(Value::as_str).unwrap_or("swin");
+        let bkind = b
+            .get("model_type")
+            .and_then(Value::as_str)
+            .unwrap_or("swin");
         if bkind != "swin" {
             bail!(
                 "{}: backbone \"{bkind}\" is not supported; segrs' Mask2Former runs Swin backbones",
@@ -117,17 +129,26 @@ impl Mask2FormerConfig {
             );
         }
         if b.get("use_absolute_embeddings").and_then(Value::as_bool) == Some(true) {
-            bail!("{}: Swin with absolute position embeddings is not supported", path.display());
+            bail!(
+                "{}: Swin with absolute position embeddings is not supported",
+                path.display()
+            );
         }
         if let Some(act) = b.get("hidden_act").and_then(Value::as_str)
             && act != "gelu"
         {
-            bail!("{}: Swin activation \"{act}\" is not supported (gelu only)", path.display());
+            bail!(
+                "{}: Swin activation \"{act}\" is not supported (gelu only)",
+                path.display()
+            );
         }
         if let Some(act) = v.get("activation_function").and_then(Value::as_str)
             && act != "relu"
         {
-            bail!("{}: decoder activation \"{act}\" is not supported (relu only)", path.display());
+            bail!(
+                "{}: decoder activation \"{act}\" is not supported (relu only)",
+                path.display()
+            );
         }
         let backbone = SwinConfig {
             embed_dim: usize_of(&b, "embed_dim", 96, path)?,
@@ -136,24 +157,33 @@ impl Mask2FormerConfig {
             window_size: usize_of(&b, "window_size", 7, path)?,
             patch_size: usize_of(&b, "patch_size", 4, path)?,
             mlp_ratio: b.get("mlp_ratio").and_then(Value::as_f64).unwrap_or(4.0),
-            layer_norm_eps: b.get("layer_norm_eps").and_then(Value::as_f64).unwrap_or(1e-5) as f32,
+            layer_norm_eps: b
+                .get("layer_norm_eps")
+                .and_then(Value::as_f64)
+                .unwrap_or(1e-5) as f32,
         };
         if backbone.depths.len() != 4 || backbone.num_heads.len() != 4 {
-            bail!("{}: Swin needs 4 stages (depths and num_heads)", path.display());
+            bail!(
+                "{}: Swin needs 4 stages (depths and num_heads)",
+                path.display()
+            );
         }
         if let Some(Value::Array(outs)) = b.get("out_features")
             && outs.len() != 4
         {
-            bail!("{}: the backbone must give all 4 stages (out_features)", path.display());
+            bail!(
+                "{}: the backbone must give all 4 stages (out_features)",
+                path.display()
+            );
         }
         let mut labels = Vec::new();
         if let Some(Value::Object(m)) = v.get("id2label") {
             let mut pairs: Vec<(usize, String)> = m
                 .iter()
                 .map(|(k, name)| {
-                    let i = k
-                        .parse::<usize>()
-                        .with_context(|| format!("{}: id2label key \"{k}\" is not an index", path.display()))?;
+                    let i = k.parse::<usize>().with_context(|| {
+                        format!("{}: id2label key \"{k}\" is not an index", path.display())
+                    })?;
                     Ok((i, name.as_str().unwrap_or_default().to_string()))
                 })
                 .collect::<Result<_>>()?;
@@ -188,7 +218,10 @@ impl Mask2FormerConfig {
         if cfg.feature_strides.len() != 4 {
             bail!("{}: feature_strides needs 4 entries", path.display());
         }
-        if cfg.decoder_layers == 0 || cfg.feature_size % 32 != 0 || cfg.num_attention_heads == 0 {
+        if cfg.decoder_layers == 0
+            || !cfg.feature_size.is_multiple_of(32)
+            || cfg.num_attention_heads == 0
+        {
             bail!(
                 "{}: decoder_layers must be at least 1 and feature_size a multiple of 32 (GroupNorm)",
                 path.display()
@@ -211,20 +244,29 @@ impl Preprocess {
         if let Some(r) = v.get("resample").and_then(Value::as_u64)
             && r != 2
         {
-            bail!("{}: resample {r} is not supported (2, bilinear, only)", path.display());
+            bail!(
+                "{}: resample {r} is not supported (2, bilinear, only)",
+                path.display()
+            );
         }
         match v.get("size") {
             Some(Value::Object(m)) => {
                 if let Some(s) = m.get("shortest_edge").and_then(Value::as_u64) {
                     p.shortest_edge = s as usize;
-                    p.longest_edge = m.get("longest_edge").and_then(Value::as_u64).map(|x| x as usize);
+                    p.longest_edge = m
+                        .get("longest_edge")
+                        .and_then(Value::as_u64)
+                        .map(|x| x as usize);
                 } else {
                     bail!("{}: size needs \"shortest_edge\"", path.display());
                 }
             }
             Some(Value::Number(n)) => {
                 p.shortest_edge = n.as_u64().unwrap_or(800) as usize;
-                p.longest_edge = v.get("max_size").and_then(Value::as_u64).map(|x| x as usize);
+                p.longest_edge = v
+                    .get("max_size")
+                    .and_then(Value::as_u64)
+                    .map(|x| x as usize);
             }
             _ => {}
         }
@@ -301,7 +343,10 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
             return Ok(vec![p]);
         }
     }
-    for index in ["model.safetensors.index.json", "pytorch_model.bin.index.json"] {
+    for index in [
+        "model.safetensors.index.json",
+        "pytorch_model.bin.index.json",
+    ] {
         let p = dir.join(index);
         if !p.exists() {
             continue;
@@ -320,7 +365,11 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
         files.dedup();
         for f in &files {
             if !f.exists() {
-                bail!("{}: names shard {}, which is missing", p.display(), f.display());
+                bail!(
+                    "{}: names shard {}, which is missing",
+                    p.display(),
+                    f.display()
+                );
             }
         }
         return Ok(files);
@@ -361,7 +410,10 @@ fn published_name(key: &str) -> String {
 impl ModelFolder {
     pub fn read(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
-            bail!("{}: not a model folder (config.json + model.safetensors)", dir.display());
+            bail!(
+                "{}: not a model folder (config.json + model.safetensors)",
+                dir.display()
+            );
         }
         let config = Mask2FormerConfig::read(&dir.join("config.json"))?;
         let preprocess = Preprocess::read(&dir.join("preprocessor_config.json"))?;

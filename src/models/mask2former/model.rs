@@ -7,7 +7,6 @@ use super::pixel_decoder::PixelDecoder;
 use super::swin::Swin;
 use super::transformer_decoder::{Predictions, TransformerDecoder};
 use crate::nn::Weights;
-use crate::ops::profile::scope;
 use crate::sam::resize::pil_resize_bilinear;
 use anyhow::{Result, bail};
 use std::path::Path;
@@ -124,10 +123,7 @@ impl Mask2Former {
 
     /// The network on normalised pixels `[3, h, w]`.
     pub fn forward(&self, pixels: &[f32], (h, w): (usize, usize)) -> Predictions {
-        let features = {
-            let _t = scope("swin backbone", 0.0);
-            self.backbone.forward(pixels, h, w)
-        };
+        let features = self.backbone.forward(pixels, h, w);
         let px = self.pixel_decoder.forward(&features);
         self.decoder.forward(&px)
     }
@@ -139,7 +135,11 @@ impl Mask2Former {
     }
 
     /// The backbone's feature maps (for checks against the reference).
-    pub fn backbone_features(&self, pixels: &[f32], (h, w): (usize, usize)) -> Vec<super::swin::FeatureMap> {
+    pub fn backbone_features(
+        &self,
+        pixels: &[f32],
+        (h, w): (usize, usize),
+    ) -> Vec<super::swin::FeatureMap> {
         self.backbone.forward(pixels, h, w)
     }
 
@@ -149,6 +149,7 @@ impl Mask2Former {
         pixels: &[f32],
         size: (usize, usize),
     ) -> super::pixel_decoder::PixelDecoderOutput {
-        self.pixel_decoder.forward(&self.backbone_features(pixels, size))
+        self.pixel_decoder
+            .forward(&self.backbone_features(pixels, size))
     }
 }

@@ -213,7 +213,7 @@ impl PixelDecoder {
             });
             start += h * w;
         }
-        let _t = scope("pixel decoder FPN", 0.0);
+        let _t = scope("pixel decoder FPN and mask projection", 0.0);
         let finer = features.len() - LEVELS;
         for (k, (lateral, output)) in self.fpn.iter().enumerate() {
             let f = &features[finer - 1 - k];
@@ -268,7 +268,10 @@ impl PixelDecoder {
         let mut weights = layer.attention_weights.forward(&query, n);
         softmax_rows(&mut weights, LEVELS * POINTS);
         let mut locations = offsets;
-        for (q, loc) in locations.chunks_mut(heads * LEVELS * POINTS * 2).enumerate() {
+        for (q, loc) in locations
+            .chunks_mut(heads * LEVELS * POINTS * 2)
+            .enumerate()
+        {
             let (rx, ry) = (reference[2 * q], reference[2 * q + 1]);
             for (i, xy) in loc.chunks_mut(2).enumerate() {
                 let (lh, lw) = shapes[(i / POINTS) % LEVELS];

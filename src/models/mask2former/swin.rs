@@ -190,7 +190,14 @@ impl Swin {
     }
 }
 
-fn load_block(w: &Weights, dim: usize, heads: usize, ws: usize, odd: bool, cfg: &SwinConfig) -> Block {
+fn load_block(
+    w: &Weights,
+    dim: usize,
+    heads: usize,
+    ws: usize,
+    odd: bool,
+    cfg: &SwinConfig,
+) -> Block {
     let eps = cfg.layer_norm_eps;
     let att = w.pp("attention");
     let sa = att.pp("self");

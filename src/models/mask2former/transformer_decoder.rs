@@ -32,6 +32,10 @@ struct DecoderLayer {
     final_norm: LayerNorm,
 }
 
+/// One level's keys and values `[hw, dim]` (with the level embedding), their sine positions,
+/// and the level's size.
+type Level = (Vec<f32>, Vec<f32>, (usize, usize));
+
 pub struct TransformerDecoder {
     /// 1x1 projections of the levels when the pixel decoder's width differs (else identity).
     input_projections: Vec<Option<Conv2d>>,
@@ -94,7 +98,12 @@ impl TransformerDecoder {
                     cross_v: part(2),
                     cross_out: Linear::load(&ca.pp("out_proj"), dim, dim),
                     cross_norm: LayerNorm::load(&lw.pp("cross_attn_layer_norm"), dim, 1e-5),
-                    self_attn: Attention::load(&lw.pp("self_attn"), dim, dim, cfg.num_attention_heads),
+                    self_attn: Attention::load(
+                        &lw.pp("self_attn"),
+                        dim,
+                        dim,
+                        cfg.num_attention_heads,
+                    ),
                     self_norm: LayerNorm::load(&lw.pp("self_attn_layer_norm"), dim, 1e-5),
                     fc1: Linear::load(&lw.pp("fc1"), dim, cfg.dim_feedforward),
                     fc2: Linear::load(&lw.pp("fc2"), cfg.dim_feedforward, dim),
@@ -131,7 +140,7 @@ impl TransformerDecoder {
     pub fn forward(&self, px: &PixelDecoderOutput) -> Predictions {
         let (dim, nq) = (self.dim, self.queries);
         // Keys and values per level: `[hw, dim]` rows, and their positions.
-        let levels: Vec<(Vec<f32>, Vec<f32>, (usize, usize))> = px
+        let levels: Vec<Level> = px
             .multi_scale
             .iter()
             .enumerate()
@@ -155,9 +164,11 @@ impl TransformerDecoder {
         self.norm.forward(&mut normed);
         let (mut mask, mut allowed) = self.predict_mask(&normed, mf, levels[0].2);
         for (i, layer) in self.layers.iter().enumerate() {
-            let _t = scope("masked-attention decoder", 0.0);
             let (keys, pos, size) = &levels[i % LEVELS];
-            hidden = self.layer(layer, &hidden, keys, pos, size.0 * size.1, &allowed);
+            hidden = {
+                let _t = scope("masked-attention decoder layers", 0.0);
+                self.layer(layer, &hidden, keys, pos, size.0 * size.1, &allowed)
+            };
             normed = hidden.clone();
             self.norm.forward(&mut normed);
             (mask, allowed) = self.predict_mask(&normed, mf, levels[(i + 1) % LEVELS].2);
