@@ -27,6 +27,7 @@ from transformers import (
     Mask2FormerConfig,
     Mask2FormerForUniversalSegmentation,
     Mask2FormerImageProcessor,
+    ResNetConfig,
     SwinConfig,
 )
 from transformers.models.mask2former.modeling_mask2former import multi_scale_deformable_attention
@@ -40,10 +41,8 @@ torch.set_num_threads(2)
 CLASS_STD, MASK_STD = 4.0, 10.0
 
 
-def build():
-    cats = json.load(open(os.path.join(DATA, "panoptic_coco_categories.json")))
-    id2label = {i: c["name"] for i, c in enumerate(cats)}
-    swin = SwinConfig(
+def swin():
+    return SwinConfig(
         embed_dim=16,
         depths=[2, 2, 2, 2],
         num_heads=[1, 2, 2, 4],
@@ -51,8 +50,24 @@ def build():
         out_features=["stage1", "stage2", "stage3", "stage4"],
         drop_path_rate=0.0,
     )
+
+
+def resnet():
+    """A narrow ResNet with bottleneck blocks (HF `ResNetConfig`, the layout of ResNet-50)."""
+    return ResNetConfig(
+        embedding_size=16,
+        hidden_sizes=[32, 64, 128, 256],
+        depths=[1, 1, 2, 1],
+        layer_type="bottleneck",
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
+
+
+def build(backbone):
+    cats = json.load(open(os.path.join(DATA, "panoptic_coco_categories.json")))
+    id2label = {i: c["name"] for i, c in enumerate(cats)}
     cfg = Mask2FormerConfig(
-        backbone_config=swin,
+        backbone_config=backbone,
         feature_size=64,
         mask_feature_size=64,
         hidden_dim=64,
@@ -76,6 +91,11 @@ def build():
                 p.uniform_(0.8, 1.2)
             else:
                 p.normal_(0.0, 0.1)
+        for name, b in model.named_buffers():
+            if name.endswith("running_var"):
+                b.uniform_(0.5, 1.5)
+            elif name.endswith("running_mean"):
+                b.normal_(0.0, 0.1)
     # Random queries end alike after the decoder's post-norm layers, so the heads are centred
     # on the queries' mean (on the first photo) and scaled up: the class and mask outputs then
     # follow what tells the queries apart.
@@ -121,7 +141,7 @@ def runs(label_map):
 
 def main():
     os.makedirs(OUT, exist_ok=True)
-    model, cats = build()
+    model, cats = build(swin())
     model_dir = os.path.join(OUT, "model")
     model.save_pretrained(model_dir)
     processor_ = processor()
@@ -186,6 +206,24 @@ def main():
     }
     save_file(msda, os.path.join(OUT, "msda.safetensors"), metadata={"shapes": json.dumps(shapes)})
     save_file(tensors, os.path.join(OUT, "reference.safetensors"))
+
+    # The same heads on a ResNet backbone (bottleneck blocks, BatchNorm with random
+    # statistics), on the first photo: logits only.
+    model, _ = build(resnet())
+    model.save_pretrained(os.path.join(OUT, "resnet"))
+    processor_.save_pretrained(os.path.join(OUT, "resnet"))
+    img = Image.open(os.path.join(DATA, "sample_data", "input_images", PHOTOS[0] + ".jpg")).convert("RGB")
+    inputs = processor_(images=img, return_tensors="pt")
+    with torch.no_grad():
+        out = model(pixel_values=inputs["pixel_values"], output_hidden_states=True)
+    res = {"pixel_values": inputs["pixel_values"][0].contiguous(),
+           "class_logits": out.class_queries_logits[0].contiguous(),
+           "mask_logits": out.masks_queries_logits[0].contiguous()}
+    for i, f in enumerate(out.encoder_hidden_states):
+        res[f"backbone.{i}"] = f[0].contiguous()
+    save_file(res, os.path.join(OUT, "resnet_reference.safetensors"))
+    print("resnet: mask logit std", float(out.masks_queries_logits.std()),
+          "max class prob", float(out.class_queries_logits.softmax(-1)[..., :-1].max()))
     with open(os.path.join(OUT, "reference.json"), "w") as f:
         json.dump(meta, f)
 

@@ -199,18 +199,32 @@ fn wrong_model_folders_are_named() {
             tmp("m2f-bad-out").to_str().unwrap(),
         ])
     };
-    // A ResNet backbone.
-    let dir = tmp("m2f-resnet");
+    // A backbone segrs does not run.
+    let dir = tmp("m2f-convnext");
     let mut cfg = read_json(&src.join("config.json"));
-    cfg["backbone_config"]["model_type"] = Value::from("resnet");
+    cfg["backbone_config"]["model_type"] = Value::from("convnext");
     std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
     std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
     let (code, _, stderr) = run(&dir);
     assert_ne!(code, 0);
     assert!(
-        stderr.contains("backbone \"resnet\" is not supported"),
+        stderr.contains("backbone \"convnext\" is not supported"),
         "{stderr}"
     );
+    // A ResNet with basic blocks.
+    let rsrc = fixtures().join("mask2former/resnet");
+    let dir = tmp("m2f-basic");
+    let mut cfg = read_json(&rsrc.join("config.json"));
+    cfg["backbone_config"]["layer_type"] = Value::from("basic");
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    std::fs::copy(
+        rsrc.join("model.safetensors"),
+        dir.join("model.safetensors"),
+    )
+    .unwrap();
+    let (code, _, stderr) = run(&dir);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("bottleneck blocks"), "{stderr}");
     // No weights.
     let dir = tmp("m2f-noweights");
     std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();

@@ -291,3 +291,23 @@ fn sharded_and_renamed_checkpoints_load_the_same_network() {
     let err = Mask2Former::load(&dir).err().expect("missing shard");
     assert!(format!("{err:#}").contains("which is missing"), "{err:#}");
 }
+
+/// The same heads on a bottleneck ResNet backbone (`ResNetConfig`, keys renamed to
+/// torchvision's for the shared ResNet body, BatchNorm folded): feature maps and logits within
+/// 1e-4 relative L2.
+#[test]
+fn resnet_backbone_matches_transformers() {
+    let m = Mask2Former::load(&fixtures().join("mask2former/resnet")).unwrap();
+    let t = read_fixture("mask2former/resnet_reference.safetensors");
+    let px = &t.tensors["pixel_values"];
+    let size = (px.shape[1], px.shape[2]);
+    for (i, f) in m.backbone_features(&px.data, size).iter().enumerate() {
+        let err = rel_l2(&f.data, &t.tensors[&format!("backbone.{i}")].data);
+        assert!(err < 1e-4, "ResNet stage {} rel L2 {err}", i + 1);
+    }
+    let pred = m.forward(&px.data, size);
+    let err = rel_l2(&pred.class_logits, &t.tensors["class_logits"].data);
+    assert!(err < 1e-4, "class logits rel L2 {err}");
+    let err = rel_l2(&pred.mask_logits, &t.tensors["mask_logits"].data);
+    assert!(err < 1e-4, "mask logits rel L2 {err}");
+}

@@ -216,8 +216,11 @@ fn max_pooling_and_up_convolution_match_pytorch_and_burn() {
 
 /// A short U-Net training run (cross-entropy + Dice, AdamW) from the same initial weights on the
 /// same batches: the engine's operations follow burn's generic operations' loss curve to 1e-3
-/// over 20 steps, and the running statistics end up the same. With BatchNorm and transposed
-/// up-convolutions, and without BatchNorm with bilinear up-sampling.
+/// over 20 steps, and the running statistics end up the same (1e-3 relative L2: 20 AdamW steps,
+/// which rescale every gradient, carry the two paths' rounding differences into the weights).
+/// With BatchNorm and transposed up-convolutions, and without BatchNorm with bilinear
+/// up-sampling. The initial weights are seeded, so that a run does not depend on anything
+/// else drawing from the device's generator.
 #[test]
 fn unet_training_follows_the_generic_loss_curve() {
     use segrs::models::unet::{UNetConfig, Upsampling};
@@ -233,19 +236,17 @@ fn unet_training_follows_the_generic_loss_curve() {
 }
 
 fn loss_curves_agree(cfg: segrs::models::unet::UNetConfig) {
-    use burn::module::Module;
     use burn::optim::{AdamWConfig, GradientsParams};
     use segrs::losses::LossConfig;
-    use segrs::models::unet::{TrainOps, UNet};
+    use segrs::models::unet::TrainOps;
+    use segrs::models::unet::state_dict::{import, seeded_init};
     let device = ad();
-    let init = UNet::new(&cfg, &device);
+    let init = seeded_init(&cfg, 7);
     let loss_cfg = LossConfig::parse("ce+dice", None, 4, None).unwrap();
     let (n, h, w) = (2, 24, 20);
     let curve = |ops: TrainOps| {
-        // a fresh model given the same record: clones would share their running statistics
-        let mut model = UNet::new(&cfg, &device)
-            .load_record(init.clone().into_record())
-            .with_train_ops(ops);
+        // a fresh model from the same weights: clones would share their running statistics
+        let mut model = import(&cfg, &init, &device).unwrap().with_train_ops(ops);
         let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
         let mut losses = Vec::new();
         for step in 0..20u64 {
@@ -289,7 +290,11 @@ fn loss_curves_agree(cfg: segrs::models::unet::UNetConfig) {
             "step {step} ({cfg:?}): engine {a} vs generic {b}\n{engine:?}\n{generic:?}"
         );
     }
-    close("running variance", &engine_var, &generic_var);
+    let e = rel_l2(&engine_var, &generic_var);
+    assert!(
+        e < 1e-3,
+        "running variance ({cfg:?}): relative L2 error {e:e}"
+    );
 }
 
 /// Cross-entropy (class weights, an ignored label) + 0.5 Dice as the fused operation: both

@@ -20,10 +20,31 @@ pub struct SwinConfig {
     pub layer_norm_eps: f32,
 }
 
+/// The backbone a config names.
+#[derive(Clone, Debug)]
+pub enum BackboneConfig {
+    Swin(SwinConfig),
+    /// A bottleneck ResNet (`ResNetConfig`, stride on the 3x3 convolutions): the stages'
+    /// output widths.
+    ResNet {
+        hidden_sizes: Vec<usize>,
+    },
+}
+
+impl BackboneConfig {
+    /// The four feature maps' channels.
+    pub fn channels(&self) -> Vec<usize> {
+        match self {
+            Self::Swin(c) => (0..c.depths.len()).map(|s| c.embed_dim << s).collect(),
+            Self::ResNet { hidden_sizes } => hidden_sizes.clone(),
+        }
+    }
+}
+
 /// `Mask2FormerConfig`: the pixel decoder's and the transformer decoder's sizes.
 #[derive(Clone, Debug)]
 pub struct Mask2FormerConfig {
-    pub backbone: SwinConfig,
+    pub backbone: BackboneConfig,
     pub feature_size: usize,
     pub mask_feature_size: usize,
     pub hidden_dim: usize,
@@ -99,9 +120,72 @@ fn read_json(path: &Path) -> Result<Value> {
         .map_err(|e| anyhow::anyhow!("{}: malformed JSON: {e}", path.display()))
 }
 
+fn swin_config(b: &Value, path: &Path) -> Result<SwinConfig> {
+    if b.get("use_absolute_embeddings").and_then(Value::as_bool) == Some(true) {
+        bail!(
+            "{}: Swin with absolute position embeddings is not supported",
+            path.display()
+        );
+    }
+    if let Some(act) = b.get("hidden_act").and_then(Value::as_str)
+        && act != "gelu"
+    {
+        bail!(
+            "{}: Swin activation \"{act}\" is not supported (gelu only)",
+            path.display()
+        );
+    }
+    let c = SwinConfig {
+        embed_dim: usize_of(b, "embed_dim", 96, path)?,
+        depths: list_of(b, "depths", &[2, 2, 18, 2], path)?,
+        num_heads: list_of(b, "num_heads", &[3, 6, 12, 24], path)?,
+        window_size: usize_of(b, "window_size", 7, path)?,
+        patch_size: usize_of(b, "patch_size", 4, path)?,
+        mlp_ratio: b.get("mlp_ratio").and_then(Value::as_f64).unwrap_or(4.0),
+        layer_norm_eps: b
+            .get("layer_norm_eps")
+            .and_then(Value::as_f64)
+            .unwrap_or(1e-5) as f32,
+    };
+    if c.depths.len() != 4 || c.num_heads.len() != 4 {
+        bail!(
+            "{}: Swin needs 4 stages (depths and num_heads)",
+            path.display()
+        );
+    }
+    Ok(c)
+}
+
+fn resnet_config(b: &Value, path: &Path) -> Result<BackboneConfig> {
+    let flag = |k: &str| b.get(k).and_then(Value::as_bool).unwrap_or(false);
+    let layer = b
+        .get("layer_type")
+        .and_then(Value::as_str)
+        .unwrap_or("bottleneck");
+    let act = b
+        .get("hidden_act")
+        .and_then(Value::as_str)
+        .unwrap_or("relu");
+    if layer != "bottleneck"
+        || act != "relu"
+        || flag("downsample_in_bottleneck")
+        || flag("downsample_in_first_stage")
+    {
+        bail!(
+            "{}: ResNet backbones are supported with bottleneck blocks, ReLU and the stride on the 3x3 convolutions (ResNet-50/101 as published)",
+            path.display()
+        );
+    }
+    let hidden_sizes = list_of(b, "hidden_sizes", &[256, 512, 1024, 2048], path)?;
+    if hidden_sizes.len() != 4 {
+        bail!("{}: ResNet needs 4 stages (hidden_sizes)", path.display());
+    }
+    Ok(BackboneConfig::ResNet { hidden_sizes })
+}
+
 impl Mask2FormerConfig {
-    /// Reads `config.json`; a model type or backbone other than Mask2Former with Swin is an
-    /// error naming the file.
+    /// Reads `config.json`; a model type other than Mask2Former, or a backbone other than Swin
+    /// or a bottleneck ResNet, is an error naming the file.
     pub fn read(path: &Path) -> Result<Self> {
         let v = read_json(path)?;
         let kind = v.get("model_type").and_then(Value::as_str).unwrap_or("");
@@ -113,7 +197,7 @@ impl Mask2FormerConfig {
         }
         if v.get("use_timm_backbone").and_then(Value::as_bool) == Some(true) {
             bail!(
-                "{}: timm backbones are not supported (Swin only)",
+                "{}: timm backbones are not supported (Swin and ResNet from transformers)",
                 path.display()
             );
         }
@@ -122,23 +206,19 @@ impl Mask2FormerConfig {
             .get("model_type")
             .and_then(Value::as_str)
             .unwrap_or("swin");
-        if bkind != "swin" {
-            bail!(
-                "{}: backbone \"{bkind}\" is not supported; segrs' Mask2Former runs Swin backbones",
+        let backbone = match bkind {
+            "swin" => BackboneConfig::Swin(swin_config(&b, path)?),
+            "resnet" => resnet_config(&b, path)?,
+            _ => bail!(
+                "{}: backbone \"{bkind}\" is not supported; segrs' Mask2Former runs Swin and bottleneck ResNet backbones",
                 path.display()
-            );
-        }
-        if b.get("use_absolute_embeddings").and_then(Value::as_bool) == Some(true) {
-            bail!(
-                "{}: Swin with absolute position embeddings is not supported",
-                path.display()
-            );
-        }
-        if let Some(act) = b.get("hidden_act").and_then(Value::as_str)
-            && act != "gelu"
+            ),
+        };
+        if let Some(Value::Array(outs)) = b.get("out_features")
+            && outs.len() != 4
         {
             bail!(
-                "{}: Swin activation \"{act}\" is not supported (gelu only)",
+                "{}: the backbone must give all 4 stages (out_features)",
                 path.display()
             );
         }
@@ -147,32 +227,6 @@ impl Mask2FormerConfig {
         {
             bail!(
                 "{}: decoder activation \"{act}\" is not supported (relu only)",
-                path.display()
-            );
-        }
-        let backbone = SwinConfig {
-            embed_dim: usize_of(&b, "embed_dim", 96, path)?,
-            depths: list_of(&b, "depths", &[2, 2, 18, 2], path)?,
-            num_heads: list_of(&b, "num_heads", &[3, 6, 12, 24], path)?,
-            window_size: usize_of(&b, "window_size", 7, path)?,
-            patch_size: usize_of(&b, "patch_size", 4, path)?,
-            mlp_ratio: b.get("mlp_ratio").and_then(Value::as_f64).unwrap_or(4.0),
-            layer_norm_eps: b
-                .get("layer_norm_eps")
-                .and_then(Value::as_f64)
-                .unwrap_or(1e-5) as f32,
-        };
-        if backbone.depths.len() != 4 || backbone.num_heads.len() != 4 {
-            bail!(
-                "{}: Swin needs 4 stages (depths and num_heads)",
-                path.display()
-            );
-        }
-        if let Some(Value::Array(outs)) = b.get("out_features")
-            && outs.len() != 4
-        {
-            bail!(
-                "{}: the backbone must give all 4 stages (out_features)",
                 path.display()
             );
         }
@@ -233,8 +287,9 @@ impl Mask2FormerConfig {
 
 impl Preprocess {
     /// Reads `preprocessor_config.json` (sizes as `{"shortest_edge", "longest_edge"}`, or the
-    /// older `size` number with `max_size`; means and deviations on the 0-1 or the 0-255
-    /// scale); a missing file gives the processor's defaults.
+    /// older `size` number with `max_size`, 1333 by default, and `size_divisibility`; means
+    /// and deviations on the 0-1 or the 0-255 scale); a missing file gives the processor's
+    /// defaults.
     pub fn read(path: &Path) -> Result<Self> {
         let mut p = Self::default();
         if !path.exists() {
@@ -262,15 +317,19 @@ impl Preprocess {
                 }
             }
             Some(Value::Number(n)) => {
+                // older processors: a short side, the long side's limit in `max_size` (1333)
                 p.shortest_edge = n.as_u64().unwrap_or(800) as usize;
-                p.longest_edge = v
-                    .get("max_size")
-                    .and_then(Value::as_u64)
-                    .map(|x| x as usize);
+                p.longest_edge = Some(
+                    v.get("max_size")
+                        .and_then(Value::as_u64)
+                        .map_or(1333, |x| x as usize),
+                );
             }
             _ => {}
         }
-        p.size_divisor = usize_of(&v, "size_divisor", 32, path)?;
+        // `size_divisibility` in older processors
+        let older = usize_of(&v, "size_divisibility", 32, path)?;
+        p.size_divisor = usize_of(&v, "size_divisor", older, path)?;
         let three = |key: &str, default: [f32; 3]| -> Result<[f32; 3]> {
             match v.get(key) {
                 None | Some(Value::Null) => Ok(default),
@@ -407,6 +466,48 @@ fn published_name(key: &str) -> String {
     format!("{BACKBONE}{k}")
 }
 
+/// A `transformers` ResNet backbone key (`embedder.embedder.convolution`,
+/// `encoder.stages.{s}.layers.{j}.layer.{k}.normalization`, `...shortcut.convolution`) ->
+/// torchvision's (`conv1`, `layer{s+1}.{j}.bn{k+1}`, `downsample.0`), which the shared ResNet
+/// body reads.
+fn torchvision_resnet_name(key: &str) -> String {
+    const BACKBONE: &str = "model.pixel_level_module.encoder.";
+    let Some(rest) = key.strip_prefix(BACKBONE) else {
+        return key.to_string();
+    };
+    let part = |kind: &str, k: &str| match kind {
+        "convolution" => format!("conv{k}"),
+        _ => format!("bn{k}"),
+    };
+    if let Some(r) = rest.strip_prefix("embedder.embedder.")
+        && let Some((kind, tail)) = r.split_once('.')
+    {
+        return format!("{BACKBONE}{}.{tail}", part(kind, "1"));
+    }
+    if let Some(r) = rest.strip_prefix("encoder.stages.") {
+        let p: Vec<&str> = r.split('.').collect();
+        if let (Some(s), Some(j)) = (p.first().and_then(|s| s.parse::<usize>().ok()), p.get(2)) {
+            let stage = format!("{BACKBONE}layer{}.{j}", s + 1);
+            match (p.get(3), p.get(4), p.get(5)) {
+                (Some(&"layer"), Some(k), Some(kind)) if p.len() > 6 => {
+                    let k = k.parse::<usize>().map_or(0, |k| k + 1);
+                    return format!(
+                        "{stage}.{}.{}",
+                        part(kind, &k.to_string()),
+                        p[6..].join(".")
+                    );
+                }
+                (Some(&"shortcut"), Some(kind), _) if p.len() > 5 => {
+                    let i = if *kind == "convolution" { 0 } else { 1 };
+                    return format!("{stage}.downsample.{i}.{}", p[5..].join("."));
+                }
+                _ => {}
+            }
+        }
+    }
+    key.to_string()
+}
+
 impl ModelFolder {
     pub fn read(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
@@ -421,10 +522,14 @@ impl ModelFolder {
             source: dir.display().to_string(),
             ..Default::default()
         };
+        let rename = match config.backbone {
+            BackboneConfig::Swin(_) => published_name,
+            BackboneConfig::ResNet { .. } => torchvision_resnet_name,
+        };
         for f in weight_files(dir)? {
             let part = NamedTensors::read(&f)?;
             for (k, t) in part.tensors {
-                weights.tensors.insert(published_name(&k), t);
+                weights.tensors.insert(rename(&k), t);
             }
         }
         Ok(Self {
@@ -432,5 +537,38 @@ impl ModelFolder {
             preprocess,
             weights,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &str) -> Preprocess {
+        let dir = std::env::temp_dir().join(format!("segrs-m2f-pre-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(format!("{}.json", text.len()));
+        std::fs::write(&p, text).unwrap();
+        Preprocess::read(&p).unwrap()
+    }
+
+    #[test]
+    fn processor_sizes_old_and_new() {
+        let new =
+            read(r#"{"size": {"shortest_edge": 384, "longest_edge": 640}, "size_divisor": 32}"#);
+        assert_eq!((new.shortest_edge, new.longest_edge), (384, Some(640)));
+        let old = read(
+            r#"{"size": 384, "size_divisibility": 16, "image_mean": [123.675, 116.28, 103.53]}"#,
+        );
+        assert_eq!(
+            (old.shortest_edge, old.longest_edge, old.size_divisor),
+            (384, Some(1333), 16)
+        );
+        assert!((old.mean[0] - 0.485).abs() < 1e-6);
+        // the processor's rounding: 427x640 -> short side 800 -> 800x1199 -> multiples of 32
+        assert_eq!(Preprocess::default().resized_size((427, 640)), (800, 1216));
+        // the long side's limit wins: 100x1000 -> 133x1333, then rounded up to 32
+        let p = Preprocess::default();
+        assert_eq!(p.resized_size((100, 1000)), (160, 1344));
     }
 }

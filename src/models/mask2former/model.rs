@@ -2,19 +2,45 @@
 //! image per forward pass: the image processor's resize and normalisation -> Swin backbone ->
 //! pixel decoder -> masked-attention transformer decoder -> class and mask logits.
 
-use super::config::{Mask2FormerConfig, ModelFolder, Preprocess};
+use super::config::{BackboneConfig, Mask2FormerConfig, ModelFolder, Preprocess};
 use super::pixel_decoder::PixelDecoder;
-use super::swin::Swin;
+use super::swin::{FeatureMap, Swin};
 use super::transformer_decoder::{Predictions, TransformerDecoder};
+use crate::models::mask_rcnn::backbone::ResNet;
 use crate::nn::Weights;
 use crate::sam::resize::pil_resize_bilinear;
 use anyhow::{Result, bail};
 use std::path::Path;
 
+/// The network that makes the four feature maps (strides 4-32).
+enum Backbone {
+    Swin(Swin),
+    /// BatchNorm folded (the keys renamed to torchvision's at load).
+    ResNet(ResNet),
+}
+
+impl Backbone {
+    fn forward(&self, x: &[f32], h: usize, w: usize) -> Vec<FeatureMap> {
+        match self {
+            Self::Swin(s) => s.forward(x, h, w),
+            Self::ResNet(r) => r
+                .forward(x, h, w)
+                .into_iter()
+                .map(|f| FeatureMap {
+                    data: f.data,
+                    channels: f.c,
+                    height: f.h,
+                    width: f.w,
+                })
+                .collect(),
+        }
+    }
+}
+
 pub struct Mask2Former {
     pub config: Mask2FormerConfig,
     pub preprocess: Preprocess,
-    backbone: Swin,
+    backbone: Backbone,
     pixel_decoder: PixelDecoder,
     decoder: TransformerDecoder,
     /// Where the weights came from.
@@ -22,13 +48,14 @@ pub struct Mask2Former {
 }
 
 /// Keys a published checkpoint holds that inference does not use: the training criterion's
-/// class weights, the classification LayerNorm of the Swin model the backbone wraps, and the
-/// relative-position index buffers (recomputed from the window size).
+/// class weights, the classification LayerNorm of the Swin model the backbone wraps, the
+/// relative-position index buffers (recomputed from the window size) and BatchNorm's counters.
 fn ignored(key: &str) -> bool {
     key.starts_with("criterion.")
         || key.starts_with("model.pixel_level_module.encoder.swin.layernorm.")
         || key.starts_with("model.pixel_level_module.encoder.layernorm.")
         || key.ends_with("relative_position_index")
+        || key.ends_with("num_batches_tracked")
 }
 
 impl Mask2Former {
@@ -62,8 +89,22 @@ impl Mask2Former {
         }
         let w = Weights::new(&weights);
         let plm = w.pp("model").pp("pixel_level_module");
-        let backbone = Swin::load(&plm.pp("encoder"), &config.backbone);
-        let pixel_decoder = PixelDecoder::load(&plm.pp("decoder"), &config, &backbone.channels());
+        let backbone = match &config.backbone {
+            BackboneConfig::Swin(c) => Backbone::Swin(Swin::load(&plm.pp("encoder"), c)),
+            BackboneConfig::ResNet { .. } => Backbone::ResNet(ResNet::load(&plm.pp("encoder"))),
+        };
+        let channels = match &backbone {
+            Backbone::Swin(s) => s.channels(),
+            Backbone::ResNet(r) => r.channels(),
+        };
+        if channels != config.backbone.channels() {
+            bail!(
+                "{}: the backbone's weights have stage widths {channels:?}, config.json says {:?}",
+                weights.source,
+                config.backbone.channels()
+            );
+        }
+        let pixel_decoder = PixelDecoder::load(&plm.pp("decoder"), &config, &channels);
         let decoder = TransformerDecoder::load(
             &w.pp("model").pp("transformer_module"),
             &w.pp("class_predictor"),
@@ -135,11 +176,7 @@ impl Mask2Former {
     }
 
     /// The backbone's feature maps (for checks against the reference).
-    pub fn backbone_features(
-        &self,
-        pixels: &[f32],
-        (h, w): (usize, usize),
-    ) -> Vec<super::swin::FeatureMap> {
+    pub fn backbone_features(&self, pixels: &[f32], (h, w): (usize, usize)) -> Vec<FeatureMap> {
         self.backbone.forward(pixels, h, w)
     }
 

@@ -1,7 +1,8 @@
 //! The ResNet-50 body (He et al. 2016, torchvision's v1.5: the stride on the 3x3 convolution)
 //! with every BatchNorm in inference form (torchvision's `FrozenBatchNorm2d`, or an eval-mode
 //! `BatchNorm2d`: an affine per channel), folded into its convolution at load. Returns the
-//! outputs of `layer1..layer4` (C2-C5, strides 4-32). Keys `backbone.body.*`.
+//! outputs of `layer1..layer4` (C2-C5, strides 4-32). Keys `backbone.body.*`; the widths come
+//! from the weights, so narrower bottleneck ResNets load too.
 
 use crate::nn::{Conv2d, ConvSpec, Weights};
 use crate::ops::Activation;
@@ -20,8 +21,14 @@ struct Bottleneck {
 }
 
 impl Bottleneck {
-    fn load(w: &Weights, cin: usize, planes: usize, stride: usize, downsample: bool) -> Self {
-        let out = planes * 4;
+    /// `planes` wide inside, `out` wide at the output (4 x planes in ResNet-50).
+    fn load(
+        w: &Weights,
+        cin: usize,
+        (planes, out): (usize, usize),
+        stride: usize,
+        downsample: bool,
+    ) -> Self {
         let cb = |i: usize, spec: ConvSpec| {
             Conv2d::load_bn(
                 &w.pp(format!("conv{i}")),
@@ -76,31 +83,44 @@ pub struct ResNet {
 pub const RESNET50_LAYERS: [usize; 4] = [3, 4, 6, 3];
 
 impl ResNet {
-    /// `w` scoped to the body (`backbone.body`); the depth of each stage is read from the keys.
+    /// `w` scoped to the body (`backbone.body`); the depth and the widths of each stage are read
+    /// from the keys (ResNet-50's when a key is missing, which `Weights::finish` reports).
     pub fn load(w: &Weights) -> Self {
+        let stem_width = w.dim("conv1.weight", 0).unwrap_or(64);
         let stem = Conv2d::load_bn(
             &w.pp("conv1"),
             &w.pp("bn1"),
-            ConvSpec::same(3, 64, 7).stride(2),
+            ConvSpec::same(3, stem_width, 7).stride(2),
             BN_EPS,
         );
-        let mut cin = 64;
+        let mut cin = stem_width;
         let layers = (0..4)
             .map(|s| {
                 let l = w.pp(format!("layer{}", s + 1));
                 let n = l.count_blocks("").max(1);
-                let planes = 64 << s;
                 (0..n)
                     .map(|i| {
+                        let bw = l.pp(i);
+                        let planes = bw.dim("conv1.weight", 0).unwrap_or(64 << s);
+                        let out = bw.dim("conv3.weight", 0).unwrap_or(planes * 4);
                         let stride = if i == 0 && s > 0 { 2 } else { 1 };
-                        let b = Bottleneck::load(&l.pp(i), cin, planes, stride, i == 0);
-                        cin = planes * 4;
+                        let downsample = i == 0 || bw.contains("downsample.0.weight");
+                        let b = Bottleneck::load(&bw, cin, (planes, out), stride, downsample);
+                        cin = out;
                         b
                     })
                     .collect()
             })
             .collect();
         Self { stem, layers }
+    }
+
+    /// The channels of the four stages' outputs.
+    pub fn channels(&self) -> Vec<usize> {
+        self.layers
+            .iter()
+            .map(|l| l.last().map_or(0, |b| b.conv3.cout()))
+            .collect()
     }
 
     /// The stem and the first `stages` stages of a normalised `[3, h, w]` image: the last
@@ -113,7 +133,7 @@ impl ResNet {
         stages: usize,
     ) -> (FeatureMap, Vec<FeatureMap>) {
         let (y, h, w) = self.stem.forward(x, h, w, Activation::Relu);
-        let (mut y, mut h, mut w) = max_pool2d(&y, 64, h, w, 3, 2, 1);
+        let (mut y, mut h, mut w) = max_pool2d(&y, self.stem.cout(), h, w, 3, 2, 1);
         let mut outs = Vec::new();
         for stage in &self.layers[..stages] {
             for b in stage {
@@ -133,7 +153,7 @@ impl ResNet {
     /// C2-C5 of a normalised `[3, h, w]` image.
     pub fn forward(&self, x: &[f32], h: usize, w: usize) -> Vec<FeatureMap> {
         let (y, h, w) = self.stem.forward(x, h, w, Activation::Relu);
-        let (mut y, mut h, mut w) = max_pool2d(&y, 64, h, w, 3, 2, 1);
+        let (mut y, mut h, mut w) = max_pool2d(&y, self.stem.cout(), h, w, 3, 2, 1);
         let mut outs = Vec::new();
         for stage in &self.layers {
             for b in stage {
