@@ -11,8 +11,9 @@ mask logits near 0, so the panoptic output would be empty). It is saved with `sa
 Recorded for two COCO val2017 photos from ../shared/data/coco_panoptic_sample: the processor's
 pixel values, the backbone's feature maps, the pixel decoder's outputs, the class and mask
 logits, and the three post-processed outputs (panoptic with the stuff categories fused,
-instance, semantic) at the photo's size. Multi-scale deformable attention is recorded alone
-on random inputs.
+instance, semantic) at the photo's size. The same heads on a narrow bottleneck ResNet
+backbone are saved as `pytorch_model.bin` (as older hub folders hold them), with their logits on
+the first photo. Multi-scale deformable attention is recorded alone on random inputs.
 
     /tmp/segrs-refenv/bin/python tools/gen_mask2former_fixtures.py
 """
@@ -22,7 +23,7 @@ import os
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import (
     Mask2FormerConfig,
     Mask2FormerForUniversalSegmentation,
@@ -209,9 +210,14 @@ def main():
 
     # The same heads on a ResNet backbone (bottleneck blocks, BatchNorm with random
     # statistics), on the first photo: logits only.
+    # Kept as `pytorch_model.bin` (torch.save of the saved tensors), as older hub folders are.
     model, _ = build(resnet())
-    model.save_pretrained(os.path.join(OUT, "resnet"))
-    processor_.save_pretrained(os.path.join(OUT, "resnet"))
+    rdir = os.path.join(OUT, "resnet")
+    model.save_pretrained(rdir)
+    processor_.save_pretrained(rdir)
+    saved = load_file(os.path.join(rdir, "model.safetensors"))
+    torch.save(saved, os.path.join(rdir, "pytorch_model.bin"))
+    os.remove(os.path.join(rdir, "model.safetensors"))
     img = Image.open(os.path.join(DATA, "sample_data", "input_images", PHOTOS[0] + ".jpg")).convert("RGB")
     inputs = processor_(images=img, return_tensors="pt")
     with torch.no_grad():

@@ -218,8 +218,8 @@ fn wrong_model_folders_are_named() {
     cfg["backbone_config"]["layer_type"] = Value::from("basic");
     std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
     std::fs::copy(
-        rsrc.join("model.safetensors"),
-        dir.join("model.safetensors"),
+        rsrc.join("pytorch_model.bin"),
+        dir.join("pytorch_model.bin"),
     )
     .unwrap();
     let (code, _, stderr) = run(&dir);

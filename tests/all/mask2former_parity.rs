@@ -293,8 +293,8 @@ fn sharded_and_renamed_checkpoints_load_the_same_network() {
 }
 
 /// The same heads on a bottleneck ResNet backbone (`ResNetConfig`, keys renamed to
-/// torchvision's for the shared ResNet body, BatchNorm folded): feature maps and logits within
-/// 1e-4 relative L2.
+/// torchvision's for the shared ResNet body, BatchNorm folded), read from `pytorch_model.bin`:
+/// feature maps and logits within 1e-4 relative L2.
 #[test]
 fn resnet_backbone_matches_transformers() {
     let m = Mask2Former::load(&fixtures().join("mask2former/resnet")).unwrap();
