@@ -182,6 +182,22 @@ impl ConvTranspose2d {
         self.op.forward_add(x, h, w, skip, act)
     }
 
+    /// `proj @ act(convt(x) + skip)` (`proj` `[m, cout]`) -> `[m, 2h, 2w]`, without the
+    /// full-resolution map (see `ConvTranspose2x2::forward_projected`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_projected(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        skip: Option<&[f32]>,
+        act: Activation,
+        proj: &[f32],
+        m: usize,
+    ) -> Vec<f32> {
+        self.op.forward_projected(x, h, w, skip, act, proj, m)
+    }
+
     /// [`forward_add`](Self::forward_add) from position rows `[h * w, cin]`.
     pub fn forward_rows_add(
         &self,

@@ -4,7 +4,7 @@
 
 use super::activation::Activation;
 use super::conv_backward::bias_grad;
-use super::matmul::{gemm_strided_acc, matmul, matmul_acc, matmul_nt, parallel_for};
+use super::matmul::{gemm_strided, gemm_strided_acc, matmul, matmul_acc, matmul_nt, parallel_for};
 use super::simd::vectorized;
 use rayon::prelude::*;
 
@@ -164,6 +164,114 @@ impl ConvTranspose2x2 {
         out
     }
 
+    /// `proj @ act(convt(x) + skip)` for `x` `[cin, h, w]` and `proj` `[m, cout]` ->
+    /// `[m, 2h, 2w]` (SAM's masks: the hypernetworks' weights on the last upscaling). A band of
+    /// input rows at a time, bands in parallel: each band's product, activation and projection
+    /// stay in cache, and the `[cout, 2h, 2w]` map is never held whole.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_projected(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        skip: Option<&[f32]>,
+        act: Activation,
+        proj: &[f32],
+        m: usize,
+    ) -> Vec<f32> {
+        let (cin, cout, hw) = (self.cin, self.cout, h * w);
+        let (oh, ow) = (2 * h, 2 * w);
+        assert_eq!(x.len(), cin * hw, "transposed convolution input size");
+        assert_eq!(proj.len(), m * cout, "projection size");
+        if let Some(s) = skip {
+            assert_eq!(s.len(), cout * oh * ow, "skip size");
+        }
+        // About 256 KiB of products per band.
+        let rows = ((1usize << 16) / (cout * 4 * w).max(1)).clamp(1, h.max(1));
+        let bands: Vec<(usize, Vec<f32>)> = (0..h.div_ceil(rows))
+            .into_par_iter()
+            .map(|bi| {
+                let r0 = bi * rows;
+                let nr = rows.min(h - r0);
+                let p = nr * w;
+                let mut y = vec![0.0f32; cout * 4 * p];
+                // SAFETY: wm is [cout * 4, cin]; the band of x is [cin, p] with row stride hw;
+                // y is [cout * 4, p].
+                unsafe {
+                    gemm_strided(
+                        cout * 4,
+                        p,
+                        cin,
+                        self.wm.as_ptr(),
+                        cin as isize,
+                        1,
+                        x.as_ptr().add(r0 * w),
+                        hw as isize,
+                        1,
+                        y.as_mut_ptr(),
+                        p,
+                        false,
+                    );
+                }
+                for (row, vals) in y.chunks_exact_mut(p).enumerate() {
+                    let (co, t) = (row / 4, row % 4);
+                    let b = self.b[co];
+                    vals.iter_mut().for_each(|v| *v += b);
+                    if let Some(s) = skip {
+                        let (dy, dx) = (t / 2, t % 2);
+                        let plane = &s[co * oh * ow..(co + 1) * oh * ow];
+                        for (i, v) in vals.iter_mut().enumerate() {
+                            let (yy, xx) = (r0 + i / w, i % w);
+                            *v += plane[(2 * yy + dy) * ow + 2 * xx + dx];
+                        }
+                    }
+                }
+                act.apply(&mut y);
+                // Per tap: [m, cout] @ the tap's rows [cout, p] (every 4th row of y).
+                let mut band = vec![0.0f32; m * 4 * p];
+                let mut tap = vec![0.0f32; m * p];
+                for t in 0..4 {
+                    // SAFETY: proj is [m, cout]; the tap's rows of y are [cout, p] with row
+                    // stride 4p; tap is [m, p].
+                    unsafe {
+                        gemm_strided(
+                            m,
+                            p,
+                            cout,
+                            proj.as_ptr(),
+                            cout as isize,
+                            1,
+                            y.as_ptr().add(t * p),
+                            (4 * p) as isize,
+                            1,
+                            tap.as_mut_ptr(),
+                            p,
+                            false,
+                        );
+                    }
+                    let (dy, dx) = (t / 2, t % 2);
+                    for mi in 0..m {
+                        let dst = &mut band[mi * 4 * p..(mi + 1) * 4 * p];
+                        for (i, &v) in tap[mi * p..(mi + 1) * p].iter().enumerate() {
+                            let (yy, xx) = (i / w, i % w);
+                            dst[(2 * yy + dy) * ow + 2 * xx + dx] = v;
+                        }
+                    }
+                }
+                (r0, band)
+            })
+            .collect();
+        let mut out = vec![0.0f32; m * oh * ow];
+        for (r0, band) in bands {
+            let len = band.len() / m;
+            for mi in 0..m {
+                out[mi * oh * ow + 2 * r0 * ow..][..len]
+                    .copy_from_slice(&band[mi * len..(mi + 1) * len]);
+            }
+        }
+        out
+    }
+
     /// `y` `[cout * 4, h * w]` -> `out` `[cout, 2h, 2w]` with the bias, `skip` and `act`.
     fn scatter(
         &self,
@@ -209,5 +317,38 @@ impl ConvTranspose2x2 {
                 );
                 act.apply(plane);
             });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let v = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
+                v as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn projected_forward_equals_forward_then_product() {
+        let (cin, cout, h, w, m) = (6, 5, 7, 9, 3);
+        let op =
+            ConvTranspose2x2::new(&values(cin * cout * 4, 1), Some(values(cout, 2)), cin, cout);
+        let x = values(cin * h * w, 3);
+        let skip = values(cout * 4 * h * w, 4);
+        let proj = values(m * cout, 5);
+        for s in [None, Some(&skip[..])] {
+            let full = op.forward_add(&x, h, w, s, Activation::Gelu);
+            let want = matmul(&proj, &full, m, cout, 4 * h * w);
+            let got = op.forward_projected(&x, h, w, s, Activation::Gelu, &proj, m);
+            assert_eq!(got.len(), want.len());
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+            }
+        }
     }
 }

@@ -12,7 +12,6 @@ use super::two_way_transformer::{ImageSideCache, TwoWayTransformer};
 use crate::nn::{ConvTranspose2d, LayerNorm2d, Linear, Mlp, Weights};
 use crate::ops::Activation;
 use crate::ops::layout::transpose;
-use crate::ops::matmul::matmul;
 use crate::ops::profile::scope;
 use anyhow::{Result, bail};
 
@@ -207,7 +206,7 @@ impl MaskDecoder {
             bail!("mask decoder: high-resolution features of the wrong size");
         }
         let c4 = self.up1.op.cout;
-        let mut up = {
+        let up = {
             let _t = scope(
                 "upscaling: transposed conv 2x2 (+ LayerNorm2d, GELU)",
                 (2 * h * w * c * c4 * 4) as f64,
@@ -219,22 +218,28 @@ impl MaskDecoder {
             Activation::Gelu.apply(&mut up);
             up
         };
-        up = {
-            let _t = scope(
-                "upscaling: transposed conv 2x2 (+ GELU)",
-                (2 * h2 * w2 * c4 * c8 * 4) as f64,
-            );
-            self.up2
-                .forward_add(&up, h2, w2, high_res.map(|hr| hr.s0), Activation::Gelu)
+        let hyper: Vec<f32> = {
+            let _t = scope("hypernetwork MLPs", 0.0);
+            (0..NUM_MASK_TOKENS)
+                .flat_map(|i| self.hyper[i].forward(&hs[(s + 1 + i) * c..(s + 2 + i) * c], 1))
+                .collect()
         };
-        let _t = scope(
-            "hypernetwork MLPs, masks, IoU head",
-            (2 * NUM_MASK_TOKENS * c8 * h4 * w4) as f64,
-        );
-        let hyper: Vec<f32> = (0..NUM_MASK_TOKENS)
-            .flat_map(|i| self.hyper[i].forward(&hs[(s + 1 + i) * c..(s + 2 + i) * c], 1))
-            .collect();
-        let masks = matmul(&hyper, &up, NUM_MASK_TOKENS, c8, h4 * w4);
+        // The last upscaling and the masks in one pass (the 4x map is never held whole).
+        let masks = {
+            let _t = scope(
+                "upscaling: transposed conv 2x2 (+ GELU) and masks",
+                (2 * h2 * w2 * c4 * c8 * 4 + 2 * NUM_MASK_TOKENS * c8 * h4 * w4) as f64,
+            );
+            self.up2.forward_projected(
+                &up,
+                h2,
+                w2,
+                high_res.map(|hr| hr.s0),
+                Activation::Gelu,
+                &hyper,
+                NUM_MASK_TOKENS,
+            )
+        };
         let mut iou = self.iou_head.forward(&hs[s * c..(s + 1) * c], 1);
         if self.iou_sigmoid {
             Activation::Sigmoid.apply(&mut iou);
