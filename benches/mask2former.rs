@@ -13,7 +13,8 @@
 
 mod common;
 use common::{
-    cpu_name, profiled, rel_l2, repeats, table, thread_pool, timed, torch_python, write_section,
+    cpu_name, profiled, reference_json, rel_l2, repeats, table, thread_pool, timed, torch_python,
+    write_section,
 };
 
 use segrs::models::mask2former::{Mask2Former, PostprocessConfig, postprocess::panoptic};
@@ -39,26 +40,15 @@ fn main() {
     let python = torch_python();
     let dir = std::env::temp_dir().join(format!("segrs-bench-mask2former-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    eprintln!("reference side ({python}) ...");
-    let o = std::process::Command::new(&python)
-        .arg(root.join("tools/bench_mask2former_torch.py"))
-        .args([threads.to_string(), repeats.to_string()])
-        .args([&dir, &photo])
-        .output();
-    let torch: serde_json::Value = match o {
-        Ok(o) if o.status.success() => serde_json::from_slice(o.stdout.trim_ascii()).unwrap(),
-        Ok(o) => {
-            let err = String::from_utf8_lossy(&o.stderr);
-            eprintln!(
-                "reference side failed: {}",
-                err.lines().last().unwrap_or("")
-            );
-            return;
-        }
-        Err(e) => {
-            eprintln!("cannot run {python}: {e}; set SEGRS_TORCH_PYTHON");
-            return;
-        }
+    let script = root.join("tools/bench_mask2former_torch.py");
+    let args = [
+        threads.to_string(),
+        repeats.to_string(),
+        dir.display().to_string(),
+        photo.display().to_string(),
+    ];
+    let Some(torch) = reference_json(&python, script.to_str().unwrap(), &args, None) else {
+        return;
     };
     let model = Mask2Former::load(&dir).unwrap();
     let pic = segrs::data::image_io::read_image(&photo).unwrap();

@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use segrs::data::folder::list_images;
+use segrs::data::folder::image_paths;
 use segrs::data::image_io::read_image;
 use segrs::data::shard::Shard;
 use segrs::formats::coco::{COCO_DETECTION_NAMES, load_gt, merge_results};
@@ -275,19 +275,7 @@ fn gt_categories(a: &PredictArgs) -> Result<Option<std::collections::HashSet<u64
 
 /// `(image_id, file name, path)` of every image: ids from `--gt`, else 1.. in name order.
 fn numbered_images(a: &PredictArgs) -> Result<Vec<(u64, String, PathBuf)>> {
-    let files: Vec<PathBuf> = if a.images.is_file() {
-        vec![a.images.clone()]
-    } else if a.images.is_dir() {
-        list_images(&a.images)?
-            .into_iter()
-            .map(|(_, p)| p)
-            .collect()
-    } else {
-        bail!("{}: no such image or folder", a.images.display());
-    };
-    if files.is_empty() {
-        bail!("{}: no images", a.images.display());
-    }
+    let files = image_paths(&a.images)?;
     let name = |p: &Path| p.file_name().unwrap().to_string_lossy().to_string();
     let Some(gt_path) = &a.gt else {
         return Ok(files

@@ -5,7 +5,7 @@
 use super::maskrcnn::resolve_shard;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use segrs::data::folder::list_images;
+use segrs::data::folder::image_paths;
 use segrs::data::image_io::{LabelMap, read_image, write_label_png};
 use segrs::formats::panoptic::{PanopticAnnotation, PanopticCategory, segments_of, write_id_png};
 use segrs::models::mask2former::postprocess::{instances, panoptic, semantic};
@@ -146,19 +146,7 @@ fn categories(path: Option<&Path>, labels: &[String]) -> Result<Categories> {
 
 /// `(image_id, file name, path)` of every image.
 fn numbered_images(a: &PredictArgs) -> Result<Vec<(u64, String, PathBuf)>> {
-    let files: Vec<PathBuf> = if a.images.is_file() {
-        vec![a.images.clone()]
-    } else if a.images.is_dir() {
-        list_images(&a.images)?
-            .into_iter()
-            .map(|(_, p)| p)
-            .collect()
-    } else {
-        bail!("{}: no such image or folder", a.images.display());
-    };
-    if files.is_empty() {
-        bail!("{}: no images", a.images.display());
-    }
+    let files = image_paths(&a.images)?;
     let from_gt: Option<std::collections::HashMap<String, u64>> = match &a.gt {
         None => None,
         Some(p) => {

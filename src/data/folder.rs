@@ -62,6 +62,22 @@ pub fn natural_key(s: &str) -> (Option<u64>, String) {
     (s.parse::<u64>().ok(), s.to_string())
 }
 
+/// One image, or every image of a folder (in name order): an error naming the path when it is
+/// neither or holds no image.
+pub fn image_paths(path: &Path) -> Result<Vec<PathBuf>> {
+    let files: Vec<PathBuf> = if path.is_file() {
+        vec![path.to_path_buf()]
+    } else if path.is_dir() {
+        list_images(path)?.into_iter().map(|(_, p)| p).collect()
+    } else {
+        bail!("{}: no such image or folder", path.display());
+    };
+    if files.is_empty() {
+        bail!("{}: no images", path.display());
+    }
+    Ok(files)
+}
+
 /// Image files in `dir` (by extension), sorted naturally by stem.
 pub fn list_images(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let rd =
