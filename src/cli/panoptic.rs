@@ -257,8 +257,10 @@ fn predict(a: PredictArgs) -> Result<()> {
                 };
                 let png = format!("{stem}.png");
                 write_id_png(&a.out.join("panoptic").join(&png), &map)?;
-                let pairs: Vec<(u32, u32)> = p
-                    .segments
+                // Queries fused into one stuff segment share its id: one entry per id.
+                let mut seen = std::collections::HashSet::new();
+                let unique: Vec<_> = p.segments.iter().filter(|s| seen.insert(s.id)).collect();
+                let pairs: Vec<(u32, u32)> = unique
                     .iter()
                     .map(|s| (s.id, cats.ids[s.label_id]))
                     .collect();
@@ -269,7 +271,7 @@ fn predict(a: PredictArgs) -> Result<()> {
                     file_name: png,
                     segments_info: segs,
                 });
-                p.segments
+                unique
                     .iter()
                     .enumerate()
                     .map(|(k, s)| DrawnObject {

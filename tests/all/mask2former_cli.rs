@@ -58,6 +58,10 @@ fn panoptic_predict_then_eval_on_coco() {
         assert_eq!((png.width, png.height), (pic.width, pic.height));
         let infos = a["segments_info"].as_array().unwrap();
         segments += infos.len();
+        let mut ids: Vec<u64> = infos.iter().map(|s| s["id"].as_u64().unwrap()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), infos.len(), "segment ids repeat");
         for s in infos {
             assert!(coco_ids.contains(&s["category_id"].as_u64().unwrap()));
             let sid = s["id"].as_u64().unwrap() as u32;

@@ -299,3 +299,53 @@ pub fn instances(p: &Predictions, size: (usize, usize), cfg: &PostprocessConfig)
         segments,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two queries of class 1, one on each half of a 4x4 mask map.
+    fn halves() -> Predictions {
+        let mut mask_logits = vec![0.0f32; 2 * 16];
+        for (i, v) in mask_logits.iter_mut().enumerate() {
+            let (q, x) = (i / 16, i % 4);
+            *v = if (x < 2) == (q == 0) { 10.0 } else { -10.0 };
+        }
+        Predictions {
+            class_logits: vec![0.0, 5.0, -5.0, 0.0, 5.0, -5.0],
+            mask_logits,
+            queries: 2,
+            classes: 2,
+            mask_size: (4, 4),
+        }
+    }
+
+    #[test]
+    fn stuff_segments_fuse_into_one_id() {
+        let p = halves();
+        let apart = panoptic(&p, (8, 8), &PostprocessConfig::default());
+        let ids: Vec<u32> = apart.segments.iter().map(|s| s.id).collect();
+        assert_eq!(ids, [1, 2]);
+        assert_eq!((apart.ids[0], apart.ids[7]), (1, 2));
+        let cfg = PostprocessConfig {
+            label_ids_to_fuse: vec![1],
+            ..Default::default()
+        };
+        let fused = panoptic(&p, (8, 8), &cfg);
+        // the reference lists the fused query again under the same id
+        let ids: Vec<u32> = fused.segments.iter().map(|s| s.id).collect();
+        assert_eq!(ids, [1, 1]);
+        assert!(fused.segments.iter().all(|s| s.was_fused));
+        assert!(fused.ids.iter().all(|&v| v == 1));
+    }
+
+    #[test]
+    fn instances_and_semantic_follow_the_masks() {
+        let p = halves();
+        let inst = instances(&p, (8, 8), &PostprocessConfig::default());
+        assert_eq!(inst.segments.len(), 2);
+        let left = inst.masks.iter().find(|m| m[0] == 1).expect("left mask");
+        assert_eq!(left.iter().map(|&v| v as usize).sum::<usize>(), 32);
+        assert!(semantic(&p, (8, 8)).iter().all(|&c| c == 1));
+    }
+}
