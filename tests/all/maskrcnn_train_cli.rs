@@ -312,4 +312,5 @@ fn bad_datasets_are_named() {
         "{cfg}"
     );
     assert!(out.join("last.safetensors").is_file());
+    std::fs::remove_dir_all(&d).ok();
 }
