@@ -6,7 +6,8 @@
 //! run, time, share, floating-point operations and the rate achieved; against the unprofiled
 //! run's median. Needs no reference environment. Results go to stdout and to BENCHMARKS.md.
 //! Environment: SEGRS_BENCH_THREADS (default: all cores), SEGRS_BENCH_REPEATS (default 3),
-//! SEGRS_PROFILE (sections, default `sam,unet,unet_train,maskrcnn_train`). `maskrcnn_train`:
+//! SEGRS_PROFILE (sections, default `sam,unet,unet_train,maskrcnn_train`; `sam_decoder` is SAM's
+//! decoder alone). `maskrcnn_train`:
 //! one Mask R-CNN training step (fresh weights, batch statistics, whole body trained; two
 //! 256x320 images with 40 objects each, SGD), its phases timed and the engine's operations
 //! profiled.
@@ -27,8 +28,8 @@ fn main() {
         only.as_deref()
             .is_none_or(|o| o.split(',').any(|s| s == name))
     };
-    if wanted("sam") {
-        sam_profiles(threads, repeats);
+    if wanted("sam") || wanted("sam_decoder") {
+        sam_profiles(threads, repeats, !wanted("sam"));
     }
     if wanted("unet") {
         unet_forward_profile(threads, repeats);
@@ -155,8 +156,9 @@ fn maskrcnn_train_profile(threads: usize, repeats: usize) {
     write_section("maskrcnn_train_profile", &md);
 }
 
-/// SAM ViT-B's encoder, its prompt encoder + mask decoder, and MobileSAM's encoder.
-fn sam_profiles(threads: usize, repeats: usize) {
+/// SAM ViT-B's encoder, its prompt encoder + mask decoder, and MobileSAM's encoder
+/// (`decoder_only`: the decoder alone, on one unprofiled encoder forward).
+fn sam_profiles(threads: usize, repeats: usize, decoder_only: bool) {
     let dir = std::env::temp_dir().join(format!("segrs-sam-profile-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("vit_b.safetensors");
@@ -167,19 +169,9 @@ fn sam_profiles(threads: usize, repeats: usize) {
     let x: Vec<f32> = (0..n)
         .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
         .collect();
-    let (plain, ops) = profiled(repeats, || {
-        sam.image_encoder.forward(&x).unwrap();
-    });
-    let md = table(
-        &format!(
-            "SAM ViT-B image encoder, 1x3x1024x1024, {}, {threads} thread(s), mean of {repeats} profiled forwards; the unprofiled forward's median is {plain:.2} s.",
-            cpu_name()
-        ),
-        &ops,
-        repeats,
-    );
-    print!("{md}");
-    write_section("sam_profile", &md);
+    if !decoder_only {
+        sam_encoder_profile(&sam, &x, threads, repeats);
+    }
 
     // SAM's prompt encoder + mask decoder per single-point prompt (multimask), on the
     // encoder's embedding of the same input; the image side is prepared by the warm-up call.
@@ -209,6 +201,9 @@ fn sam_profiles(threads: usize, repeats: usize) {
     );
     print!("{md}");
     write_section("sam_decoder_profile", &md);
+    if decoder_only {
+        return;
+    }
 
     // MobileSAM's TinyViT encoder, random weights under its official keys.
     let dir = std::env::temp_dir().join(format!("segrs-sam-profile-t-{}", std::process::id()));
@@ -292,4 +287,21 @@ fn unet_train_profile(threads: usize, repeats: usize) {
     );
     print!("{md}");
     write_section("unet_train_profile", &md);
+}
+
+/// SAM ViT-B's image encoder, op by op.
+fn sam_encoder_profile(sam: &Sam, x: &[f32], threads: usize, repeats: usize) {
+    let (plain, ops) = profiled(repeats, || {
+        sam.image_encoder.forward(x).unwrap();
+    });
+    let md = table(
+        &format!(
+            "SAM ViT-B image encoder, 1x3x1024x1024, {}, {threads} thread(s), mean of {repeats} profiled forwards; the unprofiled forward's median is {plain:.2} s.",
+            cpu_name()
+        ),
+        &ops,
+        repeats,
+    );
+    print!("{md}");
+    write_section("sam_profile", &md);
 }

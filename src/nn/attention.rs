@@ -64,15 +64,19 @@ impl Attention {
         hooks: Hooks,
     ) -> Vec<f32> {
         let d = self.head_dim();
-        let o = attention(
+        self.forward_views(
             HeadView::packed(q, nq, d),
             HeadView::packed(k, nk, d),
             HeadView::packed(v, nk, d),
-            self.heads,
-            d,
-            1.0 / (d as f32).sqrt(),
             hooks,
-        );
-        self.out.forward(&o, nq)
+        )
+    }
+
+    /// [`forward_projected`](Self::forward_projected) on projections in any head layout
+    /// (e.g. keys and values kept head-major between calls).
+    pub fn forward_views(&self, q: HeadView, k: HeadView, v: HeadView, hooks: Hooks) -> Vec<f32> {
+        let d = self.head_dim();
+        let o = attention(q, k, v, self.heads, d, 1.0 / (d as f32).sqrt(), hooks);
+        self.out.forward(&o, q.rows)
     }
 }

@@ -9,6 +9,7 @@ use super::matmul::{SendPtr, gemm_strided, matmul_acc, matmul_nt, parallel_for};
 use super::simd::{max, sum, vectorized};
 use super::softmax::exp_shifted;
 use rayon::prelude::*;
+use std::borrow::Cow;
 
 /// Where each head's vectors sit in a projection's rows: head `h` of row `r` is
 /// `data[r * stride + base + h * step..][..head_dim]`. Packed `[rows, heads * head_dim]`
@@ -36,13 +37,30 @@ impl<'a> HeadView<'a> {
 
     /// Head `h`'s `[rows, head_dim]` values.
     pub fn head(&self, h: usize, head_dim: usize) -> Vec<f32> {
-        columns(
-            self.data,
-            self.rows,
-            self.stride,
-            self.base + h * self.step,
-            head_dim,
-        )
+        self.head_values(h, head_dim).into_owned()
+    }
+
+    /// Head `h`'s `[rows, head_dim]` values, borrowed when they are contiguous (head-major
+    /// layouts, single heads), else gathered.
+    pub fn head_values(&self, h: usize, head_dim: usize) -> Cow<'a, [f32]> {
+        let start = self.base + h * self.step;
+        if self.stride == head_dim {
+            Cow::Borrowed(&self.data[start..start + self.rows * head_dim])
+        } else {
+            Cow::Owned(columns(self.data, self.rows, self.stride, start, head_dim))
+        }
+    }
+
+    /// `[heads, rows, head_dim]`: each head's rows contiguous, heads one after another.
+    pub fn head_major(data: &'a [f32], heads: usize, rows: usize, head_dim: usize) -> Self {
+        assert_eq!(data.len(), heads * rows * head_dim, "head-major size");
+        Self {
+            data,
+            rows,
+            stride: head_dim,
+            base: 0,
+            step: rows * head_dim,
+        }
     }
 }
 
@@ -90,8 +108,8 @@ pub fn attention(
             true,
         );
     }
-    // One block per head; heads in parallel when the score matrices are large.
-    let parallel = nq * nk >= 1 << 20 && heads > 1;
+    // One block per head; heads in parallel when there is enough work to share.
+    let parallel = nq * nk * heads * head_dim >= 1 << 21 && heads > 1;
     blocked(q, k, v, heads, head_dim, scale, hooks, nq.max(1), parallel)
 }
 
@@ -140,7 +158,7 @@ fn blocked(
     } else {
         let scaled = qs
             .iter()
-            .map(|x| x.iter().map(|a| a * scale).collect())
+            .map(|x| Cow::Owned(x.iter().map(|a| a * scale).collect()))
             .collect();
         (scaled, qs)
     };
@@ -185,6 +203,132 @@ fn blocked(
         (0..heads * blocks).for_each(task);
     }
     out
+}
+
+/// Query rows per block of [`few_keys`]: a block's scores and output rows stay in L2.
+const FEW_KEYS_ROWS: usize = 128;
+
+/// The folded form of attention when many query rows (an image's positions) attend to a few
+/// keys (prompt tokens), with the query and output projections moved to the key side: `bmat`
+/// `[heads * nk, xdim]` and `cvec` `[heads * nk]` give the scores `x B^T + c` (row (h, j) is
+/// key j of head h through head h's query projection), and `gmat` `[heads * nk, dim]` the
+/// output (row (h, j) is value j of head h through head h's slice of the output projection).
+/// Block by block of query rows, blocks over the threads when the caller is not already on one
+/// of rayon's workers: the scores, scaled by `scale` and soft-maxed per head, are multiplied by
+/// `G`, and `epilogue(first row, product rows, out rows, aux rows)` turns the block's product
+/// into its rows of `out` (`[nq, dim]`, holding e.g. the residual) and of `aux` (`[nq, aux
+/// width]`, or empty) while they are in cache: a bias, a residual, a LayerNorm. The whole
+/// `[nq, heads * nk]` score matrix and `[nq, dim]` product are never held.
+#[allow(clippy::too_many_arguments)]
+pub fn few_keys(
+    x: &[f32],
+    xdim: usize,
+    nq: usize,
+    bmat: &[f32],
+    cvec: &[f32],
+    gmat: &[f32],
+    nk: usize,
+    scale: f32,
+    out: &mut [f32],
+    aux: &mut [f32],
+    epilogue: impl Fn(usize, &mut [f32], &mut [f32], &mut [f32]) + Sync,
+) {
+    let m = cvec.len();
+    let dim = out.len() / nq.max(1);
+    assert!(
+        x.len() >= nq * xdim && bmat.len() == m * xdim && gmat.len() == m * dim,
+        "folded attention sizes"
+    );
+    assert!(
+        nk > 0 && m.is_multiple_of(nk),
+        "scores split into heads of nk keys"
+    );
+    let aw = aux.len() / nq.max(1);
+    let rows = FEW_KEYS_ROWS;
+    let block = |(bi, (o, a)): (usize, (&mut [f32], &mut [f32]))| {
+        let r0 = bi * rows;
+        let r = o.len() / dim.max(1);
+        // The block's scores transposed, `[m, r]`: each head's softmax over its `nk` keys is
+        // then element-wise over `nk` rows, vectorised along the block's queries.
+        let mut s = vec![0.0f32; m * r];
+        // SAFETY: bmat is [m, xdim]; x rows r0..r0 + r are [r, xdim] (read transposed); s is
+        // [m, r].
+        unsafe {
+            gemm_strided(
+                m,
+                r,
+                xdim,
+                bmat.as_ptr(),
+                xdim as isize,
+                1,
+                x.as_ptr().add(r0 * xdim),
+                1,
+                xdim as isize,
+                s.as_mut_ptr(),
+                r,
+                false,
+            )
+        };
+        vectorized(
+            #[inline(always)]
+            || {
+                for (row, c) in s.chunks_exact_mut(r).zip(cvec) {
+                    row.iter_mut().for_each(|v| *v = (*v + c) * scale);
+                }
+                let mut acc = vec![0.0f32; r];
+                for head in s.chunks_exact_mut(nk * r) {
+                    acc.copy_from_slice(&head[..r]);
+                    for row in head[r..].chunks_exact(r) {
+                        acc.iter_mut().zip(row).for_each(|(m, v)| *m = m.max(*v));
+                    }
+                    for row in head.chunks_exact_mut(r) {
+                        row.iter_mut()
+                            .zip(&acc)
+                            .for_each(|(v, m)| *v = exp_nonpositive(*v - m));
+                    }
+                    acc.fill(0.0);
+                    for row in head.chunks_exact(r) {
+                        acc.iter_mut().zip(row).for_each(|(t, v)| *t += v);
+                    }
+                    acc.iter_mut().for_each(|t| *t = 1.0 / *t);
+                    for row in head.chunks_exact_mut(r) {
+                        row.iter_mut().zip(&acc).for_each(|(v, i)| *v *= i);
+                    }
+                }
+            },
+        );
+        let mut p = vec![0.0f32; r * dim];
+        // SAFETY: s holds A^T ([m, r]: A's element (i, l) at l * r + i); gmat is [m, dim]; p
+        // is [r, dim].
+        unsafe {
+            gemm_strided(
+                r,
+                dim,
+                m,
+                s.as_ptr(),
+                1,
+                r as isize,
+                gmat.as_ptr(),
+                dim as isize,
+                1,
+                p.as_mut_ptr(),
+                dim,
+                false,
+            )
+        };
+        epilogue(r0, &mut p, o, a);
+    };
+    let auxes: Box<dyn Iterator<Item = &mut [f32]>> = if aw == 0 {
+        Box::new(std::iter::repeat_with(|| &mut [][..]))
+    } else {
+        Box::new(aux.chunks_mut(rows * aw))
+    };
+    let pairs: Vec<(&mut [f32], &mut [f32])> = out.chunks_mut(rows * dim).zip(auxes).collect();
+    if pairs.len() > 1 && rayon::current_thread_index().is_none() {
+        pairs.into_par_iter().enumerate().for_each(block);
+    } else {
+        pairs.into_iter().enumerate().for_each(block);
+    }
 }
 
 thread_local! {
@@ -283,30 +427,35 @@ unsafe fn head_rows(
     SCORES.set(s);
 }
 
-/// Each head's queries (rotated, then scaled by `scale`), keys (rotated) and values, packed.
+/// Each head's queries (rotated, then scaled by `scale`), keys (rotated) and values, packed
+/// (borrowed where a head's values are contiguous and left as they are).
 #[allow(clippy::type_complexity)]
-fn split_heads(
-    q: HeadView,
-    k: HeadView,
-    v: HeadView,
+fn split_heads<'a>(
+    q: HeadView<'a>,
+    k: HeadView<'a>,
+    v: HeadView<'a>,
     heads: usize,
     head_dim: usize,
     scale: f32,
     rotate: Option<RotateHook>,
-) -> (Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<Vec<f32>>) {
-    let (qs, ks): (Vec<Vec<f32>>, Vec<Vec<f32>>) = (0..heads)
+) -> (
+    Vec<Cow<'a, [f32]>>,
+    Vec<Cow<'a, [f32]>>,
+    Vec<Cow<'a, [f32]>>,
+) {
+    let (qs, ks): (Vec<_>, Vec<_>) = (0..heads)
         .map(|h| {
-            let (mut qh, mut kh) = (q.head(h, head_dim), k.head(h, head_dim));
+            let (mut qh, mut kh) = (q.head_values(h, head_dim), k.head_values(h, head_dim));
             if let Some(rotate) = rotate {
-                rotate(h, &mut qh, &mut kh);
+                rotate(h, qh.to_mut(), kh.to_mut());
             }
             if scale != 1.0 {
-                qh.iter_mut().for_each(|a| *a *= scale);
+                qh.to_mut().iter_mut().for_each(|a| *a *= scale);
             }
             (qh, kh)
         })
         .unzip();
-    let vs = (0..heads).map(|h| v.head(h, head_dim)).collect();
+    let vs = (0..heads).map(|h| v.head_values(h, head_dim)).collect();
     (qs, ks, vs)
 }
 
@@ -425,6 +574,52 @@ mod tests {
             Hooks::default(),
         );
         assert_eq!(o, vec![7.0, -3.0, 7.0, -3.0]);
+    }
+
+    #[test]
+    fn few_keys_equals_the_whole_matrix() {
+        // 300 query rows (three blocks), 2 heads of 3 keys: the blocked, transposed scores with
+        // their epilogue (a residual and a second output) against the plain formula.
+        let (nq, xdim, nk, heads, dim) = (300, 20, 3, 2, 10);
+        let m = heads * nk;
+        let val = |i: usize| ((i * 7919 % 1000) as f32 / 250.0) - 2.0;
+        let x: Vec<f32> = (0..nq * xdim).map(val).collect();
+        let bmat: Vec<f32> = (0..m * xdim).map(|i| val(i + 5)).collect();
+        let cvec: Vec<f32> = (0..m).map(|i| val(i * 13 + 1)).collect();
+        let gmat: Vec<f32> = (0..m * dim).map(|i| val(i + 17)).collect();
+        let residual: Vec<f32> = (0..nq * dim).map(|i| val(i + 23)).collect();
+        let mut out = residual.clone();
+        let mut aux = vec![0.0f32; nq * dim];
+        few_keys(
+            &x,
+            xdim,
+            nq,
+            &bmat,
+            &cvec,
+            &gmat,
+            nk,
+            0.7,
+            &mut out,
+            &mut aux,
+            |_, p, o, a| {
+                o.iter_mut().zip(p.iter()).for_each(|(o, p)| *o += p);
+                a.iter_mut().zip(o.iter()).for_each(|(a, o)| *a = 2.0 * o);
+            },
+        );
+        let mut s = matmul_nt(&x, &bmat, nq, xdim, m);
+        for row in s.chunks_mut(m) {
+            row.iter_mut()
+                .zip(&cvec)
+                .for_each(|(v, c)| *v = (*v + c) * 0.7);
+        }
+        softmax_rows(&mut s, nk);
+        let want = matmul(&s, &gmat, nq, m, dim);
+        let mut err = 0.0f32;
+        for i in 0..nq * dim {
+            err = err.max((out[i] - residual[i] - want[i]).abs());
+            err = err.max((aux[i] - 2.0 * out[i]).abs());
+        }
+        assert!(err < 1e-5, "max abs difference {err}");
     }
 
     #[test]

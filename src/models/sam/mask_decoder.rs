@@ -196,7 +196,11 @@ impl MaskDecoder {
             tokens.extend_from_slice(s);
         }
         let n = tokens.len() / c;
-        let (hs, keys) = self.transformer.forward_cached(src, pe, &tokens, n, cache);
+        // Only the object-score, IoU and mask tokens' outputs are read.
+        let used = s + 1 + NUM_MASK_TOKENS;
+        let (hs, keys) = self
+            .transformer
+            .forward_cached(src, pe, &tokens, n, used, cache);
         let (h2, w2) = (2 * h, 2 * w);
         let (h4, w4) = (4 * h, 4 * w);
         let c8 = self.up2.op.cout;

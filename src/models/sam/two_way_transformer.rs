@@ -5,39 +5,41 @@
 
 use crate::nn::{Attention, LayerNorm, Linear, Mlp, Weights};
 use crate::ops::Activation;
-use crate::ops::attention::Hooks;
-use crate::ops::layout::{add, dot};
+use crate::ops::attention::few_keys;
+use crate::ops::attention::{HeadView, Hooks};
+use crate::ops::layout::{add, add_row_bias, columns, dot};
 use crate::ops::matmul::{matmul, matmul_nt};
 use crate::ops::profile::scope;
-use crate::ops::simd::vectorized;
 use crate::ops::softmax::softmax_rows_seq;
 use rayon::prelude::*;
+
+/// The token side of an image-to-token attention in the folded form of
+/// [`few_keys`](crate::ops::attention::few_keys): scores `x B^T + c`, output `A G`.
+struct Folded {
+    bmat: Vec<f32>,
+    cvec: Vec<f32>,
+    gmat: Vec<f32>,
+    nk: usize,
+}
 
 /// SAM's attention with the image side's projections folded into the token side when one
 /// side is a handful of prompt tokens and the other the image.
 trait TwoWayAttention {
     fn attend(&self, q: &[f32], nq: usize, k: &[f32], v: &[f32], nk: usize) -> Vec<f32>;
-    fn image_queries_projected(
-        &self,
-        qp: &[f32],
-        nq: usize,
-        k: &[f32],
-        v: &[f32],
-        nk: usize,
-    ) -> Vec<f32>;
+    fn fold_tokens(&self, k: &[f32], v: &[f32], nk: usize, projected_queries: bool) -> Folded;
     fn token_outputs(&self, vp: &[f32], nk: usize) -> Vec<f32>;
     #[allow(clippy::too_many_arguments)]
-    fn image_queries_tail(
+    fn image_queries_into(
         &self,
+        f: &Folded,
         x: &[f32],
         xdim: usize,
         nq: usize,
-        bmat: &[f32],
-        cvec: &[f32],
-        gmat: &[f32],
-        nk: usize,
-    ) -> Vec<f32>;
-    fn image_queries(&self, x: &[f32], nq: usize, k: &[f32], v: &[f32], nk: usize) -> Vec<f32>;
+        out: &mut [f32],
+        aux: &mut [f32],
+        epilogue: impl Fn(usize, &mut [f32], &mut [f32], &mut [f32]) + Sync,
+    );
+    fn image_queries_with(&self, f: &Folded, x: &[f32], xdim: usize, nq: usize) -> Vec<f32>;
     fn image_keys(&self, q: &[f32], nq: usize, xk: &[f32], xv: &[f32], nk: usize) -> Vec<f32>;
 }
 
@@ -70,12 +72,13 @@ fn load_attention(w: &Weights, dim: usize, heads: usize, downsample: usize) -> A
 impl TwoWayAttention for Attention {
     /// `q` has `nq` rows, `k` and `v` have `nk` rows (one batch item). When one side is a
     /// handful of prompt tokens and the other the image (4096 positions), the projections of
-    /// the image side are folded into the token side instead of computed (see `image_queries`
+    /// the image side are folded into the token side instead of computed (see `fold_tokens`
     /// and `image_keys`): the same function, half the arithmetic.
     fn attend(&self, q: &[f32], nq: usize, k: &[f32], v: &[f32], nk: usize) -> Vec<f32> {
         let inner = self.q.out;
         if nk * self.heads < inner && nq > 4 * nk {
-            return self.image_queries(q, nq, k, v, nk);
+            let folded = self.fold_tokens(k, v, nk, false);
+            return self.image_queries_with(&folded, q, self.q.inp, nq);
         }
         if nq * self.heads < inner && nk > 4 * nq {
             return self.image_keys(q, nq, k, v, nk);
@@ -83,30 +86,35 @@ impl TwoWayAttention for Attention {
         self.forward(q, nq, k, v, nk, Hooks::default())
     }
 
-    /// Image queries already projected (`[nq, inner]`, bias included) against a few token
-    /// keys: scores through a block-diagonal `[heads * nk, inner]` key matrix, output in the
-    /// low-rank form of [`image_queries`](Self::image_queries).
-    fn image_queries_projected(
-        &self,
-        qp: &[f32],
-        nq: usize,
-        k: &[f32],
-        v: &[f32],
-        nk: usize,
-    ) -> Vec<f32> {
+    /// The token side of image queries (`[nq, dim]` rows, or with `projected_queries` the
+    /// image rows already through the query projection, bias included) against `nk` token keys
+    /// and values: per head h, `(X Wq_h^T + bq_h) K_h^T = X (K_h Wq_h)^T + K_h bq_h`, and the
+    /// output projection `sum_h A_h V_h Wo_h^T = sum_h A_h G_h`, so that both image-sized
+    /// products have `heads * nk` (not `inner`) columns. Projected queries take a
+    /// block-diagonal `[heads * nk, inner]` key matrix.
+    fn fold_tokens(&self, k: &[f32], v: &[f32], nk: usize, projected_queries: bool) -> Folded {
         let (inner, heads) = (self.q.out, self.heads);
         let ch = inner / heads;
         let (kp, vp) = (self.k.forward(k, nk), self.v.forward(v, nk));
         let m = heads * nk;
-        let mut bmat = vec![0.0f32; m * inner];
-        for h in 0..heads {
-            for j in 0..nk {
-                bmat[(h * nk + j) * inner + h * ch..(h * nk + j) * inner + (h + 1) * ch]
-                    .copy_from_slice(&kp[j * inner + h * ch..j * inner + (h + 1) * ch]);
+        let (bmat, cvec) = if projected_queries {
+            let mut bmat = vec![0.0f32; m * inner];
+            for h in 0..heads {
+                for j in 0..nk {
+                    bmat[(h * nk + j) * inner + h * ch..(h * nk + j) * inner + (h + 1) * ch]
+                        .copy_from_slice(&kp[j * inner + h * ch..j * inner + (h + 1) * ch]);
+                }
             }
+            (bmat, vec![0.0; m])
+        } else {
+            fold_into_projection(&kp, nk, &self.q, heads)
+        };
+        Folded {
+            bmat,
+            cvec,
+            gmat: self.token_outputs(&vp, nk),
+            nk,
         }
-        let gmat = self.token_outputs(&vp, nk);
-        self.image_queries_tail(qp, inner, nq, &bmat, &vec![0.0; m], &gmat, nk)
     }
 
     /// `G [heads * nk, dim]`: row (h, j) = `V_h[j] Wo_h^T`, each token value through its head's
@@ -129,54 +137,33 @@ impl TwoWayAttention for Attention {
         gmat
     }
 
-    /// Scores `x B^T + c` (`[nq, heads * nk]`), per-head softmax, then `A G + bo`.
-    #[allow(clippy::too_many_arguments)]
-    fn image_queries_tail(
+    /// `A G` block by block of image rows, each block's product handed to `epilogue` (see
+    /// [`few_keys`]); the output projection's bias is the epilogue's to add.
+    fn image_queries_into(
         &self,
+        f: &Folded,
         x: &[f32],
         xdim: usize,
         nq: usize,
-        bmat: &[f32],
-        cvec: &[f32],
-        gmat: &[f32],
-        nk: usize,
-    ) -> Vec<f32> {
-        let heads = self.heads;
-        let ch = self.q.out / heads;
-        let scale = 1.0 / (ch as f32).sqrt();
-        let (m, dim) = (heads * nk, self.out.out);
-        let mut scores = matmul_nt(x, bmat, nq, xdim, m);
-        // each row is `heads` segments of `nk` scores: one softmax call per block of rows
-        scores.par_chunks_mut(m * 64).for_each(|rows| {
-            vectorized(
-                #[inline(always)]
-                || {
-                    for row in rows.chunks_mut(m) {
-                        row.iter_mut()
-                            .zip(cvec)
-                            .for_each(|(s, c)| *s = (*s + c) * scale);
-                    }
-                },
-            );
-            softmax_rows_seq(rows, nk);
-        });
-        let mut out = matmul(&scores, gmat, nq, m, dim);
-        out.par_chunks_mut(dim)
-            .for_each(|r| r.iter_mut().zip(&self.out.b).for_each(|(v, b)| *v += b));
-        out
+        out: &mut [f32],
+        aux: &mut [f32],
+        epilogue: impl Fn(usize, &mut [f32], &mut [f32], &mut [f32]) + Sync,
+    ) {
+        let scale = 1.0 / ((self.q.out / self.heads) as f32).sqrt();
+        few_keys(
+            x, xdim, nq, &f.bmat, &f.cvec, &f.gmat, f.nk, scale, out, aux, epilogue,
+        );
     }
 
-    /// Many queries (image positions), few keys (tokens). Per head h, with `Wq_h` the head's
-    /// rows of the query weight: scores `= (X Wq_h^T + bq_h) K_h^T = X (K_h Wq_h)^T + K_h bq_h`,
-    /// and the output projection `sum_h A_h V_h Wo_h^T = sum_h A_h G_h`, so both image-sized
-    /// products have `heads * nk` (not `inner`) columns.
-    fn image_queries(&self, x: &[f32], nq: usize, k: &[f32], v: &[f32], nk: usize) -> Vec<f32> {
-        let (dim, heads) = (self.q.inp, self.heads);
-        let (kp, vp) = (self.k.forward(k, nk), self.v.forward(v, nk));
-        // B [heads * nk, dim]: row (h, j) = K_h[j] . Wq_h ; c[(h, j)] = K_h[j] . bq_h
-        let (bmat, cvec) = fold_into_projection(&kp, nk, &self.q, heads);
-        let gmat = self.token_outputs(&vp, nk);
-        self.image_queries_tail(x, dim, nq, &bmat, &cvec, &gmat, nk)
+    /// The attention's output `A G + bo` for image rows `x` (`[nq, xdim]`).
+    fn image_queries_with(&self, f: &Folded, x: &[f32], xdim: usize, nq: usize) -> Vec<f32> {
+        let mut out = vec![0.0f32; nq * self.out.out];
+        let bias = &self.out.b;
+        self.image_queries_into(f, x, xdim, nq, &mut out, &mut [], |_, p, rows, _| {
+            add_row_bias(p, bias);
+            rows.copy_from_slice(p);
+        });
+        out
     }
 
     /// Few queries (tokens), many keys (image positions). Per head, scores
@@ -226,6 +213,7 @@ struct Block {
 /// the dense prompt is the no-mask embedding: made once per image, they take the first layer's
 /// image-sized products out of every prompt.
 pub struct ImageSideCache {
+    /// The first token-to-image attention's keys and values, head-major `[heads, HW, d]`.
     k_t2i: Vec<f32>,
     v_t2i: Vec<f32>,
     q_i2t: Vec<f32>,
@@ -293,9 +281,16 @@ impl TwoWayTransformer {
         let hw = image.len() / self.dim;
         let l = &self.layers[0];
         let k = add(image, image_pe);
+        let a = &l.cross_t2i;
+        let d = a.head_dim();
+        let head_major = |x: Vec<f32>| -> Vec<f32> {
+            (0..a.heads)
+                .flat_map(|h| columns(&x, hw, a.q.out, h * d, d))
+                .collect()
+        };
         ImageSideCache {
-            k_t2i: l.cross_t2i.k.forward(&k, hw),
-            v_t2i: l.cross_t2i.v.forward(image, hw),
+            k_t2i: head_major(a.k.forward(&k, hw)),
+            v_t2i: head_major(a.v.forward(image, hw)),
             q_i2t: l.cross_i2t.q.forward(&k, hw),
         }
     }
@@ -309,28 +304,38 @@ impl TwoWayTransformer {
         tokens: &[f32],
         n: usize,
     ) -> (Vec<f32>, Vec<f32>) {
-        self.forward_cached(image, image_pe, tokens, n, None)
+        self.forward_cached(image, image_pe, tokens, n, n, None)
     }
 
     /// [`forward`](Self::forward) with the first layer's image side from [`prepare`](Self::prepare)
-    /// (which must have been made from the same `image` and `image_pe`).
+    /// (which must have been made from the same `image` and `image_pe`), returning only the
+    /// first `used` tokens (the final attention's rows are independent: the outputs nobody
+    /// reads are not computed).
     pub fn forward_cached(
         &self,
         image: &[f32],
         image_pe: &[f32],
         tokens: &[f32],
         n: usize,
+        used: usize,
         cache: Option<&ImageSideCache>,
     ) -> (Vec<f32>, Vec<f32>) {
         const TOKENS: &str = "two-way transformer: token self-attention, MLP, norms";
         const T2I: &str = "two-way transformer: tokens to image attention";
-        const I2T: &str = "two-way transformer: image to tokens attention";
-        const IMAGE: &str = "two-way transformer: image-side adds and norms";
-        let hw = image.len() / self.dim;
+        const I2T: &str = "two-way transformer: image to tokens attention (+ residual, norm)";
+        const IMAGE: &str = "two-way transformer: image-side copies and adds";
+        let (dim, hw) = (self.dim, image.len() / self.dim);
+        let inner = self.layers.first().map_or(dim, |l| l.cross_i2t.q.out);
         let mut queries = tokens.to_vec();
-        let mut keys = {
+        // The image rows and the same plus positions, which both cross attentions read (the
+        // image side changes only in the image-to-token attention, whose epilogue makes both).
+        let (mut keys, mut keys_pe) = {
             let _t = scope(IMAGE, 0.0);
-            image.to_vec()
+            let pe = match cache {
+                Some(_) => Vec::new(),
+                None => add(image, image_pe),
+            };
+            (image.to_vec(), pe)
         };
         for (li, l) in self.layers.iter().enumerate() {
             let cache = cache.filter(|_| li == 0);
@@ -345,26 +350,18 @@ impl TwoWayTransformer {
                 }
                 l.norm1.forward(&mut queries);
             }
-            // keys + positions, used by both cross attentions (keys change only after them)
-            let keys_pe = match cache {
-                Some(_) => Vec::new(),
-                None => {
-                    let _t = scope(IMAGE, 0.0);
-                    add(&keys, image_pe)
-                }
-            };
             {
                 let _t = scope(T2I, 0.0);
                 let q = add(&queries, tokens);
                 let a = match cache {
                     Some(c) => {
-                        let qp = l.cross_t2i.q.forward(&q, n);
-                        l.cross_t2i.forward_projected(
-                            &qp,
-                            n,
-                            &c.k_t2i,
-                            &c.v_t2i,
-                            hw,
+                        let a = &l.cross_t2i;
+                        let (d, heads) = (a.head_dim(), a.heads);
+                        let qp = a.q.forward(&q, n);
+                        a.forward_views(
+                            HeadView::packed(&qp, n, d),
+                            HeadView::head_major(&c.k_t2i, heads, hw, d),
+                            HeadView::head_major(&c.v_t2i, heads, hw, d),
                             Hooks::default(),
                         )
                     }
@@ -379,27 +376,40 @@ impl TwoWayTransformer {
                 queries = add(&queries, &m);
                 l.norm3.forward(&mut queries);
             }
-            let a = {
-                let _t = scope(I2T, 0.0);
-                let q = add(&queries, tokens);
-                match cache {
-                    Some(c) => l
-                        .cross_i2t
-                        .image_queries_projected(&c.q_i2t, hw, &q, &queries, n),
-                    None => l.cross_i2t.attend(&keys_pe, hw, &q, &queries, n),
-                }
+            let _t = scope(I2T, 0.0);
+            let q = add(&queries, tokens);
+            let folded = l.cross_i2t.fold_tokens(&q, &queries, n, cache.is_some());
+            let (x, xdim) = match cache {
+                Some(c) => (&c.q_i2t[..], inner),
+                None => (&keys_pe[..], dim),
             };
-            let _t = scope(IMAGE, 0.0);
-            keys = add(&keys, &a);
-            l.norm4.forward(&mut keys);
+            // keys = norm4(keys + attention), and keys + positions, a block of rows at a time.
+            let mut next_pe = vec![0.0f32; hw * dim];
+            let (bias, norm) = (&l.cross_i2t.out.b, &l.norm4);
+            l.cross_i2t.image_queries_into(
+                &folded,
+                x,
+                xdim,
+                hw,
+                &mut keys,
+                &mut next_pe,
+                |r0, p, rows, pe_rows| {
+                    add_row_bias(p, bias);
+                    rows.iter_mut().zip(p.iter()).for_each(|(k, a)| *k += a);
+                    norm.forward(rows);
+                    let pe = &image_pe[r0 * dim..r0 * dim + rows.len()];
+                    for ((o, k), p) in pe_rows.iter_mut().zip(rows.iter()).zip(pe) {
+                        *o = k + p;
+                    }
+                },
+            );
+            keys_pe = next_pe;
         }
-        let k = {
-            let _t = scope(IMAGE, 0.0);
-            add(&keys, image_pe)
-        };
         let _t = scope(T2I, 0.0);
-        let q = add(&queries, tokens);
-        let a = self.final_attn.attend(&q, n, &k, &keys, hw);
+        let used = used.min(n);
+        let mut queries = queries[..used * dim].to_vec();
+        let q = add(&queries, &tokens[..used * dim]);
+        let a = self.final_attn.attend(&q, used, &keys_pe, &keys, hw);
         queries = add(&queries, &a);
         self.norm_final.forward(&mut queries);
         (queries, keys)
@@ -452,7 +462,8 @@ mod tests {
             rel(&fast, &plain)
         );
         let proj = a.q.forward(&x, 300);
-        let cached = a.image_queries_projected(&proj, 300, &t, &t, 3);
+        let folded = a.fold_tokens(&t, &t, 3, true);
+        let cached = a.image_queries_with(&folded, &proj, 32, 300);
         assert!(
             rel(&cached, &plain) < 1e-5,
             "projected image queries {}",
