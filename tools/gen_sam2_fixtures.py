@@ -138,7 +138,10 @@ def video_parts(model):
         as_out = model._use_mask_as_output(bf, [s0, s1], disc)
         model.binarize_mask_from_pts_for_mem_enc = True
         rows = bf.flatten(2).permute(2, 0, 1)
-        mem1, _ = model._encode_new_memory([rows], [(64, 64)], heads[4], heads[6], is_mask_from_pts=True)
+        # Binarised at 0 for the memory: from the disc as logits of +-20 (a mask from the heads
+        # has pixels within rounding of 0, whose side is not the memory encoder's to decide).
+        mem1, _ = model._encode_new_memory([rows], [(64, 64)], disc * 40.0 - 20.0, heads[6],
+                                           is_mask_from_pts=True)
         mem2, _ = model._encode_new_memory([rows], [(64, 64)], heads[4], torch.tensor([[-1.0]]), is_mask_from_pts=False)
         model.binarize_mask_from_pts_for_mem_enc = False
     t = {

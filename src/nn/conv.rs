@@ -3,6 +3,7 @@
 //! with kernel 2, stride 2.
 
 use super::loader::Weights;
+use super::norm::LayerNorm2d;
 use crate::ops::Activation;
 use crate::ops::conv::ConvKernel;
 use crate::ops::conv_transpose::ConvTranspose2x2;
@@ -208,6 +209,21 @@ impl ConvTranspose2d {
         act: Activation,
     ) -> Vec<f32> {
         self.op.forward_rows_add(x, h, w, skip, act)
+    }
+
+    /// `act(norm(convt(x) + skip))` from position rows `[h * w, cin]`, `norm` SAM's
+    /// `LayerNorm2d` over the output channels, in one pass over the output.
+    pub fn forward_rows_norm(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        skip: Option<&[f32]>,
+        norm: &LayerNorm2d,
+        act: Activation,
+    ) -> Vec<f32> {
+        self.op
+            .forward_rows_norm(x, h, w, skip, (&norm.w, &norm.b, norm.eps), act)
     }
 }
 

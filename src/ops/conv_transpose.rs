@@ -4,7 +4,10 @@
 
 use super::activation::Activation;
 use super::conv_backward::bias_grad;
-use super::matmul::{gemm_strided, gemm_strided_acc, matmul, matmul_acc, matmul_nt, parallel_for};
+use super::matmul::{
+    SendPtr, gemm_strided, gemm_strided_acc, matmul, matmul_acc, matmul_nt, parallel_for,
+};
+use super::norm::layer_norm2d_block;
 use super::simd::vectorized;
 use rayon::prelude::*;
 
@@ -161,6 +164,65 @@ impl ConvTranspose2x2 {
         let y = matmul_nt(&self.wm, x, self.cout * 4, self.cin, h * w);
         let mut out = vec![0.0f32; self.cout * 4 * h * w];
         self.scatter(h, w, skip, act, &y, &mut out);
+        out
+    }
+
+    /// `act(norm(convt(x) + skip))` from position rows `[h * w, cin]`, `norm` a LayerNorm
+    /// over the channels at each output position (SAM's first upscaling): one pass over the
+    /// output, a pair of output rows at a time (scattered, normalised and activated in cache).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_rows_norm(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        skip: Option<&[f32]>,
+        norm: (&[f32], &[f32], f32),
+        act: Activation,
+    ) -> Vec<f32> {
+        let (cout, hw) = (self.cout, h * w);
+        let (oh, ow) = (2 * h, 2 * w);
+        assert_eq!(norm.0.len(), cout, "norm width");
+        if let Some(s) = skip {
+            assert_eq!(s.len(), cout * oh * ow, "skip size");
+        }
+        let y = matmul_nt(&self.wm, x, cout * 4, self.cin, hw);
+        let mut out = vec![0.0f32; cout * oh * ow];
+        let dst = SendPtr(out.as_mut_ptr());
+        (0..h).into_par_iter().for_each(|yy| {
+            // [cout, 2 rows of ow]: output rows 2yy and 2yy + 1 of every channel
+            let mut blk = vec![0.0f32; cout * 2 * ow];
+            for (co, rows) in blk.chunks_exact_mut(2 * ow).enumerate() {
+                let b = self.b[co];
+                for (dy, row) in rows.chunks_exact_mut(ow).enumerate() {
+                    let tap = |dx: usize| &y[(co * 4 + dy * 2 + dx) * hw + yy * w..][..w];
+                    let (left, right) = (tap(0), tap(1));
+                    for ((pair, &l), &r) in row.chunks_exact_mut(2).zip(left).zip(right) {
+                        pair[0] = l + b;
+                        pair[1] = r + b;
+                    }
+                    if let Some(s) = skip {
+                        let oy = 2 * yy + dy;
+                        row.iter_mut()
+                            .zip(&s[co * oh * ow + oy * ow..][..ow])
+                            .for_each(|(a, b)| *a += b);
+                    }
+                }
+            }
+            layer_norm2d_block(&mut blk, norm.0, norm.1, norm.2);
+            act.apply(&mut blk);
+            for (co, rows) in blk.chunks_exact(2 * ow).enumerate() {
+                // SAFETY: task `yy` writes only output rows 2yy and 2yy + 1 of each channel
+                // (2 * ow values at `co * oh * ow + 2 * yy * ow`), disjoint from other tasks'.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        rows.as_ptr(),
+                        dst.get().add(co * oh * ow + 2 * yy * ow),
+                        2 * ow,
+                    )
+                };
+            }
+        });
         out
     }
 

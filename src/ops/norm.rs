@@ -39,44 +39,62 @@ fn layer_norm_rows(x: &mut [f32], dim: usize, w: &[f32], b: &[f32], eps: f32) {
 /// (mean, then the mean squared deviation, as PyTorch's two-pass formula). Positions are
 /// processed in blocks, channel rows streamed contiguously, blocks in parallel.
 pub fn layer_norm2d(x: &mut [f32], w: &[f32], b: &[f32], hw: usize, eps: f32) {
-    let c = w.len();
     const BLOCK: usize = 256;
     let blocks = hw.div_ceil(BLOCK);
     let ptr = x.as_mut_ptr() as usize;
     (0..blocks).into_par_iter().for_each(|bi| {
         let p0 = bi * BLOCK;
-        let n = BLOCK.min(hw - p0);
         // SAFETY: each block touches only positions p0..p0 + n of every channel row; blocks
         // are disjoint, and `x` outlives the parallel loop.
-        let row = |k: usize| unsafe {
-            std::slice::from_raw_parts_mut((ptr as *mut f32).add(k * hw + p0), n)
-        };
-        let mut mean = [0.0f32; BLOCK];
-        let mut var = [0.0f32; BLOCK];
-        for k in 0..c {
-            row(k)
-                .iter()
-                .zip(mean.iter_mut())
-                .for_each(|(v, m)| *m += v);
-        }
-        mean[..n].iter_mut().for_each(|m| *m /= c as f32);
-        for k in 0..c {
-            row(k)
-                .iter()
-                .zip(mean.iter().zip(var.iter_mut()))
-                .for_each(|(v, (m, s))| *s += (v - m) * (v - m));
-        }
-        var[..n]
-            .iter_mut()
-            .for_each(|s| *s = 1.0 / (*s / c as f32 + eps).sqrt());
-        for k in 0..c {
-            let (wk, bk) = (w[k], b[k]);
-            row(k)
-                .iter_mut()
-                .zip(mean.iter().zip(var.iter()))
-                .for_each(|(v, (m, r))| *v = wk * ((*v - m) * r) + bk);
-        }
+        unsafe { channel_norm((ptr as *mut f32).add(p0), hw, BLOCK.min(hw - p0), w, b, eps) }
     });
+}
+
+/// [`layer_norm2d`] of a `[C, n]` block (contiguous channel rows), on the current thread.
+pub fn layer_norm2d_block(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+    let n = x.len() / w.len().max(1);
+    for start in (0..n).step_by(256) {
+        // SAFETY: positions start..start + 256 (at most) of each of the C rows of `x`.
+        unsafe { channel_norm(x.as_mut_ptr().add(start), n, 256.min(n - start), w, b, eps) }
+    }
+}
+
+/// LayerNorm over the `w.len()` channels of `n <= 256` positions: channel `k`'s values at
+/// `x + k * stride`, `n` of them.
+///
+/// # Safety
+/// Every `x + k * stride + i` (k < channels, i < n) must be valid, exclusively, for writes.
+unsafe fn channel_norm(x: *mut f32, stride: usize, n: usize, w: &[f32], b: &[f32], eps: f32) {
+    const BLOCK: usize = 256;
+    debug_assert!(n <= BLOCK);
+    let c = w.len();
+    // SAFETY: the caller's contract.
+    let row = |k: usize| unsafe { std::slice::from_raw_parts_mut(x.add(k * stride), n) };
+    let mut mean = [0.0f32; BLOCK];
+    let mut var = [0.0f32; BLOCK];
+    for k in 0..c {
+        row(k)
+            .iter()
+            .zip(mean.iter_mut())
+            .for_each(|(v, m)| *m += v);
+    }
+    mean[..n].iter_mut().for_each(|m| *m /= c as f32);
+    for k in 0..c {
+        row(k)
+            .iter()
+            .zip(mean.iter().zip(var.iter_mut()))
+            .for_each(|(v, (m, s))| *s += (v - m) * (v - m));
+    }
+    var[..n]
+        .iter_mut()
+        .for_each(|s| *s = 1.0 / (*s / c as f32 + eps).sqrt());
+    for k in 0..c {
+        let (wk, bk) = (w[k], b[k]);
+        row(k)
+            .iter_mut()
+            .zip(mean.iter().zip(var.iter()))
+            .for_each(|(v, (m, r))| *v = wk * ((*v - m) * r) + bk);
+    }
 }
 
 /// BatchNorm statistics and affine parameters of one layer, per output channel.

@@ -638,8 +638,8 @@ fn pillow_bicubic_resize_is_exact() {
 
 /// The heads on a video frame (`_forward_sam_heads`: multimask, best by IoU, the object
 /// pointer of the chosen token, masks of absent objects at -1024), a mask used as the output
-/// (`_use_mask_as_output`) and frame memories (`_encode_new_memory`, binarised from points,
-/// and with the "no object" embedding) against the official model.
+/// (`_use_mask_as_output`) and frame memories (`_encode_new_memory`: binarised from points, of
+/// a disc, and of the heads' mask with the "no object" embedding) against the official model.
 #[test]
 fn sam2_tracking_heads_match_the_reference() {
     use crate::common::uniform;
@@ -719,8 +719,11 @@ fn sam2_tracking_heads_match_the_reference() {
         &want("mask_out.obj_ptr"),
         1e-4,
     );
+    // Binarised at 0: from the disc as logits of +-20 (the heads' mask has pixels within
+    // rounding of 0).
+    let disc_logits: Vec<f32> = disc.iter().map(|&v| v * 40.0 - 20.0).collect();
     let mem = parts
-        .encode_memory(&bf, 64, &out.high_res_mask, out.object_score, true)
+        .encode_memory(&bf, 64, &disc_logits, out.object_score, true)
         .unwrap();
     close(
         "memory from points",

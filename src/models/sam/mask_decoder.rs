@@ -215,12 +215,14 @@ impl MaskDecoder {
                 "upscaling: transposed conv 2x2 (+ LayerNorm2d, GELU)",
                 (2 * h * w * c * c4 * 4) as f64,
             );
-            let mut up =
-                self.up1
-                    .forward_rows_add(&keys, h, w, high_res.map(|hr| hr.s1), Activation::None);
-            self.ln.forward(&mut up, h2 * w2);
-            Activation::Gelu.apply(&mut up);
-            up
+            self.up1.forward_rows_norm(
+                &keys,
+                h,
+                w,
+                high_res.map(|hr| hr.s1),
+                &self.ln,
+                Activation::Gelu,
+            )
         };
         let hyper: Vec<f32> = {
             let _t = scope("hypernetwork MLPs", 0.0);
