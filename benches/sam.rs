@@ -62,7 +62,7 @@ fn main() {
     let x = &io.get("input").unwrap().data;
     let cpu = cpu_name();
     let mut md = format!(
-        "SAM, {cpu}, {threads} thread(s), median of {repeats} runs (encoder) and of 3 x 16 prompts (decoder), one run of `cargo bench --bench sam`; PyTorch {} eager under `inference_mode`, `torch.set_num_threads({threads})`. Same random weights on both sides (saved by PyTorch as .pth).\n\n",
+        "SAM, {cpu}, {threads} thread(s), median of {repeats} runs (encoder) and of 10 rounds of 16 prompts (decoder), one run of `cargo bench --bench sam`; PyTorch {} eager under `inference_mode`, `torch.set_num_threads({threads})`. Same random weights on both sides (saved by PyTorch as .pth).\n\n",
         torch["torch"].as_str().unwrap_or("?")
     );
     md.push_str("| what | segrs | PyTorch | segrs / PyTorch | parity (relative L2) |\n|---|---|---|---|---|\n");
@@ -124,7 +124,7 @@ fn main() {
             low.extend(m.concat());
             iou.extend(q);
         }
-        let reps = if only { 20 } else { 3 };
+        let reps = if only { 20 } else { 10 };
         let dec = timed(reps, || {
             for i in 0..16 {
                 decode(i);

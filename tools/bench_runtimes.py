@@ -144,7 +144,7 @@ def sam(rt, threads, repeats, out):
                    ["low_res", "iou"])
         feeds = [{"embedding": emb.numpy(), "coords": pts[i].numpy(), "labels": one.numpy()} for i in range(16)]
         want = [io["vit_b.low_res"][i:i + 1].numpy() for i in range(16)]
-        res["vit_b_decoder"] = measure(rt, path, feeds, want, 3)
+        res["vit_b_decoder"] = measure(rt, path, feeds, want, 10)
     return res
 
 

@@ -79,7 +79,7 @@ def main():
                 m, q = decode(i)
                 lows.append(m)
                 ious.append(q)
-            res[f"{name}_decoder_s"] = timed(3, lambda: [decode(i) for i in range(16)]) / 16
+            res[f"{name}_decoder_s"] = timed(10, lambda: [decode(i) for i in range(16)]) / 16
             io[f"{name}.points"] = pts.reshape(16, 2).contiguous()
             io[f"{name}.low_res"] = torch.cat(lows).contiguous()
             io[f"{name}.iou"] = torch.cat(ious).contiguous()

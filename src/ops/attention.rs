@@ -5,7 +5,7 @@
 
 use super::activation::exp_nonpositive;
 use super::layout::columns;
-use super::matmul::{SendPtr, gemm_strided, matmul_acc, matmul_nt, parallel_for};
+use super::matmul::{SendPtr, gemm_strided, matmul_acc, matmul_nt, parallel_for, written};
 use super::simd::{max, sum, vectorized};
 use super::softmax::exp_shifted;
 use rayon::prelude::*;
@@ -243,6 +243,7 @@ pub fn few_keys(
         nk > 0 && m.is_multiple_of(nk),
         "scores split into heads of nk keys"
     );
+    assert!(xdim > 0 && m > 0, "folded attention sizes");
     let aw = aux.len() / nq.max(1);
     let rows = FEW_KEYS_ROWS;
     let block = |(bi, (o, a)): (usize, (&mut [f32], &mut [f32]))| {
@@ -250,24 +251,25 @@ pub fn few_keys(
         let r = o.len() / dim.max(1);
         // The block's scores transposed, `[m, r]`: each head's softmax over its `nk` keys is
         // then element-wise over `nk` rows, vectorised along the block's queries.
-        let mut s = vec![0.0f32; m * r];
-        // SAFETY: bmat is [m, xdim]; x rows r0..r0 + r are [r, xdim] (read transposed); s is
-        // [m, r].
-        unsafe {
-            gemm_strided(
-                m,
-                r,
-                xdim,
-                bmat.as_ptr(),
-                xdim as isize,
-                1,
-                x.as_ptr().add(r0 * xdim),
-                1,
-                xdim as isize,
-                s.as_mut_ptr(),
-                r,
-                false,
-            )
+        // SAFETY: bmat is [m, xdim]; x rows r0..r0 + r are [r, xdim] (read transposed); the
+        // product writes all of s, [m, r].
+        let mut s = unsafe {
+            written(m * r, |dst| {
+                gemm_strided(
+                    m,
+                    r,
+                    xdim,
+                    bmat.as_ptr(),
+                    xdim as isize,
+                    1,
+                    x.as_ptr().add(r0 * xdim),
+                    1,
+                    xdim as isize,
+                    dst,
+                    r,
+                    false,
+                )
+            })
         };
         vectorized(
             #[inline(always)]
@@ -297,24 +299,25 @@ pub fn few_keys(
                 }
             },
         );
-        let mut p = vec![0.0f32; r * dim];
-        // SAFETY: s holds A^T ([m, r]: A's element (i, l) at l * r + i); gmat is [m, dim]; p
-        // is [r, dim].
-        unsafe {
-            gemm_strided(
-                r,
-                dim,
-                m,
-                s.as_ptr(),
-                1,
-                r as isize,
-                gmat.as_ptr(),
-                dim as isize,
-                1,
-                p.as_mut_ptr(),
-                dim,
-                false,
-            )
+        // SAFETY: s holds A^T ([m, r]: A's element (i, l) at l * r + i); gmat is [m, dim]; the
+        // product writes all of p, [r, dim].
+        let mut p = unsafe {
+            written(r * dim, |dst| {
+                gemm_strided(
+                    r,
+                    dim,
+                    m,
+                    s.as_ptr(),
+                    1,
+                    r as isize,
+                    gmat.as_ptr(),
+                    dim as isize,
+                    1,
+                    dst,
+                    dim,
+                    false,
+                )
+            })
         };
         epilogue(r0, &mut p, o, a);
     };

@@ -5,7 +5,7 @@
 use super::activation::Activation;
 use super::conv_backward::bias_grad;
 use super::matmul::{
-    SendPtr, gemm_strided, gemm_strided_acc, matmul, matmul_acc, matmul_nt, parallel_for,
+    SendPtr, gemm_strided, gemm_strided_acc, matmul, matmul_acc, matmul_nt, parallel_for, written,
 };
 use super::norm::layer_norm2d_block;
 use super::simd::vectorized;
@@ -187,43 +187,46 @@ impl ConvTranspose2x2 {
             assert_eq!(s.len(), cout * oh * ow, "skip size");
         }
         let y = matmul_nt(&self.wm, x, cout * 4, self.cin, hw);
-        let mut out = vec![0.0f32; cout * oh * ow];
-        let dst = SendPtr(out.as_mut_ptr());
-        (0..h).into_par_iter().for_each(|yy| {
-            // [cout, 2 rows of ow]: output rows 2yy and 2yy + 1 of every channel
-            let mut blk = vec![0.0f32; cout * 2 * ow];
-            for (co, rows) in blk.chunks_exact_mut(2 * ow).enumerate() {
-                let b = self.b[co];
-                for (dy, row) in rows.chunks_exact_mut(ow).enumerate() {
-                    let tap = |dx: usize| &y[(co * 4 + dy * 2 + dx) * hw + yy * w..][..w];
-                    let (left, right) = (tap(0), tap(1));
-                    for ((pair, &l), &r) in row.chunks_exact_mut(2).zip(left).zip(right) {
-                        pair[0] = l + b;
-                        pair[1] = r + b;
-                    }
-                    if let Some(s) = skip {
-                        let oy = 2 * yy + dy;
-                        row.iter_mut()
-                            .zip(&s[co * oh * ow + oy * ow..][..ow])
-                            .for_each(|(a, b)| *a += b);
+        let fill = |out: *mut f32| {
+            let dst = SendPtr(out);
+            (0..h).into_par_iter().for_each(|yy| {
+                // [cout, 2 rows of ow]: output rows 2yy and 2yy + 1 of every channel
+                let mut blk = vec![0.0f32; cout * 2 * ow];
+                for (co, rows) in blk.chunks_exact_mut(2 * ow).enumerate() {
+                    let b = self.b[co];
+                    for (dy, row) in rows.chunks_exact_mut(ow).enumerate() {
+                        let tap = |dx: usize| &y[(co * 4 + dy * 2 + dx) * hw + yy * w..][..w];
+                        let (left, right) = (tap(0), tap(1));
+                        for ((pair, &l), &r) in row.chunks_exact_mut(2).zip(left).zip(right) {
+                            pair[0] = l + b;
+                            pair[1] = r + b;
+                        }
+                        if let Some(s) = skip {
+                            let oy = 2 * yy + dy;
+                            row.iter_mut()
+                                .zip(&s[co * oh * ow + oy * ow..][..ow])
+                                .for_each(|(a, b)| *a += b);
+                        }
                     }
                 }
-            }
-            layer_norm2d_block(&mut blk, norm.0, norm.1, norm.2);
-            act.apply(&mut blk);
-            for (co, rows) in blk.chunks_exact(2 * ow).enumerate() {
-                // SAFETY: task `yy` writes only output rows 2yy and 2yy + 1 of each channel
-                // (2 * ow values at `co * oh * ow + 2 * yy * ow`), disjoint from other tasks'.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        rows.as_ptr(),
-                        dst.get().add(co * oh * ow + 2 * yy * ow),
-                        2 * ow,
-                    )
-                };
-            }
-        });
-        out
+                layer_norm2d_block(&mut blk, norm.0, norm.1, norm.2);
+                act.apply(&mut blk);
+                for (co, rows) in blk.chunks_exact(2 * ow).enumerate() {
+                    // SAFETY: task `yy` writes only output rows 2yy and 2yy + 1 of each channel
+                    // (2 * ow values at `co * oh * ow + 2 * yy * ow`), disjoint from other tasks'.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            rows.as_ptr(),
+                            dst.get().add(co * oh * ow + 2 * yy * ow),
+                            2 * ow,
+                        )
+                    };
+                }
+            });
+        };
+        // SAFETY: the tasks together write output rows 2yy and 2yy + 1 of every channel for
+        // every yy < h: the whole map.
+        unsafe { written(cout * oh * ow, fill) }
     }
 
     /// `proj @ act(convt(x) + skip)` for `x` `[cin, h, w]` and `proj` `[m, cout]` ->
@@ -256,25 +259,26 @@ impl ConvTranspose2x2 {
                 let r0 = bi * rows;
                 let nr = rows.min(h - r0);
                 let p = nr * w;
-                let mut y = vec![0.0f32; cout * 4 * p];
                 // SAFETY: wm is [cout * 4, cin]; the band of x is [cin, p] with row stride hw;
-                // y is [cout * 4, p].
-                unsafe {
-                    gemm_strided(
-                        cout * 4,
-                        p,
-                        cin,
-                        self.wm.as_ptr(),
-                        cin as isize,
-                        1,
-                        x.as_ptr().add(r0 * w),
-                        hw as isize,
-                        1,
-                        y.as_mut_ptr(),
-                        p,
-                        false,
-                    );
-                }
+                // the product writes all of y, [cout * 4, p].
+                let mut y = unsafe {
+                    written(cout * 4 * p, |dst| {
+                        gemm_strided(
+                            cout * 4,
+                            p,
+                            cin,
+                            self.wm.as_ptr(),
+                            cin as isize,
+                            1,
+                            x.as_ptr().add(r0 * w),
+                            hw as isize,
+                            1,
+                            dst,
+                            p,
+                            false,
+                        )
+                    })
+                };
                 for (row, vals) in y.chunks_exact_mut(p).enumerate() {
                     let (co, t) = (row / 4, row % 4);
                     let b = self.b[co];

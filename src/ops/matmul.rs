@@ -13,11 +13,23 @@ pub fn parallel_for(m: usize, k: usize, n: usize) -> bool {
         && rayon::current_num_threads() > 1
 }
 
+/// A buffer of `len` values that `fill` writes completely (a product's whole output), not
+/// zeroed first: zeroing an output that is about to be overwritten cost a pass over memory
+/// per product.
+///
+/// # Safety
+/// `fill` must write every one of the `len` values at the pointer it is given.
+pub unsafe fn written(len: usize, fill: impl FnOnce(*mut f32)) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    fill(v.as_mut_ptr());
+    // SAFETY: the caller's `fill` initialised all `len` values.
+    unsafe { v.set_len(len) };
+    v
+}
+
 /// `a [m x k] @ b [k x n]`, all row-major.
 pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; m * n];
-    product(m, n, k, a, k, 1, b, n, 1, &mut out);
-    out
+    product(m, n, k, a, k, 1, b, n, 1)
 }
 
 /// `out [m x n] += a [m x k] @ b [k x n]`, all row-major.
@@ -48,9 +60,7 @@ pub fn matmul_acc(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, out: &mut 
 
 /// `a [m x k] @ w^T` where `w` is `[n x k]` row-major (PyTorch's Linear weight layout).
 pub fn matmul_nt(a: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; m * n];
-    product(m, n, k, a, k, 1, w, 1, k, &mut out);
-    out
+    product(m, n, k, a, k, 1, w, 1, k)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -64,33 +74,31 @@ fn product(
     b: &[f32],
     b_rs: usize,
     b_cs: usize,
-    out: &mut [f32],
-) {
-    assert!(a.len() >= m * k && b.len() >= k * n && out.len() >= m * n);
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        out.fill(0.0);
-        return;
+) -> Vec<f32> {
+    assert!(a.len() >= m * k && b.len() >= k * n);
+    if m == 0 || n == 0 || k == 0 {
+        return vec![0.0; m * n];
     }
     let par = parallel_for(m, k, n);
-    // SAFETY: the asserts above bound every index the strides can reach; `out` is exclusive.
+    // SAFETY: the assert above bounds every index the strides can reach; the product writes
+    // all `m * n` values of the fresh buffer.
     unsafe {
-        gemm_strided(
-            m,
-            n,
-            k,
-            a.as_ptr(),
-            a_rs as isize,
-            a_cs as isize,
-            b.as_ptr(),
-            b_rs as isize,
-            b_cs as isize,
-            out.as_mut_ptr(),
-            n,
-            par,
-        )
+        written(m * n, |dst| {
+            gemm_strided(
+                m,
+                n,
+                k,
+                a.as_ptr(),
+                a_rs as isize,
+                a_cs as isize,
+                b.as_ptr(),
+                b_rs as isize,
+                b_cs as isize,
+                dst,
+                n,
+                par,
+            )
+        })
     }
 }
 
