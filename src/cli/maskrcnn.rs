@@ -2,6 +2,7 @@
 //! checkpoint, written as COCO results and pictures; `segrs merge-results` joins the results of
 //! sharded runs.
 
+use super::{ShardArgs, progress_bar};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use segrs::data::folder::image_paths;
@@ -123,13 +124,8 @@ pub struct PredictArgs {
     /// Class names, one per line, line k = label k (default: COCO's for 91-class checkpoints).
     #[arg(long)]
     pub labels: Option<PathBuf>,
-    /// Process every N-th image starting at I (`I/N`); default from SLURM_ARRAY_TASK_ID /
-    /// SLURM_ARRAY_TASK_COUNT or JOB_COMPLETION_INDEX (with --shards).
-    #[arg(long)]
-    pub shard: Option<String>,
-    /// The number of shards of a Kubernetes Indexed Job (its index comes from JOB_COMPLETION_INDEX).
-    #[arg(long)]
-    pub shards: Option<usize>,
+    #[command(flatten)]
+    pub shard: ShardArgs,
     /// Skip the pictures.
     #[arg(long)]
     pub no_overlays: bool,
@@ -237,14 +233,6 @@ fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// The shard from `--shard`, or the scheduler's environment, or the whole folder.
-pub fn resolve_shard(flag: Option<&str>, count: Option<usize>) -> Result<Shard> {
-    match flag {
-        Some(s) => Shard::parse(s),
-        None => Ok(Shard::from_env(|k| std::env::var(k).ok(), count)?.unwrap_or(Shard::ALL)),
-    }
-}
-
 fn class_names(a: &PredictArgs, num_classes: usize) -> Result<Vec<String>> {
     if let Some(p) = &a.labels {
         let text =
@@ -308,7 +296,7 @@ fn numbered_images(a: &PredictArgs) -> Result<Vec<(u64, String, PathBuf)>> {
 }
 
 fn predict(a: PredictArgs) -> Result<()> {
-    let shard = resolve_shard(a.shard.as_deref(), a.shards)?;
+    let shard = a.shard.resolve()?;
     let images = shard.select(numbered_images(&a)?);
     let model = MaskRcnn::load(&a.checkpoint)?;
     let names = class_names(&a, model.num_classes)?;
@@ -327,13 +315,7 @@ fn predict(a: PredictArgs) -> Result<()> {
     let overlays = a.out.join("overlays");
     std::fs::create_dir_all(if a.no_overlays { &a.out } else { &overlays })
         .with_context(|| format!("{}: cannot create", a.out.display()))?;
-    let bar = indicatif::ProgressBar::new(images.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "maskrcnn [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})",
-        )
-        .unwrap(),
-    );
+    let bar = progress_bar("maskrcnn", images.len());
     let categories = gt_categories(&a)?;
     let mut skipped: std::collections::BTreeMap<usize, usize> = Default::default();
     let mut records = Vec::new();

@@ -15,7 +15,46 @@ pub mod serve;
 pub mod train;
 pub mod viz;
 
-use clap::{Parser, Subcommand};
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use segrs::data::shard::Shard;
+
+/// Which part of a folder this process takes, for runs split over a job array.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ShardArgs {
+    /// Process every N-th image starting at I (`I/N`); default from SLURM_ARRAY_TASK_ID /
+    /// SLURM_ARRAY_TASK_COUNT or JOB_COMPLETION_INDEX (with --shards).
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// The number of shards of a Kubernetes Indexed Job (its index comes from JOB_COMPLETION_INDEX).
+    #[arg(long)]
+    pub shards: Option<usize>,
+}
+
+impl ShardArgs {
+    /// The shard from `--shard`, or the scheduler's environment, or the whole folder.
+    pub fn resolve(&self) -> Result<Shard> {
+        match &self.shard {
+            Some(s) => Shard::parse(s),
+            None => {
+                Ok(Shard::from_env(|k| std::env::var(k).ok(), self.shards)?.unwrap_or(Shard::ALL))
+            }
+        }
+    }
+}
+
+/// A progress bar over `len` items, the command's name in front.
+pub(crate) fn progress_bar(what: &str, len: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})",
+        )
+        .unwrap(),
+    );
+    bar.set_prefix(what.to_string());
+    bar
+}
 
 #[derive(Parser, Debug)]
 #[command(name = "segrs", version, about = "Image segmentation in Rust: train, predict, evaluate", long_about = None)]

@@ -2,7 +2,7 @@
 //! `model.safetensors`) over a folder of images, written as COCO panoptic (PNGs + JSON, what
 //! `segrs eval panoptic` reads), COCO instance results, or semantic index PNGs, with pictures.
 
-use super::maskrcnn::resolve_shard;
+use super::{ShardArgs, progress_bar};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use segrs::data::folder::image_paths;
@@ -62,13 +62,8 @@ pub struct PredictArgs {
     /// Share of its mask a segment must keep against the others (panoptic).
     #[arg(long, default_value_t = 0.8)]
     pub overlap_threshold: f32,
-    /// Process every N-th image starting at I (`I/N`); default from SLURM_ARRAY_TASK_ID /
-    /// SLURM_ARRAY_TASK_COUNT or JOB_COMPLETION_INDEX (with --shards).
-    #[arg(long)]
-    pub shard: Option<String>,
-    /// The number of shards of a Kubernetes Indexed Job (its index comes from JOB_COMPLETION_INDEX).
-    #[arg(long)]
-    pub shards: Option<usize>,
+    #[command(flatten)]
+    pub shard: ShardArgs,
     /// Skip the pictures.
     #[arg(long)]
     pub no_overlays: bool,
@@ -193,7 +188,7 @@ fn numbered_images(a: &PredictArgs) -> Result<Vec<(u64, String, PathBuf)>> {
 }
 
 fn predict(a: PredictArgs) -> Result<()> {
-    let shard = resolve_shard(a.shard.as_deref(), a.shards)?;
+    let shard = a.shard.resolve()?;
     let images = shard.select(numbered_images(&a)?);
     for (flag, v) in [
         ("--threshold", a.threshold),
@@ -227,13 +222,7 @@ fn predict(a: PredictArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("{}: cannot create", a.out.display()))?;
-    let bar = indicatif::ProgressBar::new(images.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "mask2former [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})",
-        )
-        .unwrap(),
-    );
+    let bar = progress_bar("mask2former", images.len());
     let mut annotations: Vec<PanopticAnnotation> = Vec::new();
     let mut image_records = Vec::new();
     let mut records = Vec::new();

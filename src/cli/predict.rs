@@ -1,6 +1,7 @@
 //! `segrs predict`: label maps for a folder of images (or one image), with optional colour maps
 //! and overlays.
 
+use super::ShardArgs;
 use super::{DeviceArg, NormalizeArgs};
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -53,13 +54,8 @@ pub struct PredictArgs {
     pub normalize: NormalizeArgs,
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
-    /// Process every N-th image starting at I (`I/N`); default from a Slurm job array or a
-    /// Kubernetes Indexed Job (with --shards), as `segrs maskrcnn predict`.
-    #[arg(long)]
-    pub shard: Option<String>,
-    /// The number of shards of a Kubernetes Indexed Job.
-    #[arg(long)]
-    pub shards: Option<usize>,
+    #[command(flatten)]
+    pub shard: ShardArgs,
     /// Inference engine (default: host on the CPU, burn on Vulkan).
     #[arg(long, value_enum)]
     pub engine: Option<super::EngineArg>,
@@ -130,18 +126,12 @@ pub fn run(a: PredictArgs) -> Result<()> {
     {
         bail!("--tile {t} is outside 1..=16384");
     }
-    let shard = super::maskrcnn::resolve_shard(a.shard.as_deref(), a.shards)?;
+    let shard = a.shard.resolve()?;
     let list = shard.select(inputs(&a.images, a.stems.as_ref())?);
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("{}: cannot create", a.out.display()))?;
     let palette = palette_for(predictor.model.config.num_classes);
-    let bar = indicatif::ProgressBar::new(list.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "predict [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})",
-        )
-        .unwrap(),
-    );
+    let bar = super::progress_bar("predict", list.len());
     // The value written for a class: the stored label id, 255 for class 1 of a binary model, or
     // the class index.
     let written_value = |class: u32| -> u32 {

@@ -405,13 +405,8 @@ fn run_auto(a: AutoArgs) -> Result<()> {
         );
     }
     let (rgb, h, w) = read_photo(&a.image)?;
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "sam auto [{bar:30}] {pos}/{len} points ({elapsed}<{eta})",
-        )
-        .unwrap(),
-    );
+    let bar = super::progress_bar("sam auto", 0);
+    bar.set_message("points");
     let t = std::time::Instant::now();
     let recs = generate(&sam, &rgb, h, w, &cfg, &|done, total| {
         bar.set_length(total as u64);
