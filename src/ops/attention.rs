@@ -5,7 +5,7 @@
 
 use super::activation::exp_nonpositive;
 use super::layout::columns;
-use super::matmul::{SendPtr, gemm_strided, matmul_acc, matmul_nt, parallel_for, written};
+use super::matmul::{SendPtr, gemm_strided, matmul_acc, matmul_nt, parallel_for, product};
 use super::simd::{max, sum, vectorized};
 use super::softmax::exp_shifted;
 use rayon::prelude::*;
@@ -249,28 +249,10 @@ pub fn few_keys(
     let block = |(bi, (o, a)): (usize, (&mut [f32], &mut [f32]))| {
         let r0 = bi * rows;
         let r = o.len() / dim.max(1);
-        // The block's scores transposed, `[m, r]`: each head's softmax over its `nk` keys is
-        // then element-wise over `nk` rows, vectorised along the block's queries.
-        // SAFETY: bmat is [m, xdim]; x rows r0..r0 + r are [r, xdim] (read transposed); the
-        // product writes all of s, [m, r].
-        let mut s = unsafe {
-            written(m * r, |dst| {
-                gemm_strided(
-                    m,
-                    r,
-                    xdim,
-                    bmat.as_ptr(),
-                    xdim as isize,
-                    1,
-                    x.as_ptr().add(r0 * xdim),
-                    1,
-                    xdim as isize,
-                    dst,
-                    r,
-                    false,
-                )
-            })
-        };
+        // The block's scores transposed, `[m, r]` (bmat @ the block's rows of x, read
+        // transposed): each head's softmax over its `nk` keys is then element-wise over `nk`
+        // rows, vectorised along the block's queries.
+        let mut s = product(m, r, xdim, bmat, xdim, 1, &x[r0 * xdim..], 1, xdim);
         vectorized(
             #[inline(always)]
             || {
@@ -299,26 +281,8 @@ pub fn few_keys(
                 }
             },
         );
-        // SAFETY: s holds A^T ([m, r]: A's element (i, l) at l * r + i); gmat is [m, dim]; the
-        // product writes all of p, [r, dim].
-        let mut p = unsafe {
-            written(r * dim, |dst| {
-                gemm_strided(
-                    r,
-                    dim,
-                    m,
-                    s.as_ptr(),
-                    1,
-                    r as isize,
-                    gmat.as_ptr(),
-                    dim as isize,
-                    1,
-                    dst,
-                    dim,
-                    false,
-                )
-            })
-        };
+        // A [r, m] read from its transpose s, @ gmat [m, dim]
+        let mut p = product(r, dim, m, &s, 1, r, gmat, dim, 1);
         epilogue(r0, &mut p, o, a);
     };
     let auxes: Box<dyn Iterator<Item = &mut [f32]>> = if aw == 0 {

@@ -5,7 +5,8 @@
 use super::activation::Activation;
 use super::conv_backward::bias_grad;
 use super::matmul::{
-    SendPtr, gemm_strided, gemm_strided_acc, matmul, matmul_acc, matmul_nt, parallel_for, written,
+    SendPtr, gemm_strided, gemm_strided_acc, matmul, matmul_acc, matmul_nt, parallel_for, product,
+    written,
 };
 use super::norm::layer_norm2d_block;
 use super::simd::vectorized;
@@ -259,26 +260,8 @@ impl ConvTranspose2x2 {
                 let r0 = bi * rows;
                 let nr = rows.min(h - r0);
                 let p = nr * w;
-                // SAFETY: wm is [cout * 4, cin]; the band of x is [cin, p] with row stride hw;
-                // the product writes all of y, [cout * 4, p].
-                let mut y = unsafe {
-                    written(cout * 4 * p, |dst| {
-                        gemm_strided(
-                            cout * 4,
-                            p,
-                            cin,
-                            self.wm.as_ptr(),
-                            cin as isize,
-                            1,
-                            x.as_ptr().add(r0 * w),
-                            hw as isize,
-                            1,
-                            dst,
-                            p,
-                            false,
-                        )
-                    })
-                };
+                // wm [cout * 4, cin] @ the band of x, [cin, p] with row stride hw
+                let mut y = product(cout * 4, p, cin, &self.wm, cin, 1, &x[r0 * w..], hw, 1);
                 for (row, vals) in y.chunks_exact_mut(p).enumerate() {
                     let (co, t) = (row / 4, row % 4);
                     let b = self.b[co];

@@ -63,8 +63,11 @@ pub fn matmul_nt(a: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32>
     product(m, n, k, a, k, 1, w, 1, k)
 }
 
+/// `a @ b` `[m x n]` (row-major) where element (i, l) of `a` is `a[i * a_rs + l * a_cs]` and
+/// element (l, j) of `b` is `b[l * b_rs + j * b_cs]`: transposed or strided operands read in
+/// place.
 #[allow(clippy::too_many_arguments)]
-fn product(
+pub fn product(
     m: usize,
     n: usize,
     k: usize,
@@ -75,13 +78,24 @@ fn product(
     b_rs: usize,
     b_cs: usize,
 ) -> Vec<f32> {
-    assert!(a.len() >= m * k && b.len() >= k * n);
+    // the last element each operand's strides reach
+    let reach = |rows: usize, cols: usize, rs: usize, cs: usize| {
+        if rows == 0 || cols == 0 {
+            0
+        } else {
+            (rows - 1) * rs + (cols - 1) * cs + 1
+        }
+    };
+    assert!(
+        a.len() >= reach(m, k, a_rs, a_cs) && b.len() >= reach(k, n, b_rs, b_cs),
+        "operands shorter than their shapes and strides"
+    );
     if m == 0 || n == 0 || k == 0 {
         return vec![0.0; m * n];
     }
     let par = parallel_for(m, k, n);
-    // SAFETY: the assert above bounds every index the strides can reach; the product writes
-    // all `m * n` values of the fresh buffer.
+    // SAFETY: the assert above bounds every index the strides reach; the product writes all
+    // `m * n` values of the fresh buffer.
     unsafe {
         written(m * n, |dst| {
             gemm_strided(
