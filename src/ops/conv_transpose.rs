@@ -5,8 +5,7 @@
 use super::activation::Activation;
 use super::conv_backward::bias_grad;
 use super::matmul::{
-    SendPtr, gemm_strided, gemm_strided_acc, matmul, matmul_acc, matmul_nt, parallel_for, product,
-    written,
+    SendPtr, gemm_strided_acc, matmul, matmul_acc, matmul_nt, parallel_for, product, written,
 };
 use super::norm::layer_norm2d_block;
 use super::simd::vectorized;
@@ -276,34 +275,19 @@ impl ConvTranspose2x2 {
                     }
                 }
                 act.apply(&mut y);
-                // Per tap: [m, cout] @ the tap's rows [cout, p] (every 4th row of y).
+                // [m, cout] @ y as [cout, 4p] (each channel's four taps side by side): every
+                // tap's projection in one product, `[m, 4, p]`, then each input row's values
+                // interleaved into output rows 2yy + dy.
+                let taps = product(m, 4 * p, cout, proj, cout, 1, &y, 4 * p, 1);
                 let mut band = vec![0.0f32; m * 4 * p];
-                let mut tap = vec![0.0f32; m * p];
-                for t in 0..4 {
-                    // SAFETY: proj is [m, cout]; the tap's rows of y are [cout, p] with row
-                    // stride 4p; tap is [m, p].
-                    unsafe {
-                        gemm_strided(
-                            m,
-                            p,
-                            cout,
-                            proj.as_ptr(),
-                            cout as isize,
-                            1,
-                            y.as_ptr().add(t * p),
-                            (4 * p) as isize,
-                            1,
-                            tap.as_mut_ptr(),
-                            p,
-                            false,
-                        );
-                    }
-                    let (dy, dx) = (t / 2, t % 2);
-                    for mi in 0..m {
-                        let dst = &mut band[mi * 4 * p..(mi + 1) * 4 * p];
-                        for (i, &v) in tap[mi * p..(mi + 1) * p].iter().enumerate() {
-                            let (yy, xx) = (i / w, i % w);
-                            dst[(2 * yy + dy) * ow + 2 * xx + dx] = v;
+                for (dst, src) in band.chunks_exact_mut(4 * p).zip(taps.chunks_exact(4 * p)) {
+                    for (t, tap) in src.chunks_exact(p).enumerate() {
+                        let (dy, dx) = (t / 2, t % 2);
+                        for (yy, vals) in tap.chunks_exact(w).enumerate() {
+                            let row = &mut dst[(2 * yy + dy) * ow..(2 * yy + dy + 1) * ow];
+                            for (pair, &v) in row.chunks_exact_mut(2).zip(vals) {
+                                pair[dx] = v;
+                            }
                         }
                     }
                 }
