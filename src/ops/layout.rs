@@ -76,8 +76,9 @@ pub fn add_assign(a: &mut [f32], b: &[f32]) {
     }
 }
 
-/// A dot product with eight independent accumulators (vectorises without fast-math).
-#[inline]
+/// A dot product with eight independent accumulators (vectorises without fast-math; inlined
+/// so that it takes the vector width of a [`vectorized`](super::simd::vectorized) caller).
+#[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));

@@ -10,6 +10,7 @@ use crate::ops::attention::{HeadView, Hooks};
 use crate::ops::layout::{add, add_row_bias, columns, dot};
 use crate::ops::matmul::{matmul, matmul_nt};
 use crate::ops::profile::scope;
+use crate::ops::simd::vectorized;
 use crate::ops::softmax::softmax_rows_seq;
 use rayon::prelude::*;
 
@@ -51,17 +52,22 @@ fn fold_into_projection(p: &[f32], n: usize, lin: &Linear, heads: usize) -> (Vec
     let ch = inner / heads;
     let mut mat = vec![0.0f32; heads * n * dim];
     let mut vec = vec![0.0f32; heads * n];
-    for h in 0..heads {
-        for j in 0..n {
-            let pr = &p[j * inner + h * ch..j * inner + (h + 1) * ch];
-            let row = &mut mat[(h * n + j) * dim..(h * n + j + 1) * dim];
-            for (t, &pv) in pr.iter().enumerate() {
-                let wrow = &lin.w[(h * ch + t) * dim..(h * ch + t + 1) * dim];
-                row.iter_mut().zip(wrow).for_each(|(r, w)| *r += pv * w);
-                vec[h * n + j] += pv * lin.b[h * ch + t];
+    vectorized(
+        #[inline(always)]
+        || {
+            for h in 0..heads {
+                for j in 0..n {
+                    let pr = &p[j * inner + h * ch..j * inner + (h + 1) * ch];
+                    let row = &mut mat[(h * n + j) * dim..(h * n + j + 1) * dim];
+                    for (t, &pv) in pr.iter().enumerate() {
+                        let wrow = &lin.w[(h * ch + t) * dim..(h * ch + t + 1) * dim];
+                        row.iter_mut().zip(wrow).for_each(|(r, w)| *r += pv * w);
+                        vec[h * n + j] += pv * lin.b[h * ch + t];
+                    }
+                }
             }
-        }
-    }
+        },
+    );
     (mat, vec)
 }
 
@@ -124,16 +130,21 @@ impl TwoWayAttention for Attention {
         let ch = inner / heads;
         let dim = self.out.out;
         let mut gmat = vec![0.0f32; heads * nk * dim];
-        for h in 0..heads {
-            for j in 0..nk {
-                let vr = &vp[j * inner + h * ch..j * inner + (h + 1) * ch];
-                let grow = &mut gmat[(h * nk + j) * dim..(h * nk + j + 1) * dim];
-                for (o, g) in grow.iter_mut().enumerate() {
-                    let wo = &self.out.w[o * inner + h * ch..o * inner + (h + 1) * ch];
-                    *g = dot(vr, wo);
+        vectorized(
+            #[inline(always)]
+            || {
+                for h in 0..heads {
+                    for j in 0..nk {
+                        let vr = &vp[j * inner + h * ch..j * inner + (h + 1) * ch];
+                        let grow = &mut gmat[(h * nk + j) * dim..(h * nk + j + 1) * dim];
+                        for (o, g) in grow.iter_mut().enumerate() {
+                            let wo = &self.out.w[o * inner + h * ch..o * inner + (h + 1) * ch];
+                            *g = dot(vr, wo);
+                        }
+                    }
                 }
-            }
-        }
+            },
+        );
         gmat
     }
 
@@ -184,15 +195,20 @@ impl TwoWayAttention for Attention {
         });
         let ay = matmul(&scores, xv, m, nk, dim); // [heads * nq, dim]
         let mut o = vec![0.0f32; nq * inner];
-        for h in 0..heads {
-            for i in 0..nq {
-                let a = &ay[(h * nq + i) * dim..(h * nq + i + 1) * dim];
-                for t in 0..ch {
-                    let wv = &self.v.w[(h * ch + t) * dim..(h * ch + t + 1) * dim];
-                    o[i * inner + h * ch + t] = dot(a, wv) + self.v.b[h * ch + t];
+        vectorized(
+            #[inline(always)]
+            || {
+                for h in 0..heads {
+                    for i in 0..nq {
+                        let a = &ay[(h * nq + i) * dim..(h * nq + i + 1) * dim];
+                        for t in 0..ch {
+                            let wv = &self.v.w[(h * ch + t) * dim..(h * ch + t + 1) * dim];
+                            o[i * inner + h * ch + t] = dot(a, wv) + self.v.b[h * ch + t];
+                        }
+                    }
                 }
-            }
-        }
+            },
+        );
         self.out.forward(&o, nq)
     }
 }
