@@ -236,14 +236,17 @@ pub fn few_keys(
     let m = cvec.len();
     let dim = out.len() / nq.max(1);
     assert!(
-        x.len() >= nq * xdim && bmat.len() == m * xdim && gmat.len() == m * dim,
+        xdim > 0
+            && m > 0
+            && x.len() >= nq * xdim
+            && bmat.len() == m * xdim
+            && gmat.len() == m * dim,
         "folded attention sizes"
     );
     assert!(
         nk > 0 && m.is_multiple_of(nk),
         "scores split into heads of nk keys"
     );
-    assert!(xdim > 0 && m > 0, "folded attention sizes");
     let aw = aux.len() / nq.max(1);
     let rows = FEW_KEYS_ROWS;
     let block = |(bi, (o, a)): (usize, (&mut [f32], &mut [f32]))| {

@@ -186,27 +186,17 @@ impl ConvTranspose2x2 {
         if let Some(s) = skip {
             assert_eq!(s.len(), cout * oh * ow, "skip size");
         }
-        let y = matmul_nt(&self.wm, x, cout * 4, self.cin, hw);
+        let y = &matmul_nt(&self.wm, x, cout * 4, self.cin, hw);
         let fill = |out: *mut f32| {
             let dst = SendPtr(out);
             (0..h).into_par_iter().for_each(|yy| {
                 // [cout, 2 rows of ow]: output rows 2yy and 2yy + 1 of every channel
                 let mut blk = vec![0.0f32; cout * 2 * ow];
                 for (co, rows) in blk.chunks_exact_mut(2 * ow).enumerate() {
-                    let b = self.b[co];
                     for (dy, row) in rows.chunks_exact_mut(ow).enumerate() {
-                        let tap = |dx: usize| &y[(co * 4 + dy * 2 + dx) * hw + yy * w..][..w];
-                        let (left, right) = (tap(0), tap(1));
-                        for ((pair, &l), &r) in row.chunks_exact_mut(2).zip(left).zip(right) {
-                            pair[0] = l + b;
-                            pair[1] = r + b;
-                        }
-                        if let Some(s) = skip {
-                            let oy = 2 * yy + dy;
-                            row.iter_mut()
-                                .zip(&s[co * oh * ow + oy * ow..][..ow])
-                                .for_each(|(a, b)| *a += b);
-                        }
+                        let oy = 2 * yy + dy;
+                        let skip_row = skip.map(|s| &s[co * oh * ow + oy * ow..][..ow]);
+                        self.output_row(y, hw, w, co, oy, skip_row, row);
                     }
                 }
                 layer_norm2d_block(&mut blk, norm.0, norm.1, norm.2);
@@ -305,6 +295,34 @@ impl ConvTranspose2x2 {
         out
     }
 
+    /// Output row `oy` (`2w` values) of channel `co` from the products `y` `[cout * 4, hw]`:
+    /// taps (dy, 0) and (dy, 1) of input row `oy / 2` interleaved, plus the bias and the
+    /// skip's row, in one sequential pass while the row is in cache.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn output_row(
+        &self,
+        y: &[f32],
+        hw: usize,
+        w: usize,
+        co: usize,
+        oy: usize,
+        skip_row: Option<&[f32]>,
+        row: &mut [f32],
+    ) {
+        let (yy, dy) = (oy / 2, oy % 2);
+        let b = self.b[co];
+        let tap = |dx: usize| &y[(co * 4 + dy * 2 + dx) * hw + yy * w..][..w];
+        let (left, right) = (tap(0), tap(1));
+        for ((pair, &l), &r) in row.chunks_exact_mut(2).zip(left).zip(right) {
+            pair[0] = l + b;
+            pair[1] = r + b;
+        }
+        if let Some(s) = skip_row {
+            row.iter_mut().zip(s).for_each(|(a, b)| *a += b);
+        }
+    }
+
     /// `y` `[cout * 4, h * w]` -> `out` `[cout, 2h, 2w]` with the bias, `skip` and `act`.
     fn scatter(
         &self,
@@ -324,27 +342,13 @@ impl ConvTranspose2x2 {
         out.par_chunks_mut(oh * ow)
             .enumerate()
             .for_each(|(co, plane)| {
-                let b = self.b[co];
                 let skip = skip.map(|s| &s[co * oh * ow..(co + 1) * oh * ow]);
-                // Output row `2 yy + dy` interleaves taps (dy, 0) and (dy, 1) of input row `yy`:
-                // one sequential pass per row, the skip added while the row is in cache.
                 vectorized(
                     #[inline(always)]
                     || {
                         for (oy, row) in plane.chunks_exact_mut(ow).enumerate() {
-                            let (yy, dy) = (oy / 2, oy % 2);
-                            let tap =
-                                |dx: usize| &y[(co * 4 + dy * 2 + dx) * h * w + yy * w..][..w];
-                            let (left, right) = (tap(0), tap(1));
-                            for ((pair, &l), &r) in row.chunks_exact_mut(2).zip(left).zip(right) {
-                                pair[0] = l + b;
-                                pair[1] = r + b;
-                            }
-                            if let Some(s) = skip {
-                                row.iter_mut()
-                                    .zip(&s[oy * ow..(oy + 1) * ow])
-                                    .for_each(|(a, b)| *a += b);
-                            }
+                            let skip_row = skip.map(|s| &s[oy * ow..(oy + 1) * ow]);
+                            self.output_row(y, h * w, w, co, oy, skip_row, row);
                         }
                     },
                 );

@@ -5,8 +5,7 @@
 
 use crate::nn::{Attention, LayerNorm, Linear, Mlp, Weights};
 use crate::ops::Activation;
-use crate::ops::attention::few_keys;
-use crate::ops::attention::{HeadView, Hooks};
+use crate::ops::attention::{HeadView, Hooks, few_keys};
 use crate::ops::layout::{add, add_row_bias, columns, dot};
 use crate::ops::matmul::{matmul, matmul_nt};
 use crate::ops::profile::scope;
