@@ -1,8 +1,8 @@
 //! `nn.Linear`: `y = x W^T + b`, W `[out, in]`.
 
 use super::loader::Weights;
-use crate::ops::layout::{add_row_bias, dot, transpose};
-use crate::ops::matmul::matmul_nt;
+use crate::ops::layout::{dot, transpose};
+use crate::ops::matmul::linear;
 use crate::ops::simd::vectorized;
 
 #[derive(Clone, Debug)]
@@ -39,9 +39,7 @@ impl Linear {
         if rows <= FEW_ROWS {
             return self.forward_few(x, rows);
         }
-        let mut y = matmul_nt(x, &self.w, rows, self.inp, self.out);
-        add_row_bias(&mut y, &self.b);
-        y
+        linear(x, rows, self.inp, &self.w, self.out, &self.b)
     }
 
     /// A handful of rows (prompt tokens, a pooled vector): dot products against each weight

@@ -29,6 +29,17 @@ fn has_avx2() -> bool {
     *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
+/// Whether `f32::mul_add` is one instruction inside [`vectorized`] (x86-64 with FMA, AArch64),
+/// for kernels built on fused multiply-adds that would crawl through libm's software fma.
+pub fn has_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return has_avx2();
+    #[cfg(target_arch = "aarch64")]
+    return true;
+    #[allow(unreachable_code)]
+    false
+}
+
 /// Runs `f` (mark it `#[inline(always)]`, with the functions it calls) compiled for the
 /// widest vectors this CPU offers.
 #[inline(always)]
