@@ -314,14 +314,14 @@ const LINEAR_ROWS: usize = 48;
 /// empty), the bias added as each tile is written. The weights are packed once per call into
 /// panels of [`TILE_N`] outputs (`[n / TILE_N][k][TILE_N]`), and each task takes a block of
 /// rows through every panel on [`register_tile`], reading `x` in place; blocks spread over the
-/// threads when the caller is not already on one of rayon's workers. For `m` of a few rows or a
-/// CPU without FMA it is `matmul_nt` plus the bias.
+/// threads when the caller is not already on one of rayon's workers. For a few rows, fewer
+/// outputs than a panel, or a CPU without FMA it is `matmul_nt` plus the bias.
 pub fn linear(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, bias: &[f32]) -> Vec<f32> {
     assert!(
         x.len() >= m * k && w.len() >= n * k && (bias.is_empty() || bias.len() == n),
         "linear operands shorter than their shapes"
     );
-    if m < 2 * TILE_M || k == 0 || n == 0 || !has_fma() {
+    if m < 2 * TILE_M || n < TILE_N || k == 0 || !has_fma() {
         let mut y = matmul_nt(x, w, m, k, n);
         if !bias.is_empty() {
             super::layout::add_row_bias(&mut y, bias);
