@@ -1,8 +1,9 @@
 //! `nn.Linear`: `y = x W^T + b`, W `[out, in]`.
 
 use super::loader::Weights;
+use crate::ops::Activation;
 use crate::ops::layout::{dot, transpose};
-use crate::ops::matmul::linear;
+use crate::ops::matmul::{linear_act, linear_add};
 use crate::ops::simd::vectorized;
 
 #[derive(Clone, Debug)]
@@ -36,10 +37,28 @@ impl Linear {
 
     /// `x` holds `rows` vectors of `inp` values; returns `rows` vectors of `out`.
     pub fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        self.forward_act(x, rows, Activation::None)
+    }
+
+    /// `act(self(x))`, the activation applied as each tile of the product is written.
+    pub fn forward_act(&self, x: &[f32], rows: usize, act: Activation) -> Vec<f32> {
         if rows <= FEW_ROWS {
-            return self.forward_few(x, rows);
+            let mut y = self.forward_few(x, rows);
+            act.apply(&mut y);
+            return y;
         }
-        linear(x, rows, self.inp, &self.w, self.out, &self.b)
+        linear_act(x, rows, self.inp, &self.w, self.out, &self.b, act)
+    }
+
+    /// `out += self(x)` (a residual branch), each tile of the product added where it is
+    /// finished; `out` holds `rows` vectors of `out` values.
+    pub fn forward_add(&self, x: &[f32], rows: usize, out: &mut [f32]) {
+        if rows <= FEW_ROWS {
+            let y = self.forward_few(x, rows);
+            out.iter_mut().zip(&y).for_each(|(o, v)| *o += v);
+            return;
+        }
+        linear_add(x, rows, self.inp, &self.w, self.out, &self.b, out)
     }
 
     /// A handful of rows (prompt tokens, a pooled vector): dot products against each weight

@@ -29,15 +29,18 @@ impl Mlp {
         Self::load(w, &names, dims, act)
     }
 
-    /// `rows` input vectors -> `rows` output vectors.
+    /// `rows` input vectors -> `rows` output vectors; the activation applied as each hidden
+    /// layer's product is written.
     pub fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
-        let mut x = x.to_vec();
+        let mut h: Option<Vec<f32>> = None;
         for (i, l) in self.layers.iter().enumerate() {
-            x = l.forward(&x, rows);
-            if i + 1 < self.layers.len() {
-                self.act.apply(&mut x);
-            }
+            let act = if i + 1 < self.layers.len() {
+                self.act
+            } else {
+                Activation::None
+            };
+            h = Some(l.forward_act(h.as_deref().unwrap_or(x), rows, act));
         }
-        x
+        h.unwrap_or_else(|| x.to_vec())
     }
 }

@@ -31,6 +31,25 @@ impl Activation {
     }
 }
 
+impl Activation {
+    /// The activation of one value, for kernels that apply it as they write a tile (inline
+    /// it into a [`vectorized`] loop: ReLU and GELU vectorise, the others call libm).
+    #[inline(always)]
+    pub fn of(self, v: f32) -> f32 {
+        match self {
+            Activation::None => v,
+            Activation::Relu => v.max(0.0),
+            Activation::Gelu => 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2)),
+            Activation::GeluTanh => {
+                const C: f32 = 0.797_884_6; // sqrt(2 / pi)
+                let u = C * (v + 0.044_715 * v * v * v);
+                0.5 * v * (1.0 + u.tanh())
+            }
+            Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
+        }
+    }
+}
+
 /// Runs `f` on every value, in parallel chunks when the buffer is large and the caller is not
 /// already on one of rayon's workers.
 fn each(x: &mut [f32], f: impl Fn(&mut f32) + Sync + Send + Copy) {
@@ -48,28 +67,22 @@ fn each(x: &mut [f32], f: impl Fn(&mut f32) + Sync + Send + Copy) {
 }
 
 pub fn relu(x: &mut [f32]) {
-    each(x, |v| *v = v.max(0.0));
+    each(x, |v| *v = Activation::Relu.of(*v));
 }
 
 /// Exact GELU, `x * Phi(x)` (PyTorch's default), in place.
 pub fn gelu(x: &mut [f32]) {
-    each(x, |v| {
-        *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2))
-    });
+    each(x, |v| *v = Activation::Gelu.of(*v));
 }
 
 /// GELU's tanh approximation, `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`, in place.
 pub fn gelu_tanh(x: &mut [f32]) {
-    const C: f32 = 0.797_884_6; // sqrt(2 / pi)
-    each(x, |v| {
-        let u = C * (*v + 0.044_715 * *v * *v * *v);
-        *v = 0.5 * *v * (1.0 + u.tanh())
-    });
+    each(x, |v| *v = Activation::GeluTanh.of(*v));
 }
 
 /// `1 / (1 + exp(-x))`, in place.
 pub fn sigmoid(x: &mut [f32]) {
-    each(x, |v| *v = 1.0 / (1.0 + (-*v).exp()));
+    each(x, |v| *v = Activation::Sigmoid.of(*v));
 }
 
 /// `exp(x)` for `x <= 0` (softmax after subtracting the row maximum), Cephes' single-precision

@@ -2,8 +2,10 @@
 //! model ends here. One entry point over the `gemm` crate (the same kernels burn's flex backend
 //! uses), row-major, with any strides; serial or spread over rayon's threads by size. Dense
 //! layers over many rows take [`linear`] instead: the engine's own register tile
-//! ([`register_tile`]) on weights packed per call, the bias added as each tile is written.
+//! ([`register_tile`]) on weights packed per call, the bias and an activation or a residual
+//! ([`Epilogue`]) applied as each tile is written.
 
+use super::activation::Activation;
 use super::simd::{has_fma, vectorized};
 use rayon::prelude::*;
 
@@ -310,23 +312,100 @@ pub unsafe fn register_tile(
 /// 176-184; blocking the reduction into 256-step slices was slower).
 const LINEAR_ROWS: usize = 48;
 
+/// What [`linear`]'s kernel does with each finished tile of `x W^T + b`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Epilogue {
+    /// `out = act(x W^T + b)`.
+    Write(Activation),
+    /// `out += x W^T + b`: a residual branch added in place.
+    Add,
+}
+
 /// `x [m, k] @ w^T + bias` with `w` `[n, k]` (PyTorch's Linear layout) and `bias` `[n]` (or
-/// empty), the bias added as each tile is written. The weights are packed once per call into
-/// panels of [`TILE_N`] outputs (`[n / TILE_N][k][TILE_N]`), and each task takes a block of
-/// rows through every panel on [`register_tile`], reading `x` in place; blocks spread over the
-/// threads when the caller is not already on one of rayon's workers. For a few rows, fewer
-/// outputs than a panel, or a CPU without FMA it is `matmul_nt` plus the bias.
+/// empty).
 pub fn linear(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, bias: &[f32]) -> Vec<f32> {
+    linear_act(x, m, k, w, n, bias, Activation::None)
+}
+
+/// `act(x [m, k] @ w^T + bias)`, the activation applied as each tile is written.
+pub fn linear_act(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    bias: &[f32],
+    act: Activation,
+) -> Vec<f32> {
+    // SAFETY: `Write` sets every one of the `m * n` values.
+    unsafe {
+        written(m * n, |dst| {
+            linear_raw(x, m, k, w, n, bias, Epilogue::Write(act), dst)
+        })
+    }
+}
+
+/// `out [m, n] += x [m, k] @ w^T + bias`, each tile added where it is finished.
+pub fn linear_add(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    bias: &[f32],
+    out: &mut [f32],
+) {
+    assert!(out.len() >= m * n, "linear output shorter than its shape");
+    // SAFETY: `out` holds the `m * n` values the kernel reads and writes.
+    unsafe { linear_raw(x, m, k, w, n, bias, Epilogue::Add, out.as_mut_ptr()) }
+}
+
+/// The dense layers' kernel: the weights are packed once per call into panels of [`TILE_N`]
+/// outputs (`[n / TILE_N][k][TILE_N]`), and each task takes a block of rows through every
+/// panel on [`register_tile`], reading `x` in place, the bias and the epilogue applied as each
+/// tile is written; blocks spread over the threads when the caller is not already on one of
+/// rayon's workers. For a few rows, fewer outputs than a panel, or a CPU without FMA: the
+/// plain product, then the bias and the epilogue.
+///
+/// # Safety
+/// `dst` must point to `m * n` floats, initialised for [`Epilogue::Add`], aliasing no input.
+#[allow(clippy::too_many_arguments)]
+unsafe fn linear_raw(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    bias: &[f32],
+    epilogue: Epilogue,
+    dst: *mut f32,
+) {
     assert!(
         x.len() >= m * k && w.len() >= n * k && (bias.is_empty() || bias.len() == n),
         "linear operands shorter than their shapes"
     );
+    if m == 0 || n == 0 {
+        return;
+    }
     if m < 2 * TILE_M || n < TILE_N || k == 0 || !has_fma() {
-        let mut y = matmul_nt(x, w, m, k, n);
-        if !bias.is_empty() {
-            super::layout::add_row_bias(&mut y, bias);
+        let y = matmul_nt(x, w, m, k, n);
+        // SAFETY: the caller's `m * n` floats.
+        let out = unsafe { std::slice::from_raw_parts_mut(dst, m * n) };
+        let bias_of = |i: usize| bias.get(i % n).copied().unwrap_or(0.0);
+        match epilogue {
+            Epilogue::Write(act) => {
+                for (i, (o, v)) in out.iter_mut().zip(&y).enumerate() {
+                    *o = v + bias_of(i);
+                }
+                act.apply(out);
+            }
+            Epilogue::Add => {
+                for (i, (o, v)) in out.iter_mut().zip(&y).enumerate() {
+                    *o += v + bias_of(i);
+                }
+            }
         }
-        return y;
+        return;
     }
     let (mr, nr) = (TILE_M, TILE_N);
     let panels = n.div_ceil(nr);
@@ -345,8 +424,11 @@ pub fn linear(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, bias: &[f32]) 
     } else {
         wp.chunks_mut(k * nr).enumerate().for_each(pack);
     }
+    let zeros = vec![0.0f32; if bias.is_empty() { n } else { 0 }];
+    let bias = if bias.is_empty() { &zeros[..] } else { bias };
     let blocks = m.div_ceil(LINEAR_ROWS);
-    let task = |dst: SendPtr, b: usize| {
+    let dst = SendPtr(dst);
+    let task = |b: usize| {
         let r0 = b * LINEAR_ROWS;
         let rows = LINEAR_ROWS.min(m - r0);
         // the block's last, partial panel of rows, zero-padded to a whole one
@@ -381,13 +463,22 @@ pub fn linear(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, bias: &[f32]) 
                                     cols,
                                 )
                             };
-                            if bias.is_empty() {
-                                out.copy_from_slice(&acc[..cols]);
-                            } else {
-                                out.iter_mut()
-                                    .zip(acc)
-                                    .zip(&bias[c0..])
-                                    .for_each(|((y, &a), &b)| *y = a + b);
+                            let tile = out.iter_mut().zip(acc).zip(&bias[c0..]);
+                            match epilogue {
+                                Epilogue::Write(Activation::None) => {
+                                    tile.for_each(|((y, &a), &b)| *y = a + b)
+                                }
+                                // each activation its own loop (`of` inlined and resolved)
+                                Epilogue::Write(Activation::Relu) => {
+                                    tile.for_each(|((y, &a), &b)| *y = Activation::Relu.of(a + b))
+                                }
+                                Epilogue::Write(Activation::Gelu) => {
+                                    tile.for_each(|((y, &a), &b)| *y = Activation::Gelu.of(a + b))
+                                }
+                                Epilogue::Write(act) => {
+                                    tile.for_each(|((y, &a), &b)| *y = act.of(a + b))
+                                }
+                                Epilogue::Add => tile.for_each(|((y, &a), &b)| *y += a + b),
                             }
                         }
                     }
@@ -395,16 +486,10 @@ pub fn linear(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, bias: &[f32]) 
             },
         )
     };
-    // SAFETY: the blocks together write every row and column of the output once.
-    unsafe {
-        written(m * n, |dst| {
-            let dst = SendPtr(dst);
-            if outer && blocks > 1 {
-                (0..blocks).into_par_iter().for_each(|b| task(dst, b));
-            } else {
-                (0..blocks).for_each(|b| task(dst, b));
-            }
-        })
+    if outer && blocks > 1 {
+        (0..blocks).into_par_iter().for_each(task);
+    } else {
+        (0..blocks).for_each(task);
     }
 }
 
@@ -425,26 +510,37 @@ impl SendPtr {
 
 #[cfg(test)]
 mod tests {
+    use crate::ops::Activation;
+
     #[test]
     fn linear_matches_a_naive_loop() {
         // 100 rows (two blocks of rows, the second ending in a partial panel of 4), 37 outputs
-        // (a partial panel of weights), with and without a bias; and 7 rows (the plain product).
+        // (a partial panel of weights), with and without a bias, written, through ReLU and added
+        // to a residual; and 7 rows (the plain product, then the same epilogues).
         for (m, k, n) in [(100, 19, 37), (7, 5, 3)] {
             let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
             let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect();
             let b: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 3.0).collect();
+            let base: Vec<f32> = (0..m * n).map(|i| (i % 11) as f32 - 5.0).collect();
             for bias in [&b[..], &[]] {
                 let y = super::linear(&x, m, k, &w, n, bias);
+                let relu = super::linear_act(&x, m, k, &w, n, bias, Activation::Relu);
+                let mut added = base.clone();
+                super::linear_add(&x, m, k, &w, n, bias, &mut added);
                 assert_eq!(y.len(), m * n);
                 for i in 0..m {
                     for j in 0..n {
                         let dot: f32 = (0..k).map(|l| x[i * k + l] * w[j * k + l]).sum();
                         let want = dot + bias.get(j).copied().unwrap_or(0.0);
-                        let got = y[i * n + j];
+                        let at = i * n + j;
+                        let got = y[at];
                         assert!(
                             (got - want).abs() < 1e-4,
                             "({i}, {j}): {got} against {want}"
                         );
+                        assert_eq!(relu[at], got.max(0.0), "({i}, {j}) after ReLU");
+                        let sum = added[at] - base[at];
+                        assert!((sum - want).abs() < 1e-4, "({i}, {j}) added: {sum}, {want}");
                     }
                 }
             }

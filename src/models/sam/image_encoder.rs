@@ -191,17 +191,12 @@ impl ImageEncoder {
             *v += self.patch_b[i % c] + self.pos[i];
         }
         drop(patch_t);
-        let add = |x: &mut [f32], a: &[f32]| {
-            let _t = scope("residual add", x.len() as f64);
-            x.iter_mut().zip(a).for_each(|(v, a)| *v += a);
-        };
+        // each block's two branches added to the tokens as their last products are written
         for b in &self.blocks {
             let h = self.normed(&b.norm1, &x);
-            let a = self.attention(b, &h, g);
-            add(&mut x, &a);
+            self.attention(b, &h, g, &mut x);
             let h = self.normed(&b.norm2, &x);
-            let m = self.mlp(&b.mlp, &h, n);
-            add(&mut x, &m);
+            self.mlp(&b.mlp, &h, n, &mut x);
         }
         let (o, k) = (self.out_chans, 2 * n * self.out_chans);
         let _t = scope("neck", (k * c + k * o * 9) as f64);
@@ -216,34 +211,33 @@ impl ImageEncoder {
         h
     }
 
-    /// The block's MLP, `lin2(GELU(lin1(x)))`, each step timed.
-    fn mlp(&self, mlp: &Mlp, x: &[f32], rows: usize) -> Vec<f32> {
+    /// The block's MLP, `out += lin2(GELU(lin1(x)))`, each product timed.
+    fn mlp(&self, mlp: &Mlp, x: &[f32], rows: usize, out: &mut [f32]) {
         let [lin1, lin2] = &mlp.layers[..] else {
-            return mlp.forward(x, rows);
+            let y = mlp.forward(x, rows);
+            out.iter_mut().zip(&y).for_each(|(o, v)| *o += v);
+            return;
         };
-        let mut h = {
+        let h = {
             let _t = scope(
-                "MLP lin1 (+ bias)",
+                "MLP lin1 (+ bias, GELU)",
                 2.0 * (rows * lin1.inp * lin1.out) as f64,
             );
-            lin1.forward(x, rows)
+            lin1.forward_act(x, rows, mlp.act)
         };
-        {
-            let _t = scope("GELU", 0.0);
-            mlp.act.apply(&mut h);
-        }
         let _t = scope(
-            "MLP lin2 (+ bias)",
+            "MLP lin2 (+ bias, residual)",
             2.0 * (rows * lin2.inp * lin2.out) as f64,
         );
-        lin2.forward(&h, rows)
+        lin2.forward_add(&h, rows, out)
     }
 
     /// The block's attention over the `g x g` grid: global, or within windows of `window x
     /// window` tokens (the grid padded to a multiple). The projections run on the grid's tokens
     /// in one product each; a padded token's `qkv` is the projection's bias, what the
-    /// reference's zero padding projects to, and the padded outputs are dropped before `proj`.
-    fn attention(&self, b: &Block, x: &[f32], g: usize) -> Vec<f32> {
+    /// reference's zero padding projects to, and the padded outputs are dropped before `proj`,
+    /// whose output is added to the tokens `out_tokens` (the residual) as it is written.
+    fn attention(&self, b: &Block, x: &[f32], g: usize, out_tokens: &mut [f32]) {
         let (c, n, ws) = (self.dim, g * g, b.window);
         let qkv = {
             let _t = scope(
@@ -275,13 +269,13 @@ impl ImageEncoder {
         };
         let _t = scope(
             if ws == 0 {
-                "global attention proj (+ bias)"
+                "global attention proj (+ bias, residual)"
             } else {
-                "window attention proj (+ bias)"
+                "window attention proj (+ bias, residual)"
             },
             (2 * n * c * c) as f64,
         );
-        b.proj.forward(&out, n)
+        b.proj.forward_add(&out, n, out_tokens)
     }
 
     /// Multi-head self-attention of projected tokens `qkv [h * w, 3c]` over an `h x w` grid,
