@@ -2,7 +2,7 @@
 //! channels of a `[C, H, W]` map.
 
 use super::loader::Weights;
-use crate::ops::norm::{layer_norm, layer_norm2d};
+use crate::ops::norm::{layer_norm, layer_norm_of, layer_norm2d};
 
 #[derive(Clone, Debug)]
 pub struct LayerNorm {
@@ -23,6 +23,11 @@ impl LayerNorm {
     /// Normalises each row of `x` (`[rows, dim]`) in place.
     pub fn forward(&self, x: &mut [f32]) {
         layer_norm(x, self.w.len(), &self.w, &self.b, self.eps);
+    }
+
+    /// A normalised copy of `x`, the input left as it is (a residual stream).
+    pub fn forward_of(&self, x: &[f32]) -> Vec<f32> {
+        layer_norm_of(x, self.w.len(), &self.w, &self.b, self.eps)
     }
 }
 

@@ -15,6 +15,24 @@ pub fn layer_norm(x: &mut [f32], dim: usize, w: &[f32], b: &[f32], eps: f32) {
     }
 }
 
+/// [`layer_norm`] of a copy of `x`: each block of rows copied and normalised while in cache,
+/// blocks in parallel when many (no serial copy of the whole input first).
+pub fn layer_norm_of(x: &[f32], dim: usize, w: &[f32], b: &[f32], eps: f32) -> Vec<f32> {
+    let mut out = vec![0.0f32; x.len()];
+    let block = |(o, i): (&mut [f32], &[f32])| {
+        o.copy_from_slice(i);
+        layer_norm_rows(o, dim, w, b, eps);
+    };
+    if x.len() >= 1 << 18 && rayon::current_thread_index().is_none() {
+        out.par_chunks_mut(dim * 64)
+            .zip(x.par_chunks(dim * 64))
+            .for_each(block);
+    } else {
+        block((&mut out, x));
+    }
+    out
+}
+
 fn layer_norm_rows(x: &mut [f32], dim: usize, w: &[f32], b: &[f32], eps: f32) {
     vectorized(
         #[inline(always)]

@@ -175,14 +175,12 @@ impl Swin {
     /// each with its residual.
     fn block(&self, b: &Block, t: &mut [f32], gh: usize, gw: usize, c: usize) {
         let n = gh * gw;
-        let mut x = t.to_vec();
-        b.norm1.forward(&mut x);
+        let x = b.norm1.forward_of(t);
         let qkv = b.qkv.forward(&x, n);
         let attended = windows(b, &qkv, gh, gw, c, self.ws);
         let o = b.proj.forward(&attended, n);
         add_assign(t, &o);
-        let mut x = t.to_vec();
-        b.norm2.forward(&mut x);
+        let x = b.norm2.forward_of(t);
         let mut hdn = b.fc1.forward(&x, n);
         Activation::Gelu.apply(&mut hdn);
         let o = b.fc2.forward(&hdn, n);

@@ -206,9 +206,7 @@ impl ImageEncoder {
     /// A LayerNorm'd copy of the tokens.
     fn normed(&self, norm: &LayerNorm, x: &[f32]) -> Vec<f32> {
         let _t = scope("LayerNorm", 0.0);
-        let mut h = x.to_vec();
-        norm.forward(&mut h);
-        h
+        norm.forward_of(x)
     }
 
     /// The block's MLP, `out += lin2(GELU(lin1(x)))`, each product timed.

@@ -326,8 +326,7 @@ impl TinyViT {
 /// `qkv` fills the padding.
 fn attention_windows(b: &Block, t: &[f32], h: usize, w: usize, c: usize) -> Vec<f32> {
     let n = h * w;
-    let mut x = t.to_vec();
-    b.norm.forward(&mut x);
+    let x = b.norm.forward_of(t);
     let qkv = b.qkv.forward(&x, n);
     let fill =
         (!h.is_multiple_of(b.ws) || !w.is_multiple_of(b.ws)).then(|| b.qkv.forward(&b.norm.b, 1));

@@ -220,8 +220,7 @@ impl Block {
             let (y0, y1) = (b * band, ((b + 1) * band).min(h));
             let rows = y1 - y0;
             let xb = &x[y0 * w * cin..y1 * w * cin];
-            let mut xn = xb.to_vec();
-            self.norm1.forward(&mut xn);
+            let xn = self.norm1.forward_of(xb);
             let shortcut = match &self.proj {
                 Some(p) => {
                     let s = p.forward(&xn, rows * w);
@@ -254,8 +253,7 @@ impl Block {
         // The MLP in blocks of rows, each block's hidden activations staying in cache.
         y.par_chunks_mut(MLP_ROWS * c).for_each(|blk| {
             let rows = blk.len() / c;
-            let mut t = blk.to_vec();
-            self.norm2.forward(&mut t);
+            let t = self.norm2.forward_of(blk);
             let m = self.mlp.forward(&t, rows);
             blk.iter_mut().zip(&m).for_each(|(a, b)| *a += b);
         });
