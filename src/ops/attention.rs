@@ -5,7 +5,7 @@
 
 use super::activation::exp_nonpositive;
 use super::layout::columns;
-use super::matmul::{SendPtr, gemm_strided, matmul_acc, matmul_nt, parallel_for, product};
+use super::matmul::{SendPtr, gemm_strided, matmul_acc, matmul_nt, parallel_for, product, written};
 use super::simd::{max, sum, vectorized};
 use super::softmax::exp_shifted;
 use rayon::prelude::*;
@@ -163,13 +163,11 @@ fn blocked(
         (scaled, qs)
     };
     let width = heads * d;
-    let mut out = vec![0.0f32; nq * width];
     if nq == 0 || nk == 0 || d == 0 {
-        return out;
+        return vec![0.0f32; nq * width];
     }
     let blocks = nq.div_ceil(rows);
-    let dst = SendPtr(out.as_mut_ptr());
-    let task = |t: usize| {
+    let task = |dst: SendPtr, t: usize| {
         let (h, b) = (t / blocks, t % blocks);
         let r0 = b * rows;
         let r = rows.min(nq - r0);
@@ -197,12 +195,19 @@ fn blocked(
             )
         }
     };
-    if parallel && heads * blocks > 1 && rayon::current_thread_index().is_none() {
-        (0..heads * blocks).into_par_iter().for_each(task);
-    } else {
-        (0..heads * blocks).for_each(task);
+    // SAFETY: the tasks together write every row of every head's columns (each block's
+    // values product writes all its rows' `d` values).
+    unsafe {
+        written(nq * width, |out| {
+            let dst = SendPtr(out);
+            let task = |t: usize| task(dst, t);
+            if parallel && heads * blocks > 1 && rayon::current_thread_index().is_none() {
+                (0..heads * blocks).into_par_iter().for_each(task);
+            } else {
+                (0..heads * blocks).for_each(task);
+            }
+        })
     }
-    out
 }
 
 /// Query rows per block of [`few_keys`]: a block's scores and output rows stay in L2.

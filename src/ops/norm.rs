@@ -2,6 +2,7 @@
 //! `[C, H*W]` map (SAM's `LayerNorm2d`), and BatchNorm in inference form, folded into the
 //! convolution before it.
 
+use super::matmul::{SendPtr, written};
 use super::simd::{sum, vectorized};
 use rayon::prelude::*;
 
@@ -18,19 +19,27 @@ pub fn layer_norm(x: &mut [f32], dim: usize, w: &[f32], b: &[f32], eps: f32) {
 /// [`layer_norm`] of a copy of `x`: each block of rows copied and normalised while in cache,
 /// blocks in parallel when many (no serial copy of the whole input first).
 pub fn layer_norm_of(x: &[f32], dim: usize, w: &[f32], b: &[f32], eps: f32) -> Vec<f32> {
-    let mut out = vec![0.0f32; x.len()];
-    let block = |(o, i): (&mut [f32], &[f32])| {
-        o.copy_from_slice(i);
+    let n = x.len();
+    let rows = (dim * 64).max(1);
+    let block = |out: SendPtr, i: usize| {
+        let len = rows.min(n - i * rows);
+        // SAFETY: block `i` writes values `i * rows..i * rows + len` only, all of them.
+        let o = unsafe { std::slice::from_raw_parts_mut(out.get().add(i * rows), len) };
+        o.copy_from_slice(&x[i * rows..][..len]);
         layer_norm_rows(o, dim, w, b, eps);
     };
-    if x.len() >= 1 << 18 && rayon::current_thread_index().is_none() {
-        out.par_chunks_mut(dim * 64)
-            .zip(x.par_chunks(dim * 64))
-            .for_each(block);
-    } else {
-        block((&mut out, x));
+    let blocks = n.div_ceil(rows);
+    // SAFETY: the blocks together write all `n` values (the copy, then the normalisation).
+    unsafe {
+        written(n, |out| {
+            let out = SendPtr(out);
+            if n >= 1 << 18 && rayon::current_thread_index().is_none() {
+                (0..blocks).into_par_iter().for_each(|i| block(out, i));
+            } else {
+                (0..blocks).for_each(|i| block(out, i));
+            }
+        })
     }
-    out
 }
 
 fn layer_norm_rows(x: &mut [f32], dim: usize, w: &[f32], b: &[f32], eps: f32) {
