@@ -2,7 +2,7 @@
 
 use super::loader::Weights;
 use crate::ops::Activation;
-use crate::ops::layout::{dot, transpose};
+use crate::ops::layout::{add_assign, dot, transpose};
 use crate::ops::matmul::{linear_act, linear_add};
 use crate::ops::simd::vectorized;
 
@@ -54,8 +54,7 @@ impl Linear {
     /// finished; `out` holds `rows` vectors of `out` values.
     pub fn forward_add(&self, x: &[f32], rows: usize, out: &mut [f32]) {
         if rows <= FEW_ROWS {
-            let y = self.forward_few(x, rows);
-            out.iter_mut().zip(&y).for_each(|(o, v)| *o += v);
+            add_assign(out, &self.forward_few(x, rows));
             return;
         }
         linear_add(x, rows, self.inp, &self.w, self.out, &self.b, out)

@@ -32,15 +32,27 @@ impl Mlp {
     /// `rows` input vectors -> `rows` output vectors; the activation applied as each hidden
     /// layer's product is written.
     pub fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
-        let mut h: Option<Vec<f32>> = None;
-        for (i, l) in self.layers.iter().enumerate() {
-            let act = if i + 1 < self.layers.len() {
-                self.act
-            } else {
-                Activation::None
-            };
-            h = Some(l.forward_act(h.as_deref().unwrap_or(x), rows, act));
-        }
-        h.unwrap_or_else(|| x.to_vec())
+        let Some((last, hidden)) = self.layers.split_last() else {
+            return x.to_vec();
+        };
+        let h = self.hidden(hidden, x, rows);
+        last.forward(h.as_deref().unwrap_or(x), rows)
+    }
+
+    /// `out += self(x)` (a residual branch): the last layer's product added to `out` as each
+    /// tile is written.
+    pub fn forward_add(&self, x: &[f32], rows: usize, out: &mut [f32]) {
+        let Some((last, hidden)) = self.layers.split_last() else {
+            return crate::ops::layout::add_assign(out, x);
+        };
+        let h = self.hidden(hidden, x, rows);
+        last.forward_add(h.as_deref().unwrap_or(x), rows, out)
+    }
+
+    /// The hidden `layers` on `x`, each activated as it is written (`None` when there are none).
+    fn hidden(&self, layers: &[Linear], x: &[f32], rows: usize) -> Option<Vec<f32>> {
+        layers.iter().fold(None, |h: Option<Vec<f32>>, l| {
+            Some(l.forward_act(h.as_deref().unwrap_or(x), rows, self.act))
+        })
     }
 }

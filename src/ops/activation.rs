@@ -29,9 +29,7 @@ impl Activation {
             Activation::Sigmoid => sigmoid(x),
         }
     }
-}
 
-impl Activation {
     /// The activation of one value, for kernels that apply it as they write a tile (inline
     /// it into a [`vectorized`] loop: ReLU and GELU vectorise, the others call libm).
     #[inline(always)]

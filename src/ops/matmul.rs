@@ -277,8 +277,8 @@ pub const TILE_N: usize = 16;
 
 /// The `TILE_M x TILE_N` block of `a @ b` over `k` steps, kept in registers: element (i, l) of
 /// `a` is `a[i * a_rs + l * a_cs]`, row `l` of `b` the `TILE_N` values from `b[l * b_rs]`. For
-/// kernels that pack their own operands and finish each block in place (attention's tiles);
-/// call it inside [`vectorized`](super::simd::vectorized), whose registers it is written for
+/// kernels that pack their own operands and finish each block in place ([`linear`]); call it
+/// inside [`vectorized`](super::simd::vectorized), whose registers it is written for
 /// (93-100 GFLOP/s on one core of an AVX2 + FMA machine for k = 64..256).
 ///
 /// # Safety
@@ -388,22 +388,18 @@ unsafe fn linear_raw(
         return;
     }
     if m < 2 * TILE_M || n < TILE_N || k == 0 || !has_fma() {
-        let y = matmul_nt(x, w, m, k, n);
+        let mut y = matmul_nt(x, w, m, k, n);
+        if !bias.is_empty() {
+            super::layout::add_row_bias(&mut y, bias);
+        }
         // SAFETY: the caller's `m * n` floats.
         let out = unsafe { std::slice::from_raw_parts_mut(dst, m * n) };
-        let bias_of = |i: usize| bias.get(i % n).copied().unwrap_or(0.0);
         match epilogue {
             Epilogue::Write(act) => {
-                for (i, (o, v)) in out.iter_mut().zip(&y).enumerate() {
-                    *o = v + bias_of(i);
-                }
+                out.copy_from_slice(&y);
                 act.apply(out);
             }
-            Epilogue::Add => {
-                for (i, (o, v)) in out.iter_mut().zip(&y).enumerate() {
-                    *o += v + bias_of(i);
-                }
-            }
+            Epilogue::Add => super::layout::add_assign(out, &y),
         }
         return;
     }

@@ -13,7 +13,7 @@ use super::config::SwinConfig;
 use crate::nn::{Conv2d, ConvSpec, LayerNorm, Linear, Weights};
 use crate::ops::Activation;
 use crate::ops::attention::{HeadView, Hooks, attention};
-use crate::ops::layout::{add_assign, transpose};
+use crate::ops::layout::transpose;
 use crate::ops::profile::scope;
 use crate::ops::simd::vectorized;
 use rayon::prelude::*;
@@ -178,13 +178,10 @@ impl Swin {
         let x = b.norm1.forward_of(t);
         let qkv = b.qkv.forward(&x, n);
         let attended = windows(b, &qkv, gh, gw, c, self.ws);
-        let o = b.proj.forward(&attended, n);
-        add_assign(t, &o);
+        b.proj.forward_add(&attended, n, t);
         let x = b.norm2.forward_of(t);
-        let mut hdn = b.fc1.forward(&x, n);
-        Activation::Gelu.apply(&mut hdn);
-        let o = b.fc2.forward(&hdn, n);
-        add_assign(t, &o);
+        let hdn = b.fc1.forward_act(&x, n, Activation::Gelu);
+        b.fc2.forward_add(&hdn, n, t);
     }
 }
 

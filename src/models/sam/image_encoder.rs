@@ -212,9 +212,7 @@ impl ImageEncoder {
     /// The block's MLP, `out += lin2(GELU(lin1(x)))`, each product timed.
     fn mlp(&self, mlp: &Mlp, x: &[f32], rows: usize, out: &mut [f32]) {
         let [lin1, lin2] = &mlp.layers[..] else {
-            let y = mlp.forward(x, rows);
-            out.iter_mut().zip(&y).for_each(|(o, v)| *o += v);
-            return;
+            return mlp.forward_add(x, rows, out);
         };
         let h = {
             let _t = scope(

@@ -254,8 +254,7 @@ impl Block {
         y.par_chunks_mut(MLP_ROWS * c).for_each(|blk| {
             let rows = blk.len() / c;
             let t = self.norm2.forward_of(blk);
-            let m = self.mlp.forward(&t, rows);
-            blk.iter_mut().zip(&m).for_each(|(a, b)| *a += b);
+            self.mlp.forward_add(&t, rows, blk);
         });
         (y, oh, ow)
     }
