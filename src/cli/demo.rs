@@ -8,6 +8,7 @@ use segrs::data::image_io::{write_label_png, write_png};
 use segrs::data::synthetic::{CLASS_NAMES, dataset};
 use segrs::device::device;
 use segrs::io::write_json;
+use segrs::ops::Precision;
 use segrs::predict::SemanticPredictor;
 use segrs::train::{RunOptions, demo_config, train};
 use segrs::viz::overlay::{colorize, overlay, panels};
@@ -100,7 +101,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let predictor = SemanticPredictor::new(
         &best.model,
         cfg.normalize.clone(),
-        super::engine(a.engine, a.device, &dev)?,
+        super::engine(a.engine, a.device, &dev, Precision::F32)?,
     )?;
     let palette = palette_for(CLASS_NAMES.len());
     let pred_dir = a.out.join("predictions");

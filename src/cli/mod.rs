@@ -18,6 +18,7 @@ pub mod viz;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use segrs::data::shard::Shard;
+use segrs::ops::Precision;
 
 /// Which part of a folder this process takes, for runs split over a job array.
 #[derive(Args, Debug, Clone, Default)]
@@ -168,15 +169,30 @@ pub fn engine(
     engine: Option<EngineArg>,
     device: DeviceArg,
     dev: &burn::prelude::Device,
+    precision: Precision,
 ) -> anyhow::Result<segrs::predict::Engine> {
     use segrs::predict::Engine;
     Ok(match (engine, device) {
         (Some(EngineArg::Host), DeviceArg::Vulkan) => anyhow::bail!(
             "--engine host runs on the CPU; use --engine burn (the default) with --device vulkan"
         ),
-        (Some(EngineArg::Host) | None, DeviceArg::Cpu) => Engine::Host,
-        (Some(EngineArg::Burn), _) | (None, DeviceArg::Vulkan) => Engine::Burn(dev.clone()),
+        (Some(EngineArg::Host) | None, DeviceArg::Cpu) => Engine::Host(on_this_cpu(precision)),
+        (Some(EngineArg::Burn), _) | (None, DeviceArg::Vulkan) => {
+            if precision != Precision::F32 {
+                anyhow::bail!("--precision {precision} runs on the host engine (--device cpu)");
+            }
+            Engine::Burn(dev.clone())
+        }
     })
+}
+
+/// `--precision` as this CPU can honour it: bf16 without AVX512_BF16 runs in f32, saying why.
+pub fn on_this_cpu(asked: Precision) -> Precision {
+    let (p, why) = asked.on_this_cpu();
+    if let Some(why) = why {
+        eprintln!("note: {why}");
+    }
+    p
 }
 
 /// `--upsampling`: the U-Net's expanding-path up-sampling.

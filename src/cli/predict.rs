@@ -11,6 +11,7 @@ use segrs::data::rows::{LabelRowWriter, open_rows};
 use segrs::device::device;
 use segrs::io::write_atomic_file;
 use segrs::models::unet::checkpoint;
+use segrs::ops::Precision;
 use segrs::predict::{SemanticPredictor, Tiling, argmax_row};
 use segrs::viz::overlay::{colorize, overlay};
 use segrs::viz::palette::palette_for;
@@ -65,6 +66,10 @@ pub struct PredictArgs {
     /// --color asks for the whole picture.
     #[arg(long)]
     pub tile: Option<usize>,
+    /// Arithmetic of the host engine's convolutions: f32, or bf16 with f32 sums (on CPUs with
+    /// AVX512_BF16; elsewhere f32 runs, with a note).
+    #[arg(long, default_value_t = Precision::F32)]
+    pub precision: Precision,
     /// Pixels shared by neighbouring tiles, blended linearly (with --tile).
     #[arg(long, default_value_t = 64, requires = "tile")]
     pub overlap: usize,
@@ -111,7 +116,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
     let predictor = SemanticPredictor::new(
         &loaded.model,
         normalize,
-        super::engine(a.engine, a.device, &dev)?,
+        super::engine(a.engine, a.device, &dev, a.precision)?,
     )?;
     let label_ids = match (&loaded.meta, a.write_label_ids) {
         (_, false) => None,

@@ -5,6 +5,7 @@
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use segrs::data::image_io::{read_image, write_png};
+use segrs::ops::Precision;
 use segrs::sam::any_model::AnySam;
 use segrs::sam::automatic::{AmgConfig, generate};
 use segrs::sam::predictor::{ImageEmbedding, Prompt, save_embedding};
@@ -71,6 +72,10 @@ pub struct PromptArgs {
     /// safetensors with the same keys.
     #[arg(long, required = true)]
     pub checkpoint: Option<PathBuf>,
+    /// Arithmetic of the dense layers and convolutions: f32, or bf16 with f32 sums (on CPUs
+    /// with AVX512_BF16; elsewhere f32 runs, with a note).
+    #[arg(long, default_value_t = Precision::F32)]
+    pub precision: Precision,
     /// The image (PNG, JPEG, TIFF, BMP; gray is replicated to RGB, alpha dropped).
     #[arg(long, required = true)]
     pub image: Option<PathBuf>,
@@ -115,6 +120,9 @@ pub struct AutoArgs {
     /// SAM or SAM 2 checkpoint (as for `segrs sam`).
     #[arg(long)]
     pub checkpoint: PathBuf,
+    /// As for `segrs sam`.
+    #[arg(long, default_value_t = Precision::F32)]
+    pub precision: Precision,
     #[arg(long)]
     pub image: PathBuf,
     /// Output folder: masks.json and overlay.png.
@@ -163,9 +171,10 @@ pub fn run(a: SamArgs) -> Result<()> {
     }
 }
 
-fn load_model(path: &Path) -> Result<AnySam> {
+fn load_model(path: &Path, precision: Precision) -> Result<AnySam> {
+    let precision = super::on_this_cpu(precision);
     let t = std::time::Instant::now();
-    let sam = AnySam::load(path)?;
+    let sam = AnySam::load_with(path, precision)?;
     eprintln!(
         "loaded {} from {} in {:.1} s",
         sam.variant(),
@@ -254,7 +263,7 @@ fn run_prompt(a: PromptArgs) -> Result<()> {
             "several --box values form a batch of box prompts; points and --mask-input go with one box at most"
         );
     }
-    let sam = load_model(&ckpt)?;
+    let sam = load_model(&ckpt, a.precision)?;
     let (rgb, h, w) = read_photo(&image)?;
     let points: Vec<(f64, f64, i32)> = a
         .points
@@ -377,7 +386,7 @@ fn run_prompt(a: PromptArgs) -> Result<()> {
 }
 
 fn run_auto(a: AutoArgs) -> Result<()> {
-    let sam = load_model(&a.checkpoint)?;
+    let sam = load_model(&a.checkpoint, a.precision)?;
     let defaults = match &sam {
         AnySam::Sam(_) => AmgConfig::default(),
         AnySam::Sam2(_) => AmgConfig::sam2(),

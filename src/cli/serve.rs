@@ -4,6 +4,7 @@ use super::NormalizeArgs;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use segrs::data::image_io::decode_image;
+use segrs::ops::Precision;
 use segrs::predict::{Engine, SemanticPredictor};
 use segrs::serve::{CachedImage, Models, SemanticModel, ServeConfig, State, image_id};
 use std::path::PathBuf;
@@ -20,6 +21,10 @@ pub struct ServeArgs {
     /// Mask R-CNN checkpoint (torchvision): POST /v1/instances/predict.
     #[arg(long)]
     pub maskrcnn: Option<PathBuf>,
+    /// Arithmetic of the SAM and U-Net models' dense layers and convolutions: f32, or bf16
+    /// with f32 sums (on CPUs with AVX512_BF16; elsewhere f32 runs, with a note).
+    #[arg(long, default_value_t = Precision::F32)]
+    pub precision: Precision,
     /// Address to listen on; anything but loopback without --token is warned about.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
@@ -112,10 +117,11 @@ pub fn run(a: ServeArgs) -> Result<()> {
             a.host
         );
     }
+    let precision = super::on_this_cpu(a.precision);
     let mut models = Models::default();
     if let Some(p) = &a.sam {
         let t = std::time::Instant::now();
-        let m = segrs::sam::any_model::AnySam::load(p)?;
+        let m = segrs::sam::any_model::AnySam::load_with(p, precision)?;
         eprintln!(
             "loaded {} from {} in {:.1} s",
             m.variant(),
@@ -132,7 +138,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             _ => a.normalize.resolve()?,
         };
         let num_classes = loaded.model.config.num_classes;
-        let predictor = SemanticPredictor::new(&loaded.model, normalize, Engine::Host)?;
+        let predictor = SemanticPredictor::new(&loaded.model, normalize, Engine::Host(precision))?;
         models.semantic = Some(SemanticModel {
             predictor: std::sync::Mutex::new(predictor),
             labels: loaded.meta.map(|m| m.labels),

@@ -4,10 +4,10 @@
 
 use super::loader::Weights;
 use super::norm::LayerNorm2d;
-use crate::ops::Activation;
 use crate::ops::conv::ConvKernel;
 use crate::ops::conv_transpose::ConvTranspose2x2;
 use crate::ops::norm::{BatchNormParams, fold_batchnorm};
+use crate::ops::{Activation, Precision};
 
 /// The geometry of a square convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,13 +60,13 @@ impl Conv2d {
     pub fn load(w: &Weights, spec: ConvSpec) -> Self {
         let weight = w.get("weight", &spec.weight_shape());
         let bias = w.get("bias", &[spec.cout]);
-        Self::from_parts(weight, Some(bias), spec)
+        Self::from_parts(weight, Some(bias), spec).with_precision(w.precision())
     }
 
     /// A convolution built with `bias=False`.
     pub fn load_no_bias(w: &Weights, spec: ConvSpec) -> Self {
         let weight = w.get("weight", &spec.weight_shape());
-        Self::from_parts(weight, None, spec)
+        Self::from_parts(weight, None, spec).with_precision(w.precision())
     }
 
     /// A convolution (`conv`) followed by a BatchNorm (`bn`: `weight`, `bias`, `running_mean`,
@@ -90,7 +90,14 @@ impl Conv2d {
                 eps,
             },
         );
-        Self::from_parts(weight, Some(bias), spec)
+        Self::from_parts(weight, Some(bias), spec).with_precision(conv.precision())
+    }
+
+    /// The convolution computing in `precision` (see [`ConvKernel::with_precision`]).
+    pub fn with_precision(self, precision: Precision) -> Self {
+        Self {
+            kernel: self.kernel.with_precision(precision),
+        }
     }
 
     pub fn from_parts(weight: Vec<f32>, bias: Option<Vec<f32>>, s: ConvSpec) -> Self {

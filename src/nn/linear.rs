@@ -1,37 +1,72 @@
-//! `nn.Linear`: `y = x W^T + b`, W `[out, in]`.
+//! `nn.Linear`: `y = x W^T + b`, W `[out, in]`, in f32 or (built with
+//! [`Precision::Bf16`]) in bf16 with f32 sums.
 
 use super::loader::Weights;
-use crate::ops::Activation;
+use crate::ops::bf16::{DenseBf16, round_all};
 use crate::ops::layout::{add_assign, dot, transpose};
 use crate::ops::matmul::{linear_act, linear_add};
 use crate::ops::simd::vectorized;
+use crate::ops::{Activation, Precision};
 
 #[derive(Clone, Debug)]
 pub struct Linear {
+    /// `[out, in]`; rounded to bf16 values in a bf16 layer.
     pub w: Vec<f32>,
     pub b: Vec<f32>,
     pub inp: usize,
     pub out: usize,
+    /// The weights packed for bf16 products, in a bf16 layer.
+    bf16: Option<DenseBf16>,
 }
 
 impl Linear {
-    /// `weight [out, in]` and `bias [out]`.
-    pub fn load(w: &Weights, inp: usize, out: usize) -> Self {
+    /// An f32 layer from `w [out, inp]` and `b [out]`.
+    pub fn new(w: Vec<f32>, b: Vec<f32>, inp: usize, out: usize) -> Self {
+        assert!(w.len() == out * inp && b.len() == out, "linear layer sizes");
         Self {
-            w: w.get("weight", &[out, inp]),
-            b: w.get("bias", &[out]),
+            w,
+            b,
             inp,
             out,
+            bf16: None,
         }
+    }
+
+    /// `weight [out, in]` and `bias [out]`, in the loader's precision.
+    pub fn load(w: &Weights, inp: usize, out: usize) -> Self {
+        Self::new(
+            w.get("weight", &[out, inp]),
+            w.get("bias", &[out]),
+            inp,
+            out,
+        )
+        .with_precision(w.precision())
     }
 
     /// A layer built with `bias=False`.
     pub fn load_no_bias(w: &Weights, inp: usize, out: usize) -> Self {
-        Self {
-            w: w.get("weight", &[out, inp]),
-            b: vec![0.0; out],
-            inp,
-            out,
+        Self::new(w.get("weight", &[out, inp]), vec![0.0; out], inp, out)
+            .with_precision(w.precision())
+    }
+
+    /// The layer computing in `precision`: for bf16, the weights rounded and packed once.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.bf16 = match precision {
+            Precision::F32 => None,
+            Precision::Bf16 => {
+                round_all(&mut self.w);
+                Some(DenseBf16::new(&self.w, &self.b, self.out, self.inp))
+            }
+        };
+        self
+    }
+
+    /// What the layer computes in.
+    pub fn precision(&self) -> Precision {
+        if self.bf16.is_some() {
+            Precision::Bf16
+        } else {
+            Precision::F32
         }
     }
 
@@ -47,6 +82,9 @@ impl Linear {
             act.apply(&mut y);
             return y;
         }
+        if let Some(d) = &self.bf16 {
+            return d.forward_act(x, rows, act);
+        }
         linear_act(x, rows, self.inp, &self.w, self.out, &self.b, act)
     }
 
@@ -57,15 +95,30 @@ impl Linear {
             add_assign(out, &self.forward_few(x, rows));
             return;
         }
+        if let Some(d) = &self.bf16 {
+            return d.forward_add(x, rows, out);
+        }
         linear_add(x, rows, self.inp, &self.w, self.out, &self.b, out)
     }
 
     /// A handful of rows (prompt tokens, a pooled vector): dot products against each weight
     /// row, the weights read once and never packed (packing them for a matrix product costs
-    /// more than the product itself here).
+    /// more than the product itself here). A bf16 layer rounds the rows first, so that the
+    /// products are those of the bf16 kernel.
     fn forward_few(&self, x: &[f32], rows: usize) -> Vec<f32> {
         use rayon::prelude::*;
         assert!(x.len() >= rows * self.inp, "linear input size");
+        let rounded;
+        let x = if self.bf16.is_some() {
+            rounded = {
+                let mut r = x[..rows * self.inp].to_vec();
+                round_all(&mut r);
+                r
+            };
+            &rounded[..]
+        } else {
+            x
+        };
         let (inp, out) = (self.inp, self.out);
         if rows == 0 {
             return Vec::new();

@@ -3,18 +3,21 @@
 //! `image_encoder.blocks.3.*`; every missing or misshapen tensor is recorded under its full
 //! name, and [`Weights::finish`] reports all of them at once, naming the file.
 
+use crate::ops::Precision;
 use crate::weights::{KeyCheck, NamedTensors};
 use anyhow::Result;
 use std::cell::RefCell;
 use std::fmt::Display;
 use std::rc::Rc;
 
-/// Named tensors under a prefix; clones share the record of key problems.
+/// Named tensors under a prefix, and the precision the layers built from them compute in;
+/// clones share the record of key problems.
 #[derive(Clone)]
 pub struct Weights<'a> {
     src: &'a NamedTensors,
     prefix: String,
     check: Rc<RefCell<KeyCheck>>,
+    precision: Precision,
 }
 
 impl<'a> Weights<'a> {
@@ -24,7 +27,19 @@ impl<'a> Weights<'a> {
             src,
             prefix: String::new(),
             check: Rc::default(),
+            precision: Precision::F32,
         }
+    }
+
+    /// The same tensors, for layers that compute in `precision` (dense layers and dense
+    /// convolutions convert their weights once, as they load).
+    pub fn with_precision(self, precision: Precision) -> Self {
+        Self { precision, ..self }
+    }
+
+    /// What the layers built from these tensors compute in.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The tensors under `name.` (a `.`-free name, a dotted path, or a block index).
@@ -33,6 +48,7 @@ impl<'a> Weights<'a> {
             src: self.src,
             prefix: format!("{}{name}.", self.prefix),
             check: self.check.clone(),
+            precision: self.precision,
         }
     }
 

@@ -8,6 +8,7 @@
 //! The bias and the activation are applied to each tile while it is still in cache.
 
 use super::activation::Activation;
+use super::bf16::{Panels, Precision, Rows, product, round_all};
 use super::matmul::{SendPtr, gemm_rows};
 use super::simd::vectorized;
 use rayon::prelude::*;
@@ -27,6 +28,8 @@ pub struct ConvKernel {
     /// 3x3 kernels in the Winograd domain: 16 matrices `[cout, cin]` (F(2x2, 3x3)), or 36
     /// (F(4x4, 3x3)) for wide layers.
     wino: Option<Winograd>,
+    /// A dense kernel computing in bf16: `w` as bf16 rows, for [`product`].
+    bf16: Option<Rows>,
 }
 
 /// Which Winograd algorithm a 3x3 convolution uses, with its transformed weights.
@@ -113,7 +116,21 @@ impl ConvKernel {
             pad,
             groups,
             wino,
+            bf16: None,
         }
+    }
+
+    /// The kernel computing in `precision`. For bf16 (dense kernels; depthwise ones stay in
+    /// f32) the weights are rounded and converted once, and every dense algorithm gives way
+    /// to unfolded tiles multiplied in bf16: Winograd's transforms would amplify bf16's
+    /// rounding. f32 leaves the kernel as it is.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        if precision == Precision::Bf16 && self.groups == 1 && self.bf16.is_none() {
+            round_all(&mut self.w);
+            self.bf16 = Some(Rows::new(&self.w, self.cout, self.cin * self.k * self.k));
+            self.wino = None;
+        }
+        self
     }
 
     /// Output size for an `h x w` input.
@@ -152,6 +169,9 @@ impl ConvKernel {
         );
         let (ho, wo) = self.out_size(h, w);
         assert_eq!(out.len(), self.cout * ho * wo, "convolution output size");
+        if let Some(wb) = &self.bf16 {
+            return self.dense_bf16(wb, x, h, w, out, act);
+        }
         let fused = match act {
             _ if self.groups > 1 => act,
             Activation::None | Activation::Relu => act,
@@ -246,6 +266,62 @@ impl ConvKernel {
                 }
                 finish(ptr, &self.b, hw_out, p0, n, act);
             });
+    }
+
+    /// Dense k x k in bf16: tiles of output rows, each unfolded (a 1x1 kernel reads its input
+    /// in place), packed into bf16 panels and multiplied by the bf16 weights, the bias and
+    /// `act` applied as each tile of the product is written.
+    #[allow(clippy::too_many_arguments)]
+    fn dense_bf16(
+        &self,
+        wb: &Rows,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        out: &mut [f32],
+        act: Activation,
+    ) {
+        let (k, s, pad) = (self.k, self.stride, self.pad);
+        let (ho, wo) = self.out_size(h, w);
+        let hw_out = ho * wo;
+        let kdim = self.cin * k * k;
+        let in_place = k == 1 && s == 1 && pad == 0;
+        let tile_rows = (2048 / wo).clamp(1, ho);
+        let tiles = ho.div_ceil(tile_rows);
+        let par_inner =
+            tiles < rayon::current_num_threads() && rayon::current_thread_index().is_none();
+        let ptr = SendPtr(out.as_mut_ptr());
+        (0..tiles).into_par_iter().for_each_init(
+            || (Vec::new(), Panels::default()),
+            |(col, panels): &mut (Vec<f32>, Panels), t| {
+                let y0 = t * tile_rows;
+                let rows = tile_rows.min(ho - y0);
+                let (n, p0) = (rows * wo, y0 * wo);
+                if in_place {
+                    panels.fill_from_columns(&x[p0..], kdim, n, h * w);
+                } else {
+                    unfold_rows(x, self.cin, h, w, k, s, pad, wo, y0, rows, col);
+                    panels.fill_from_columns(col, kdim, n, n);
+                }
+                product(wb, panels, par_inner, |at, tile| {
+                    for (i, acc) in tile.iter().enumerate().take(at.rows) {
+                        let co = at.i0 + i;
+                        let b = self.b[co];
+                        // SAFETY: channel `co`, positions p0 + c0 .. + cols of this tile of
+                        // output rows: written by this tile of the product only.
+                        let row = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                ptr.get().add(co * hw_out + p0 + at.c0),
+                                at.cols,
+                            )
+                        };
+                        row.iter_mut()
+                            .zip(acc)
+                            .for_each(|(y, &a)| *y = act.of(a + b));
+                    }
+                });
+            },
+        );
     }
 
     /// Depthwise `k x k` convolution (stride 1, `same` padding) on rows `[h * w, c]`, channels

@@ -321,6 +321,27 @@ pub enum Epilogue {
     Add,
 }
 
+impl Epilogue {
+    /// One row of a finished tile: `out[j] = act(acc[j] + bias[j])` or `out[j] += acc[j] +
+    /// bias[j]`, for `j < out.len()` (call it inside [`vectorized`]).
+    #[inline(always)]
+    pub fn finish(self, out: &mut [f32], acc: &[f32], bias: &[f32]) {
+        let tile = out.iter_mut().zip(acc).zip(bias);
+        match self {
+            Epilogue::Write(Activation::None) => tile.for_each(|((y, &a), &b)| *y = a + b),
+            // each activation its own loop (`of` inlined and resolved)
+            Epilogue::Write(Activation::Relu) => {
+                tile.for_each(|((y, &a), &b)| *y = Activation::Relu.of(a + b))
+            }
+            Epilogue::Write(Activation::Gelu) => {
+                tile.for_each(|((y, &a), &b)| *y = Activation::Gelu.of(a + b))
+            }
+            Epilogue::Write(act) => tile.for_each(|((y, &a), &b)| *y = act.of(a + b)),
+            Epilogue::Add => tile.for_each(|((y, &a), &b)| *y += a + b),
+        }
+    }
+}
+
 /// `x [m, k] @ w^T + bias` with `w` `[n, k]` (PyTorch's Linear layout) and `bias` `[n]` (or
 /// empty).
 pub fn linear(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, bias: &[f32]) -> Vec<f32> {
@@ -459,23 +480,7 @@ unsafe fn linear_raw(
                                     cols,
                                 )
                             };
-                            let tile = out.iter_mut().zip(acc).zip(&bias[c0..]);
-                            match epilogue {
-                                Epilogue::Write(Activation::None) => {
-                                    tile.for_each(|((y, &a), &b)| *y = a + b)
-                                }
-                                // each activation its own loop (`of` inlined and resolved)
-                                Epilogue::Write(Activation::Relu) => {
-                                    tile.for_each(|((y, &a), &b)| *y = Activation::Relu.of(a + b))
-                                }
-                                Epilogue::Write(Activation::Gelu) => {
-                                    tile.for_each(|((y, &a), &b)| *y = Activation::Gelu.of(a + b))
-                                }
-                                Epilogue::Write(act) => {
-                                    tile.for_each(|((y, &a), &b)| *y = act.of(a + b))
-                                }
-                                Epilogue::Add => tile.for_each(|((y, &a), &b)| *y += a + b),
-                            }
+                            epilogue.finish(out, acc, &bias[c0..]);
                         }
                     }
                 }

@@ -5,6 +5,7 @@
 //! A GPU engine implements this layer.
 //!
 //! * `matmul`          the one matrix-product entry point (gemm), serial or parallel by size
+//! * `bf16`            bf16 products (AVX512_BF16, or a portable kernel with the same sums)
 //! * `conv`            2-D convolution: Winograd, 1x1, im2col or depthwise, fused bias + activation
 //! * `conv_backward`   input, weight and bias gradients of the dense stride-1 convolution
 //! * `conv_transpose`  2x2 stride-2 transposed convolution as one product, and its gradients
@@ -27,6 +28,7 @@
 pub mod activation;
 pub mod attention;
 pub mod batch_norm;
+pub mod bf16;
 pub mod boxes;
 pub mod components;
 pub mod conv;
@@ -46,3 +48,4 @@ pub mod simd;
 pub mod softmax;
 
 pub use activation::Activation;
+pub use bf16::Precision;

@@ -7,6 +7,7 @@ use crate::data::preprocess::{Normalize, pad_chw, round_up};
 use crate::models::tensor_io::tensor4;
 use crate::models::unet::UNet;
 use crate::models::unet::host::HostUNet;
+use crate::ops::Precision;
 use anyhow::Result;
 use burn::prelude::*;
 
@@ -17,8 +18,8 @@ pub use tiled::{Tiling, argmax_row};
 #[derive(Clone, Debug)]
 pub enum Engine {
     /// segrs' own kernels on the CPU (`crate::ops`: Winograd, fused epilogues, folded
-    /// BatchNorm); the fast path.
-    Host,
+    /// BatchNorm), computing in f32 or bf16; the fast path.
+    Host(Precision),
     /// burn's tensors on a device (flex on the CPU, or Vulkan): the training graph's ops.
     Burn(Device),
 }
@@ -38,8 +39,8 @@ impl SemanticPredictor {
     /// Takes a network in any mode and prepares its inference form on `engine`.
     pub fn new(model: &UNet, normalize: Normalize, engine: Engine) -> Result<Self> {
         Ok(match engine {
-            Engine::Host => Self {
-                host: Some(HostUNet::from_model(model)?),
+            Engine::Host(precision) => Self {
+                host: Some(HostUNet::from_model_with(model, precision)?),
                 ..Self::burn(model, normalize, Device::flex())
             },
             Engine::Burn(device) => Self::burn(model, normalize, device),

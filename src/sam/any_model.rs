@@ -6,6 +6,7 @@ use super::predictor::{Prediction, Prompt, load_embedding, read_embedding};
 use super::sam2_predictor::Postprocess;
 use crate::models::sam::model::{ImageEmbedding, Sam};
 use crate::models::sam2::model::Sam2;
+use crate::ops::Precision;
 use crate::weights::NamedTensors;
 use anyhow::{Context, Result, bail};
 use std::path::Path;
@@ -19,15 +20,29 @@ pub enum AnySam {
 impl AnySam {
     /// Reads a checkpoint once and builds the model its keys describe.
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_with(path, Precision::F32)
+    }
+
+    /// [`load`](Self::load) with the dense layers and convolutions computing in `precision`.
+    pub fn load_with(path: &Path, precision: Precision) -> Result<Self> {
         let w = NamedTensors::read(path)?;
-        Self::from_tensors(&w).with_context(|| format!("loading {}", path.display()))
+        Self::from_tensors_with(&w, precision)
+            .with_context(|| format!("loading {}", path.display()))
     }
 
     pub fn from_tensors(w: &NamedTensors) -> Result<Self> {
+        Self::from_tensors_with(w, Precision::F32)
+    }
+
+    pub fn from_tensors_with(w: &NamedTensors, precision: Precision) -> Result<Self> {
         if Sam2::recognises(w) {
-            Ok(Self::Sam2(Sam2::from_tensors(w)?))
+            Ok(Self::Sam2(Sam2::from_tensors_sized_with(
+                w,
+                crate::models::sam2::model::DEFAULT_IMAGE_SIZE,
+                precision,
+            )?))
         } else {
-            Ok(Self::Sam(Sam::from_tensors(w)?))
+            Ok(Self::Sam(Sam::from_tensors_with(w, precision)?))
         }
     }
 

@@ -230,3 +230,56 @@ fn sam_bad_input_is_a_clear_error() {
     );
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// `--precision bf16`: on a CPU without AVX512_BF16 a note says f32 runs, and the masks are
+/// f32's; with it, the masks agree with f32's on nearly every pixel. An unknown precision is
+/// an error naming it.
+#[test]
+fn sam_precision_bf16() {
+    let d = tmp("sam-bf16");
+    let ck = fixtures().join("sam/tiny_sam.pth");
+    let img = fixtures().join("sam/wide.png");
+    let (ck, img) = (ck.to_str().unwrap(), img.to_str().unwrap());
+    let run = |dir: &str, precision: &str| {
+        let out = d.join(dir);
+        let (code, o, e) = segrs(&[
+            "sam",
+            "--checkpoint",
+            ck,
+            "--image",
+            img,
+            "--point",
+            "45,29",
+            "--out",
+            out.to_str().unwrap(),
+            "--precision",
+            precision,
+        ]);
+        (code, format!("{o}{e}"), out.join("mask_0.png"))
+    };
+    let (code, log, f32_mask) = run("f32", "f32");
+    assert_eq!(code, 0, "{log}");
+    let (code, log, bf16_mask) = run("bf16", "bf16");
+    assert_eq!(code, 0, "{log}");
+    let (a, b) = (
+        read_mask(&f32_mask).unwrap().data,
+        read_mask(&bf16_mask).unwrap().data,
+    );
+    if segrs::ops::bf16::has_native() {
+        let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
+        assert!(
+            same as f64 >= 0.99 * a.len() as f64,
+            "{same} of {}",
+            a.len()
+        );
+    } else {
+        assert!(log.contains("AVX512_BF16") && log.contains("f32"), "{log}");
+        assert_eq!(a, b, "f32 ran");
+    }
+    let (code, log, _) = run("fp8", "fp8");
+    assert!(
+        code != 0 && log.contains("unknown precision 'fp8'"),
+        "{log}"
+    );
+    std::fs::remove_dir_all(&d).ok();
+}

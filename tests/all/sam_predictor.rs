@@ -9,6 +9,7 @@
 
 use crate::common::{fixtures, read_fixture, rel_l2};
 use segrs::models::sam::model::Sam;
+use segrs::ops::Precision;
 use segrs::sam::automatic::{AmgConfig, generate};
 use segrs::sam::predictor::{ImageEmbedding, Prompt};
 
@@ -116,6 +117,49 @@ fn predictor_matches_segment_anything() {
             &sam.predict(&e, &mi, true).unwrap(),
             &io,
         );
+    }
+}
+
+/// bf16 dense layers and convolutions (the portable kernel where the CPU lacks AVX512_BF16)
+/// against the same model in f32: the embedding and low-res logits within bf16's rounding,
+/// the masks the same on nearly every pixel.
+#[test]
+fn bf16_masks_agree_with_f32() {
+    let path = fixtures().join("sam/tiny_sam.pth");
+    let f32_model = model();
+    let bf16 = Sam::load_with(&path, Precision::Bf16).unwrap();
+    let (rgb, h, w) = photo("wide");
+    let (e32, e16) = (
+        f32_model.set_image(&rgb, h, w).unwrap(),
+        bf16.set_image(&rgb, h, w).unwrap(),
+    );
+    let err = rel_l2(&e16.features, &e32.features);
+    eprintln!("bf16 embedding relative L2 {err:e}");
+    assert!((1e-5..2e-2).contains(&err), "embedding relative L2 {err:e}");
+    let (hf, wf) = (h as f64, w as f64);
+    for prompt in [
+        Prompt {
+            points: vec![(0.3 * wf, 0.3 * hf, 1)],
+            ..Default::default()
+        },
+        Prompt {
+            bbox: Some([0.4 * wf, 0.35 * hf, wf - 1.0, 0.95 * hf]),
+            ..Default::default()
+        },
+    ] {
+        let (a, b) = (
+            f32_model.predict(&e32, &prompt, true).unwrap(),
+            bf16.predict(&e16, &prompt, true).unwrap(),
+        );
+        let err = rel_l2(&b.low_res.concat(), &a.low_res.concat());
+        let (ma, mb): (Vec<u8>, Vec<u8>) = (
+            (0..a.logits.len()).flat_map(|i| a.mask(i)).collect(),
+            (0..b.logits.len()).flat_map(|i| b.mask(i)).collect(),
+        );
+        let agree = ma.iter().zip(&mb).filter(|(x, y)| x == y).count() as f64 / ma.len() as f64;
+        eprintln!("bf16 low-res logits relative L2 {err:e}, masks agree on {agree}");
+        assert!(err < 3e-2, "low-res logits relative L2 {err:e}");
+        assert!(agree >= 0.99, "masks agree on {agree} of pixels");
     }
 }
 

@@ -9,6 +9,7 @@ use segrs::models::unet::UNetConfig;
 use segrs::models::unet::checkpoint;
 use segrs::models::unet::host::HostUNet;
 use segrs::models::unet::state_dict;
+use segrs::ops::Precision;
 use segrs::weights::NamedTensors;
 
 const TOL: f64 = 1e-4;
@@ -52,6 +53,44 @@ fn check(name: &str) {
         err < TOL,
         "{name} (host engine from burn): relative L2 error {err:e}"
     );
+    // bf16 convolutions (the portable kernel where the CPU lacks AVX512_BF16): the logits
+    // within bf16's rounding of PyTorch's, the classes of nearly every pixel the same.
+    let bf16 = HostUNet::from_tensors_with(&config, &named, Precision::Bf16).unwrap();
+    let got = batch(&bf16);
+    let err = rel_l2(&got, &want.data);
+    let classes = want.shape[1];
+    let agree = argmax_agreement(&got, &want.data, classes, h * w);
+    eprintln!("{name} bf16: relative L2 {err:e}, argmax agreement {agree}");
+    assert!(err < BF16_TOL, "{name} (bf16): relative L2 error {err:e}");
+    // that is bf16's error, not f32's (tiny_nobn's last ReLUs are all zero: its logits are
+    // the head's biases, the same in any precision)
+    let f32_exact = rel_l2(&batch(&host), &want.data) == 0.0;
+    assert!(
+        f32_exact || err > 1e-5,
+        "{name}: bf16 logits as exact as f32's ({err:e})"
+    );
+    assert!(agree >= 0.99, "{name} (bf16): classes agree on {agree}");
+}
+
+/// Logits' relative L2 error in bf16: 8 significant bits per operand, sums in f32.
+const BF16_TOL: f64 = 2e-2;
+
+/// The fraction of pixels whose highest logit is the same class in `a` and `b` (`[n, classes,
+/// hw]` each).
+fn argmax_agreement(a: &[f32], b: &[f32], classes: usize, hw: usize) -> f64 {
+    let argmax = |x: &[f32], img: usize, p: usize| {
+        (0..classes)
+            .max_by(|&i, &j| {
+                x[(img * classes + i) * hw + p].total_cmp(&x[(img * classes + j) * hw + p])
+            })
+            .unwrap()
+    };
+    let images = a.len() / (classes * hw);
+    let same = (0..images)
+        .flat_map(|i| (0..hw).map(move |p| (i, p)))
+        .filter(|&(i, p)| argmax(a, i, p) == argmax(b, i, p))
+        .count();
+    same as f64 / (images * hw) as f64
 }
 
 #[test]
@@ -213,7 +252,7 @@ fn overlap_tile_logits_equal_whole_image_logits_on_isbi() {
     let p = SemanticPredictor::new(
         &loaded.model,
         segrs::data::preprocess::Normalize::new(vec![0.5], vec![0.2]).unwrap(),
-        Engine::Host,
+        Engine::Host(segrs::ops::Precision::F32),
     )
     .unwrap();
     let pic = segrs::data::image_io::read_image(&isbi.join("train/image/25.png")).unwrap();
@@ -455,7 +494,7 @@ fn overlap_tile_prediction_streams_png_and_tiff_rows() {
     let p = SemanticPredictor::new(
         &loaded.model,
         segrs::data::preprocess::Normalize::new(vec![0.5], vec![0.2]).unwrap(),
-        Engine::Host,
+        Engine::Host(segrs::ops::Precision::F32),
     )
     .unwrap();
     let tiling = Tiling {

@@ -201,12 +201,13 @@ fn load_block(
         Linear::load(&sa.pp("key"), dim, dim),
         Linear::load(&sa.pp("value"), dim, dim),
     );
-    let qkv = Linear {
-        w: [q.w, k.w, v.w].concat(),
-        b: [q.b, k.b, v.b].concat(),
-        inp: dim,
-        out: 3 * dim,
-    };
+    let qkv = Linear::new(
+        [q.w, k.w, v.w].concat(),
+        [q.b, k.b, v.b].concat(),
+        dim,
+        3 * dim,
+    )
+    .with_precision(w.precision());
     let side = 2 * ws - 1;
     let table = sa.get("relative_position_bias_table", &[side * side, heads]);
     let n = ws * ws;

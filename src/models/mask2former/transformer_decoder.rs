@@ -86,11 +86,14 @@ impl TransformerDecoder {
                 let ca = lw.pp("cross_attn");
                 let in_w = ca.get("in_proj_weight", &[3 * dim, dim]);
                 let in_b = ca.get("in_proj_bias", &[3 * dim]);
-                let part = |k: usize| Linear {
-                    w: in_w[k * dim * dim..(k + 1) * dim * dim].to_vec(),
-                    b: in_b[k * dim..(k + 1) * dim].to_vec(),
-                    inp: dim,
-                    out: dim,
+                let part = |k: usize| {
+                    Linear::new(
+                        in_w[k * dim * dim..(k + 1) * dim * dim].to_vec(),
+                        in_b[k * dim..(k + 1) * dim].to_vec(),
+                        dim,
+                        dim,
+                    )
+                    .with_precision(w.precision())
                 };
                 DecoderLayer {
                     cross_q: part(0),

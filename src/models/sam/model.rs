@@ -10,6 +10,7 @@ use super::prompt_encoder::PromptEncoder;
 use super::tiny_vit::TinyViT;
 use super::two_way_transformer::ImageSideCache;
 use crate::nn::Weights;
+use crate::ops::Precision;
 use crate::ops::layout::transpose;
 use crate::ops::resize::bilinear_plane;
 use crate::weights::NamedTensors;
@@ -67,11 +68,22 @@ pub const PIXEL_STD: [f32; 3] = [58.395, 57.12, 57.375];
 
 impl Sam {
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_with(path, Precision::F32)
+    }
+
+    /// [`load`](Self::load) with the dense layers and convolutions computing in `precision`.
+    pub fn load_with(path: &Path, precision: Precision) -> Result<Self> {
         let w = NamedTensors::read(path)?;
-        Self::from_tensors(&w).with_context(|| format!("loading SAM from {}", path.display()))
+        Self::from_tensors_with(&w, precision)
+            .with_context(|| format!("loading SAM from {}", path.display()))
     }
 
     pub fn from_tensors(w: &NamedTensors) -> Result<Self> {
+        Self::from_tensors_with(w, Precision::F32)
+    }
+
+    /// The model with its dense layers and convolutions computing in `precision`.
+    pub fn from_tensors_with(w: &NamedTensors, precision: Precision) -> Result<Self> {
         let has = |k: &str| w.tensors.contains_key(k);
         if !has("prompt_encoder.pe_layer.positional_encoding_gaussian_matrix")
             || !has("mask_decoder.iou_token.weight")
@@ -83,7 +95,7 @@ impl Sam {
                 w.source
             );
         }
-        let root = Weights::new(w);
+        let root = Weights::new(w).with_precision(precision);
         let (image_encoder, variant) = if has("image_encoder.patch_embed.proj.weight") {
             let e = ImageEncoder::load_auto(&root.pp("image_encoder"))?;
             let v = match (e.dim, e.blocks_len()) {

@@ -443,12 +443,8 @@ mod tests {
             s ^= s << 5;
             (s as f32 / u32::MAX as f32) - 0.5
         };
-        Linear {
-            w: (0..inp * out).map(|_| r()).collect(),
-            b: (0..out).map(|_| r()).collect(),
-            inp,
-            out,
-        }
+        let w = (0..inp * out).map(|_| r()).collect();
+        Linear::new(w, (0..out).map(|_| r()).collect(), inp, out)
     }
 
     #[test]

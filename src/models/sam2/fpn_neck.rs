@@ -18,15 +18,17 @@ pub struct FpnNeck {
 
 /// A 1x1 convolution `[cout, cin, 1, 1]` as a linear layer on rows.
 pub fn pointwise(w: &Weights, cin: usize, cout: usize) -> Linear {
-    Linear {
-        w: w.get("weight", &[cout, cin, 1, 1]),
-        b: w.get("bias", &[cout]),
-        inp: cin,
-        out: cout,
-    }
+    Linear::new(
+        w.get("weight", &[cout, cin, 1, 1]),
+        w.get("bias", &[cout]),
+        cin,
+        cout,
+    )
+    .with_precision(w.precision())
 }
 
-/// `second(first(x))` of two linear layers as one (in f64, then rounded).
+/// `second(first(x))` of two linear layers as one (in f64, then rounded), in the precision of
+/// `second`.
 pub fn compose(first: &Linear, second: &Linear) -> Linear {
     let (i, m, o) = (first.inp, first.out, second.out);
     assert_eq!(second.inp, m, "composed layers must chain");
@@ -42,12 +44,7 @@ pub fn compose(first: &Linear, second: &Linear) -> Linear {
         b[r] = (second.b[r] as f64 + (0..m).map(|k| s[k] as f64 * first.b[k] as f64).sum::<f64>())
             as f32;
     }
-    Linear {
-        w,
-        b,
-        inp: i,
-        out: o,
-    }
+    Linear::new(w, b, i, o).with_precision(second.precision())
 }
 
 /// Nearest 2x upsampling of rows `[h * w, c]`.

@@ -14,6 +14,7 @@ use crate::models::sam::mask_decoder::MaskDecoder;
 use crate::models::sam::model::{Heads, ImageEmbedding};
 use crate::models::sam::prompt_encoder::{PointPrompt, PromptEncoder};
 use crate::nn::{Linear, Weights};
+use crate::ops::Precision;
 use crate::ops::layout::transpose;
 use crate::weights::NamedTensors;
 use anyhow::{Context, Result, bail};
@@ -100,10 +101,19 @@ impl Sam2 {
     }
 
     pub fn from_tensors_sized(w: &NamedTensors, image_size: usize) -> Result<Self> {
+        Self::from_tensors_sized_with(w, image_size, Precision::F32)
+    }
+
+    /// The model with its dense layers and convolutions computing in `precision`.
+    pub fn from_tensors_sized_with(
+        w: &NamedTensors,
+        image_size: usize,
+        precision: Precision,
+    ) -> Result<Self> {
         if !(64..=4096).contains(&image_size) || !image_size.is_multiple_of(32) {
             bail!("a SAM 2 input size must be a multiple of 32 from 64 to 4096, not {image_size}");
         }
-        let root = Weights::new(w);
+        let root = Weights::new(w).with_precision(precision);
         let trunk = Hiera::load(&root.pp("image_encoder.trunk"))?;
         let dims = trunk.config.stage_dims();
         let neck = FpnNeck::load(&root.pp("image_encoder.neck"), &dims)?;

@@ -9,10 +9,10 @@ use super::config::{UNetConfig, Upsampling};
 use super::state_dict;
 use super::unet::UNet;
 use crate::nn::{Conv2d, ConvSpec, ConvTranspose2d, Weights};
-use crate::ops::Activation;
 use crate::ops::pool::max_pool2d;
 use crate::ops::profile::scope;
 use crate::ops::resize::bilinear;
+use crate::ops::{Activation, Precision};
 use crate::weights::NamedTensors;
 use anyhow::{Result, bail};
 
@@ -37,6 +37,7 @@ impl DoubleConv {
                     c.get_opt("bias", &[cout]),
                     spec,
                 )
+                .with_precision(c.precision())
             }
         };
         Self {
@@ -79,8 +80,18 @@ pub struct HostUNet {
 impl HostUNet {
     /// From PyTorch-named tensors (`enc1.block.0.weight`, ...) of a network with `config`.
     pub fn from_tensors(config: &UNetConfig, src: &NamedTensors) -> Result<Self> {
+        Self::from_tensors_with(config, src, Precision::F32)
+    }
+
+    /// The network with its convolutions computing in `precision` (the 2x2 up-convolutions
+    /// stay in f32).
+    pub fn from_tensors_with(
+        config: &UNetConfig,
+        src: &NamedTensors,
+        precision: Precision,
+    ) -> Result<Self> {
         config.validate()?;
-        let w = Weights::new(src);
+        let w = Weights::new(src).with_precision(precision);
         let (bn, d) = (config.batch_norm, config.depth);
         let width = |l: usize| config.width(l);
         let enc = (0..d)
@@ -129,12 +140,17 @@ impl HostUNet {
 
     /// From a burn network (its weights exported under the PyTorch names).
     pub fn from_model(model: &UNet) -> Result<Self> {
+        Self::from_model_with(model, Precision::F32)
+    }
+
+    /// [`from_model`](Self::from_model) computing in `precision`.
+    pub fn from_model_with(model: &UNet, precision: Precision) -> Result<Self> {
         let named = NamedTensors {
             tensors: state_dict::export(model),
             source: "in-memory U-Net".into(),
             ..Default::default()
         };
-        Self::from_tensors(&model.config, &named)
+        Self::from_tensors_with(&model.config, &named, precision)
     }
 
     /// Logits `[classes, H, W]` for one normalised CHW image whose sides are multiples of the
