@@ -4,6 +4,7 @@
 //! per-offset biases).
 
 use super::activation::exp_nonpositive;
+use super::bf16::{self, Panels, Precision, Rows};
 use super::layout::columns;
 use super::matmul::{SendPtr, gemm_strided, matmul_acc, matmul_nt, parallel_for, product, written};
 use super::simd::{max, sum, vectorized};
@@ -71,11 +72,14 @@ pub type RotateHook<'a> = &'a (dyn Fn(usize, &mut [f32], &mut [f32]) + Sync);
 /// come a block of rows at a time, so that no head's whole score matrix is ever held.
 pub type BiasHook<'a> = &'a (dyn Fn(usize, usize, &[f32], &mut [f32]) + Sync);
 
-/// What a model adds to plain attention.
+/// What a model adds to plain attention, and the arithmetic of its two products.
 #[derive(Clone, Copy, Default)]
 pub struct Hooks<'a> {
     pub rotate: Option<RotateHook<'a>>,
     pub bias: Option<BiasHook<'a>>,
+    /// bf16: the scores and the values products on bf16 operands with f32 sums (keys and
+    /// values packed once per head); the softmax and the hooks stay in f32.
+    pub precision: Precision,
 }
 
 /// `softmax(q k^T * scale + bias) v` for every head; returns `[nq, heads * head_dim]`, heads
@@ -93,7 +97,8 @@ pub fn attention(
     let (nq, nk) = (q.rows, k.rows);
     assert_eq!(k.rows, v.rows, "as many keys as values");
     if nq * nk >= 1 << 18 {
-        if hooks.rotate.is_none() && hooks.bias.is_none() && nk > LONG_KEYS {
+        let plain = hooks.rotate.is_none() && hooks.bias.is_none();
+        if plain && nk > LONG_KEYS && hooks.precision == Precision::F32 {
             return streamed(q, k, v, heads, head_dim, scale);
         }
         return blocked(
@@ -166,6 +171,21 @@ fn blocked(
     if nq == 0 || nk == 0 || d == 0 {
         return vec![0.0f32; nq * width];
     }
+    // bf16: each head's keys and values packed once for all its blocks
+    let packed: Vec<(Panels, Panels)> = if hooks.precision == Precision::Bf16 {
+        let pack = |h: usize| {
+            let mut values = Panels::default();
+            values.fill_from_columns(&vs[h], nk, d, d);
+            (Panels::from_rows(&ks[h], nk, d), values)
+        };
+        if parallel && heads > 1 && rayon::current_thread_index().is_none() {
+            (0..heads).into_par_iter().map(pack).collect()
+        } else {
+            (0..heads).map(pack).collect()
+        }
+    } else {
+        Vec::new()
+    };
     let blocks = nq.div_ceil(rows);
     let task = |dst: SendPtr, t: usize| {
         let (h, b) = (t / blocks, t % blocks);
@@ -178,21 +198,27 @@ fn blocked(
                 bias(h, r0 + i, &raw[(r0 + i) * d..(r0 + i + 1) * d], row);
             }
         };
+        let out = dst.get().wrapping_add(r0 * width + h * d);
         // SAFETY: task `t` writes rows `r0..r0 + r` of columns `h * d..(h + 1) * d` of `out`
         // only (within its `nq * width` values), disjoint from every other task's.
         unsafe {
-            head_rows(
-                qb,
-                &ks[h],
-                &vs[h],
-                r,
-                nk,
-                d,
-                whole.then_some(scale),
-                bias,
-                dst.get().add(r0 * width + h * d),
-                width,
-            )
+            match packed.get(h) {
+                Some((kp, vp)) => {
+                    head_rows_bf16(qb, kp, vp, r, whole.then_some(scale), bias, out, width)
+                }
+                None => head_rows(
+                    qb,
+                    &ks[h],
+                    &vs[h],
+                    r,
+                    nk,
+                    d,
+                    whole.then_some(scale),
+                    bias,
+                    out,
+                    width,
+                ),
+            }
         }
     };
     // SAFETY: the tasks together write every row of every head's columns (each block's
@@ -340,7 +366,6 @@ unsafe fn head_rows(
         s.resize(r * nk, 0.0);
     }
     let scores = &mut s[..r * nk];
-    let mut sums = vec![0.0f32; r];
     // SAFETY: `qb` holds `r x d` values, `kh` `nk x d`, `scores` `r x nk`.
     unsafe {
         gemm_strided(
@@ -358,25 +383,7 @@ unsafe fn head_rows(
             parallel_for(r, d, nk),
         )
     };
-    for (i, (row, total)) in scores
-        .chunks_exact_mut(nk.max(1))
-        .zip(&mut sums)
-        .enumerate()
-    {
-        if let Some(scale) = scale_scores {
-            row.iter_mut().for_each(|x| *x *= scale);
-        }
-        bias(i, row);
-        *total = vectorized(
-            #[inline(always)]
-            || exp_shifted(row),
-        );
-        if scale_scores.is_some() {
-            let inv = 1.0 / *total;
-            row.iter_mut().for_each(|x| *x *= inv);
-            *total = 1.0;
-        }
-    }
+    let sums = softmax_scores(scores, nk, scale_scores, bias);
     // SAFETY: `scores` holds `r x nk` values, `vh` `nk x d`; `dst` as the caller promises.
     unsafe {
         gemm_strided(
@@ -399,6 +406,90 @@ unsafe fn head_rows(
             row.iter_mut().for_each(|x| *x *= inv);
         }
     }
+    SCORES.set(s);
+}
+
+/// The scores `[r, nk]` of [`head_rows`] through the softmax, in place: scaled (with
+/// `Some(scale)`), `bias` added, exponentiated; normalised too with `Some(scale)`. Returns
+/// each row's sum of exponentials (1 where normalised).
+fn softmax_scores(
+    scores: &mut [f32],
+    nk: usize,
+    scale_scores: Option<f32>,
+    bias: impl Fn(usize, &mut [f32]),
+) -> Vec<f32> {
+    let mut sums = vec![0.0f32; scores.len() / nk.max(1)];
+    for (i, (row, total)) in scores
+        .chunks_exact_mut(nk.max(1))
+        .zip(&mut sums)
+        .enumerate()
+    {
+        if let Some(scale) = scale_scores {
+            row.iter_mut().for_each(|x| *x *= scale);
+        }
+        bias(i, row);
+        *total = vectorized(
+            #[inline(always)]
+            || exp_shifted(row),
+        );
+        if scale_scores.is_some() {
+            let inv = 1.0 / *total;
+            row.iter_mut().for_each(|x| *x *= inv);
+            *total = 1.0;
+        }
+    }
+    sums
+}
+
+/// [`head_rows`] with both products in bf16 (`ops::bf16`), on keys `kp` (`[nk, d]` packed as
+/// a product's columns) and values `vp` (`[nk, d]` packed as its right operand).
+///
+/// # Safety
+/// As [`head_rows`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn head_rows_bf16(
+    qb: &[f32],
+    kp: &Panels,
+    vp: &Panels,
+    r: usize,
+    scale_scores: Option<f32>,
+    bias: impl Fn(usize, &mut [f32]),
+    dst: *mut f32,
+    ldd: usize,
+) {
+    let (nk, d) = (kp.n, kp.k);
+    let mut s = SCORES.take();
+    if s.len() < r * nk {
+        s.resize(r * nk, 0.0);
+    }
+    let scores = &mut s[..r * nk];
+    let at_scores = SendPtr(scores.as_mut_ptr());
+    bf16::product(&Rows::new(qb, r, d), kp, false, |at, tile| {
+        for (i, acc) in tile.iter().enumerate().take(at.rows) {
+            // SAFETY: row `at.i0 + i < r`, columns `at.c0..at.c0 + at.cols <= nk` of the
+            // scores, this tile's alone.
+            let row = unsafe {
+                std::slice::from_raw_parts_mut(
+                    at_scores.get().add((at.i0 + i) * nk + at.c0),
+                    at.cols,
+                )
+            };
+            row.copy_from_slice(&acc[..at.cols]);
+        }
+    });
+    let sums = softmax_scores(scores, nk, scale_scores, bias);
+    let at_dst = SendPtr(dst);
+    bf16::product(&Rows::new(scores, r, nk), vp, false, |at, tile| {
+        for (i, acc) in tile.iter().enumerate().take(at.rows) {
+            let inv = 1.0 / sums[at.i0 + i];
+            // SAFETY: row `at.i0 + i < r`, columns `at.c0..at.c0 + at.cols <= d`: within
+            // the caller's rows, this tile's alone.
+            let row = unsafe {
+                std::slice::from_raw_parts_mut(at_dst.get().add((at.i0 + i) * ldd + at.c0), at.cols)
+            };
+            row.iter_mut().zip(acc).for_each(|(y, &a)| *y = a * inv);
+        }
+    });
     SCORES.set(s);
 }
 
@@ -681,6 +772,27 @@ mod tests {
                 }
             }
             assert!(err < 1e-5, "max abs difference {err}");
+            // bf16 products: within bf16's rounding of f32's
+            let bf16 = attention(
+                HeadView::packed(&q, nq, d),
+                HeadView::packed(&k, nk, d),
+                HeadView::packed(&v, nk, d),
+                heads,
+                d,
+                0.5,
+                Hooks {
+                    precision: Precision::Bf16,
+                    ..hooks
+                },
+            );
+            let (num, den) = bf16
+                .iter()
+                .zip(&got)
+                .fold((0.0f64, 0.0f64), |(n, d), (a, b)| {
+                    (n + ((a - b) as f64).powi(2), d + (*b as f64).powi(2))
+                });
+            let rel = (num / den).sqrt();
+            assert!((1e-6..1e-2).contains(&rel), "bf16 relative L2 {rel:e}");
         }
     }
 }

@@ -316,6 +316,7 @@ impl ImageEncoder {
         };
         let hooks = Hooks {
             bias: Some(&rel_pos),
+            precision: b.qkv.precision(),
             ..Hooks::default()
         };
         attention(

@@ -374,6 +374,7 @@ fn window_attention(b: &Block, qkv: &[f32], c: usize) -> Vec<f32> {
     };
     let hooks = Hooks {
         bias: Some(&pair_bias),
+        precision: b.qkv.precision(),
         ..Hooks::default()
     };
     attention(

@@ -320,7 +320,10 @@ impl Block {
                 self.heads,
                 hd,
                 1.0 / (hd as f32).sqrt(),
-                Hooks::default(),
+                Hooks {
+                    precision: self.qkv.precision(),
+                    ..Hooks::default()
+                },
             )
         };
         // Many windows: one per task; a few large ones: one at a time, threads inside.
