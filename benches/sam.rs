@@ -92,6 +92,33 @@ fn main() {
         } else {
             ("vit_t_encoder", "vit_t image encoder, 1x3x1024x1024", enc)
         });
+        // bf16, where the CPU has AVX512_BF16 (elsewhere `cargo bench --bench bf16` measures
+        // its accuracy on the portable kernel)
+        let bf16 = (segrs::ops::bf16::has_native() && !only).then(|| {
+            Sam::load_with(
+                &dir.join(format!("{name}.pth")),
+                segrs::ops::Precision::Bf16,
+            )
+            .unwrap()
+        });
+        if let Some(m) = &bf16 {
+            let t = timed(repeats, || {
+                std::hint::black_box(m.image_encoder.forward(x).unwrap());
+            });
+            deployed.push(if name == "vit_b" {
+                (
+                    "vit_b_encoder",
+                    "vit_b image encoder, 1x3x1024x1024, bf16",
+                    t,
+                )
+            } else {
+                (
+                    "vit_t_encoder",
+                    "vit_t image encoder, 1x3x1024x1024, bf16",
+                    t,
+                )
+            });
+        }
         md.push_str(&format!(
             "| {name} image encoder, 1x3x1024x1024 | {:.2} s | {:.2} s | {:.2}x | {:.1e} |\n",
             enc,
@@ -137,6 +164,25 @@ fn main() {
                 "vit_b prompt encoder + mask decoder, per point prompt",
                 dec,
             ));
+            if let Some(m) = &bf16 {
+                let p = |i: usize| {
+                    [PointPrompt {
+                        x: pts[2 * i] as f64,
+                        y: pts[2 * i + 1] as f64,
+                        label: 1,
+                    }]
+                };
+                let t = timed(10, || {
+                    for i in 0..16 {
+                        m.decode_points(&e, &p(i)).unwrap();
+                    }
+                }) / 16.0;
+                deployed.push((
+                    "vit_b_decoder",
+                    "vit_b prompt encoder + mask decoder, per point prompt, bf16",
+                    t,
+                ));
+            }
         }
         if name == "vit_b"
             && let (Some(p), Some(t_set)) = (&photo, torch["photo_set_image_s"].as_f64())

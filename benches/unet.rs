@@ -161,6 +161,18 @@ fn main() {
         Some((rel(&burn_out), rel(&eng)))
     });
     // The same network in ONNX Runtime and OpenVINO (SEGRS_BENCH_NO_RUNTIMES=1 leaves them out).
+    // bf16, where the CPU has AVX512_BF16 (elsewhere `cargo bench --bench bf16` measures its
+    // accuracy on the portable kernel)
+    let fwd_bf16 = segrs::ops::bf16::has_native().then(|| {
+        let e = segrs::models::unet::host::HostUNet::from_model_with(
+            &model,
+            segrs::ops::Precision::Bf16,
+        )
+        .unwrap();
+        timed(repeats, || {
+            std::hint::black_box(e.forward(&xh, 256, 256).unwrap());
+        })
+    });
     let deployed = (torch.is_some() && std::env::var("SEGRS_BENCH_NO_RUNTIMES").is_err())
         .then(|| runtimes(&python, "unet", threads, repeats, &parity_dir));
     std::fs::remove_dir_all(&parity_dir).ok();
@@ -247,14 +259,19 @@ fn main() {
     match deployed {
         Some(Ok(v)) => {
             md.push_str("\nThe same network exported to ONNX (opset 17, PyTorch's TorchScript exporter; `tools/bench_runtimes.py`), same weights and threads, in the runtimes users deploy with:\n\n");
-            md.push_str(&runtime_table(
-                &v,
-                &[(
+            let mut rows = vec![(
+                "unet_forward",
+                "forward 1x3x256x256 (segrs host engine)",
+                fwd_engine,
+            )];
+            if let Some(t) = fwd_bf16 {
+                rows.push((
                     "unet_forward",
-                    "forward 1x3x256x256 (segrs host engine)",
-                    fwd_engine,
-                )],
-            ));
+                    "forward 1x3x256x256 (segrs host engine, bf16)",
+                    t,
+                ));
+            }
+            md.push_str(&runtime_table(&v, &rows));
         }
         Some(Err(e)) => md.push_str(&format!("\n{e}\n")),
         None => {}

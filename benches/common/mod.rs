@@ -238,7 +238,7 @@ pub fn runtime_table(v: &serde_json::Value, rows: &[(&str, &str, f64)]) -> Strin
             ),
         ),
     ];
-    let mut md = String::from("| what | segrs f32 |");
+    let mut md = String::from("| what | segrs (f32 unless the row says bf16) |");
     for (_, name) in &runtimes {
         md.push_str(&format!(" {name} | segrs / it |"));
     }

@@ -465,17 +465,8 @@ unsafe fn head_rows_bf16(
     let scores = &mut s[..r * nk];
     let at_scores = SendPtr(scores.as_mut_ptr());
     bf16::product(&Rows::new(qb, r, d), kp, false, |at, tile| {
-        for (i, acc) in tile.iter().enumerate().take(at.rows) {
-            // SAFETY: row `at.i0 + i < r`, columns `at.c0..at.c0 + at.cols <= nk` of the
-            // scores, this tile's alone.
-            let row = unsafe {
-                std::slice::from_raw_parts_mut(
-                    at_scores.get().add((at.i0 + i) * nk + at.c0),
-                    at.cols,
-                )
-            };
-            row.copy_from_slice(&acc[..at.cols]);
-        }
+        // SAFETY: rows `< r`, columns `< nk` of the scores, this tile's alone.
+        unsafe { bf16::store(at, tile, at_scores.get(), nk) }
     });
     let sums = softmax_scores(scores, nk, scale_scores, bias);
     let at_dst = SendPtr(dst);

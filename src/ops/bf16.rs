@@ -247,6 +247,22 @@ pub struct TileAt {
     pub cols: usize,
 }
 
+/// Copies the part of `tile` inside the result into the row-major matrix at `dst` (rows `ld`
+/// apart).
+///
+/// # Safety
+/// `dst` must hold rows `at.i0..at.i0 + at.rows` of `ld` values, columns `at.c0..at.c0 +
+/// at.cols` written by no one else meanwhile.
+#[inline(always)]
+pub unsafe fn store(at: TileAt, tile: &Tile, dst: *mut f32, ld: usize) {
+    for (i, acc) in tile.iter().enumerate().take(at.rows) {
+        // SAFETY: the caller's bounds.
+        unsafe {
+            std::ptr::copy_nonoverlapping(acc.as_ptr(), dst.add((at.i0 + i) * ld + at.c0), at.cols)
+        }
+    }
+}
+
 /// `a [m, k] @ b [k, n]` in bf16 with f32 sums, handing each finished tile to `write`
 /// (called inside [`vectorized`], so its loops vectorise). Blocks of rows go over rayon's
 /// threads when `parallel`.

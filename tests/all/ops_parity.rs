@@ -3,7 +3,6 @@
 //! L2 error (Winograd and the fast exp/erf stay well inside it); indices exactly.
 
 use crate::common::{read_fixture, rel_l2};
-use segrs::ops::Activation;
 use segrs::ops::attention::{HeadView, Hooks, attention};
 use segrs::ops::boxes::{batched_nms, box_iou, nms};
 use segrs::ops::conv::ConvKernel;
@@ -15,6 +14,7 @@ use segrs::ops::resize::{bicubic, bilinear, bilinear_antialias, nearest};
 use segrs::ops::roi_align::RoiAlign;
 use segrs::ops::rope::AxialRope;
 use segrs::ops::softmax::softmax_rows;
+use segrs::ops::{Activation, Precision};
 use segrs::weights::{HostTensor, NamedTensors};
 
 const TOL: f64 = 1e-5;
@@ -63,6 +63,16 @@ fn convolutions_match_f_conv2d() {
             &format!("{name} + relu"),
             &y,
             t(&f, &format!("{name}.y_relu")),
+        );
+        // bf16 (Winograd's products, unfolded tiles or 1x1 in bf16; depthwise stays f32):
+        // within bf16's rounding of PyTorch's f32
+        let bf16 = conv.clone().with_precision(Precision::Bf16);
+        let (y, _, _) = bf16.forward(&x.data, h, wd, Activation::Relu);
+        let e = rel_l2(&y, &t(&f, &format!("{name}.y_relu")).data);
+        assert!(e < 5e-3, "{name} in bf16: relative L2 error {e:e}");
+        assert!(
+            groups > 1 || e > 1e-6,
+            "{name} in bf16: as exact as f32 ({e:e})"
         );
         if groups > 1 && stride == 1 {
             // The same kernel on channels-last rows: the same floats, transposed.

@@ -802,3 +802,44 @@ fn sam2_memory_conditioning_matches_the_reference() {
         );
     }
 }
+
+/// bf16 dense layers, convolutions and attention (the portable kernel where the CPU lacks
+/// AVX512_BF16) against the same model in f32 on a real photo: the embedding within bf16's
+/// rounding, the masks of a point prompt the same on nearly every pixel.
+#[test]
+fn sam2_bf16_masks_agree_with_f32() {
+    let Some(dir) = shared_data("sam_demo_images") else {
+        return;
+    };
+    use segrs::models::sam2::model::DEFAULT_IMAGE_SIZE;
+    let bf16 = Sam2::from_tensors_sized_with(
+        &tiny_weights(),
+        DEFAULT_IMAGE_SIZE,
+        segrs::ops::Precision::Bf16,
+    )
+    .unwrap();
+    let pic = read_image(&dir.join("truck.jpg")).unwrap();
+    let (rgb, h, w) = (pic.to_rgb8(), pic.height, pic.width);
+    let (a, b) = (
+        model().set_image(&rgb, h, w).unwrap(),
+        bf16.set_image(&rgb, h, w).unwrap(),
+    );
+    let err = rel_l2(&b.features, &a.features);
+    assert!((1e-5..3e-2).contains(&err), "embedding relative L2 {err:e}");
+    let prompt = Prompt {
+        points: vec![(0.45 * w as f64, 0.55 * h as f64, 1)],
+        ..Default::default()
+    };
+    let post = Postprocess::default();
+    let (pa, pb) = (
+        model().predict(&a, &prompt, true, &post).unwrap(),
+        bf16.predict(&b, &prompt, true, &post).unwrap(),
+    );
+    let masks = |p: &segrs::sam::predictor::Prediction| -> Vec<u8> {
+        (0..p.logits.len()).flat_map(|i| p.mask(i)).collect()
+    };
+    let (ma, mb) = (masks(&pa), masks(&pb));
+    let agree = ma.iter().zip(&mb).filter(|(x, y)| x == y).count() as f64 / ma.len() as f64;
+    eprintln!("SAM 2 bf16: embedding relative L2 {err:e}, masks agree on {agree}");
+    assert!(agree >= 0.99, "masks agree on {agree} of pixels");
+}
