@@ -2,20 +2,21 @@
 //! [`Precision::Bf16`]) in bf16 with f32 sums.
 
 use super::loader::Weights;
-use crate::ops::bf16::{DenseBf16, round_all};
+use crate::ops::bf16::DenseBf16;
 use crate::ops::layout::{add_assign, dot, transpose};
 use crate::ops::matmul::{linear_act, linear_add};
 use crate::ops::simd::vectorized;
 use crate::ops::{Activation, Precision};
+use std::borrow::Cow;
 
 #[derive(Clone, Debug)]
 pub struct Linear {
-    /// `[out, in]`; rounded to bf16 values in a bf16 layer.
-    pub w: Vec<f32>,
+    /// `[out, in]` in an f32 layer; empty in a bf16 layer (see [`weight`](Self::weight)).
+    w: Vec<f32>,
     pub b: Vec<f32>,
     pub inp: usize,
     pub out: usize,
-    /// The weights packed for bf16 products, in a bf16 layer.
+    /// The weights packed for bf16 products, in a bf16 layer (which keeps no f32 copy).
     bf16: Option<DenseBf16>,
 }
 
@@ -49,16 +50,22 @@ impl Linear {
             .with_precision(w.precision())
     }
 
-    /// The layer computing in `precision`: for bf16, the weights rounded and packed once.
+    /// The layer computing in `precision`: for bf16, the weights rounded and packed once (half
+    /// the bytes of f32). f32 leaves the layer as it is.
     pub fn with_precision(mut self, precision: Precision) -> Self {
-        self.bf16 = match precision {
-            Precision::F32 => None,
-            Precision::Bf16 => {
-                round_all(&mut self.w);
-                Some(DenseBf16::new(&self.w, &self.b, self.out, self.inp))
-            }
-        };
+        if precision == Precision::Bf16 && self.bf16.is_none() {
+            self.bf16 = Some(DenseBf16::new(&self.w, &self.b, self.out, self.inp));
+            self.w = Vec::new();
+        }
         self
+    }
+
+    /// The weight `[out, in]` (a bf16 layer's rounded values, unpacked for the call).
+    pub fn weight(&self) -> Cow<'_, [f32]> {
+        match &self.bf16 {
+            Some(d) => Cow::Owned(d.panels.to_rows()),
+            None => Cow::Borrowed(&self.w),
+        }
     }
 
     /// What the layer computes in.
@@ -77,13 +84,13 @@ impl Linear {
 
     /// `act(self(x))`, the activation applied as each tile of the product is written.
     pub fn forward_act(&self, x: &[f32], rows: usize, act: Activation) -> Vec<f32> {
+        if let Some(d) = &self.bf16 {
+            return d.forward_act(x, rows, act);
+        }
         if rows <= FEW_ROWS {
             let mut y = self.forward_few(x, rows);
             act.apply(&mut y);
             return y;
-        }
-        if let Some(d) = &self.bf16 {
-            return d.forward_act(x, rows, act);
         }
         linear_act(x, rows, self.inp, &self.w, self.out, &self.b, act)
     }
@@ -91,34 +98,22 @@ impl Linear {
     /// `out += self(x)` (a residual branch), each tile of the product added where it is
     /// finished; `out` holds `rows` vectors of `out` values.
     pub fn forward_add(&self, x: &[f32], rows: usize, out: &mut [f32]) {
+        if let Some(d) = &self.bf16 {
+            return d.forward_add(x, rows, out);
+        }
         if rows <= FEW_ROWS {
             add_assign(out, &self.forward_few(x, rows));
             return;
-        }
-        if let Some(d) = &self.bf16 {
-            return d.forward_add(x, rows, out);
         }
         linear_add(x, rows, self.inp, &self.w, self.out, &self.b, out)
     }
 
     /// A handful of rows (prompt tokens, a pooled vector): dot products against each weight
     /// row, the weights read once and never packed (packing them for a matrix product costs
-    /// more than the product itself here). A bf16 layer rounds the rows first, so that the
-    /// products are those of the bf16 kernel.
+    /// more than the product itself here). f32 layers only.
     fn forward_few(&self, x: &[f32], rows: usize) -> Vec<f32> {
         use rayon::prelude::*;
         assert!(x.len() >= rows * self.inp, "linear input size");
-        let rounded;
-        let x = if self.bf16.is_some() {
-            rounded = {
-                let mut r = x[..rows * self.inp].to_vec();
-                round_all(&mut r);
-                r
-            };
-            &rounded[..]
-        } else {
-            x
-        };
         let (inp, out) = (self.inp, self.out);
         if rows == 0 {
             return Vec::new();

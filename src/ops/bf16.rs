@@ -193,6 +193,20 @@ impl Panels {
         p
     }
 
+    /// The `[n, k]` matrix [`from_rows`](Self::from_rows) packed, as f32 (exactly).
+    pub fn to_rows(&self) -> Vec<f32> {
+        let (k, n, kp) = (self.k, self.n, self.kp);
+        let mut w = vec![0.0f32; n * k];
+        for (j, row) in w.chunks_exact_mut(k.max(1)).take(n).enumerate() {
+            let panel = &self.data[(j / TILE_COLS) * kp * 2 * TILE_COLS..];
+            let c = j % TILE_COLS;
+            for (l, v) in row.iter_mut().enumerate() {
+                *v = from_bf16(panel[(l / 2) * 2 * TILE_COLS + 2 * c + l % 2]);
+            }
+        }
+        w
+    }
+
     /// Refills `self` from `x [k, n]` with rows `ld` apart (a convolution's input, unfolded
     /// or not: reduction steps by rows), reusing its buffer.
     pub fn fill_from_columns(&mut self, x: &[f32], k: usize, n: usize, ld: usize) {
@@ -561,6 +575,8 @@ mod tests {
         by_columns.fill_from_columns(&wt, k, n, n);
         let by_rows = Panels::from_rows(&w, n, k);
         assert_eq!(by_columns.data, by_rows.data);
+        let rounded: Vec<f32> = w.iter().map(|&v| round(v)).collect();
+        assert_eq!(by_rows.to_rows(), rounded);
         let a = Rows::new(&x, m, k);
         let seen = std::sync::Mutex::new(0usize);
         product(&a, &by_rows, true, |at, _| {

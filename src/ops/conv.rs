@@ -136,11 +136,12 @@ impl ConvKernel {
             if let Some(Winograd::F4(_)) = &self.wino {
                 self.wino = Some(Winograd::F2(winograd_weights(&self.w, cout, cin)));
             }
-            if let Some(Winograd::F2(u) | Winograd::F4(u)) = &self.wino {
+            if let Some(Winograd::F2(u) | Winograd::F4(u)) = &mut self.wino {
                 self.wino_bf16 = u
                     .chunks_exact(cout * cin)
                     .map(|m| Rows::new(m, cout, cin))
                     .collect();
+                *u = Vec::new(); // the bf16 products need no f32 copy
             }
             round_all(&mut self.w);
             self.bf16 = Some(Rows::new(&self.w, cout, cin * self.k * self.k));
@@ -680,8 +681,7 @@ fn transform_products(
     nt: usize,
     par: bool,
 ) {
-    assert!(u.len() >= count * cout * cin && v.len() >= count * cin * nt);
-    assert!(m.len() >= count * cout * nt);
+    assert!(v.len() >= count * cin * nt && m.len() >= count * cout * nt);
     if !u_bf16.is_empty() {
         assert_eq!(u_bf16.len(), count, "bf16 Winograd matrices");
         let mut panels = Panels::default();
@@ -695,6 +695,7 @@ fn transform_products(
         }
         return;
     }
+    assert!(u.len() >= count * cout * cin);
     for xi in 0..count {
         // SAFETY: the asserts above bound every matrix; the `m[xi]` are disjoint.
         unsafe {

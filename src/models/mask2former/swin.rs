@@ -202,7 +202,7 @@ fn load_block(
         Linear::load(&sa.pp("value"), dim, dim),
     );
     let qkv = Linear::new(
-        [q.w, k.w, v.w].concat(),
+        [q.weight(), k.weight(), v.weight()].concat(),
         [q.b, k.b, v.b].concat(),
         dim,
         3 * dim,

@@ -51,6 +51,7 @@ fn fold_into_projection(p: &[f32], n: usize, lin: &Linear, heads: usize) -> (Vec
     let ch = inner / heads;
     let mut mat = vec![0.0f32; heads * n * dim];
     let mut vec = vec![0.0f32; heads * n];
+    let weight = lin.weight();
     vectorized(
         #[inline(always)]
         || {
@@ -59,7 +60,7 @@ fn fold_into_projection(p: &[f32], n: usize, lin: &Linear, heads: usize) -> (Vec
                     let pr = &p[j * inner + h * ch..j * inner + (h + 1) * ch];
                     let row = &mut mat[(h * n + j) * dim..(h * n + j + 1) * dim];
                     for (t, &pv) in pr.iter().enumerate() {
-                        let wrow = &lin.w[(h * ch + t) * dim..(h * ch + t + 1) * dim];
+                        let wrow = &weight[(h * ch + t) * dim..(h * ch + t + 1) * dim];
                         row.iter_mut().zip(wrow).for_each(|(r, w)| *r += pv * w);
                         vec[h * n + j] += pv * lin.b[h * ch + t];
                     }
@@ -129,6 +130,7 @@ impl TwoWayAttention for Attention {
         let ch = inner / heads;
         let dim = self.out.out;
         let mut gmat = vec![0.0f32; heads * nk * dim];
+        let w_out = self.out.weight();
         vectorized(
             #[inline(always)]
             || {
@@ -137,7 +139,7 @@ impl TwoWayAttention for Attention {
                         let vr = &vp[j * inner + h * ch..j * inner + (h + 1) * ch];
                         let grow = &mut gmat[(h * nk + j) * dim..(h * nk + j + 1) * dim];
                         for (o, g) in grow.iter_mut().enumerate() {
-                            let wo = &self.out.w[o * inner + h * ch..o * inner + (h + 1) * ch];
+                            let wo = &w_out[o * inner + h * ch..o * inner + (h + 1) * ch];
                             *g = dot(vr, wo);
                         }
                     }
@@ -194,6 +196,7 @@ impl TwoWayAttention for Attention {
         });
         let ay = matmul(&scores, xv, m, nk, dim); // [heads * nq, dim]
         let mut o = vec![0.0f32; nq * inner];
+        let w_v = self.v.weight();
         vectorized(
             #[inline(always)]
             || {
@@ -201,7 +204,7 @@ impl TwoWayAttention for Attention {
                     for i in 0..nq {
                         let a = &ay[(h * nq + i) * dim..(h * nq + i + 1) * dim];
                         for t in 0..ch {
-                            let wv = &self.v.w[(h * ch + t) * dim..(h * ch + t + 1) * dim];
+                            let wv = &w_v[(h * ch + t) * dim..(h * ch + t + 1) * dim];
                             o[i * inner + h * ch + t] = dot(a, wv) + self.v.b[h * ch + t];
                         }
                     }
@@ -457,9 +460,9 @@ mod tests {
             out: lin(inner, dim, 4),
             heads,
         };
-        let x: Vec<f32> = lin(dim, 300, 5).w; // 300 "image" rows
-        let xv: Vec<f32> = lin(dim, 300, 6).w;
-        let t: Vec<f32> = lin(dim, 3, 7).w; // 3 tokens
+        let x: Vec<f32> = lin(dim, 300, 5).weight().into_owned(); // 300 "image" rows
+        let xv: Vec<f32> = lin(dim, 300, 6).weight().into_owned();
+        let t: Vec<f32> = lin(dim, 3, 7).weight().into_owned(); // 3 tokens
         let rel = |a: &[f32], b: &[f32]| {
             let n: f32 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
             let d: f32 = b.iter().map(|y| y * y).sum();

@@ -34,11 +34,12 @@ pub fn compose(first: &Linear, second: &Linear) -> Linear {
     assert_eq!(second.inp, m, "composed layers must chain");
     let mut w = vec![0.0f32; o * i];
     let mut b = vec![0.0f32; o];
+    let (first_w, second_w) = (first.weight(), second.weight());
     for r in 0..o {
-        let s = &second.w[r * m..(r + 1) * m];
+        let s = &second_w[r * m..(r + 1) * m];
         for c in 0..i {
             w[r * i + c] = (0..m)
-                .map(|k| s[k] as f64 * first.w[k * i + c] as f64)
+                .map(|k| s[k] as f64 * first_w[k * i + c] as f64)
                 .sum::<f64>() as f32;
         }
         b[r] = (second.b[r] as f64 + (0..m).map(|k| s[k] as f64 * first.b[k] as f64).sum::<f64>())
