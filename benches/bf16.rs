@@ -5,7 +5,7 @@
 //!   photos (`sam_demo_images`): the image embedding's relative L2 error, and the share of
 //!   full-size mask pixels that agree for a point prompt (3 masks) and a box with a negative
 //!   point (1 mask);
-//! * the classic U-Net (1 -> 2 classes, random weights, BatchNorm folded) on the ISBI 2012
+//! * the classic U-Net (1 -> 2 classes, seeded random weights as PyTorch initialises them) on the ISBI 2012
 //!   membrane images: the logits' relative L2 error and the share of pixels whose class agrees.
 //!
 //! Times of both precisions where the CPU has AVX512_BF16. Elsewhere bf16 runs on the portable
@@ -18,8 +18,8 @@ mod common;
 use common::{cpu_name, random_sam, rel_l2, thread_pool, write_section};
 
 use segrs::models::sam::model::Sam;
+use segrs::models::unet::UNetConfig;
 use segrs::models::unet::host::HostUNet;
-use segrs::models::unet::{UNet, UNetConfig};
 use segrs::ops::Precision;
 use segrs::sam::predictor::{Prediction, Prompt};
 use std::path::PathBuf;
@@ -123,10 +123,10 @@ fn sam_rows(variant: &str, photos: &[PathBuf], rows: &mut Vec<Row>) {
 }
 
 fn unet_row(images: &[PathBuf], rows: &mut Vec<Row>) {
-    let dev = burn::prelude::Device::flex();
-    let model = UNet::new(&UNetConfig::classic(1, 2), &dev);
-    let a = HostUNet::from_model(&model).unwrap();
-    let b = HostUNet::from_model_with(&model, Precision::Bf16).unwrap();
+    let config = UNetConfig::classic(1, 2);
+    let named = segrs::models::unet::state_dict::seeded_init(&config, 0);
+    let a = HostUNet::from_tensors(&config, &named).unwrap();
+    let b = HostUNet::from_tensors_with(&config, &named, Precision::Bf16).unwrap();
     let (mut t32, mut t16, mut errs, mut agree) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // the share of pixels f32 puts in class 1 (agreement means little if it is 0 or 1)
     let mut ones = Vec::new();
@@ -201,16 +201,24 @@ fn main() {
         return;
     }
     let mut rows = Vec::new();
-    sam_rows("vit_b", &photos, &mut rows);
-    sam_rows("vit_t", &photos, &mut rows);
-    unet_row(&isbi, &mut rows);
+    // SEGRS_BENCH_MODEL=vit_b|vit_t|unet runs one model (and leaves BENCHMARKS.md alone)
+    let only = std::env::var("SEGRS_BENCH_MODEL").ok();
+    let run = |m: &str| only.as_deref().is_none_or(|o| o == m);
+    for variant in ["vit_b", "vit_t"] {
+        if run(variant) {
+            sam_rows(variant, &photos, &mut rows);
+        }
+    }
+    if run("unet") {
+        unet_row(&isbi, &mut rows);
+    }
     let kernel = if native {
         "AVX512_BF16 (`vdpbf16ps`)"
     } else {
         "the portable kernel: this CPU has no AVX512_BF16, so the bf16 times measure accuracy runs, not bf16's speed (the CLI runs f32 here)"
     };
     let mut md = format!(
-        "bf16 against f32 in segrs, {}, {threads} thread(s), one run of `cargo bench --bench bf16`; bf16 products on {kernel}. Random weights (SAM under the official keys, seeded; the U-Net as initialised, a fresh draw each run), real images; relative L2 of the embedding (SAM) or the logits (U-Net), the largest over the images.\n\n",
+        "bf16 against f32 in segrs, {}, {threads} thread(s), one run of `cargo bench --bench bf16`; bf16 products on {kernel}. Random weights (SAM under the official keys, seeded; the U-Net as initialised, seeded), real images; relative L2 of the embedding (SAM) or the logits (U-Net), the largest over the images.\n\n",
         cpu_name()
     );
     md.push_str("| what | f32 | bf16 | bf16 / f32 | relative L2 | agreement with f32 |\n|---|---|---|---|---|---|\n");
@@ -226,5 +234,7 @@ fn main() {
         ));
     }
     print!("{md}");
-    write_section("bf16", &md);
+    if only.is_none() {
+        write_section("bf16", &md);
+    }
 }

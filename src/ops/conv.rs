@@ -41,6 +41,11 @@ enum Winograd {
     F4(Vec<f32>),
 }
 
+/// Kernels with fewer multiply-adds per output (`cin * k * k`) stay in f32 under bf16: the
+/// first layer on a raw image, bound by memory rather than arithmetic, where rounding the
+/// pixels to bf16 would cost accuracy and save no time.
+const BF16_MIN_REDUCTION: usize = 32;
+
 /// From this many input channels on, F(4x4, 3x3) (4x fewer multiplications, larger
 /// transforms) beats F(2x2, 3x3) (2.25x); narrower layers are dominated by the transforms.
 const F4_MIN_CHANNELS: usize = 32;
@@ -131,7 +136,11 @@ impl ConvKernel {
     /// F(2x2, 3x3) and the direct method, on the parity fixtures), so it is not used in bf16.
     /// f32 leaves the kernel as it is.
     pub fn with_precision(mut self, precision: Precision) -> Self {
-        if precision == Precision::Bf16 && self.groups == 1 && self.bf16.is_none() {
+        if precision == Precision::Bf16
+            && self.groups == 1
+            && self.bf16.is_none()
+            && self.cin * self.k * self.k >= BF16_MIN_REDUCTION
+        {
             let (cin, cout) = (self.cin, self.cout);
             if let Some(Winograd::F4(_)) = &self.wino {
                 self.wino = Some(Winograd::F2(winograd_weights(&self.w, cout, cin)));
@@ -987,4 +996,60 @@ fn winograd4(
             }
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::bf16::round;
+
+    fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+        let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+        let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+        (num / den).sqrt()
+    }
+
+    /// bf16 kernels against f32 on the bf16-rounded operands: unfolded tiles (a strided 3x3,
+    /// a 3x3 on odd sizes) and 1x1 read in place give the same sums up to their order; 3x3 on
+    /// even sizes goes through Winograd F(2x2, 3x3), whose transforms are rounded too.
+    #[test]
+    fn bf16_kernels_match_the_rounded_operands() {
+        let (cin, cout) = (40, 37);
+        for (k, s, pad, h, w) in [
+            (1, 1, 0, 6, 10),
+            (3, 2, 1, 9, 8),
+            (3, 1, 1, 7, 9),
+            (3, 1, 1, 6, 10),
+        ] {
+            // uncorrelated values (smooth ones cancel in the sums, which magnifies any
+            // rounding relative to the result)
+            let noise = |n: usize, seed: u32| -> Vec<f32> {
+                let mut s = seed;
+                (0..n)
+                    .map(|_| {
+                        s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+                        (s >> 8) as f32 / (1 << 23) as f32 - 1.0
+                    })
+                    .collect()
+            };
+            let x = noise(cin * h * w, 1);
+            let wt: Vec<f32> = noise(cout * cin * k * k, 2)
+                .iter()
+                .map(|v| v * 0.1)
+                .collect();
+            let b: Vec<f32> = (0..cout).map(|i| i as f32 * 0.01 - 0.2).collect();
+            let rounded = |v: &[f32]| v.iter().map(|&a| round(a)).collect::<Vec<f32>>();
+            let reference =
+                ConvKernel::new_im2col(rounded(&wt), Some(b.clone()), cin, cout, k, s, pad, 1);
+            let (want, ho, wo) = reference.forward(&rounded(&x), h, w, Activation::Relu);
+            let bf16 = ConvKernel::new(wt, Some(b), cin, cout, k, s, pad, 1)
+                .with_precision(Precision::Bf16);
+            let (got, gh, gw) = bf16.forward(&x, h, w, Activation::Relu);
+            assert_eq!((gh, gw), (ho, wo));
+            let winograd = k == 3 && s == 1 && h % 2 == 0 && w % 2 == 0;
+            let tol = if winograd { 8e-3 } else { 1e-5 };
+            let e = rel_l2(&got, &want);
+            assert!(e < tol, "{k}x{k} stride {s} on {h}x{w}: relative L2 {e:e}");
+        }
+    }
 }
