@@ -464,13 +464,15 @@ unsafe fn head_rows_bf16(
     }
     let scores = &mut s[..r * nk];
     let at_scores = SendPtr(scores.as_mut_ptr());
-    bf16::product(&Rows::new(qb, r, d), kp, false, |at, tile| {
+    // (the products share out their tiles when this block runs alone, off rayon's workers)
+    let parallel = rayon::current_thread_index().is_none();
+    bf16::product(&Rows::new(qb, r, d), kp, parallel, |at, tile| {
         // SAFETY: rows `< r`, columns `< nk` of the scores, this tile's alone.
         unsafe { bf16::store(at, tile, at_scores.get(), nk) }
     });
     let sums = softmax_scores(scores, nk, scale_scores, bias);
     let at_dst = SendPtr(dst);
-    bf16::product(&Rows::new(scores, r, nk), vp, false, |at, tile| {
+    bf16::product(&Rows::new(scores, r, nk), vp, parallel, |at, tile| {
         for (i, acc) in tile.iter().enumerate().take(at.rows) {
             let inv = 1.0 / sums[at.i0 + i];
             // SAFETY: row `at.i0 + i < r`, columns `at.c0..at.c0 + at.cols <= d`: within

@@ -182,6 +182,9 @@ impl Panels {
             w.len()
         );
         let mut p = Self::sized(k, n);
+        if k == 0 {
+            return p;
+        }
         let kp = p.kp;
         for (j, row) in w.chunks_exact(k.max(1)).take(n).enumerate() {
             let panel = &mut p.data[(j / TILE_COLS) * kp * 2 * TILE_COLS..];
@@ -288,13 +291,30 @@ pub fn product(a: &Rows, b: &Panels, parallel: bool, write: impl Fn(TileAt, &Til
     }
     let native = has_native();
     let panel_len = kp * 2 * TILE_COLS;
-    let task = |blk: usize| {
+    let (blocks, panels) = (m.div_ceil(BLOCK_ROWS), n.div_ceil(TILE_COLS));
+    let threads = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    // Few blocks of rows (a handful of tokens, a narrow layer): the panels are shared out too,
+    // so that every thread has work.
+    let groups = if blocks >= 2 * threads {
+        1
+    } else {
+        (2 * threads).div_ceil(blocks).min(panels)
+    };
+    let per_group = panels.div_ceil(groups);
+    let task = |t: usize| {
+        let (blk, g) = (t / groups, t % groups);
         let r0 = blk * BLOCK_ROWS;
         let end = (r0 + BLOCK_ROWS).min(m);
         vectorized(
             #[inline(always)]
             || {
-                for (q, panel) in b.data.chunks_exact(panel_len.max(1)).enumerate() {
+                for q in g * per_group..((g + 1) * per_group).min(panels) {
+                    // (empty when `k` is 0: the tiles are then zeros)
+                    let panel = &b.data[q * panel_len..][..panel_len];
                     for i0 in (r0..end).step_by(TILE_ROWS) {
                         let rows = &a.data[i0 * 2 * kp..][..TILE_ROWS * 2 * kp];
                         let tile = one_tile(native, kp, rows, panel);
@@ -311,11 +331,11 @@ pub fn product(a: &Rows, b: &Panels, parallel: bool, write: impl Fn(TileAt, &Til
             },
         )
     };
-    let blocks = m.div_ceil(BLOCK_ROWS);
-    if parallel && blocks > 1 && rayon::current_num_threads() > 1 {
-        (0..blocks).into_par_iter().for_each(task);
+    let tasks = blocks * groups;
+    if threads > 1 && tasks > 1 {
+        (0..tasks).into_par_iter().for_each(task);
     } else {
-        (0..blocks).for_each(task);
+        (0..tasks).for_each(task);
     }
 }
 
@@ -412,8 +432,9 @@ pub fn has_native() -> bool {
             let ok = native_agrees();
             if !ok {
                 eprintln!(
-                    "warning: the AVX512_BF16 kernel disagreed with the portable bf16 kernel \
-                     on a test product; bf16 products run on the portable kernel"
+                    "warning: this CPU's AVX512_BF16 kernel disagreed with the portable bf16 \
+                     kernel on a test product, so it is not used (bf16 is then no faster \
+                     than f32)"
                 );
             }
             return ok;
@@ -535,7 +556,7 @@ mod tests {
     /// epilogue.
     #[test]
     fn dense_layer_matches_the_rounded_operands() {
-        for (m, k, n) in [(100, 19, 37), (7, 64, 40), (49, 1, 3)] {
+        for (m, k, n) in [(100, 19, 37), (7, 64, 40), (49, 1, 3), (5, 0, 33)] {
             let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
             let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect();
             let b: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 3.0).collect();

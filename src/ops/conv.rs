@@ -145,7 +145,9 @@ impl ConvKernel {
             if let Some(Winograd::F4(_)) = &self.wino {
                 self.wino = Some(Winograd::F2(winograd_weights(&self.w, cout, cin)));
             }
-            if let Some(Winograd::F2(u) | Winograd::F4(u)) = &mut self.wino {
+            if let Some(Winograd::F2(u) | Winograd::F4(u)) = &mut self.wino
+                && cout > 0
+            {
                 self.wino_bf16 = u
                     .chunks_exact(cout * cin)
                     .map(|m| Rows::new(m, cout, cin))
@@ -1017,6 +1019,7 @@ mod tests {
         let (cin, cout) = (40, 37);
         for (k, s, pad, h, w) in [
             (1, 1, 0, 6, 10),
+            (1, 1, 0, 48, 50), // tiles of 40 of the 48 rows, read in place with rows 2400 apart
             (3, 2, 1, 9, 8),
             (3, 1, 1, 7, 9),
             (3, 1, 1, 6, 10),
@@ -1051,5 +1054,14 @@ mod tests {
             let e = rel_l2(&got, &want);
             assert!(e < tol, "{k}x{k} stride {s} on {h}x{w}: relative L2 {e:e}");
         }
+        // a first layer on a 3-channel image stays f32, Winograd F(2x2, 3x3) included
+        let x: Vec<f32> = (0..3 * 8 * 8).map(|i| (i as f32 * 0.37).sin()).collect();
+        let wt: Vec<f32> = (0..5 * 27).map(|i| (i as f32 * 0.11).cos()).collect();
+        let f32k = ConvKernel::new(wt, None, 3, 5, 3, 1, 1, 1);
+        let bf16 = f32k.clone().with_precision(Precision::Bf16);
+        assert_eq!(
+            bf16.forward(&x, 8, 8, Activation::Relu).0,
+            f32k.forward(&x, 8, 8, Activation::Relu).0
+        );
     }
 }
