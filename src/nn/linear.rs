@@ -2,7 +2,7 @@
 //! [`Precision::Bf16`]) in bf16 with f32 sums.
 
 use super::loader::Weights;
-use crate::ops::bf16::DenseBf16;
+use crate::ops::bf16::{self, Panels};
 use crate::ops::layout::{add_assign, dot, transpose};
 use crate::ops::matmul::{linear_act, linear_add};
 use crate::ops::simd::vectorized;
@@ -17,7 +17,7 @@ pub struct Linear {
     pub inp: usize,
     pub out: usize,
     /// The weights packed for bf16 products, in a bf16 layer (which keeps no f32 copy).
-    bf16: Option<DenseBf16>,
+    bf16: Option<Panels>,
 }
 
 impl Linear {
@@ -54,7 +54,7 @@ impl Linear {
     /// the bytes of f32). f32 leaves the layer as it is.
     pub fn with_precision(mut self, precision: Precision) -> Self {
         if precision == Precision::Bf16 && self.bf16.is_none() {
-            self.bf16 = Some(DenseBf16::new(&self.w, &self.b, self.out, self.inp));
+            self.bf16 = Some(Panels::from_rows(&self.w, self.out, self.inp));
             self.w = Vec::new();
         }
         self
@@ -63,7 +63,7 @@ impl Linear {
     /// The weight `[out, in]` (a bf16 layer's rounded values, unpacked for the call).
     pub fn weight(&self) -> Cow<'_, [f32]> {
         match &self.bf16 {
-            Some(d) => Cow::Owned(d.panels.to_rows()),
+            Some(p) => Cow::Owned(p.to_rows()),
             None => Cow::Borrowed(&self.w),
         }
     }
@@ -84,8 +84,8 @@ impl Linear {
 
     /// `act(self(x))`, the activation applied as each tile of the product is written.
     pub fn forward_act(&self, x: &[f32], rows: usize, act: Activation) -> Vec<f32> {
-        if let Some(d) = &self.bf16 {
-            return d.forward_act(x, rows, act);
+        if let Some(p) = &self.bf16 {
+            return bf16::linear_act(x, rows, p, &self.b, act);
         }
         if rows <= FEW_ROWS {
             let mut y = self.forward_few(x, rows);
@@ -98,8 +98,8 @@ impl Linear {
     /// `out += self(x)` (a residual branch), each tile of the product added where it is
     /// finished; `out` holds `rows` vectors of `out` values.
     pub fn forward_add(&self, x: &[f32], rows: usize, out: &mut [f32]) {
-        if let Some(d) = &self.bf16 {
-            return d.forward_add(x, rows, out);
+        if let Some(p) = &self.bf16 {
+            return bf16::linear_add(x, rows, p, &self.b, out);
         }
         if rows <= FEW_ROWS {
             add_assign(out, &self.forward_few(x, rows));

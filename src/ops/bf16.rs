@@ -465,69 +465,59 @@ fn native_agrees() -> bool {
         .all(|(p, q)| (p - q).abs() <= 1e-5 * q.abs().max(1.0))
 }
 
-/// A dense layer's weight `[n, k]` in bf16, with its bias, ready for [`linear_act`].
-#[derive(Clone, Debug)]
-pub struct DenseBf16 {
-    pub panels: Panels,
-    /// `[n]`, zeros for a layer without one.
-    pub bias: Vec<f32>,
+/// `act(x [m, k] @ w^T + bias)` in bf16, `w` a dense layer's weight packed by
+/// [`Panels::from_rows`] and `bias` `[n]` (or empty): [`matmul::linear_act`]'s bf16 form.
+///
+/// [`matmul::linear_act`]: super::matmul::linear_act
+pub fn linear_act(x: &[f32], m: usize, w: &Panels, bias: &[f32], act: Activation) -> Vec<f32> {
+    // SAFETY: `Write` sets every one of the `m * n` values.
+    unsafe {
+        written(m * w.n, |dst| {
+            linear_raw(x, m, w, bias, Epilogue::Write(act), dst)
+        })
+    }
 }
 
-impl DenseBf16 {
-    pub fn new(w: &[f32], bias: &[f32], n: usize, k: usize) -> Self {
-        assert!(
-            bias.is_empty() || bias.len() == n,
-            "bf16 dense layer: bias size"
-        );
-        Self {
-            panels: Panels::from_rows(w, n, k),
-            bias: if bias.is_empty() {
-                vec![0.0; n]
-            } else {
-                bias.to_vec()
-            },
+/// `out [m, n] += x [m, k] @ w^T + bias` in bf16 (see [`linear_act`]).
+pub fn linear_add(x: &[f32], m: usize, w: &Panels, bias: &[f32], out: &mut [f32]) {
+    assert!(out.len() >= m * w.n, "bf16 dense layer: output size");
+    // SAFETY: `out` holds the `m * n` values read and written.
+    unsafe { linear_raw(x, m, w, bias, Epilogue::Add, out.as_mut_ptr()) }
+}
+
+/// The bf16 dense layers' kernel: `x` converted to [`Rows`], each tile of the product
+/// finished by `epilogue` as it is handed over.
+///
+/// # Safety
+/// `dst` must point to `m * n` floats, initialised for [`Epilogue::Add`], aliasing `x`
+/// nowhere.
+unsafe fn linear_raw(
+    x: &[f32],
+    m: usize,
+    w: &Panels,
+    bias: &[f32],
+    epilogue: Epilogue,
+    dst: *mut f32,
+) {
+    let n = w.n;
+    assert!(
+        bias.is_empty() || bias.len() == n,
+        "bf16 dense layer: bias size"
+    );
+    let zeros = vec![0.0f32; if bias.is_empty() { n } else { 0 }];
+    let bias = if bias.is_empty() { &zeros[..] } else { bias };
+    let dst = SendPtr(dst);
+    let parallel = rayon::current_thread_index().is_none();
+    product(&Rows::new(x, m, w.k), w, parallel, |at, tile| {
+        for (i, acc) in tile.iter().enumerate().take(at.rows) {
+            // SAFETY: row `at.i0 + i < m`, columns `at.c0..at.c0 + at.cols <= n`: this
+            // tile's part of the output, which no other tile writes.
+            let out = unsafe {
+                std::slice::from_raw_parts_mut(dst.get().add((at.i0 + i) * n + at.c0), at.cols)
+            };
+            epilogue.finish(out, acc, &bias[at.c0..]);
         }
-    }
-
-    /// `act(x [m, k] @ w^T + bias)`.
-    pub fn forward_act(&self, x: &[f32], m: usize, act: Activation) -> Vec<f32> {
-        // SAFETY: `Write` sets every one of the `m * n` values.
-        unsafe {
-            written(m * self.panels.n, |dst| {
-                self.finish(x, m, Epilogue::Write(act), dst)
-            })
-        }
-    }
-
-    /// `out [m, n] += x [m, k] @ w^T + bias`.
-    pub fn forward_add(&self, x: &[f32], m: usize, out: &mut [f32]) {
-        assert!(
-            out.len() >= m * self.panels.n,
-            "bf16 dense layer: output size"
-        );
-        // SAFETY: `out` holds the `m * n` values read and written.
-        unsafe { self.finish(x, m, Epilogue::Add, out.as_mut_ptr()) }
-    }
-
-    /// # Safety
-    /// `dst` must point to `m * n` floats, initialised for [`Epilogue::Add`], aliasing `x`
-    /// nowhere.
-    unsafe fn finish(&self, x: &[f32], m: usize, epilogue: Epilogue, dst: *mut f32) {
-        let (k, n) = (self.panels.k, self.panels.n);
-        let rows = Rows::new(x, m, k);
-        let dst = SendPtr(dst);
-        let parallel = rayon::current_thread_index().is_none();
-        product(&rows, &self.panels, parallel, |at, tile| {
-            for (i, acc) in tile.iter().enumerate().take(at.rows) {
-                // SAFETY: row `at.i0 + i < m`, columns `at.c0..at.c0 + at.cols <= n`: this
-                // tile's part of the output, which no other tile writes.
-                let out = unsafe {
-                    std::slice::from_raw_parts_mut(dst.get().add((at.i0 + i) * n + at.c0), at.cols)
-                };
-                epilogue.finish(out, acc, &self.bias[at.c0..]);
-            }
-        });
-    }
+    });
 }
 
 #[cfg(test)]
@@ -560,10 +550,10 @@ mod tests {
             let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
             let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect();
             let b: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 3.0).collect();
-            let layer = DenseBf16::new(&w, &b, n, k);
-            let y = layer.forward_act(&x, m, Activation::Relu);
+            let panels = Panels::from_rows(&w, n, k);
+            let y = linear_act(&x, m, &panels, &b, Activation::Relu);
             let mut added = vec![1.0f32; m * n];
-            layer.forward_add(&x, m, &mut added);
+            linear_add(&x, m, &panels, &b, &mut added);
             for i in 0..m {
                 for j in 0..n {
                     let dot: f32 = (0..k)

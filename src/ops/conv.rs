@@ -203,10 +203,10 @@ impl ConvKernel {
         };
         if self.groups > 1 {
             self.depthwise(x, h, w, out, act);
-        } else if let (Some(wb), None | Some(Winograd::F2(_))) = (&self.bf16, &self.wino)
+        } else if let Some(wb) = &self.bf16
             && !(self.wino.is_some() && h.is_multiple_of(2) && w.is_multiple_of(2))
         {
-            // bf16 without Winograd (or F(2x2, 3x3) on odd sizes)
+            // bf16 without Winograd, or F(2x2, 3x3) (the only one bf16 keeps) on odd sizes
             return self.dense_bf16(wb, x, h, w, out, act);
         } else if self.k == 1 && self.stride == 1 && self.pad == 0 {
             self.pointwise(x, h * w, out, fused);
