@@ -10,6 +10,7 @@ use segrs::data::image_io::read_image;
 use segrs::data::shard::Shard;
 use segrs::formats::coco::{COCO_DETECTION_NAMES, load_gt, merge_results};
 use segrs::models::mask_rcnn::{InstancePrediction, MaskRcnn, MaskRcnnConfig};
+use segrs::ops::Precision;
 use segrs::viz::instances::{DrawnObject, color_of, draw_objects};
 use std::path::{Path, PathBuf};
 
@@ -106,6 +107,10 @@ pub struct PredictArgs {
     pub images: PathBuf,
     #[arg(long)]
     pub out: PathBuf,
+    /// What the products compute in: f32, or bf16 (with f32 sums; needs AVX512_BF16, else f32
+    /// runs and a note says why).
+    #[arg(long, default_value_t = Precision::F32)]
+    pub precision: Precision,
     /// Keep detections scoring above this (`box_score_thresh`).
     #[arg(long, default_value_t = 0.05)]
     pub score_thresh: f32,
@@ -298,7 +303,7 @@ fn numbered_images(a: &PredictArgs) -> Result<Vec<(u64, String, PathBuf)>> {
 fn predict(a: PredictArgs) -> Result<()> {
     let shard = a.shard.resolve()?;
     let images = shard.select(numbered_images(&a)?);
-    let model = MaskRcnn::load(&a.checkpoint)?;
+    let model = MaskRcnn::load_with(&a.checkpoint, super::on_this_cpu(a.precision))?;
     let names = class_names(&a, model.num_classes)?;
     let mut cfg = MaskRcnnConfig::default();
     cfg.transform.min_size = a.min_size;

@@ -10,6 +10,7 @@ use segrs::data::image_io::{LabelMap, read_image, write_label_png};
 use segrs::formats::panoptic::{PanopticAnnotation, PanopticCategory, segments_of, write_id_png};
 use segrs::models::mask2former::postprocess::{instances, panoptic, semantic};
 use segrs::models::mask2former::{Mask2Former, PostprocessConfig};
+use segrs::ops::Precision;
 use segrs::viz::instances::{DrawnObject, color_of, draw_objects};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -41,6 +42,11 @@ pub struct PredictArgs {
     pub images: PathBuf,
     #[arg(long)]
     pub out: PathBuf,
+    /// What the backbone's and pixel decoder's products compute in: f32, or bf16 (with f32
+    /// sums; needs AVX512_BF16, else f32 runs and a note says why). The query decoder stays
+    /// f32.
+    #[arg(long, default_value_t = Precision::F32)]
+    pub precision: Precision,
     #[arg(long, value_enum, default_value_t = Task::Panoptic)]
     pub task: Task,
     /// COCO categories (a JSON list, or any COCO JSON with "categories"): the model's labels
@@ -199,7 +205,7 @@ fn predict(a: PredictArgs) -> Result<()> {
             bail!("{flag} {v}: must be between 0 and 1");
         }
     }
-    let model = Mask2Former::load(&a.model)?;
+    let model = Mask2Former::load_with(&a.model, super::on_this_cpu(a.precision))?;
     let labels = model.config.labels.clone();
     let cats = categories(a.categories.as_deref(), &labels)?;
     let cfg = PostprocessConfig {

@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use segrs::ops::Precision;
 use segrs::sam::video::frames::Frames;
 use segrs::sam::video::output::VosWriter;
 use segrs::sam::video::predictor::{Retention, Sam2Video, VideoConfig, VideoPredictor};
@@ -60,6 +61,10 @@ pub struct VideoArgs {
     /// Keep every tracked frame's memory, as the reference does (memory grows with the video).
     #[arg(long)]
     pub keep_all_memories: bool,
+    /// What the products compute in: f32, or bf16 (with f32 sums; needs AVX512_BF16, else f32
+    /// runs and a note says why).
+    #[arg(long, default_value_t = Precision::F32)]
+    pub precision: Precision,
 }
 
 pub fn run(a: VideoArgs) -> Result<()> {
@@ -86,7 +91,8 @@ pub fn run(a: VideoArgs) -> Result<()> {
         );
     }
     let t = std::time::Instant::now();
-    let model = Sam2Video::load(&a.checkpoint, a.image_size)?;
+    let precision = super::on_this_cpu(a.precision);
+    let model = Sam2Video::load_with(&a.checkpoint, a.image_size, precision)?;
     eprintln!(
         "loaded {} from {} in {:.1} s; {n} frames of {}x{}",
         model.sam.variant,

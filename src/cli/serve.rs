@@ -21,8 +21,8 @@ pub struct ServeArgs {
     /// Mask R-CNN checkpoint (torchvision): POST /v1/instances/predict.
     #[arg(long)]
     pub maskrcnn: Option<PathBuf>,
-    /// Arithmetic of the SAM and U-Net models' dense layers and convolutions: f32, or bf16
-    /// with f32 sums (on CPUs with AVX512_BF16; elsewhere f32 runs, with a note).
+    /// Arithmetic of the models' dense layers and convolutions: f32, or bf16 with f32 sums (on
+    /// CPUs with AVX512_BF16; elsewhere f32 runs, with a note).
     #[arg(long, default_value_t = Precision::F32)]
     pub precision: Precision,
     /// Address to listen on; anything but loopback without --token is warned about.
@@ -147,7 +147,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         eprintln!("loaded U-Net ({num_classes} classes) from {}", p.display());
     }
     if let Some(p) = &a.maskrcnn {
-        let m = segrs::models::mask_rcnn::MaskRcnn::load(p)?;
+        let m = segrs::models::mask_rcnn::MaskRcnn::load_with(p, precision)?;
         eprintln!(
             "loaded Mask R-CNN ({} classes) from {}",
             m.num_classes,

@@ -31,6 +31,14 @@ impl Attention {
         }
     }
 
+    /// No hooks, the scores and values products in the precision of the projections.
+    pub fn hooks(&self) -> Hooks<'static> {
+        Hooks {
+            precision: self.q.precision(),
+            ..Hooks::default()
+        }
+    }
+
     pub fn head_dim(&self) -> usize {
         self.q.out / self.heads
     }

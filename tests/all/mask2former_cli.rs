@@ -136,6 +136,28 @@ fn instance_and_semantic_tasks() {
     let sem = segrs::data::image_io::read_mask(&out.join("semantic/semantic/dog.png")).unwrap();
     assert_eq!((sem.width, sem.height), (pic.width, pic.height));
     assert!(sem.data.iter().all(|&v| v < 133));
+    // --precision bf16: without AVX512_BF16 it says so and runs f32 (the same map)
+    let (code, stdout, stderr) = segrs(&[
+        "panoptic",
+        "predict",
+        "--model",
+        &model(),
+        "--images",
+        img.to_str().unwrap(),
+        "--out",
+        out.join("bf16").to_str().unwrap(),
+        "--task",
+        "semantic",
+        "--precision",
+        "bf16",
+    ]);
+    assert_eq!(code, 0, "bf16: {stdout}{stderr}");
+    let half = segrs::data::image_io::read_mask(&out.join("bf16/semantic/dog.png")).unwrap();
+    assert_eq!((half.width, half.height), (pic.width, pic.height));
+    if !segrs::ops::bf16::has_native() {
+        assert!(stderr.contains("AVX512_BF16"), "{stderr}");
+        assert_eq!(half.data, sem.data);
+    }
 }
 
 #[test]

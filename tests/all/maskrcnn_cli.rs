@@ -122,8 +122,14 @@ fn predict_shard_merge_and_bad_input() {
             "--no-overlays",
         ];
         args.extend(small);
+        // Without AVX512_BF16, --precision bf16 says so and runs f32 (the same results).
+        let bf16_note = i == 0 && !segrs::ops::bf16::has_native();
+        if bf16_note {
+            args.extend(["--precision", "bf16"]);
+        }
         let (code, _, err) = segrs(&args);
         assert_eq!(code, 0, "{err}");
+        assert!(!bf16_note || err.contains("AVX512_BF16"), "{err}");
         assert!(o.join(format!("results-{i}-of-2.json")).exists());
         merge_in.push(o);
     }
@@ -165,6 +171,20 @@ fn predict_shard_merge_and_bad_input() {
         err.contains("tiny_sam.pth") && err.contains("not a torchvision Mask R-CNN"),
         "{err}"
     );
+    let (code, _, err) = segrs(&[
+        "maskrcnn",
+        "predict",
+        "--checkpoint",
+        ck_s,
+        "--images",
+        img_s,
+        "--out",
+        d.join("x").to_str().unwrap(),
+        "--precision",
+        "fp8",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("fp8"), "{err}");
     std::fs::copy(images.join("dog.jpg"), images.join("extra.jpg")).unwrap();
     let (code, _, err) = segrs(&[
         "maskrcnn",

@@ -8,6 +8,7 @@ use super::swin::{FeatureMap, Swin};
 use super::transformer_decoder::{Predictions, TransformerDecoder};
 use crate::models::mask_rcnn::backbone::ResNet;
 use crate::nn::Weights;
+use crate::ops::Precision;
 use crate::sam::resize::pil_resize_bilinear;
 use anyhow::{Result, bail};
 use std::path::Path;
@@ -61,10 +62,22 @@ fn ignored(key: &str) -> bool {
 impl Mask2Former {
     /// Reads a model folder (`config.json`, `preprocessor_config.json`, weights).
     pub fn load(dir: &Path) -> Result<Self> {
-        Self::from_folder(ModelFolder::read(dir)?)
+        Self::load_with(dir, Precision::F32)
+    }
+
+    /// [`load`](Self::load) with the backbone's and pixel decoder's convolutions, dense layers
+    /// and attention products computing in `precision`. The query decoder stays f32: each of
+    /// its layers thresholds the mask logits into the next layer's attention mask, which turns
+    /// rounding into flipped pixels, and it is a small share of the time.
+    pub fn load_with(dir: &Path, precision: Precision) -> Result<Self> {
+        Self::from_folder_with(ModelFolder::read(dir)?, precision)
     }
 
     pub fn from_folder(folder: ModelFolder) -> Result<Self> {
+        Self::from_folder_with(folder, Precision::F32)
+    }
+
+    pub fn from_folder_with(folder: ModelFolder, precision: Precision) -> Result<Self> {
         let ModelFolder {
             config,
             preprocess,
@@ -87,7 +100,7 @@ impl Mask2Former {
                 config.labels.len()
             );
         }
-        let w = Weights::new(&weights);
+        let w = Weights::new(&weights).with_precision(precision);
         let plm = w.pp("model").pp("pixel_level_module");
         let backbone = match &config.backbone {
             BackboneConfig::Swin(c) => Backbone::Swin(Swin::load(&plm.pp("encoder"), c)),
@@ -105,9 +118,11 @@ impl Mask2Former {
             );
         }
         let pixel_decoder = PixelDecoder::load(&plm.pp("decoder"), &config, &channels);
+        // The query decoder in f32 (see `load_with`).
+        let w32 = w.clone().with_precision(Precision::F32);
         let decoder = TransformerDecoder::load(
-            &w.pp("model").pp("transformer_module"),
-            &w.pp("class_predictor"),
+            &w32.pp("model").pp("transformer_module"),
+            &w32.pp("class_predictor"),
             &config,
             classes,
         );

@@ -11,11 +11,11 @@
 
 use super::config::SwinConfig;
 use crate::nn::{Conv2d, ConvSpec, LayerNorm, Linear, Weights};
-use crate::ops::Activation;
 use crate::ops::attention::{HeadView, Hooks, attention};
 use crate::ops::layout::transpose;
 use crate::ops::profile::scope;
 use crate::ops::simd::vectorized;
+use crate::ops::{Activation, Precision};
 use rayon::prelude::*;
 
 /// The score added between tokens that the cyclic shift brought into one window from
@@ -196,10 +196,12 @@ fn load_block(
     let eps = cfg.layer_norm_eps;
     let att = w.pp("attention");
     let sa = att.pp("self");
+    // read in f32, joined, then converted once
+    let sa32 = sa.clone().with_precision(Precision::F32);
     let (q, k, v) = (
-        Linear::load(&sa.pp("query"), dim, dim),
-        Linear::load(&sa.pp("key"), dim, dim),
-        Linear::load(&sa.pp("value"), dim, dim),
+        Linear::load(&sa32.pp("query"), dim, dim),
+        Linear::load(&sa32.pp("key"), dim, dim),
+        Linear::load(&sa32.pp("value"), dim, dim),
     );
     let qkv = Linear::new(
         [q.weight(), k.weight(), v.weight()].concat(),
@@ -304,6 +306,7 @@ fn windows(b: &Block, qkv: &[f32], gh: usize, gw: usize, c: usize, ws: usize) ->
             };
             let hooks = Hooks {
                 bias: Some(&add_bias),
+                precision: b.qkv.precision(),
                 ..Hooks::default()
             };
             attention(

@@ -257,6 +257,7 @@ impl TransformerDecoder {
             1.0 / (d as f32).sqrt(),
             Hooks {
                 bias: Some(&mask_hook),
+                precision: layer.cross_q.precision(),
                 ..Hooks::default()
             },
         );
@@ -270,7 +271,7 @@ impl TransformerDecoder {
         let qk = add(&x, &self.query_positions);
         let o = layer
             .self_attn
-            .forward(&qk, nq, &qk, &x, nq, Hooks::default());
+            .forward(&qk, nq, &qk, &x, nq, layer.self_attn.hooks());
         add_assign(&mut h, &o);
         if !self.pre_norm {
             layer.self_norm.forward(&mut h);

@@ -12,6 +12,7 @@ use super::roi_heads::{BoxBranch, BoxConfig, detect};
 use super::rpn::{RpnConfig, RpnHead, propose};
 use super::transform::{ModelInput, TransformConfig, resize_boxes};
 use crate::nn::Weights;
+use crate::ops::Precision;
 use crate::weights::NamedTensors;
 use anyhow::{Context, Result, bail};
 use std::path::Path;
@@ -128,12 +129,21 @@ fn legacy_to_current(k: &str) -> Option<String> {
 
 impl MaskRcnn {
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_with(path, Precision::F32)
+    }
+
+    /// [`load`](Self::load) with the convolutions and dense layers computing in `precision`.
+    pub fn load_with(path: &Path, precision: Precision) -> Result<Self> {
         let named = NamedTensors::read(path)?;
-        Self::from_tensors(named)
+        Self::from_tensors_with(named, precision)
             .with_context(|| format!("loading Mask R-CNN from {}", path.display()))
     }
 
-    pub fn from_tensors(mut named: NamedTensors) -> Result<Self> {
+    pub fn from_tensors(named: NamedTensors) -> Result<Self> {
+        Self::from_tensors_with(named, Precision::F32)
+    }
+
+    pub fn from_tensors_with(mut named: NamedTensors, precision: Precision) -> Result<Self> {
         if !named.tensors.contains_key("backbone.body.conv1.weight")
             || !named
                 .tensors
@@ -147,7 +157,7 @@ impl MaskRcnn {
             );
         }
         upgrade_legacy_keys(&mut named);
-        let w = Weights::new(&named);
+        let w = Weights::new(&named).with_precision(precision);
         let variant = if w.contains("roi_heads.box_head.fc6.weight") {
             Variant::V1
         } else {

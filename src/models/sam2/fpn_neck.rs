@@ -7,13 +7,25 @@
 
 use super::hiera::StageOutput;
 use crate::nn::{Linear, Weights};
+use crate::ops::Precision;
 use anyhow::{Result, bail};
 
 pub struct FpnNeck {
     pub d_model: usize,
-    /// The lateral 1x1 convolution of each level, high resolution first.
-    pub laterals: Vec<Linear>,
-    pub top_down_levels: Vec<usize>,
+    /// High resolution first.
+    levels: Vec<Level>,
+}
+
+/// One pyramid level: its lateral 1x1 convolution (with the level's further projection folded
+/// in when nothing above feeds it), whether the level above is added to it, and the further
+/// projection that follows the sum when one is.
+struct Level {
+    lateral: Linear,
+    top_down: bool,
+    post: Option<Linear>,
+    /// The projection is folded into `lateral`: its output is not `d_model` features, and
+    /// the level below takes no sum from it.
+    folded: bool,
 }
 
 /// A 1x1 convolution `[cout, cin, 1, 1]` as a linear layer on rows.
@@ -60,8 +72,11 @@ fn upsample2(x: &[f32], h: usize, w: usize, c: usize) -> Vec<f32> {
 }
 
 impl FpnNeck {
-    /// `channels`: the trunk's stage widths, high resolution first.
-    pub fn load(w: &Weights, channels: &[usize]) -> Result<Self> {
+    /// `channels`: the trunk's stage widths, high resolution first; `post[i]`: a further 1x1
+    /// projection of level `i` (f32 layers `[d_model] -> [_]`; SAM 2's `conv_s0` / `conv_s1`).
+    /// Where no level above feeds a level, its two projections are composed here, once, in
+    /// f32 and then converted to the loader's precision.
+    pub fn load(w: &Weights, channels: &[usize], post: Vec<Option<Linear>>) -> Result<Self> {
         let n = channels.len();
         let Some(d_model) = w.dim("convs.0.conv.weight", 0) else {
             bail!("{}: no {}", w.source(), w.key("convs.0.conv.weight"));
@@ -73,55 +88,77 @@ impl FpnNeck {
                 w.count_blocks("convs")
             );
         }
-        let laterals = (0..n)
-            .map(|i| {
-                pointwise(
-                    &w.pp("convs").pp(n - 1 - i).pp("conv"),
-                    channels[i],
-                    d_model,
-                )
-            })
-            .collect();
-        Ok(Self {
-            d_model,
-            laterals,
-            top_down_levels: vec![n - 2, n - 1],
-        })
+        if post.len() > n {
+            bail!("{} projections after a {n}-level neck", post.len());
+        }
+        if let Some(p) = post.iter().flatten().find(|p| p.inp != d_model) {
+            bail!(
+                "a projection of {} channels after a {d_model}-channel neck",
+                p.inp
+            );
+        }
+        let precision = w.precision();
+        let f32_weights = w.clone().with_precision(Precision::F32);
+        let top_down_levels = [n.saturating_sub(2), n - 1];
+        let mut post = post;
+        post.resize_with(n, || None);
+        let mut levels: Vec<Level> = Vec::with_capacity(n);
+        // Top-down: a listed level takes the sum only when the level above kept its own
+        // lateral features (was not folded into a projection).
+        let mut above_kept = false;
+        for (i, p) in post.into_iter().enumerate().rev() {
+            let lateral = pointwise(
+                &f32_weights.pp("convs").pp(n - 1 - i).pp("conv"),
+                channels[i],
+                d_model,
+            );
+            let top_down = top_down_levels.contains(&i) && above_kept;
+            let level = match p {
+                Some(p) if !top_down => Level {
+                    lateral: compose(&lateral, &p).with_precision(precision),
+                    top_down,
+                    post: None,
+                    folded: true,
+                },
+                p => Level {
+                    lateral: lateral.with_precision(precision),
+                    top_down,
+                    post: p.map(|p| p.with_precision(precision)),
+                    folded: false,
+                },
+            };
+            above_kept = !level.folded;
+            levels.push(level);
+        }
+        levels.reverse();
+        Ok(Self { d_model, levels })
     }
 
-    /// The pyramid, high resolution first, each level `[h * w, d_model]` or, where `post[i]`
-    /// gives a further 1x1 projection, through it (folded into the lateral convolution on
-    /// levels without a top-down input).
-    pub fn forward(&self, xs: &[StageOutput], post: &[Option<&Linear>]) -> Result<Vec<Vec<f32>>> {
-        let n = self.laterals.len();
+    /// The pyramid, high resolution first, each level `[h * w, d_model]` or, where the level
+    /// has a further projection, through it.
+    pub fn forward(&self, xs: &[StageOutput]) -> Result<Vec<Vec<f32>>> {
+        let n = self.levels.len();
         if xs.len() != n {
             bail!("the neck has {n} levels, the trunk gave {}", xs.len());
         }
         let mut out: Vec<Vec<f32>> = vec![Vec::new(); n];
-        let mut prev: Option<(Vec<f32>, usize, usize)> = None;
-        for i in (0..n).rev() {
+        let mut above: Option<(Vec<f32>, usize, usize)> = None;
+        for (i, level) in self.levels.iter().enumerate().rev() {
             let x = &xs[i];
-            let p = post.get(i).copied().flatten();
-            let top_down = self.top_down_levels.contains(&i) && prev.is_some();
-            if !top_down && let Some(p) = p {
-                // Nothing above feeds this level: the two projections are one.
-                out[i] = compose(&self.laterals[i], p).forward(&x.rows, x.h * x.w);
-                prev = None;
-                continue;
-            }
-            let mut f = self.laterals[i].forward(&x.rows, x.h * x.w);
-            if top_down && let Some((up, ph, pw)) = &prev {
+            let mut f = level.lateral.forward(&x.rows, x.h * x.w);
+            if level.top_down {
+                let Some((up, ph, pw)) = &above else {
+                    bail!("the neck's level {i} has no level above it");
+                };
                 if 2 * ph != x.h || 2 * pw != x.w {
                     bail!("FPN levels must halve: {ph}x{pw} above {}x{}", x.h, x.w);
                 }
                 let u = upsample2(up, *ph, *pw, self.d_model);
                 f.iter_mut().zip(&u).for_each(|(a, b)| *a += b);
             }
-            out[i] = match p {
-                Some(p) => p.forward(&f, x.h * x.w),
-                None => f.clone(),
-            };
-            prev = Some((f, x.h, x.w));
+            let projected = level.post.as_ref().map(|p| p.forward(&f, x.h * x.w));
+            out[i] = projected.unwrap_or_else(|| f.clone());
+            above = (!level.folded).then_some((f, x.h, x.w));
         }
         Ok(out)
     }

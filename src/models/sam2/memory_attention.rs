@@ -8,7 +8,6 @@
 
 use crate::nn::{Attention, LayerNorm, Linear, Weights};
 use crate::ops::Activation;
-use crate::ops::attention::Hooks;
 use crate::ops::rope::AxialRope;
 use anyhow::{Result, bail};
 
@@ -141,7 +140,7 @@ impl MemoryAttention {
             rope.apply(&mut k, n);
             let a = l
                 .self_attn
-                .forward_projected(&q, n, &k, &v, n, Hooks::default());
+                .forward_projected(&q, n, &k, &v, n, l.self_attn.hooks());
             x.iter_mut().zip(&a).for_each(|(s, o)| *s += o);
             // cross-attention to the memory, rotary repeated per memory frame
             let mut t = x.clone();
@@ -153,7 +152,7 @@ impl MemoryAttention {
             rope.apply(&mut k[..rotated * d], rotated);
             let a = l
                 .cross_attn
-                .forward_projected(&q, n, &k, &v, nk, Hooks::default());
+                .forward_projected(&q, n, &k, &v, nk, l.cross_attn.hooks());
             x.iter_mut().zip(&a).for_each(|(s, o)| *s += o);
             // MLP
             let mut t = x.clone();

@@ -13,7 +13,7 @@ use super::hiera::Hiera;
 use crate::models::sam::mask_decoder::MaskDecoder;
 use crate::models::sam::model::{Heads, ImageEmbedding};
 use crate::models::sam::prompt_encoder::{PointPrompt, PromptEncoder};
-use crate::nn::{Linear, Weights};
+use crate::nn::Weights;
 use crate::ops::Precision;
 use crate::ops::layout::transpose;
 use crate::weights::NamedTensors;
@@ -46,8 +46,6 @@ pub struct Sam2 {
     pub variant: String,
     pub trunk: Hiera,
     pub neck: FpnNeck,
-    /// `conv_s0` / `conv_s1` on rows (folded into the neck's lateral convolutions).
-    conv_s: (Linear, Linear),
     no_mem_embed: Vec<f32>,
     pub prompt_encoder: PromptEncoder,
     pub mask_decoder: MaskDecoder,
@@ -116,8 +114,18 @@ impl Sam2 {
         let root = Weights::new(w).with_precision(precision);
         let trunk = Hiera::load(&root.pp("image_encoder.trunk"))?;
         let dims = trunk.config.stage_dims();
-        let neck = FpnNeck::load(&root.pp("image_encoder.neck"), &dims)?;
-        let d = neck.d_model;
+        let Some(d) = root.dim("image_encoder.neck.convs.0.conv.weight", 0) else {
+            bail!("{}: no image_encoder.neck.convs.0.conv.weight", w.source);
+        };
+        // `conv_s0` / `conv_s1` follow the stride-4 / stride-8 levels; the neck folds them
+        // into its lateral convolutions (from the f32 weights, then converted).
+        let dec = root.pp("sam_mask_decoder");
+        let dec_f32 = dec.clone().with_precision(Precision::F32);
+        let post = vec![
+            Some(pointwise(&dec_f32.pp("conv_s0"), d, d / 8)),
+            Some(pointwise(&dec_f32.pp("conv_s1"), d, d / 4)),
+        ];
+        let neck = FpnNeck::load(&root.pp("image_encoder.neck"), &dims, post)?;
         let g = image_size / 16;
         let prompt_encoder = PromptEncoder::load(
             &root.pp("sam_prompt_encoder"),
@@ -139,11 +147,6 @@ impl Sam2 {
                 w.source
             );
         }
-        let dec = root.pp("sam_mask_decoder");
-        let conv_s = (
-            pointwise(&dec.pp("conv_s0"), d, d / 8),
-            pointwise(&dec.pp("conv_s1"), d, d / 4),
-        );
         let no_mem_embed = root.get("no_mem_embed", &[1, 1, d]);
         root.finish("SAM 2")?;
         let unknown = root.unused(&VIDEO_KEYS);
@@ -161,7 +164,6 @@ impl Sam2 {
             variant: format!("{version}_hiera_{}", trunk.config.size),
             trunk,
             neck,
-            conv_s,
             no_mem_embed,
             prompt_encoder,
             mask_decoder,
@@ -214,8 +216,7 @@ impl Sam2 {
     pub fn encode_features(&self, input: &[f32]) -> Result<FrameFeatures> {
         let s = self.image_size;
         let stages = self.trunk.forward(input, s)?;
-        let post = [Some(&self.conv_s.0), Some(&self.conv_s.1)];
-        let levels = self.neck.forward(&stages, &post)?;
+        let levels = self.neck.forward(&stages)?;
         let d = self.neck.d_model;
         let at = |i: usize| (stages[i].h, stages[i].w);
         let ((h0, w0), (h1, w1), (h2, w2)) = (at(0), at(1), at(2));

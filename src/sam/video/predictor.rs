@@ -26,6 +26,7 @@ use crate::models::sam2::tracking_heads::{
     FrameOutput, MAX_OBJ_PTRS, NUM_MASKMEM, StoredFrame, TrackingParts, round_bf16,
 };
 use crate::nn::Weights;
+use crate::ops::Precision;
 use crate::ops::layout::transpose;
 use crate::ops::resize::{bilinear_antialias, bilinear_plane};
 use crate::sam::amg::components;
@@ -45,14 +46,28 @@ impl Sam2Video {
     /// Loads a SAM 2 checkpoint (`.pt` or safetensors) at input size `image_size` (1024 for the
     /// released models).
     pub fn load(path: &Path, image_size: usize) -> Result<Self> {
+        Self::load_with(path, image_size, Precision::F32)
+    }
+
+    /// [`load`](Self::load) with the dense layers, convolutions and attention products
+    /// computing in `precision`.
+    pub fn load_with(path: &Path, image_size: usize, precision: Precision) -> Result<Self> {
         let w = NamedTensors::read(path)?;
-        Self::from_tensors(&w, image_size)
+        Self::from_tensors_with(&w, image_size, precision)
             .with_context(|| format!("loading SAM 2 from {}", path.display()))
     }
 
     pub fn from_tensors(w: &NamedTensors, image_size: usize) -> Result<Self> {
-        let sam = Sam2::from_tensors_sized(w, image_size)?;
-        let root = Weights::new(w);
+        Self::from_tensors_with(w, image_size, Precision::F32)
+    }
+
+    pub fn from_tensors_with(
+        w: &NamedTensors,
+        image_size: usize,
+        precision: Precision,
+    ) -> Result<Self> {
+        let sam = Sam2::from_tensors_sized_with(w, image_size, precision)?;
+        let root = Weights::new(w).with_precision(precision);
         let parts = TrackingParts::load(&root)?;
         root.finish("SAM 2 video (memory attention, memory encoder, object pointers)")?;
         Ok(Self { sam, parts })
