@@ -7,7 +7,7 @@
 //! run's median. Needs no reference environment. Results go to stdout and to BENCHMARKS.md.
 //! Environment: SEGRS_BENCH_THREADS (default: all cores), SEGRS_BENCH_REPEATS (default 3),
 //! SEGRS_PROFILE (sections, default `sam,unet,unet_train,maskrcnn_train`; `sam_decoder` is SAM's
-//! decoder alone). `maskrcnn_train`:
+//! decoder alone, `sam_tiny` MobileSAM's encoder alone; `sam` includes both). `maskrcnn_train`:
 //! one Mask R-CNN training step (fresh weights, batch statistics, whole body trained; two
 //! 256x320 images with 40 objects each, SGD), its phases timed and the engine's operations
 //! profiled.
@@ -30,6 +30,9 @@ fn main() {
     };
     if wanted("sam") || wanted("sam_decoder") {
         sam_profiles(threads, repeats, !wanted("sam"));
+    }
+    if wanted("sam") || wanted("sam_tiny") {
+        sam_tiny_profile(threads, repeats);
     }
     if wanted("unet") {
         unet_forward_profile(threads, repeats);
@@ -156,8 +159,15 @@ fn maskrcnn_train_profile(threads: usize, repeats: usize) {
     write_section("maskrcnn_train_profile", &md);
 }
 
-/// SAM ViT-B's encoder, its prompt encoder + mask decoder, and MobileSAM's encoder
-/// (`decoder_only`: the decoder alone, on one unprofiled encoder forward).
+/// The encoders' input: a 1x3x1024x1024 pattern.
+fn encoder_input() -> Vec<f32> {
+    (0..3 * 1024 * 1024)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect()
+}
+
+/// SAM ViT-B's encoder and its prompt encoder + mask decoder (`decoder_only`: the decoder
+/// alone, on one unprofiled encoder forward).
 fn sam_profiles(threads: usize, repeats: usize, decoder_only: bool) {
     let dir = std::env::temp_dir().join(format!("segrs-sam-profile-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -165,10 +175,7 @@ fn sam_profiles(threads: usize, repeats: usize, decoder_only: bool) {
     random_vit_b(&path);
     let sam = Sam::load(&path).unwrap();
     std::fs::remove_dir_all(&dir).ok();
-    let n = 3 * 1024 * 1024;
-    let x: Vec<f32> = (0..n)
-        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
-        .collect();
+    let x = encoder_input();
     if !decoder_only {
         sam_encoder_profile(&sam, &x, threads, repeats);
     }
@@ -201,11 +208,11 @@ fn sam_profiles(threads: usize, repeats: usize, decoder_only: bool) {
     );
     print!("{md}");
     write_section("sam_decoder_profile", &md);
-    if decoder_only {
-        return;
-    }
+}
 
-    // MobileSAM's TinyViT encoder, random weights under its official keys.
+/// MobileSAM's TinyViT encoder, random weights under its official keys.
+fn sam_tiny_profile(threads: usize, repeats: usize) {
+    let x = encoder_input();
     let dir = std::env::temp_dir().join(format!("segrs-sam-profile-t-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("vit_t.safetensors");

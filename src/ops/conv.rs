@@ -196,9 +196,13 @@ impl ConvKernel {
         );
         let (ho, wo) = self.out_size(h, w);
         assert_eq!(out.len(), self.cout * ho * wo, "convolution output size");
+        // Applied tile by tile while in cache: any activation by the 1x1 and unfolded
+        // paths, ReLU only by the Winograd ones (the rest after them, in one pass).
+        let unfolded = self.wino.is_none() || !(h.is_multiple_of(2) && w.is_multiple_of(2));
         let fused = match act {
             _ if self.groups > 1 => act,
             Activation::None | Activation::Relu => act,
+            _ if unfolded => act,
             _ => Activation::None,
         };
         if self.groups > 1 {
@@ -226,10 +230,15 @@ impl ConvKernel {
         }
     }
 
-    /// 1x1: tiles of positions, one product each.
+    /// 1x1: tiles of positions, one product each, the tile's output (`cout` x the tile's
+    /// positions) about [`TILE_OUTPUTS`] values so that the bias and the activation find it
+    /// in cache.
     fn pointwise(&self, x: &[f32], hw: usize, out: &mut [f32], act: Activation) {
         let threads = rayon::current_num_threads().max(1);
-        let per = (hw / threads).max(1024);
+        let per = (TILE_OUTPUTS / self.cout.max(1))
+            .clamp(256, 4096)
+            .min(hw.div_ceil(threads))
+            .max(1);
         let tiles = hw.div_ceil(per);
         let par_inner = tiles < threads && rayon::current_thread_index().is_none();
         let ptr = SendPtr(out.as_mut_ptr());
@@ -507,17 +516,26 @@ fn unfold_rows(
     }
 }
 
-/// Adds the bias (and ReLU) to the columns `p0..p0+n` of every output channel.
+/// Output values per tile of a 1x1 convolution's product (256 KiB of f32).
+const TILE_OUTPUTS: usize = 1 << 16;
+
+/// Adds the bias and applies `act` to the columns `p0..p0+n` of every output channel.
 fn finish(out: SendPtr, bias: &[f32], hw: usize, p0: usize, n: usize, act: Activation) {
-    for (co, &b) in bias.iter().enumerate() {
-        // SAFETY: each tile owns columns p0..p0+n of every channel; tiles do not overlap.
-        let row = unsafe { std::slice::from_raw_parts_mut(out.0.add(co * hw + p0), n) };
-        if act == Activation::Relu {
-            row.iter_mut().for_each(|v| *v = (*v + b).max(0.0));
-        } else {
-            row.iter_mut().for_each(|v| *v += b);
-        }
-    }
+    vectorized(
+        #[inline(always)]
+        || {
+            for (co, &b) in bias.iter().enumerate() {
+                // SAFETY: each tile owns columns p0..p0+n of every channel; tiles do not
+                // overlap.
+                let row = unsafe { std::slice::from_raw_parts_mut(out.0.add(co * hw + p0), n) };
+                match act {
+                    Activation::None => row.iter_mut().for_each(|v| *v += b),
+                    Activation::Relu => row.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),
+                    _ => row.iter_mut().for_each(|v| *v = act.of(*v + b)),
+                }
+            }
+        },
+    )
 }
 
 /// `U = G g G^T` for every 3x3 kernel, laid out as 16 matrices `[cout, cin]`.

@@ -78,6 +78,9 @@ impl FpnNeck {
     /// f32 and then converted to the loader's precision.
     pub fn load(w: &Weights, channels: &[usize], post: Vec<Option<Linear>>) -> Result<Self> {
         let n = channels.len();
+        if n == 0 {
+            bail!("{}: a neck needs at least one trunk stage", w.source());
+        }
         let Some(d_model) = w.dim("convs.0.conv.weight", 0) else {
             bail!("{}: no {}", w.source(), w.key("convs.0.conv.weight"));
         };
