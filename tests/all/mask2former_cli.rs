@@ -102,22 +102,29 @@ fn instance_and_semantic_tasks() {
     let img = fixtures().join("maskrcnn/dog.jpg");
     let pic = segrs::data::image_io::read_image(&img).unwrap();
     let out = tmp("m2f-tasks");
-    for task in ["instance", "semantic"] {
-        let (code, stdout, stderr) = segrs(&[
+    // `panoptic predict` of the dog photo into `out/dir` (its stderr), which must succeed.
+    let run = |dir: &str, task: &str, extra: &[&str]| {
+        let o = out.join(dir);
+        let model = model();
+        let mut args = vec![
             "panoptic",
             "predict",
             "--model",
-            &model(),
+            &model,
             "--images",
             img.to_str().unwrap(),
             "--out",
-            out.join(task).to_str().unwrap(),
+            o.to_str().unwrap(),
             "--task",
             task,
-            "--threshold",
-            "0.3",
-        ]);
-        assert_eq!(code, 0, "{task}: {stdout}{stderr}");
+        ];
+        args.extend_from_slice(extra);
+        let (code, stdout, stderr) = segrs(&args);
+        assert_eq!(code, 0, "{dir}: {stdout}{stderr}");
+        stderr
+    };
+    for task in ["instance", "semantic"] {
+        run(task, task, &["--threshold", "0.3"]);
     }
     let results = read_json(&out.join("instance/results.json"));
     let recs = results.as_array().unwrap();
@@ -137,21 +144,7 @@ fn instance_and_semantic_tasks() {
     assert_eq!((sem.width, sem.height), (pic.width, pic.height));
     assert!(sem.data.iter().all(|&v| v < 133));
     // --precision bf16: without AVX512_BF16 it says so and runs f32 (the same map)
-    let (code, stdout, stderr) = segrs(&[
-        "panoptic",
-        "predict",
-        "--model",
-        &model(),
-        "--images",
-        img.to_str().unwrap(),
-        "--out",
-        out.join("bf16").to_str().unwrap(),
-        "--task",
-        "semantic",
-        "--precision",
-        "bf16",
-    ]);
-    assert_eq!(code, 0, "bf16: {stdout}{stderr}");
+    let stderr = run("bf16", "semantic", &["--precision", "bf16"]);
     let half = segrs::data::image_io::read_mask(&out.join("bf16/semantic/dog.png")).unwrap();
     assert_eq!((half.width, half.height), (pic.width, pic.height));
     if !segrs::ops::bf16::has_native() {

@@ -171,50 +171,32 @@ fn predict_shard_merge_and_bad_input() {
         err.contains("tiny_sam.pth") && err.contains("not a torchvision Mask R-CNN"),
         "{err}"
     );
-    let (code, _, err) = segrs(&[
-        "maskrcnn",
-        "predict",
-        "--checkpoint",
-        ck_s,
-        "--images",
-        img_s,
-        "--out",
-        d.join("x").to_str().unwrap(),
-        "--precision",
-        "fp8",
-    ]);
-    assert_ne!(code, 0);
+    // The error output of a run on the images with `extra` flags, which must fail.
+    let fails = |out: &str, extra: &[&str]| {
+        let out = d.join(out);
+        let mut args = vec![
+            "maskrcnn",
+            "predict",
+            "--checkpoint",
+            ck_s,
+            "--images",
+            img_s,
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let (code, _, err) = segrs(&args);
+        assert_ne!(code, 0, "{args:?}");
+        err
+    };
+    let err = fails("x", &["--precision", "fp8"]);
     assert!(err.contains("fp8"), "{err}");
     std::fs::copy(images.join("dog.jpg"), images.join("extra.jpg")).unwrap();
-    let (code, _, err) = segrs(&[
-        "maskrcnn",
-        "predict",
-        "--checkpoint",
-        ck_s,
-        "--images",
-        img_s,
-        "--gt",
-        gt_s,
-        "--out",
-        d.join("y").to_str().unwrap(),
-    ]);
-    assert_ne!(code, 0);
+    let err = fails("y", &["--gt", gt_s]);
     assert!(
         err.contains("extra.jpg") && err.contains("gt.json"),
         "{err}"
     );
-    let (code, _, err) = segrs(&[
-        "maskrcnn",
-        "predict",
-        "--checkpoint",
-        ck_s,
-        "--images",
-        img_s,
-        "--out",
-        d.join("z").to_str().unwrap(),
-        "--shard",
-        "2/2",
-    ]);
-    assert_ne!(code, 0);
+    let err = fails("z", &["--shard", "2/2"]);
     assert!(err.contains("2/2"), "{err}");
 }
