@@ -198,11 +198,15 @@ impl ConvKernel {
         assert_eq!(out.len(), self.cout * ho * wo, "convolution output size");
         // Applied tile by tile while in cache: any activation by the 1x1 and unfolded
         // paths, ReLU only by the Winograd ones (the rest after them, in one pass).
-        let unfolded = self.wino.is_none() || !(h.is_multiple_of(2) && w.is_multiple_of(2));
+        let transformed = match &self.wino {
+            Some(Winograd::F4(_)) => true,
+            Some(Winograd::F2(_)) => h.is_multiple_of(2) && w.is_multiple_of(2),
+            None => false,
+        };
         let fused = match act {
             _ if self.groups > 1 => act,
             Activation::None | Activation::Relu => act,
-            _ if unfolded => act,
+            _ if !transformed => act,
             _ => Activation::None,
         };
         if self.groups > 1 {
@@ -231,13 +235,13 @@ impl ConvKernel {
     }
 
     /// 1x1: tiles of positions, one product each, the tile's output (`cout` x the tile's
-    /// positions) about [`TILE_OUTPUTS`] values so that the bias and the activation find it
-    /// in cache.
+    /// positions) about [`TILE_OUTPUTS`] values, so that the bias and the activation find it
+    /// in cache, but 256 to 4096 positions, and fewer when that gives each thread a tile.
     fn pointwise(&self, x: &[f32], hw: usize, out: &mut [f32], act: Activation) {
         let threads = rayon::current_num_threads().max(1);
         let per = (TILE_OUTPUTS / self.cout.max(1))
             .clamp(256, 4096)
-            .min(hw.div_ceil(threads))
+            .min(hw.div_ceil(threads).max(256))
             .max(1);
         let tiles = hw.div_ceil(per);
         let par_inner = tiles < threads && rayon::current_thread_index().is_none();
@@ -1027,6 +1031,48 @@ mod tests {
         let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
         let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
         (num / den).sqrt()
+    }
+
+    /// Every algorithm applies its activation exactly once, fused into its tiles or after:
+    /// GELU through `forward` equals the plain convolution with GELU applied afterwards, for
+    /// 1x1 (several tiles), unfolded (strided), Winograd F(2x2) (even and odd sizes),
+    /// Winograd F(4x4) (even and odd sizes), depthwise, and bf16.
+    #[test]
+    fn activations_apply_once_on_every_path() {
+        let val = |i: usize| ((i * 7919 % 1000) as f32 / 500.0) - 1.0;
+        for (cin, cout, k, s, groups, h, w, bf16) in [
+            (8, 6, 1, 1, 1, 40, 30, false),
+            (8, 6, 3, 2, 1, 9, 8, false),
+            (8, 6, 3, 1, 1, 6, 10, false),
+            (8, 6, 3, 1, 1, 7, 9, false),
+            (40, 6, 3, 1, 1, 8, 12, false),
+            (40, 6, 3, 1, 1, 7, 9, false),
+            (6, 6, 3, 1, 6, 7, 9, false),
+            (40, 6, 3, 1, 1, 8, 12, true),
+            (40, 6, 1, 1, 1, 7, 9, true),
+        ] {
+            let wts: Vec<f32> = (0..cout * cin / groups * k * k)
+                .map(|i| val(i) * 0.2)
+                .collect();
+            let b: Vec<f32> = (0..cout).map(|i| val(i + 5)).collect();
+            let mut kern = ConvKernel::new(wts, Some(b), cin, cout, k, s, k / 2, groups);
+            if bf16 {
+                kern = kern.with_precision(Precision::Bf16);
+            }
+            let x: Vec<f32> = (0..cin * h * w).map(|i| val(i + 11)).collect();
+            let (mut want, _, _) = kern.forward(&x, h, w, Activation::None);
+            Activation::Gelu.apply(&mut want);
+            let (got, _, _) = kern.forward(&x, h, w, Activation::Gelu);
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                err < 1e-5,
+                "{cin}->{cout} k{k} s{s} {h}x{w}: max difference {err}"
+            );
+        }
     }
 
     /// bf16 kernels against f32 on the bf16-rounded operands: unfolded tiles (a strided 3x3,
