@@ -61,21 +61,23 @@ fn predict_shard_merge_and_bad_input() {
         "--detections",
         "20",
     ];
+    // `maskrcnn predict` of `checkpoint` on the images into `out`, with `extra` flags.
+    let predict = |checkpoint: &str, out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "maskrcnn",
+            "predict",
+            "--checkpoint",
+            checkpoint,
+            "--images",
+            img_s,
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        segrs(&args)
+    };
     let out = d.join("all");
-    let mut args = vec![
-        "maskrcnn",
-        "predict",
-        "--checkpoint",
-        ck_s,
-        "--images",
-        img_s,
-        "--gt",
-        gt_s,
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend(small);
-    let (code, stdout, err) = segrs(&args);
+    let (code, stdout, err) = predict(ck_s, &out, &[&["--gt", gt_s][..], &small].concat());
     assert_eq!(code, 0, "{err}");
     assert!(
         stdout.contains("maskrcnn_resnet50_fpn,") && stdout.contains("AP"),
@@ -106,28 +108,14 @@ fn predict_shard_merge_and_bad_input() {
     for i in 0..2 {
         let o = d.join(format!("shard{i}"));
         let shard = format!("{i}/2");
-        let mut args = vec![
-            "maskrcnn",
-            "predict",
-            "--checkpoint",
-            ck_s,
-            "--images",
-            img_s,
-            "--gt",
-            gt_s,
-            "--out",
-            o.to_str().unwrap(),
-            "--shard",
-            &shard,
-            "--no-overlays",
-        ];
+        let mut args = vec!["--gt", gt_s, "--shard", &shard, "--no-overlays"];
         args.extend(small);
         // Without AVX512_BF16, --precision bf16 says so and runs f32 (the same results).
         let bf16_note = i == 0 && !segrs::ops::bf16::has_native();
         if bf16_note {
             args.extend(["--precision", "bf16"]);
         }
-        let (code, _, err) = segrs(&args);
+        let (code, _, err) = predict(ck_s, &o, &args);
         assert_eq!(code, 0, "{err}");
         assert!(!bf16_note || err.contains("AVX512_BF16"), "{err}");
         assert!(o.join(format!("results-{i}-of-2.json")).exists());
@@ -156,16 +144,7 @@ fn predict_shard_merge_and_bad_input() {
 
     // Bad input: a SAM checkpoint, an image the --gt file lacks, a malformed shard.
     let sam = fixtures().join("sam/tiny_sam.pth");
-    let (code, _, err) = segrs(&[
-        "maskrcnn",
-        "predict",
-        "--checkpoint",
-        sam.to_str().unwrap(),
-        "--images",
-        img_s,
-        "--out",
-        d.join("x").to_str().unwrap(),
-    ]);
+    let (code, _, err) = predict(sam.to_str().unwrap(), &d.join("x"), &[]);
     assert_ne!(code, 0);
     assert!(
         err.contains("tiny_sam.pth") && err.contains("not a torchvision Mask R-CNN"),
@@ -173,20 +152,8 @@ fn predict_shard_merge_and_bad_input() {
     );
     // The error output of a run on the images with `extra` flags, which must fail.
     let fails = |out: &str, extra: &[&str]| {
-        let out = d.join(out);
-        let mut args = vec![
-            "maskrcnn",
-            "predict",
-            "--checkpoint",
-            ck_s,
-            "--images",
-            img_s,
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        let (code, _, err) = segrs(&args);
-        assert_ne!(code, 0, "{args:?}");
+        let (code, _, err) = predict(ck_s, &d.join(out), extra);
+        assert_ne!(code, 0, "{extra:?}");
         err
     };
     let err = fails("x", &["--precision", "fp8"]);

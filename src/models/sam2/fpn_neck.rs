@@ -72,6 +72,14 @@ fn upsample2(x: &[f32], h: usize, w: usize, c: usize) -> Vec<f32> {
 }
 
 impl FpnNeck {
+    /// The model width of the neck under `w` (its lateral convolutions' outputs).
+    pub fn width(w: &Weights) -> Result<usize> {
+        match w.dim("convs.0.conv.weight", 0) {
+            Some(d) => Ok(d),
+            None => bail!("{}: no {}", w.source(), w.key("convs.0.conv.weight")),
+        }
+    }
+
     /// `channels`: the trunk's stage widths, high resolution first; `post[i]`: a further 1x1
     /// projection of level `i` (f32 layers `[d_model] -> [_]`; SAM 2's `conv_s0` / `conv_s1`).
     /// Where no level above feeds a level, its two projections are composed here, once, in
@@ -81,9 +89,7 @@ impl FpnNeck {
         if n == 0 {
             bail!("{}: a neck needs at least one trunk stage", w.source());
         }
-        let Some(d_model) = w.dim("convs.0.conv.weight", 0) else {
-            bail!("{}: no {}", w.source(), w.key("convs.0.conv.weight"));
-        };
+        let d_model = Self::width(w)?;
         if w.count_blocks("convs") != n {
             bail!(
                 "{}: the neck has {} lateral convolutions for a trunk of {n} stages",

@@ -114,9 +114,8 @@ impl Sam2 {
         let root = Weights::new(w).with_precision(precision);
         let trunk = Hiera::load(&root.pp("image_encoder.trunk"))?;
         let dims = trunk.config.stage_dims();
-        let Some(d) = root.dim("image_encoder.neck.convs.0.conv.weight", 0) else {
-            bail!("{}: no image_encoder.neck.convs.0.conv.weight", w.source);
-        };
+        let neck_w = root.pp("image_encoder.neck");
+        let d = FpnNeck::width(&neck_w)?;
         // `conv_s0` / `conv_s1` follow the stride-4 / stride-8 levels; the neck folds them
         // into its lateral convolutions (from the f32 weights, then converted).
         let dec = root.pp("sam_mask_decoder");
@@ -125,7 +124,7 @@ impl Sam2 {
             Some(pointwise(&dec_f32.pp("conv_s0"), d, d / 8)),
             Some(pointwise(&dec_f32.pp("conv_s1"), d, d / 4)),
         ];
-        let neck = FpnNeck::load(&root.pp("image_encoder.neck"), &dims, post)?;
+        let neck = FpnNeck::load(&neck_w, &dims, post)?;
         let g = image_size / 16;
         let prompt_encoder = PromptEncoder::load(
             &root.pp("sam_prompt_encoder"),
