@@ -10,7 +10,8 @@
 //! decoder alone, `sam_tiny` MobileSAM's encoder alone; `sam` includes both). `maskrcnn_train`:
 //! one Mask R-CNN training step (fresh weights, batch statistics, whole body trained; two
 //! 256x320 images with 40 objects each, SGD), its phases timed and the engine's operations
-//! profiled.
+//! profiled. SEGRS_BENCH_PRECISION=bf16 runs the inference sections (`sam`, `sam_tiny`, `unet`)
+//! with bf16 products (their sections then end in `_bf16`).
 
 mod common;
 use common::{cpu_name, profiled, random_vit_b, repeats, table, thread_pool, write_section};
@@ -18,6 +19,18 @@ use common::{cpu_name, profiled, random_vit_b, repeats, table, thread_pool, writ
 use segrs::models::sam::model::Sam;
 use segrs::models::sam::prompt_encoder::PointPrompt;
 use segrs::ops::profile::{self, OpTotal};
+
+/// The inference sections' precision (SEGRS_BENCH_PRECISION, default f32), and the suffix of
+/// their BENCHMARKS.md sections.
+fn precision() -> (segrs::ops::Precision, &'static str) {
+    match std::env::var("SEGRS_BENCH_PRECISION") {
+        Ok(p) => match p.parse().expect("SEGRS_BENCH_PRECISION") {
+            segrs::ops::Precision::F32 => (segrs::ops::Precision::F32, ""),
+            segrs::ops::Precision::Bf16 => (segrs::ops::Precision::Bf16, "_bf16"),
+        },
+        Err(_) => (segrs::ops::Precision::F32, ""),
+    }
+}
 
 fn main() {
     let threads = thread_pool();
@@ -173,7 +186,7 @@ fn sam_profiles(threads: usize, repeats: usize, decoder_only: bool) {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("vit_b.safetensors");
     random_vit_b(&path);
-    let sam = Sam::load(&path).unwrap();
+    let sam = Sam::load_with(&path, precision().0).unwrap();
     std::fs::remove_dir_all(&dir).ok();
     let x = encoder_input();
     if !decoder_only {
@@ -198,8 +211,9 @@ fn sam_profiles(threads: usize, repeats: usize, decoder_only: bool) {
     let (plain, ops) = profiled(decoder_repeats, decode);
     let md = table(
         &format!(
-            "SAM ViT-B prompt encoder + mask decoder, 16 single-point prompts (multimask), {}, {threads} thread(s), mean of {decoder_repeats} profiled rounds; the unprofiled round's median is {:.1} ms ({:.1} ms per prompt).",
+            "SAM ViT-B prompt encoder + mask decoder, 16 single-point prompts (multimask), {}, {}, {threads} thread(s), mean of {decoder_repeats} profiled rounds; the unprofiled round's median is {:.1} ms ({:.1} ms per prompt).",
             cpu_name(),
+            precision().0,
             plain * 1e3,
             plain * 1e3 / 16.0
         ),
@@ -207,7 +221,7 @@ fn sam_profiles(threads: usize, repeats: usize, decoder_only: bool) {
         decoder_repeats,
     );
     print!("{md}");
-    write_section("sam_decoder_profile", &md);
+    write_section(&format!("sam_decoder_profile{}", precision().1), &md);
 }
 
 /// MobileSAM's TinyViT encoder, random weights under its official keys.
@@ -217,15 +231,16 @@ fn sam_tiny_profile(threads: usize, repeats: usize) {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("vit_t.safetensors");
     common::random_sam("vit_t", &path);
-    let tiny = Sam::load(&path).unwrap();
+    let tiny = Sam::load_with(&path, precision().0).unwrap();
     std::fs::remove_dir_all(&dir).ok();
     let (plain, ops) = profiled(repeats * 3, || {
         tiny.image_encoder.forward(&x).unwrap();
     });
     let md = table(
         &format!(
-            "MobileSAM TinyViT (vit_t) image encoder, 1x3x1024x1024, {}, {threads} thread(s), mean of {} profiled forwards; the unprofiled forward's median is {:.0} ms.",
+            "MobileSAM TinyViT (vit_t) image encoder, 1x3x1024x1024, {}, {}, {threads} thread(s), mean of {} profiled forwards; the unprofiled forward's median is {:.0} ms.",
             cpu_name(),
+            precision().0,
             repeats * 3,
             plain * 1e3
         ),
@@ -233,14 +248,14 @@ fn sam_tiny_profile(threads: usize, repeats: usize) {
         repeats * 3,
     );
     print!("{md}");
-    write_section("sam_tiny_profile", &md);
+    write_section(&format!("sam_tiny_profile{}", precision().1), &md);
 }
 
 /// The classic U-Net's forward on the host engine.
 fn unet_forward_profile(threads: usize, repeats: usize) {
     let config = segrs::models::unet::UNetConfig::classic(3, 21);
     let unet = segrs::models::unet::UNet::new(&config, &burn::prelude::Device::flex());
-    let host = segrs::models::unet::host::HostUNet::from_model(&unet).unwrap();
+    let host = segrs::models::unet::host::HostUNet::from_model_with(&unet, precision().0).unwrap();
     let (h, w) = (256, 256);
     let x: Vec<f32> = (0..3 * h * w)
         .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
@@ -251,15 +266,16 @@ fn unet_forward_profile(threads: usize, repeats: usize) {
     });
     let md = table(
         &format!(
-            "Classic U-Net (3 -> 21 classes, BatchNorm folded), 1x3x256x256, {}, {threads} thread(s), mean of {unet_repeats} profiled forwards; the unprofiled forward's median is {:.1} ms.",
+            "Classic U-Net (3 -> 21 classes, BatchNorm folded), 1x3x256x256, {}, {}, {threads} thread(s), mean of {unet_repeats} profiled forwards; the unprofiled forward's median is {:.1} ms.",
             cpu_name(),
+            precision().0,
             plain * 1e3
         ),
         &ops,
         unet_repeats,
     );
     print!("{md}");
-    write_section("unet_profile", &md);
+    write_section(&format!("unet_profile{}", precision().1), &md);
 }
 
 /// One training step of the classic U-Net (2x3x256x256, cross-entropy, AdamW) on the autodiff
@@ -303,12 +319,13 @@ fn sam_encoder_profile(sam: &Sam, x: &[f32], threads: usize, repeats: usize) {
     });
     let md = table(
         &format!(
-            "SAM ViT-B image encoder, 1x3x1024x1024, {}, {threads} thread(s), mean of {repeats} profiled forwards; the unprofiled forward's median is {plain:.2} s.",
-            cpu_name()
+            "SAM ViT-B image encoder, 1x3x1024x1024, {}, {}, {threads} thread(s), mean of {repeats} profiled forwards; the unprofiled forward's median is {plain:.2} s.",
+            cpu_name(),
+            precision().0
         ),
         &ops,
         repeats,
     );
     print!("{md}");
-    write_section("sam_profile", &md);
+    write_section(&format!("sam_profile{}", precision().1), &md);
 }

@@ -168,6 +168,14 @@ impl ConvTranspose2d {
         }
     }
 
+    /// The layer computing its product in `precision` on `[cin, h, w]` maps (the row layouts
+    /// stay in f32).
+    pub fn with_precision(self, precision: Precision) -> Self {
+        Self {
+            op: self.op.with_precision(precision),
+        }
+    }
+
     /// `[cin, h, w]` -> `[cout, 2h, 2w]`.
     pub fn forward(&self, x: &[f32], h: usize, w: usize, act: Activation) -> Vec<f32> {
         self.op.forward(x, h, w, act)

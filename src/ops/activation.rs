@@ -48,6 +48,40 @@ impl Activation {
     }
 }
 
+impl Activation {
+    /// `out[j] = act(acc[j] + bias)` for `j < out.len()`: a row of a finished tile. Call it
+    /// inside [`vectorized`]; each activation is its own loop, with no closure between the
+    /// loop and [`of`](Self::of) (one left out of line would compile GELU's `mul_add`s
+    /// without FMA, as calls to libm's software `fmaf`).
+    #[inline(always)]
+    pub fn write_row(self, out: &mut [f32], acc: &[f32], bias: f32) {
+        let n = out.len().min(acc.len());
+        let (out, acc) = (&mut out[..n], &acc[..n]);
+        match self {
+            Activation::None => {
+                for (y, &a) in out.iter_mut().zip(acc) {
+                    *y = a + bias;
+                }
+            }
+            Activation::Relu => {
+                for (y, &a) in out.iter_mut().zip(acc) {
+                    *y = (a + bias).max(0.0);
+                }
+            }
+            Activation::Gelu => {
+                for (y, &a) in out.iter_mut().zip(acc) {
+                    *y = Activation::Gelu.of(a + bias);
+                }
+            }
+            act => {
+                for (y, &a) in out.iter_mut().zip(acc) {
+                    *y = act.of(a + bias);
+                }
+            }
+        }
+    }
+}
+
 /// Runs `f` on every value, in parallel chunks when the buffer is large and the caller is not
 /// already on one of rayon's workers.
 fn each(x: &mut [f32], f: impl Fn(&mut f32) + Sync + Send + Copy) {

@@ -473,15 +473,23 @@ unsafe fn head_rows_bf16(
     let sums = softmax_scores(scores, nk, scale_scores, bias);
     let at_dst = SendPtr(dst);
     bf16::product(&Rows::new(scores, r, nk), vp, parallel, |at, tile| {
-        for (i, acc) in tile.iter().enumerate().take(at.rows) {
-            let inv = 1.0 / sums[at.i0 + i];
-            // SAFETY: row `at.i0 + i < r`, columns `at.c0..at.c0 + at.cols <= d`: within
-            // the caller's rows, this tile's alone.
-            let row = unsafe {
-                std::slice::from_raw_parts_mut(at_dst.get().add((at.i0 + i) * ldd + at.c0), at.cols)
-            };
-            row.iter_mut().zip(acc).for_each(|(y, &a)| *y = a * inv);
-        }
+        vectorized(
+            #[inline(always)]
+            || {
+                for (i, acc) in tile.iter().enumerate().take(at.rows) {
+                    let inv = 1.0 / sums[at.i0 + i];
+                    // SAFETY: row `at.i0 + i < r`, columns `at.c0..at.c0 + at.cols <= d`:
+                    // within the caller's rows, this tile's alone.
+                    let row = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            at_dst.get().add((at.i0 + i) * ldd + at.c0),
+                            at.cols,
+                        )
+                    };
+                    row.iter_mut().zip(acc).for_each(|(y, &a)| *y = a * inv);
+                }
+            },
+        )
     });
     SCORES.set(s);
 }

@@ -280,9 +280,10 @@ pub unsafe fn store(at: TileAt, tile: &Tile, dst: *mut f32, ld: usize) {
     }
 }
 
-/// `a [m, k] @ b [k, n]` in bf16 with f32 sums, handing each finished tile to `write`
-/// (called inside [`vectorized`], so its loops vectorise). Blocks of rows go over rayon's
-/// threads when `parallel`.
+/// `a [m, k] @ b [k, n]` in bf16 with f32 sums, handing each finished tile to `write`.
+/// Blocks of rows go over rayon's threads when `parallel`. `write` is a closure of its own,
+/// compiled for the baseline CPU unless inlined: arithmetic in it goes inside [`vectorized`]
+/// (without, GELU's `mul_add`s call libm's software `fmaf`, 12 ns per value).
 pub fn product(a: &Rows, b: &Panels, parallel: bool, write: impl Fn(TileAt, &Tile) + Sync) {
     assert_eq!(a.k, b.k, "bf16 product: reduction lengths differ");
     let (m, n, kp) = (a.m, b.n, a.kp);
@@ -291,6 +292,11 @@ pub fn product(a: &Rows, b: &Panels, parallel: bool, write: impl Fn(TileAt, &Til
     }
     let native = has_native();
     let panel_len = kp * 2 * TILE_COLS;
+    let steps = Steps {
+        offsets: &[0],
+        kp,
+        stride: 2 * TILE_COLS,
+    };
     let (blocks, panels) = (m.div_ceil(BLOCK_ROWS), n.div_ceil(TILE_COLS));
     let threads = if parallel {
         rayon::current_num_threads()
@@ -317,7 +323,7 @@ pub fn product(a: &Rows, b: &Panels, parallel: bool, write: impl Fn(TileAt, &Til
                     let panel = &b.data[q * panel_len..][..panel_len];
                     for i0 in (r0..end).step_by(TILE_ROWS) {
                         let rows = &a.data[i0 * 2 * kp..][..TILE_ROWS * 2 * kp];
-                        let tile = one_tile(native, kp, rows, panel);
+                        let tile = one_tile(native, steps, rows, panel);
                         let c0 = q * TILE_COLS;
                         let at = TileAt {
                             i0,
@@ -339,43 +345,72 @@ pub fn product(a: &Rows, b: &Panels, parallel: bool, write: impl Fn(TileAt, &Til
     }
 }
 
+/// Where the right operand's reduction steps of a tile lie: step `g * kp + p` (pair `p` of
+/// group `g`) starts `offsets[g] + p * stride` values after the tile's first column, and holds
+/// [`TILE_COLS`] pairs. A panel of [`Panels`] is one group of steps `2 * TILE_COLS` apart; a
+/// stride-1 convolution ([`conv`]) has a group per kernel tap, the input's pair planes apart.
+#[derive(Clone, Copy, Debug)]
+struct Steps<'a> {
+    offsets: &'a [usize],
+    kp: usize,
+    stride: usize,
+}
+
+impl Steps<'_> {
+    /// Pairs per row of the left operand.
+    fn pairs(&self) -> usize {
+        self.offsets.len() * self.kp
+    }
+
+    /// One past the last value a tile starting at the operand's start reads.
+    fn span(&self) -> usize {
+        match self.offsets.iter().max() {
+            Some(&o) if self.kp > 0 => o + (self.kp - 1) * self.stride + 2 * TILE_COLS,
+            _ => 0,
+        }
+    }
+}
+
 /// One tile on the native kernel when `native` (the caller checked [`has_native`]), else the
-/// portable one; `a` holds [`TILE_ROWS`] rows of `kp` pairs, `b` `kp` steps of
-/// [`TILE_COLS`] pairs.
+/// portable one; `a` holds [`TILE_ROWS`] rows of `steps.pairs()` pairs, `b` the steps.
 #[inline(always)]
-fn one_tile(native: bool, kp: usize, a: &[u16], b: &[u16]) -> Tile {
-    assert!(a.len() >= TILE_ROWS * 2 * kp && b.len() >= kp * 2 * TILE_COLS);
+fn one_tile(native: bool, steps: Steps, a: &[u16], b: &[u16]) -> Tile {
+    assert!(a.len() >= TILE_ROWS * 2 * steps.pairs() && b.len() >= steps.span());
     #[cfg(target_arch = "x86_64")]
     if native {
         // SAFETY: the CPU has AVX-512F and AVX512_BF16 (`has_native`); the bounds are
         // asserted above.
-        return unsafe { native_tile(kp, a.as_ptr(), b.as_ptr()) };
+        return unsafe { native_tile(steps, a.as_ptr(), b.as_ptr()) };
     }
     let _ = native;
-    portable_tile(kp, a, b)
+    portable_tile(steps, a, b)
 }
 
 /// A tile as `vdpbf16ps` computes it, in plain Rust: for each pair, the odd step's product
 /// added first, then the even one's (each product exact in f32). Three rows at a time, so
 /// that the sums fit AVX2's registers.
 #[inline(always)]
-fn portable_tile(kp: usize, a: &[u16], b: &[u16]) -> Tile {
+fn portable_tile(steps: Steps, a: &[u16], b: &[u16]) -> Tile {
+    let row = 2 * steps.pairs();
     let mut tile = [[0.0f32; TILE_COLS]; TILE_ROWS];
     for r in (0..TILE_ROWS).step_by(3) {
         let mut acc = [[0.0f32; TILE_COLS]; 3];
-        for p in 0..kp {
-            let step = &b[p * 2 * TILE_COLS..][..2 * TILE_COLS];
-            let (mut even, mut odd) = ([0.0f32; TILE_COLS], [0.0f32; TILE_COLS]);
-            for (c, pair) in step.chunks_exact(2).enumerate() {
-                even[c] = from_bf16(pair[0]);
-                odd[c] = from_bf16(pair[1]);
-            }
-            for (i, acc) in acc.iter_mut().enumerate() {
-                let x = &a[(r + i) * 2 * kp + 2 * p..][..2];
-                let (x0, x1) = (from_bf16(x[0]), from_bf16(x[1]));
-                for c in 0..TILE_COLS {
-                    acc[c] += x1 * odd[c];
-                    acc[c] += x0 * even[c];
+        for (g, &off) in steps.offsets.iter().enumerate() {
+            for p in 0..steps.kp {
+                let step = &b[off + p * steps.stride..][..2 * TILE_COLS];
+                let (mut even, mut odd) = ([0.0f32; TILE_COLS], [0.0f32; TILE_COLS]);
+                for (c, pair) in step.chunks_exact(2).enumerate() {
+                    even[c] = from_bf16(pair[0]);
+                    odd[c] = from_bf16(pair[1]);
+                }
+                let at = 2 * (g * steps.kp + p);
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    let x = &a[(r + i) * row + at..][..2];
+                    let (x0, x1) = (from_bf16(x[0]), from_bf16(x[1]));
+                    for c in 0..TILE_COLS {
+                        acc[c] += x1 * odd[c];
+                        acc[c] += x0 * even[c];
+                    }
                 }
             }
         }
@@ -388,25 +423,30 @@ fn portable_tile(kp: usize, a: &[u16], b: &[u16]) -> Tile {
 /// broadcast pair of the left operand per row against two registers of the right.
 ///
 /// # Safety
-/// The CPU must have AVX-512F and AVX512_BF16; `a` must hold [`TILE_ROWS`] rows of `2 * kp`
-/// values, `b` `kp` steps of `2 * TILE_COLS`.
+/// The CPU must have AVX-512F and AVX512_BF16; `a` must hold [`TILE_ROWS`] rows of
+/// `steps.pairs()` pairs, `b` at least `steps.span()` values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn native_tile(kp: usize, a: *const u16, b: *const u16) -> Tile {
+unsafe fn native_tile(steps: Steps, a: *const u16, b: *const u16) -> Tile {
     use std::arch::x86_64::*;
+    let row = 2 * steps.pairs();
     let mut c = [[_mm512_setzero_ps(); 2]; TILE_ROWS];
-    for p in 0..kp {
-        // SAFETY: step `p` of `b` and pair `p` of each row of `a` are within the caller's
-        // bounds; __m512i and __m512bh are the same 64 bytes.
-        unsafe {
-            let step = b.add(p * 2 * TILE_COLS);
-            let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(step.cast()));
-            let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(step.add(TILE_COLS).cast()));
-            for (i, ci) in c.iter_mut().enumerate() {
-                let pair = a.add(i * 2 * kp + 2 * p).cast::<i32>().read_unaligned();
-                let x: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
-                ci[0] = _mm512_dpbf16_ps(ci[0], x, b0);
-                ci[1] = _mm512_dpbf16_ps(ci[1], x, b1);
+    for (g, &off) in steps.offsets.iter().enumerate() {
+        for p in 0..steps.kp {
+            // SAFETY: step `g * kp + p` of `b` and that pair of each row of `a` are within the
+            // caller's bounds; __m512i and __m512bh are the same 64 bytes.
+            unsafe {
+                let step = b.add(off + p * steps.stride);
+                let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(step.cast()));
+                let b1: __m512bh =
+                    std::mem::transmute(_mm512_loadu_si512(step.add(TILE_COLS).cast()));
+                let at = a.add(2 * (g * steps.kp + p));
+                for (i, ci) in c.iter_mut().enumerate() {
+                    let pair = at.add(i * row).cast::<i32>().read_unaligned();
+                    let x: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
+                    ci[0] = _mm512_dpbf16_ps(ci[0], x, b0);
+                    ci[1] = _mm512_dpbf16_ps(ci[1], x, b1);
+                }
             }
         }
     }
@@ -455,9 +495,14 @@ fn native_agrees() -> bool {
         .map(|i| ((i * 5 % 19) as f32 - 9.0) / 4.0)
         .collect();
     let (a, b) = (Rows::new(&x, m, k), Panels::from_rows(&w, n, k));
+    let steps = Steps {
+        offsets: &[0],
+        kp: a.kp,
+        stride: 2 * TILE_COLS,
+    };
     // SAFETY: the caller checked the CPU; both operands hold one whole tile.
-    let native = unsafe { native_tile(a.kp, a.data.as_ptr(), b.data.as_ptr()) };
-    let portable = portable_tile(a.kp, &a.data, &b.data);
+    let native = unsafe { native_tile(steps, a.data.as_ptr(), b.data.as_ptr()) };
+    let portable = portable_tile(steps, &a.data, &b.data);
     native
         .iter()
         .flatten()
@@ -509,15 +554,225 @@ unsafe fn linear_raw(
     let dst = SendPtr(dst);
     let parallel = rayon::current_thread_index().is_none();
     product(&Rows::new(x, m, w.k), w, parallel, |at, tile| {
-        for (i, acc) in tile.iter().enumerate().take(at.rows) {
-            // SAFETY: row `at.i0 + i < m`, columns `at.c0..at.c0 + at.cols <= n`: this
-            // tile's part of the output, which no other tile writes.
-            let out = unsafe {
-                std::slice::from_raw_parts_mut(dst.get().add((at.i0 + i) * n + at.c0), at.cols)
-            };
-            epilogue.finish(out, acc, &bias[at.c0..]);
-        }
+        vectorized(
+            #[inline(always)]
+            || {
+                for (i, acc) in tile.iter().enumerate().take(at.rows) {
+                    // SAFETY: row `at.i0 + i < m`, columns `at.c0..at.c0 + at.cols <= n`:
+                    // this tile's part of the output, which no other tile writes.
+                    let out = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            dst.get().add((at.i0 + i) * n + at.c0),
+                            at.cols,
+                        )
+                    };
+                    epilogue.finish(out, acc, &bias[at.c0..]);
+                }
+            },
+        )
     });
+}
+
+/// `a [m, k] @ b [k, n]` in bf16 with f32 sums, `b` row-major f32 (converted as it is
+/// packed), the rows of the result over rayon's threads.
+pub fn matmul(a: &Rows, b: &[f32], n: usize) -> Vec<f32> {
+    let (m, k) = (a.m, a.k);
+    let mut panels = Panels::default();
+    panels.fill_from_columns(b, k, n, n);
+    let parallel = rayon::current_thread_index().is_none();
+    // SAFETY: the tiles cover every one of the `m * n` values.
+    unsafe {
+        written(m * n, |dst| {
+            let dst = SendPtr(dst);
+            product(a, &panels, parallel, |at, tile| {
+                store(at, tile, dst.get(), n)
+            })
+        })
+    }
+}
+
+/// A stride-1 `k x k` convolution's weights for [`conv`]: each output channel's row holds, tap
+/// by tap, the input channels in pairs (an odd count padded with a zero channel), as bf16.
+#[derive(Clone, Debug)]
+pub struct ConvRows {
+    rows: Rows,
+    pub cin: usize,
+    pub cout: usize,
+    pub k: usize,
+}
+
+impl ConvRows {
+    /// From `w [cout, cin, k, k]` (PyTorch's layout).
+    pub fn new(w: &[f32], cout: usize, cin: usize, k: usize) -> Self {
+        assert_eq!(w.len(), cout * cin * k * k, "bf16 convolution weight size");
+        let (kk, cp) = (k * k, cin.div_ceil(2));
+        let mut by_tap = vec![0.0f32; cout * kk * 2 * cp];
+        for co in 0..cout {
+            for ci in 0..cin {
+                for t in 0..kk {
+                    by_tap[(co * kk + t) * 2 * cp + ci] = w[(co * cin + ci) * kk + t];
+                }
+            }
+        }
+        Self {
+            rows: Rows::new(&by_tap, cout, kk * 2 * cp),
+            cin,
+            cout,
+            k,
+        }
+    }
+}
+
+/// Bytes of weights per task of [`conv`], re-read from L2 for each tile of positions: as many
+/// output channels as fit (whole tiles, at least one, at most eight), so that narrow layers
+/// read their input once.
+const CONV_BLOCK_BYTES: usize = 256 << 10;
+
+/// `act(conv(x) + bias)` for a stride-1 convolution with `pad` zeros around `x [cin, h, w]`,
+/// into `out [cout, ho, wo]`, in bf16 with f32 sums and nothing unfolded: the input is
+/// converted once into planes of channel pairs on the padded grid (`[cin / 2][h + 2 pad][w +
+/// 2 pad][2]`), where the `k * k` taps of a run of [`TILE_COLS`] consecutive grid positions
+/// are [`TILE_COLS`] consecutive pairs, so every step of the product reads its operand where
+/// it lies. The product runs over the padded grid's columns: the `k - 1` columns of each row
+/// past the output's width are computed and dropped (1% of a 256-wide map, 11% of a 16-wide
+/// one).
+#[allow(clippy::too_many_arguments)]
+pub fn conv(
+    wts: &ConvRows,
+    bias: &[f32],
+    x: &[f32],
+    h: usize,
+    w: usize,
+    pad: usize,
+    act: Activation,
+    out: &mut [f32],
+) {
+    let (cin, cout, k) = (wts.cin, wts.cout, wts.k);
+    assert_eq!(x.len(), cin * h * w, "bf16 convolution input size");
+    assert_eq!(bias.len(), cout, "bf16 convolution bias size");
+    let (hp, wp) = (h + 2 * pad, w + 2 * pad);
+    assert!(
+        hp >= k && wp >= k,
+        "bf16 convolution: input {h}x{w} smaller than the kernel"
+    );
+    let (ho, wo) = (hp - k + 1, wp - k + 1);
+    assert_eq!(out.len(), cout * ho * wo, "bf16 convolution output size");
+    let cp = cin.div_ceil(2);
+    if cout == 0 || ho * wo == 0 {
+        return;
+    }
+    // The input's pair planes, with room for the dropped columns of the last tile to read.
+    let plane = 2 * hp * wp;
+    let mut packed = vec![0u16; cp * plane + 2 * (TILE_COLS + k * wp)];
+    let fill = |(p, dst): (usize, &mut [u16])| {
+        if p >= cp {
+            return;
+        }
+        let even = &x[2 * p * h * w..][..h * w];
+        let odd = (2 * p + 1 < cin).then(|| &x[(2 * p + 1) * h * w..][..h * w]);
+        vectorized(
+            #[inline(always)]
+            || {
+                for y in 0..h {
+                    let row = &mut dst[2 * ((y + pad) * wp + pad)..][..2 * w];
+                    let e = &even[y * w..][..w];
+                    match odd {
+                        Some(o) => {
+                            let o = &o[y * w..][..w];
+                            for ((pair, &a), &b) in row.chunks_exact_mut(2).zip(e).zip(o) {
+                                pair[0] = to_bf16(a);
+                                pair[1] = to_bf16(b);
+                            }
+                        }
+                        None => {
+                            for (pair, &a) in row.chunks_exact_mut(2).zip(e) {
+                                pair[0] = to_bf16(a);
+                            }
+                        }
+                    }
+                }
+            },
+        )
+    };
+    let parallel = rayon::current_thread_index().is_none();
+    if parallel && cin * h * w >= 1 << 16 {
+        packed.par_chunks_mut(plane).enumerate().for_each(fill);
+    } else {
+        packed.chunks_mut(plane).enumerate().for_each(fill);
+    }
+    let offsets: Vec<usize> = (0..k * k).map(|t| 2 * ((t / k) * wp + t % k)).collect();
+    let steps = Steps {
+        offsets: &offsets,
+        kp: cp,
+        stride: plane,
+    };
+    let row = 2 * steps.pairs();
+    let cols = ho * wp;
+    let col_tiles = cols.div_ceil(TILE_COLS);
+    assert!(
+        2 * (col_tiles - 1) * TILE_COLS + steps.span() <= packed.len(),
+        "bf16 convolution: packed input bounds"
+    );
+    let block_rows = (CONV_BLOCK_BYTES / (2 * row)).clamp(1, 8) * TILE_ROWS;
+    let blocks = cout.div_ceil(block_rows);
+    let threads = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    // Enough tasks to keep every thread busy to the end, each a run of tiles of positions.
+    let groups = (8 * threads).div_ceil(blocks).clamp(1, col_tiles);
+    let per_group = col_tiles.div_ceil(groups);
+    let native = has_native();
+    let dst = SendPtr(out.as_mut_ptr());
+    let task = |t: usize| {
+        let (blk, g) = (t % blocks, t / blocks);
+        let r0 = blk * block_rows;
+        let end = (r0 + block_rows).min(cout);
+        vectorized(
+            #[inline(always)]
+            || {
+                for q in g * per_group..((g + 1) * per_group).min(col_tiles) {
+                    let c0 = q * TILE_COLS;
+                    let b = &packed[2 * c0..];
+                    for i0 in (r0..end).step_by(TILE_ROWS) {
+                        let a = &wts.rows.data[i0 * row..][..TILE_ROWS * row];
+                        let tile = one_tile(native, steps, a, b);
+                        for (i, acc) in tile.iter().enumerate().take(end.min(cout) - i0) {
+                            let co = i0 + i;
+                            let bias = bias[co];
+                            // Runs of the tile within one row of the grid, the dropped
+                            // columns left out.
+                            let mut j = 0;
+                            while j < TILE_COLS && c0 + j < cols {
+                                let (y, xx) = ((c0 + j) / wp, (c0 + j) % wp);
+                                let run = (wp - xx).min(TILE_COLS - j);
+                                let keep = wo.saturating_sub(xx).min(run);
+                                if keep > 0 {
+                                    // SAFETY: channel `co`, row `y`, columns `xx..xx + keep`
+                                    // of the output: this tile's, written by no other.
+                                    let o = unsafe {
+                                        std::slice::from_raw_parts_mut(
+                                            dst.get().add((co * ho + y) * wo + xx),
+                                            keep,
+                                        )
+                                    };
+                                    act.write_row(o, &acc[j..j + keep], bias);
+                                }
+                                j += run;
+                            }
+                        }
+                    }
+                }
+            },
+        )
+    };
+    let tasks = blocks * groups;
+    if threads > 1 && tasks > 1 {
+        (0..tasks).into_par_iter().for_each(task);
+    } else {
+        (0..tasks).for_each(task);
+    }
 }
 
 #[cfg(test)]
@@ -598,6 +853,61 @@ mod tests {
             m * n,
             "every element in exactly one tile"
         );
+    }
+
+    /// The direct bf16 convolution against a naive loop over the bf16-rounded operands: odd
+    /// channel counts (a zero channel pads the last pair), no padding and wide rows (tiles
+    /// across rows of the grid), a 5x5 kernel, a map smaller than a tile, each epilogue.
+    #[test]
+    fn direct_convolution_matches_the_rounded_operands() {
+        for (cin, cout, k, pad, h, w, act) in [
+            (5, 14, 3, 1, 7, 9, Activation::Relu),
+            (16, 30, 3, 0, 6, 40, Activation::None),
+            (4, 13, 5, 2, 11, 5, Activation::Gelu),
+            (33, 25, 3, 1, 1, 2, Activation::Relu),
+            (2, 1, 1, 0, 3, 3, Activation::None),
+        ] {
+            let x: Vec<f32> = (0..cin * h * w).map(|i| (i as f32 * 0.37).sin()).collect();
+            let wt: Vec<f32> = (0..cout * cin * k * k)
+                .map(|i| (i as f32 * 0.11).cos())
+                .collect();
+            let b: Vec<f32> = (0..cout).map(|i| i as f32 * 0.25 - 1.0).collect();
+            let (ho, wo) = (h + 2 * pad - k + 1, w + 2 * pad - k + 1);
+            let mut out = vec![f32::NAN; cout * ho * wo];
+            conv(
+                &ConvRows::new(&wt, cout, cin, k),
+                &b,
+                &x,
+                h,
+                w,
+                pad,
+                act,
+                &mut out,
+            );
+            for co in 0..cout {
+                for y in 0..ho {
+                    for xx in 0..wo {
+                        let mut want = b[co];
+                        for ci in 0..cin {
+                            for t in 0..k * k {
+                                let (sy, sx) = (y + t / k, xx + t % k);
+                                if sy < pad || sx < pad || sy - pad >= h || sx - pad >= w {
+                                    continue;
+                                }
+                                let v = x[(ci * h + sy - pad) * w + sx - pad];
+                                want += round(v) * round(wt[(co * cin + ci) * k * k + t]);
+                            }
+                        }
+                        let want = act.of(want);
+                        let got = out[(co * ho + y) * wo + xx];
+                        assert!(
+                            (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                            "{cin}->{cout} k{k} pad{pad} {h}x{w}: ({co}, {y}, {xx}) {got} against {want}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

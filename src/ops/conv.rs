@@ -8,7 +8,7 @@
 //! The bias and the activation are applied to each tile while it is still in cache.
 
 use super::activation::Activation;
-use super::bf16::{Panels, Precision, Rows, product, round_all, store};
+use super::bf16::{self, ConvRows, Panels, Precision, Rows, product, round_all, store};
 use super::matmul::{SendPtr, gemm_rows};
 use super::simd::vectorized;
 use rayon::prelude::*;
@@ -32,6 +32,8 @@ pub struct ConvKernel {
     bf16: Option<Rows>,
     /// A Winograd kernel computing in bf16: each of `wino`'s matrices as bf16 rows.
     wino_bf16: Vec<Rows>,
+    /// A stride-1 kernel computing in bf16 without unfolding ([`bf16::conv`]).
+    direct_bf16: Option<ConvRows>,
 }
 
 /// Which Winograd algorithm a 3x3 convolution uses, with its transformed weights.
@@ -49,6 +51,16 @@ const BF16_MIN_REDUCTION: usize = 32;
 /// From this many input channels on, F(4x4, 3x3) (4x fewer multiplications, larger
 /// transforms) beats F(2x2, 3x3) (2.25x); narrower layers are dominated by the transforms.
 const F4_MIN_CHANNELS: usize = 32;
+
+/// Below this many input channels (an image's 3) a 3x3 kernel is unfolded rather than
+/// transformed: the Winograd transforms then cost more than the products they save (3.3 ms
+/// against 1.0 ms for 3 -> 64 channels on 256x256).
+const WINOGRAD_MIN_CHANNELS: usize = 8;
+
+/// In bf16, from this many input channels on, 3x3 kernels keep Winograd F(2x2, 3x3) (its
+/// products in bf16); narrower ones run the direct bf16 kernel, whose products on 2 threads
+/// of a Zen 5 run at 570-830 GFLOP/s, faster there than F(2x2)'s transforms allow.
+const BF16_WINOGRAD_MIN_CHANNELS: usize = 256;
 
 impl ConvKernel {
     /// `bias` defaults to zeros. Panics on inconsistent sizes (callers check shapes when they
@@ -106,13 +118,19 @@ impl ConvKernel {
         );
         let b = bias.unwrap_or_else(|| vec![0.0; cout]);
         assert_eq!(b.len(), cout, "convolution bias size");
-        let wino = (winograd && k == 3 && stride == 1 && pad == 1 && groups == 1).then(|| {
-            if cin >= F4_MIN_CHANNELS {
-                Winograd::F4(winograd4_weights(&w, cout, cin))
-            } else {
-                Winograd::F2(winograd_weights(&w, cout, cin))
-            }
-        });
+        let wino = (winograd
+            && k == 3
+            && stride == 1
+            && pad == 1
+            && groups == 1
+            && cin >= WINOGRAD_MIN_CHANNELS)
+            .then(|| {
+                if cin >= F4_MIN_CHANNELS {
+                    Winograd::F4(winograd4_weights(&w, cout, cin))
+                } else {
+                    Winograd::F2(winograd_weights(&w, cout, cin))
+                }
+            });
         Self {
             w,
             b,
@@ -125,23 +143,35 @@ impl ConvKernel {
             wino,
             bf16: None,
             wino_bf16: Vec::new(),
+            direct_bf16: None,
         }
     }
 
     /// The kernel computing in `precision`. For bf16 (dense kernels; depthwise ones stay in
-    /// f32) the weights are converted once: 3x3 kernels take Winograd F(2x2, 3x3) with the
-    /// products in the transform domain in bf16 (the transformed weights, made from the f32
-    /// ones, rounded once), the others multiply unfolded tiles in bf16. F(4x4, 3x3)'s larger
-    /// transforms amplify bf16's rounding tenfold (relative L2 2e-2 against 2e-3 to 3e-3 for
-    /// F(2x2, 3x3) and the direct method, on the parity fixtures), so it is not used in bf16.
-    /// f32 leaves the kernel as it is.
+    /// f32) the weights are converted once: 3x3 kernels from [`BF16_WINOGRAD_MIN_CHANNELS`]
+    /// input channels on take Winograd F(2x2, 3x3) with the products in the transform domain
+    /// in bf16 (the transformed weights, made from the f32 ones, rounded once); other stride-1
+    /// kernels run the direct bf16 kernel ([`bf16::conv`]); the rest multiply unfolded tiles in
+    /// bf16. F(4x4, 3x3)'s larger transforms amplify bf16's rounding tenfold (relative L2 2e-2
+    /// against 2e-3 to 3e-3 for F(2x2, 3x3) and the direct method, on the parity fixtures),
+    /// so it is not used in bf16. f32 leaves the kernel as it is.
     pub fn with_precision(mut self, precision: Precision) -> Self {
         if precision == Precision::Bf16
             && self.groups == 1
             && self.bf16.is_none()
+            && self.direct_bf16.is_none()
             && self.cin * self.k * self.k >= BF16_MIN_REDUCTION
         {
             let (cin, cout) = (self.cin, self.cout);
+            if self.stride == 1
+                && self.k > 1
+                && (self.wino.is_none() || cin < BF16_WINOGRAD_MIN_CHANNELS)
+            {
+                round_all(&mut self.w);
+                self.wino = None;
+                self.direct_bf16 = Some(ConvRows::new(&self.w, cout, cin, self.k));
+                return self;
+            }
             if let Some(Winograd::F4(_)) = &self.wino {
                 self.wino = Some(Winograd::F2(winograd_weights(&self.w, cout, cin)));
             }
@@ -211,6 +241,8 @@ impl ConvKernel {
         };
         if self.groups > 1 {
             self.depthwise(x, h, w, out, act);
+        } else if let Some(d) = &self.direct_bf16 {
+            return bf16::conv(d, &self.b, x, h, w, self.pad, act, out);
         } else if let Some(wb) = &self.bf16
             && !(self.wino.is_some() && h.is_multiple_of(2) && w.is_multiple_of(2))
         {
@@ -346,21 +378,24 @@ impl ConvKernel {
                     panels.fill_from_columns(col, kdim, n, n);
                 }
                 product(wb, panels, par_inner, |at, tile| {
-                    for (i, acc) in tile.iter().enumerate().take(at.rows) {
-                        let co = at.i0 + i;
-                        let b = self.b[co];
-                        // SAFETY: channel `co`, positions p0 + c0 .. + cols of this tile of
-                        // output rows: written by this tile of the product only.
-                        let row = unsafe {
-                            std::slice::from_raw_parts_mut(
-                                ptr.get().add(co * hw_out + p0 + at.c0),
-                                at.cols,
-                            )
-                        };
-                        row.iter_mut()
-                            .zip(acc)
-                            .for_each(|(y, &a)| *y = act.of(a + b));
-                    }
+                    vectorized(
+                        #[inline(always)]
+                        || {
+                            for (i, acc) in tile.iter().enumerate().take(at.rows) {
+                                let co = at.i0 + i;
+                                let b = self.b[co];
+                                // SAFETY: channel `co`, positions p0 + c0 .. + cols of this tile of
+                                // output rows: written by this tile of the product only.
+                                let row = unsafe {
+                                    std::slice::from_raw_parts_mut(
+                                        ptr.get().add(co * hw_out + p0 + at.c0),
+                                        at.cols,
+                                    )
+                                };
+                                act.write_row(row, acc, b);
+                            }
+                        },
+                    )
                 });
             },
         );

@@ -3,6 +3,7 @@
 //! matrix product `[cout * 4, cin] @ [cin, h * w]` and a scatter.
 
 use super::activation::Activation;
+use super::bf16::{self, Precision, Rows};
 use super::conv_backward::bias_grad;
 use super::matmul::{
     SendPtr, gemm_strided_acc, matmul, matmul_acc, matmul_nt, parallel_for, product, written,
@@ -93,6 +94,8 @@ pub fn conv_transpose2x2_backward(
 pub struct ConvTranspose2x2 {
     /// `[cout * 4, cin]`, row `co * 4 + dy * 2 + dx`.
     wm: Vec<f32>,
+    /// `wm` as bf16 rows, when the layer computes in bf16.
+    wm_bf16: Option<Rows>,
     pub b: Vec<f32>,
     pub cin: usize,
     pub cout: usize,
@@ -115,7 +118,30 @@ impl ConvTranspose2x2 {
             }
         }
         let b = bias.unwrap_or_else(|| vec![0.0; cout]);
-        Self { wm, b, cin, cout }
+        Self {
+            wm,
+            wm_bf16: None,
+            b,
+            cin,
+            cout,
+        }
+    }
+
+    /// The layer computing its product in `precision` on `[cin, h, w]` maps
+    /// ([`forward`](Self::forward), [`forward_into`](Self::forward_into),
+    /// [`forward_add`](Self::forward_add)); the row layouts stay in f32.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.wm_bf16 =
+            (precision == Precision::Bf16).then(|| Rows::new(&self.wm, self.cout * 4, self.cin));
+        self
+    }
+
+    /// The four taps' products `[cout * 4, h * w]` of `x [cin, h * w]`.
+    fn taps(&self, x: &[f32], hw: usize) -> Vec<f32> {
+        match &self.wm_bf16 {
+            Some(rows) => bf16::matmul(rows, x, hw),
+            None => matmul(&self.wm, x, self.cout * 4, self.cin, hw),
+        }
     }
 
     /// `[cin, h, w]` -> `[cout, 2h, 2w]`.
@@ -126,7 +152,7 @@ impl ConvTranspose2x2 {
     /// [`forward`](Self::forward) into `out` (`[cout, 2h, 2w]`), e.g. one image's part of a
     /// batch.
     pub fn forward_into(&self, x: &[f32], h: usize, w: usize, act: Activation, out: &mut [f32]) {
-        let y = matmul(&self.wm, x, self.cout * 4, self.cin, h * w);
+        let y = self.taps(x, h * w);
         self.scatter(h, w, None, act, &y, out);
     }
 
@@ -140,7 +166,7 @@ impl ConvTranspose2x2 {
         skip: Option<&[f32]>,
         act: Activation,
     ) -> Vec<f32> {
-        let y = matmul(&self.wm, x, self.cout * 4, self.cin, h * w);
+        let y = self.taps(x, h * w);
         let mut out = vec![0.0f32; self.cout * 4 * h * w];
         self.scatter(h, w, skip, act, &y, &mut out);
         out
@@ -386,6 +412,32 @@ mod tests {
             for (a, b) in got.iter().zip(&want) {
                 assert!((a - b).abs() < 1e-5, "{a} vs {b}");
             }
+        }
+    }
+
+    /// In bf16 the layer is the f32 layer on the bf16-rounded weights and input, up to the
+    /// order of the sums.
+    #[test]
+    fn bf16_equals_f32_on_the_rounded_operands() {
+        let (cin, cout, h, w) = (37, 6, 5, 11);
+        let (wt, b, x) = (
+            values(cin * cout * 4, 1),
+            values(cout, 2),
+            values(cin * h * w, 3),
+        );
+        let round = |v: &[f32]| v.iter().map(|&v| bf16::round(v)).collect::<Vec<_>>();
+        let got = ConvTranspose2x2::new(&wt, Some(b.clone()), cin, cout)
+            .with_precision(Precision::Bf16)
+            .forward(&x, h, w, Activation::Relu);
+        let want = ConvTranspose2x2::new(&round(&wt), Some(b), cin, cout).forward(
+            &round(&x),
+            h,
+            w,
+            Activation::Relu,
+        );
+        assert_eq!(got.len(), want.len());
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
         }
     }
 }

@@ -83,8 +83,7 @@ impl HostUNet {
         Self::from_tensors_with(config, src, Precision::F32)
     }
 
-    /// The network with its convolutions computing in `precision` (the 2x2 up-convolutions
-    /// stay in f32).
+    /// The network with its convolutions computing in `precision`.
     pub fn from_tensors_with(
         config: &UNetConfig,
         src: &NamedTensors,
@@ -109,9 +108,10 @@ impl HostUNet {
             .map(|i| {
                 let u = w.pp(format!("up{}", i + 1));
                 match config.upsampling {
-                    Upsampling::Transpose => {
-                        Up::Transpose(ConvTranspose2d::load(&u, width(i + 1), width(i)))
-                    }
+                    Upsampling::Transpose => Up::Transpose(
+                        ConvTranspose2d::load(&u, width(i + 1), width(i))
+                            .with_precision(u.precision()),
+                    ),
                     Upsampling::Bilinear => Up::Bilinear(Conv2d::load(
                         &u.pp(1),
                         ConvSpec::same(width(i + 1), width(i), 1),
