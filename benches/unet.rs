@@ -205,7 +205,7 @@ fn main() {
         t_fwd,
     ));
     md.push_str(&row(
-        "forward 1x3x256x256, segrs host engine (folded BN, Winograd F(4x4,3x3) from 32 channels, F(2x2,3x3) below, gemm, fused bias + ReLU)",
+        "forward 1x3x256x256, segrs host engine (folded BN, Winograd F(4x4,3x3) from 32 channels, F(2x2,3x3) from 8, unfolded below, gemm, fused bias + ReLU)",
         fwd_engine,
         t_fwd,
     ));
