@@ -46,9 +46,7 @@ impl Activation {
             Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
         }
     }
-}
 
-impl Activation {
     /// `out[j] = act(acc[j] + bias)` for `j < out.len()`: a row of a finished tile. Call it
     /// inside [`vectorized`]; each activation is its own loop, with no closure between the
     /// loop and [`of`](Self::of) (one left out of line would compile GELU's `mul_add`s

@@ -292,11 +292,7 @@ pub fn product(a: &Rows, b: &Panels, parallel: bool, write: impl Fn(TileAt, &Til
     }
     let native = has_native();
     let panel_len = kp * 2 * TILE_COLS;
-    let steps = Steps {
-        offsets: &[0],
-        kp,
-        stride: 2 * TILE_COLS,
-    };
+    let steps = Steps::panel(kp);
     let (blocks, panels) = (m.div_ceil(BLOCK_ROWS), n.div_ceil(TILE_COLS));
     let threads = if parallel {
         rayon::current_num_threads()
@@ -357,6 +353,15 @@ struct Steps<'a> {
 }
 
 impl Steps<'_> {
+    /// The steps of one [`Panels`] panel of `kp` pairs.
+    fn panel(kp: usize) -> Steps<'static> {
+        Steps {
+            offsets: &[0],
+            kp,
+            stride: 2 * TILE_COLS,
+        }
+    }
+
     /// Pairs per row of the left operand.
     fn pairs(&self) -> usize {
         self.offsets.len() * self.kp
@@ -495,11 +500,7 @@ fn native_agrees() -> bool {
         .map(|i| ((i * 5 % 19) as f32 - 9.0) / 4.0)
         .collect();
     let (a, b) = (Rows::new(&x, m, k), Panels::from_rows(&w, n, k));
-    let steps = Steps {
-        offsets: &[0],
-        kp: a.kp,
-        stride: 2 * TILE_COLS,
-    };
+    let steps = Steps::panel(a.kp);
     // SAFETY: the caller checked the CPU; both operands hold one whole tile.
     let native = unsafe { native_tile(steps, a.data.as_ptr(), b.data.as_ptr()) };
     let portable = portable_tile(steps, &a.data, &b.data);
@@ -738,7 +739,7 @@ pub fn conv(
                     for i0 in (r0..end).step_by(TILE_ROWS) {
                         let a = &wts.rows.data[i0 * row..][..TILE_ROWS * row];
                         let tile = one_tile(native, steps, a, b);
-                        for (i, acc) in tile.iter().enumerate().take(end.min(cout) - i0) {
+                        for (i, acc) in tile.iter().enumerate().take(end - i0) {
                             let co = i0 + i;
                             let bias = bias[co];
                             // Runs of the tile within one row of the grid, the dropped
